@@ -1,0 +1,111 @@
+"""Typed, immutable records passed between the pipeline's stages.
+
+Inputs: none (pure data). Outputs: Event (filters -> jails), Ban and Unban (jails -> actions).
+Security note: every string field here may carry attacker-written text (user names, hosts);
+only `ip` is trusted, and only because it was validated with `ipaddress` before the record
+was built. Never interpolate these fields into a shell command.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+KINDS = frozenset(
+    {"auth-failure", "reject", "rate-limit", "protocol", "submission", "delivery"}
+)
+# The kinds that count as failures for the default jail.
+FAILURE_KINDS = frozenset({"auth-failure", "reject", "rate-limit", "protocol"})
+KEY_TYPES = frozenset({"ip", "user", "uid", "sender"})
+
+
+def normalize_ip(text: str) -> str | None:
+    """Return the canonical form of an IPv4/IPv6 address, or None if `text` is not one.
+
+    IPv4-mapped IPv6 addresses (::ffff:192.0.2.1, as dovecot and some milters log them) are
+    returned as plain IPv4 so that one client has one key.
+    """
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One matched log line, typed.
+
+    `line` is the raw line (decoded with replacement) kept for explanations; `lineno` is the
+    1-based line number within its source when known (test/replay), else 0.
+    """
+
+    time: float
+    kind: str
+    filter: str
+    rule: str
+    ip: str | None = None
+    user: str | None = None
+    uid: int | None = None
+    sender: str | None = None
+    queue_id: str | None = None
+    recipients: int | None = None
+    status: str | None = None
+    source: str = ""
+    lineno: int = 0
+    line: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown event kind {self.kind!r}")
+
+    def key(self, key_type: str) -> str | None:
+        """The value this event is counted under for a jail keyed by `key_type`."""
+        if key_type == "ip":
+            return self.ip
+        if key_type == "user":
+            return self.user
+        if key_type == "uid":
+            return None if self.uid is None else str(self.uid)
+        if key_type == "sender":
+            return self.sender
+        raise ValueError(f"unknown key type {key_type!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A decision to act on a key until `until` (epoch seconds).
+
+    `lines` are the log lines that caused it (the last `maxretry` at most), for `list` and
+    `explain`. `actions` names the actions that must carry it out.
+    """
+
+    jail: str
+    key_type: str
+    key: str
+    time: float
+    until: float
+    count: int
+    findtime: float
+    actions: tuple[str, ...]
+    lines: tuple[str, ...] = field(default=())
+    manual: bool = False
+
+    def __post_init__(self) -> None:
+        if self.key_type not in KEY_TYPES:
+            raise ValueError(f"unknown key type {self.key_type!r}")
+        if self.key_type == "ip" and normalize_ip(self.key) != self.key:
+            raise ValueError(f"not a canonical IP address: {self.key!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Unban:
+    """A decision to lift a ban (expiry, or an admin's unban)."""
+
+    jail: str
+    key_type: str
+    key: str
+    actions: tuple[str, ...]
+    reason: str = "expired"
