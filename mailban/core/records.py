@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 KINDS = frozenset(
-    {"auth-failure", "reject", "rate-limit", "protocol", "submission", "delivery"}
+    {"auth-failure", "reject", "rate-limit", "protocol", "submission", "delivery", "login"}
 )
 # The kinds that count as failures for the default jail.
 FAILURE_KINDS = frozenset({"auth-failure", "reject", "rate-limit", "protocol"})

@@ -1,0 +1,245 @@
+"""The `mailban` command: run the daemon, test filters, replay logs, and control the daemon.
+
+Imports are deferred to the subcommand that needs them, so that `mailban status` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="configuration file (default /etc/mailban/mailban.toml, "
+                   "or the shipped default when it does not exist)")
+
+
+def _add_socket(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--socket", metavar="PATH", help="control socket (default: from the configuration)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailban", description="Ban abusive mail clients from their log lines.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    _add_config(p)
+
+    p = sub.add_parser("test", help="run filters over a log and summarise what they match")
+    p.add_argument("log", help="log file, or - for standard input")
+    p.add_argument("filters", nargs="*", metavar="FILTER", help="filter names or .toml files (default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per event")
+    _add_config(p)
+
+    p = sub.add_parser("replay", help="push logs through the whole pipeline and print the decisions (no action)")
+    p.add_argument("logs", nargs="+", metavar="LOG")
+    p.add_argument("--json", action="store_true", help="print one JSON object per decision")
+    _add_config(p)
+
+    p = sub.add_parser("check", help="validate the configuration, filters and actions")
+    _add_config(p)
+
+    for name, text in (("status", "show jails, counts, bans and action errors"), ("list", "list bans and their causes")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--json", action="store_true")
+        _add_socket(p)
+
+    p = sub.add_parser("ban", help="ban an address by hand")
+    p.add_argument("ip")
+    p.add_argument("--jail", default="manual", help="jail to record the ban under (default: manual)")
+    p.add_argument("--for", dest="duration", default="1h", metavar="DURATION", help="e.g. 30m, 1h, 2d (default 1h)")
+    _add_socket(p)
+
+    p = sub.add_parser("unban", help="lift a ban")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("ip", nargs="?")
+    target.add_argument("--all", action="store_true", help="lift every ban")
+    _add_socket(p)
+
+    p = sub.add_parser("reload", help="reload the configuration (the old one stays if the new one is bad)")
+    _add_socket(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config_error(exc: Exception) -> int:
+    print(f"mailban: configuration refused: {exc}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .core.errors import ConfigError
+    from .daemon import Daemon
+
+    try:
+        daemon = Daemon(args.config)
+    except ConfigError as exc:
+        return _config_error(exc)
+    return daemon.run()
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import config
+    from .core.errors import ConfigError
+    from .offline import run_test
+
+    confdir = Path(args.config).parent if args.config else Path(config.DEFAULT_CONFIG).parent
+    try:
+        filters = config.load_filters(confdir, args.filters or None)
+    except ConfigError as exc:
+        return _config_error(exc)
+    try:
+        return run_test([args.log], filters, args.json)
+    except OSError as exc:
+        print(f"mailban: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
+        return 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from . import config
+    from .core.errors import ConfigError
+    from .offline import run_replay
+
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        return _config_error(exc)
+    try:
+        return run_replay(args.logs, cfg, args.json)
+    except OSError as exc:
+        print(f"mailban: cannot read a log: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import config
+    from .core.errors import ConfigError
+
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        return _config_error(exc)
+    print(f"configuration OK: {cfg.path}")
+    print(f"  files: {', '.join(cfg.files)}")
+    print(f"  filters: {', '.join(f.name for f in cfg.filters)}")
+    print(f"  actions: {', '.join(sorted(cfg.actions))}")
+    for spec in cfg.jails:
+        state = "enabled" if spec.enabled else "disabled"
+        print(f"  jail {spec.name} ({state}): {spec.maxretry} in {spec.findtime:g}s -> "
+              f"ban {spec.bantime:g}s via {', '.join(spec.actions)}")
+    return 0
+
+
+def _socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return str(args.socket)
+    # Read only the main file's [mailban].socket: loading every filter would slow `status` down.
+    import os
+
+    import tomli
+
+    from .config import DEFAULT_CONFIG, SHIPPED_DEFAULT, Settings
+
+    path = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else str(SHIPPED_DEFAULT))
+    try:
+        with open(path, "rb") as fh:
+            value = tomli.load(fh).get("mailban", {}).get("socket")
+    except (OSError, tomli.TOMLDecodeError):
+        value = None
+    return value if isinstance(value, str) else Settings.socket
+
+
+def _call(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any] | None:
+    from .control import request
+
+    path = _socket_path(args)
+    try:
+        answer = request(path, payload)
+    except (OSError, ValueError) as exc:
+        print(f"mailban: cannot reach the daemon at {path}: {exc}", file=sys.stderr)
+        return None
+    if not answer.get("ok"):
+        print(f"mailban: {answer.get('error', 'request failed')}", file=sys.stderr)
+        return None
+    return answer
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    answer = _call(args, {"cmd": "status"})
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    from .render import render_status
+
+    print(render_status(answer))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    answer = _call(args, {"cmd": "list"})
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps(answer["bans"], indent=2))
+        return 0
+    from .render import render_list
+
+    print(render_list(answer["bans"]))
+    return 0
+
+
+def cmd_ban(args: argparse.Namespace) -> int:
+    answer = _call(args, {"cmd": "ban", "ip": args.ip, "jail": args.jail, "for": args.duration})
+    if answer is None:
+        return 1
+    print(answer.get("message", "banned"))
+    return 0
+
+
+def cmd_unban(args: argparse.Namespace) -> int:
+    payload = {"cmd": "unban", "all": True} if args.all else {"cmd": "unban", "ip": args.ip}
+    answer = _call(args, payload)
+    if answer is None:
+        return 1
+    print(answer.get("message", "unbanned"))
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    answer = _call(args, {"cmd": "reload"})
+    if answer is None:
+        return 1
+    print(answer.get("message", "reloaded"))
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "test": cmd_test,
+    "replay": cmd_replay,
+    "check": cmd_check,
+    "status": cmd_status,
+    "list": cmd_list,
+    "ban": cmd_ban,
+    "unban": cmd_unban,
+    "reload": cmd_reload,
+}

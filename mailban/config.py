@@ -1,0 +1,302 @@
+"""Load mailban's configuration: the main file, jail.d drop-ins, filters and actions.
+
+Inputs: a config path (default /etc/mailban/mailban.toml; the shipped default when that does not
+exist). Filters and actions are looked up in `<confdir>/filters.d` and `<confdir>/actions.d`
+first, then among the files shipped inside the package; an admin file overrides a shipped file
+of the same name. Output: a validated `Config`, or a `ConfigError` naming file, line and column.
+Must never: half-apply a bad file. The daemon keeps its last good Config when loading fails.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core.durations import parse_duration
+from .core.errors import ConfigError
+from .core.filters import Filter, FilterSet, build_filter
+from .core.jails import IgnoreList, Jail, JailSpec
+from .core.pipeline import Pipeline
+from .core.records import KEY_TYPES, KINDS
+from .core.syslog import LocalToEpoch, SyslogParser
+from .core.tomldoc import TomlDoc, parse_toml
+
+DEFAULT_CONFIG = "/etc/mailban/mailban.toml"
+PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_DEFAULT = PACKAGE_DIR / "default.toml"
+
+
+def shipped_dir(kind: str) -> Path:
+    """Where the shipped `filters.d`/`actions.d` live: inside the installed package, or at the
+    top of the source tree when running from a checkout."""
+    inside = PACKAGE_DIR / kind
+    return inside if inside.is_dir() else PACKAGE_DIR.parent / kind
+
+
+@dataclass(frozen=True)
+class Settings:
+    logs: tuple[str, ...] = ("/var/log/mail.log",)
+    state_dir: str = "/var/lib/mailban"
+    socket: str = "/run/mailban/mailban.sock"
+    socket_mode: int = 0o600
+    ignoreip: tuple[Any, ...] = ()
+    loglevel: str = "info"
+    read_from: str = "end"
+
+
+@dataclass(frozen=True)
+class ActionDef:
+    name: str
+    type: str
+    options: dict[str, Any]
+    path: str
+    doc: TomlDoc | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    settings: Settings
+    jails: tuple[JailSpec, ...]
+    filters: tuple[Filter, ...]
+    actions: dict[str, ActionDef]
+    files: tuple[str, ...] = ()
+
+    def pipeline(self, now: float, to_epoch: LocalToEpoch) -> Pipeline:
+        ignore = IgnoreList(self.settings.ignoreip)
+        jails = [
+            Jail(spec, IgnoreList(tuple(ignore._v4) + tuple(ignore._v6) + spec.ignoreip))
+            for spec in self.jails
+            if spec.enabled
+        ]
+        return Pipeline(SyslogParser(now, to_epoch), FilterSet(list(self.filters)), jails)
+
+
+def _read(path: Path) -> TomlDoc:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), line, 1, "the file is not valid UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(str(path), 1, 1, f"cannot read the file: {exc.strerror}") from None
+    return parse_toml(text, str(path))
+
+
+def _lookup(kind: str, confdir: Path) -> dict[str, Path]:
+    """name -> file, admin files first (they override shipped files of the same name)."""
+    found: dict[str, Path] = {}
+    for directory in (shipped_dir(kind), confdir / kind):
+        if directory.is_dir():
+            for entry in sorted(directory.glob("*.toml")):
+                found[entry.stem] = entry
+    return found
+
+
+def load_filter_file(path: Path) -> Filter:
+    return build_filter(path.stem, _read(path))
+
+
+def load_filters(confdir: Path, only: list[str] | None = None) -> list[Filter]:
+    files = _lookup("filters.d", confdir)
+    if only:
+        chosen: list[Filter] = []
+        for name in only:
+            if os.sep in name or name.endswith(".toml"):
+                chosen.append(load_filter_file(Path(name)))
+            elif name in files:
+                chosen.append(load_filter_file(files[name]))
+            else:
+                raise ConfigError(name, 1, 1, f"no filter named {name!r}; known: {', '.join(sorted(files))}")
+        return chosen
+    return [load_filter_file(p) for p in files.values()]
+
+
+def load_actions(confdir: Path) -> dict[str, ActionDef]:
+    actions: dict[str, ActionDef] = {}
+    for name, path in _lookup("actions.d", confdir).items():
+        doc = _read(path)
+        head = doc.data.get("action")
+        if not isinstance(head, dict) or not isinstance(head.get("type"), str):
+            raise doc.error(("action",), "an action file needs an [action] table with a `type`")
+        for key in doc.data:
+            if key != "action":
+                raise doc.error((key,), f"unknown table {key!r}; an action file has only [action]")
+        options = {k: v for k, v in head.items() if k != "type"}
+        actions[name] = ActionDef(name, head["type"], options, str(path), doc)
+    return actions
+
+
+def load(path: str | None = None) -> Config:
+    """Load and validate the whole configuration. Raises ConfigError."""
+    if path is None:
+        main = Path(DEFAULT_CONFIG)
+        confdir = main.parent
+        if not main.exists():
+            main = SHIPPED_DEFAULT
+    else:
+        main = Path(path)
+        confdir = main.parent
+        if not main.exists():
+            raise ConfigError(str(main), 1, 1, "the configuration file does not exist")
+    docs = [_read(main)]
+    jail_dir = confdir / "jail.d"
+    if jail_dir.is_dir():
+        docs.extend(_read(p) for p in sorted(jail_dir.glob("*.toml")))
+    filters = load_filters(confdir)
+    actions = load_actions(confdir)
+    settings_src: dict[str, tuple[Any, TomlDoc]] = {}
+    jail_src: dict[str, dict[str, tuple[Any, TomlDoc]]] = {}
+    for doc in docs:
+        for key in doc.data:
+            if key not in ("mailban", "jail"):
+                raise doc.error((key,), f"unknown table {key!r}; expected [mailban] or [jail.NAME]")
+        section = doc.data.get("mailban", {})
+        if not isinstance(section, dict):
+            raise doc.error(("mailban",), "[mailban] must be a table")
+        for key, value in section.items():
+            settings_src[key] = (value, doc)
+        jails = doc.data.get("jail", {})
+        if not isinstance(jails, dict):
+            raise doc.error(("jail",), "jails are tables: [jail.NAME]")
+        for name, table in jails.items():
+            if not isinstance(table, dict):
+                raise doc.error(("jail", name), f"jail {name!r} must be a table")
+            entry = jail_src.setdefault(name, {})
+            for key, value in table.items():
+                entry[key] = (value, doc)
+    settings = _settings(settings_src)
+    filter_names = {f.name for f in filters}
+    rule_names = {f"{f.name}.{r.id}" for f in filters for r in f.rules} | {r.id for f in filters for r in f.rules}
+    specs = tuple(
+        _jail(name, src, filter_names, rule_names, actions) for name, src in sorted(jail_src.items())
+    )
+    for spec in specs:
+        if spec.enabled:
+            for action in spec.actions:
+                _check_action(actions[action])
+    return Config(str(main), settings, specs, tuple(filters), actions, tuple(d.path for d in docs))
+
+
+_SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from"}
+
+
+def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
+    values: dict[str, Any] = {}
+    for key, (value, doc) in src.items():
+        where = ("mailban", key)
+        if key not in _SETTINGS_KEYS:
+            raise doc.error(where, f"unknown setting {key!r}; known: {', '.join(sorted(_SETTINGS_KEYS))}")
+        if key == "logs":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") for v in value):
+                raise doc.error(where, "`logs` must be a list of absolute file paths")
+            values[key] = tuple(value)
+        elif key in ("state_dir", "socket"):
+            if not isinstance(value, str) or not value.startswith("/"):
+                raise doc.error(where, f"`{key}` must be an absolute path")
+            values[key] = value
+        elif key == "socket_mode":
+            if not isinstance(value, str) or not value.isdigit() or int(value, 8) > 0o777:
+                raise doc.error(where, "`socket_mode` must be an octal string such as \"0600\"")
+            values[key] = int(value, 8)
+        elif key == "ignoreip":
+            values[key] = _networks(value, doc, where)
+        elif key == "loglevel":
+            if value not in ("debug", "info", "warning", "error"):
+                raise doc.error(where, "`loglevel` must be one of debug, info, warning, error")
+            values[key] = value
+        elif key == "read_from":
+            if value not in ("end", "beginning"):
+                raise doc.error(where, "`read_from` must be \"end\" or \"beginning\"")
+            values[key] = value
+    return Settings(**values)
+
+
+def _networks(value: Any, doc: TomlDoc, where: tuple[Any, ...]) -> tuple[Any, ...]:
+    if not isinstance(value, list):
+        raise doc.error(where, "`ignoreip` must be a list of addresses or CIDR networks")
+    nets = []
+    for item in value:
+        try:
+            nets.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise doc.error(where, f"{item!r} is not an IP address or CIDR network") from None
+    return tuple(nets)
+
+
+_JAIL_KEYS = {
+    "enabled", "kinds", "filters", "rules", "exclude", "key", "findtime", "maxretry", "bantime",
+    "actions", "ignoreip", "max_keys",
+}
+
+
+def _jail(
+    name: str,
+    src: dict[str, tuple[Any, TomlDoc]],
+    filter_names: set[str],
+    rule_names: set[str],
+    actions: dict[str, ActionDef],
+) -> JailSpec:
+    values: dict[str, Any] = {"name": name, "kinds": frozenset()}
+    for key, (value, doc) in src.items():
+        where = ("jail", name, key)
+        if key not in _JAIL_KEYS:
+            raise doc.error(where, f"unknown jail setting {key!r}; known: {', '.join(sorted(_JAIL_KEYS))}")
+        try:
+            if key == "enabled":
+                if not isinstance(value, bool):
+                    raise ValueError("`enabled` must be true or false")
+                values[key] = value
+            elif key == "kinds":
+                values[key] = frozenset(_names(value, KINDS, "event kind"))
+            elif key == "filters":
+                values[key] = frozenset(_names(value, filter_names, "filter"))
+            elif key == "rules":
+                values[key] = frozenset(_names(value, rule_names, "rule"))
+            elif key == "exclude":
+                values[key] = frozenset(_names(value, filter_names | rule_names, "filter or rule"))
+            elif key == "key":
+                if value not in KEY_TYPES:
+                    raise ValueError(f"`key` must be one of {', '.join(sorted(KEY_TYPES))}")
+                values[key] = value
+            elif key in ("findtime", "bantime"):
+                seconds = parse_duration(value)
+                if seconds <= 0:
+                    raise ValueError(f"`{key}` must be longer than zero")
+                values[key] = seconds
+            elif key in ("maxretry", "max_keys"):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"`{key}` must be a whole number of at least 1")
+                values[key] = value
+            elif key == "actions":
+                values[key] = tuple(_names(value, set(actions), "action"))
+            elif key == "ignoreip":
+                values[key] = _networks(value, doc, where)
+        except ValueError as exc:
+            raise doc.error(where, str(exc)) from None
+    if not values["kinds"] and not values.get("filters") and not values.get("rules"):
+        doc = next(iter(src.values()))[1] if src else None
+        if doc is not None:
+            raise doc.error(("jail", name), f"jail {name!r} selects nothing: give `kinds`, `filters` or `rules`")
+    return JailSpec(**values)
+
+
+def _names(value: Any, known: set[str] | frozenset[str], what: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of {what} names")
+    for v in value:
+        if v not in known:
+            raise ValueError(f"unknown {what} {v!r}; known: {', '.join(sorted(known)) or 'none'}")
+    return value
+
+
+def _check_action(action: ActionDef) -> None:
+    """Validate an action's options with its implementation (imported lazily: nft is heavy)."""
+    from .actions import registry
+
+    registry.validate(action)

@@ -1,0 +1,223 @@
+"""Compile filter pattern templates into anchored regular expressions.
+
+Inputs: a template string such as `warning: <CLIENT>: SASL <WORD> authentication failed: <ANY>`.
+Output: a `CompiledPattern` (bytes regex, the literal to pre-check, the fields it captures), or a
+`PatternError` carrying the 1-based column of the fault within the template.
+
+The template language is a regular expression in which `<NAME>` placeholders (upper-case names
+from PLACEHOLDERS) stand for the fields mailban extracts. The grammar is parsed with pyparsing so
+that a typo such as `<CLEINT>` is reported at its column with the list of known names, instead of
+silently matching the literal text. Named groups `(?P<...>)` are reserved for placeholders.
+
+Security note: the client address is only ever taken from an `ip` group, and the placeholders that
+create it (<CLIENT>, <IP>, <SMRELAY>, <HOSTIP>) match only the bracketed or `rip=`-style positions
+where the MTA itself writes the client. Patterns are matched from the start of the message and
+should end with `$`, so that attacker text (HELO, user names, addresses) cannot slide a forged
+`host[ip]` into the place the real one occupies. `<USER>` is greedy for the same reason: it takes
+everything up to the *last* occurrence of the server-written text that follows it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyparsing as pp
+
+_IP = r"(?P<ip>[0-9A-Fa-f:.]{2,45})"
+_HOST = r"[^\s\[\]]+"
+
+# name -> (regex, fields it captures)
+PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
+    # postfix `host[ip]`; the host part comes from DNS (validated by postfix, no brackets)
+    "CLIENT": (rf"(?P<host>{_HOST})\[{_IP}\]", frozenset({"host", "ip"})),
+    # a bare address, e.g. after `rip=` (dovecot) or inside `[...]` (postscreen)
+    "IP": (rf"(?:IPv6:)?{_IP}", frozenset({"ip"})),
+    # sendmail `relay=[ip]`, `relay=host [ip]`, `relay=host [ip] (may be forged)`
+    "SMRELAY": (
+        rf"(?:(?P<host>{_HOST}) )?\[(?:IPv6:)?{_IP}\](?: \(may be forged\))?",
+        frozenset({"host", "ip"}),
+    ),
+    "HOST": (_HOST, frozenset()),
+    # attacker-chosen login names: greedy, so the server-written text after it anchors the match
+    "USER": (r"(?P<user>.*)", frozenset({"user"})),
+    "SENDER": (r"(?P<sender>[^<>]*)", frozenset({"sender"})),
+    "ADDR": (r"[^<>]*", frozenset()),
+    "QID": (r"(?P<qid>[0-9A-Za-z]{5,20})", frozenset({"qid"})),
+    "UID": (r"(?P<uid>\d{1,10})", frozenset({"uid"})),
+    "NRCPT": (r"(?P<nrcpt>\d{1,7})", frozenset({"nrcpt"})),
+    "STATUS": (r"(?P<status>sent|bounced|deferred|expired)", frozenset({"status"})),
+    "NUM": (r"\d+", frozenset()),
+    "WORD": (r"\S+", frozenset()),
+    "ANY": (r".*", frozenset()),
+}
+
+_FIELDS_WITH_IP = frozenset({"ip"})
+
+
+class PatternError(ValueError):
+    """A template that cannot be compiled; `column` is 1-based within the template."""
+
+    def __init__(self, message: str, column: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.column = column
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPattern:
+    regex: re.Pattern[bytes]
+    literal: bytes
+    fields: frozenset[str]
+    source: str
+
+
+def _grammar() -> pp.ParserElement:
+    placeholder = pp.Regex(r"<[A-Z][A-Z0-9_]*>").set_name("placeholder")
+    placeholder.set_parse_action(lambda s, loc, t: ("ph", t[0][1:-1], loc))
+    escaped = pp.Regex(r"\\.", re.DOTALL).set_parse_action(lambda s, loc, t: ("re", t[0], loc))
+    text = pp.Regex(r"[^<\\]+|<").set_parse_action(lambda s, loc, t: ("re", t[0], loc))
+    # Whitespace is significant in a pattern: pyparsing must not skip it.
+    for element in (placeholder, escaped, text):
+        element.leave_whitespace()
+    return (pp.ZeroOrMore(placeholder | escaped | text) + pp.StringEnd()).leave_whitespace()
+
+
+_GRAMMAR = _grammar()
+_RESERVED_GROUP = re.compile(r"\(\?P<|\(\?P=|\(\?<[A-Za-z_]")
+
+
+def compile_pattern(template: str, prefix: str = "", literal: str | None = None) -> CompiledPattern:
+    """Compile `template` (preceded by the filter's `prefix` regex) to a bytes regex."""
+    if not template:
+        raise PatternError("the pattern is empty", 1)
+    try:
+        tokens = _GRAMMAR.parse_string(template, parse_all=True)
+    except pp.ParseBaseException as exc:  # pragma: no cover - the grammar accepts any text
+        raise PatternError(f"cannot parse the pattern: {exc.msg}", exc.col) from None
+    bad = _RESERVED_GROUP.search(template)
+    if bad:
+        raise PatternError(
+            "named groups are reserved for placeholders; use (?:...) or a placeholder",
+            bad.start() + 1,
+        )
+    parts: list[str] = []
+    fields: set[str] = set()
+    for kind, value, loc in tokens:
+        if kind == "ph":
+            if value not in PLACEHOLDERS:
+                known = ", ".join(f"<{n}>" for n in PLACEHOLDERS)
+                raise PatternError(f"unknown placeholder <{value}>; known ones are {known}", loc + 1)
+            regex, captured = PLACEHOLDERS[value]
+            for name in captured:
+                if name in fields:
+                    raise PatternError(
+                        f"<{value}> captures '{name}', which an earlier placeholder already "
+                        "captures; a pattern may name the client (or user, ...) only once",
+                        loc + 1,
+                    )
+            fields |= captured
+            parts.append(regex)
+        else:
+            parts.append(value)
+    body = "".join(parts)
+    try:
+        regex = re.compile((prefix + body).encode(), re.DOTALL)
+    except re.error as exc:
+        col = 1 if exc.pos is None else max(1, _map_column(tokens, exc.pos - len(prefix)))
+        raise PatternError(f"invalid regular expression: {exc.msg}", col) from None
+    if literal is None:
+        literal = longest_literal(body)
+    elif literal and literal not in template.replace("\\", ""):
+        raise PatternError(f"the literal {literal!r} does not occur in the pattern", 1)
+    return CompiledPattern(regex, literal.encode(), frozenset(fields), template)
+
+
+def _map_column(tokens: pp.ParseResults, pos: int) -> int:
+    """Map a position in the expanded regex back to a 1-based column in the template."""
+    offset = 0
+    for kind, value, loc in tokens:
+        width = len(PLACEHOLDERS[value][0]) if kind == "ph" else len(value)
+        if pos < offset + width:
+            return loc + 1 + (0 if kind == "ph" else pos - offset)
+        offset += width
+    last = tokens[-1] if tokens else ("re", "", 0)
+    return last[2] + len(last[1]) + 1
+
+
+_PLAIN = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _:;,=@/-'\"!%&~#<>`")
+_ESCAPABLE = set(".[](){}*+?|^$\\/-:<>=@ ")
+
+
+def longest_literal(regex: str) -> str:
+    """The longest run of text that every match must contain, for a cheap substring pre-check.
+
+    Conservative: only text at nesting depth 0 counts, a character followed by a quantifier is
+    dropped, and a top-level alternation disables the pre-check (returns "").
+    """
+    best = ""
+    run: list[str] = []
+    depth = 0
+    i = 0
+    n = len(regex)
+
+    def flush() -> None:
+        nonlocal best
+        text = "".join(run)
+        if len(text) > len(best):
+            best = text
+        run.clear()
+
+    while i < n:
+        c = regex[i]
+        if c == "\\" and i + 1 < n:
+            nxt = regex[i + 1]
+            if depth == 0 and nxt in _ESCAPABLE:
+                run.append(nxt)
+            else:
+                flush()
+            i += 2
+        elif c == "(":
+            flush()
+            depth += 1
+            i += 1
+        elif c == ")":
+            depth = max(0, depth - 1)
+            i += 1
+        elif c == "[":
+            flush()
+            close = _class_end(regex, i)
+            i = close + 1
+        elif c in "?*+{":
+            if depth == 0 and c != "+" and run:
+                run.pop()  # the quantified character is optional
+            flush()
+            i += 1
+        elif c == "|":
+            if depth == 0:
+                return ""
+            i += 1
+        elif depth == 0 and c in _PLAIN:
+            run.append(c)
+            i += 1
+        else:
+            flush()
+            i += 1
+    flush()
+    return best.strip() if len(best.strip()) >= 3 else ""
+
+
+def _class_end(regex: str, start: int) -> int:
+    i = start + 1
+    if i < len(regex) and regex[i] == "^":
+        i += 1
+    if i < len(regex) and regex[i] == "]":
+        i += 1
+    while i < len(regex):
+        if regex[i] == "\\":
+            i += 2
+            continue
+        if regex[i] == "]":
+            return i
+        i += 1
+    return len(regex) - 1

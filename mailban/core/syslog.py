@@ -1,0 +1,187 @@
+"""Split a mail log line into its syslog header and message, fast.
+
+Inputs: one raw line (bytes, no newline) and the reference time `now` (epoch seconds, injected).
+Output: a `Header` tuple (time, host, program, pid, msg_start) or None for anything that is not a
+log line we understand. The message is not copied: callers match it in place from `msg_start`.
+
+Formats understood:
+- BSD syslog:  `Nov 20 08:00:01 host prog[pid]: msg` (no year: inferred, never in the future)
+- RFC 3339:    `2026-11-20T08:00:01.123456+00:00 host prog[pid]: msg`
+- postfix `maillog_file` (postlogd) writes the BSD form above, so it needs nothing special.
+- dovecot `log_path` files: `Nov 20 08:00:01 auth: Info: msg` (no host, no pid).
+Tags like `auth-worker(1234)` carry the pid in parentheses; both forms are split.
+
+Must never: raise on any input (garbage, NUL bytes, invalid UTF-8, 100 KB lines), read the clock,
+or decode the message. Security note: everything after the header is attacker-influenced text;
+the header itself can be forged by any local user writing to syslog (see docs/security.md).
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime
+from typing import Callable, NamedTuple
+
+MONTHS = {
+    m.encode(): i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+        start=1,
+    )
+}
+# Tolerance for "in the future" when inferring a BSD timestamp's year: clocks of the logging
+# host and of mailban may differ a little, and the log may be in another time zone than ours.
+FUTURE_SLACK = 2 * 86400
+MAX_TAG = 96
+_CACHE_MAX = 4096
+
+
+class Header(NamedTuple):
+    time: float
+    host: bytes | None
+    program: bytes
+    pid: bytes | None
+    msg_start: int
+
+
+# Converts a naive local time tuple (Y, M, D, h, m, s) to epoch seconds. The core defaults to
+# UTC; the daemon and the CLI pass the host's local time zone (time.mktime), keeping this
+# module free of clock and environment reads.
+LocalToEpoch = Callable[[tuple[int, int, int, int, int, int]], float]
+
+
+def utc_to_epoch(t: tuple[int, int, int, int, int, int]) -> float:
+    return float(calendar.timegm((*t, 0, 0, 0)))
+
+
+class SyslogParser:
+    """Stateful only for speed: caches timestamp conversions (lines share their seconds)."""
+
+    __slots__ = ("now", "_to_epoch", "_bsd_cache", "_iso_cache")
+
+    def __init__(self, now: float, to_epoch: LocalToEpoch = utc_to_epoch) -> None:
+        self.now = now
+        self._to_epoch = to_epoch
+        self._bsd_cache: dict[bytes, float] = {}
+        self._iso_cache: dict[bytes, float] = {}
+
+    def set_now(self, now: float) -> None:
+        """Move the reference time (the daemon calls this as wall time advances)."""
+        if int(now) // 3600 != int(self.now) // 3600:
+            # Year inference depends on `now`; drop cached conversions when the hour turns.
+            self._bsd_cache.clear()
+        self.now = now
+
+    def parse(self, line: bytes) -> Header | None:
+        if len(line) < 20:
+            return None
+        first = line[0]
+        if 65 <= first <= 90:  # 'A'..'Z': a month name, BSD format
+            if line[15:16] != b" ":
+                return None
+            when = self._bsd_time(line[:15])
+            pos = 16
+        elif 48 <= first <= 57:  # a digit: RFC 3339
+            end = line.find(b" ", 0, 40)
+            if end < 19:
+                return None
+            when = self._iso_time(line[:end])
+            pos = end + 1
+        else:
+            return None
+        if when is None:
+            return None
+        return self._split_tag(line, pos, when)
+
+    def _split_tag(self, line: bytes, pos: int, when: float) -> Header | None:
+        sp = line.find(b" ", pos, pos + 256)
+        if sp <= pos:
+            return None
+        if line[sp - 1] == 58:  # ':' -> `prog: msg` with no host (dovecot log_path files)
+            host = None
+            tag = line[pos : sp - 1]
+        else:
+            host = line[pos:sp]
+            sp2 = line.find(b" ", sp + 1, sp + 2 + MAX_TAG)
+            if sp2 < 0:
+                # `host prog[pid]:` then end of line: an empty message
+                if line.endswith(b":") and len(line) - sp <= MAX_TAG:
+                    sp2 = len(line)
+                else:
+                    return None
+            if line[sp2 - 1] != 58 or sp2 - 1 <= sp + 1:
+                return None
+            tag = line[sp + 1 : sp2 - 1]
+            sp = sp2
+        pid = None
+        last = tag[-1:]
+        if last == b"]" or last == b")":
+            open_at = tag.find(b"[" if last == b"]" else b"(")
+            if open_at > 0:
+                pid = tag[open_at + 1 : -1]
+                tag = tag[:open_at]
+        if not tag:
+            return None
+        return Header(when, host, tag, pid, sp + 1)
+
+    def _bsd_time(self, stamp: bytes) -> float | None:
+        when = self._bsd_cache.get(stamp)
+        if when is not None:
+            return when
+        month = MONTHS.get(stamp[:3])
+        if month is None or stamp[3:4] != b" " or stamp[6:7] != b" ":
+            return None
+        try:
+            day = int(stamp[4:6])
+            hh, mm, ss = int(stamp[7:9]), int(stamp[10:12]), int(stamp[13:15])
+        except ValueError:
+            return None
+        if stamp[9:10] != b":" or stamp[12:13] != b":" or not (1 <= day <= 31):
+            return None
+        if hh > 23 or mm > 59 or ss > 60:
+            return None
+        year = datetime.fromtimestamp(self.now).year if self.now > 0 else 1970
+        try:
+            when = None
+            if day <= calendar.monthrange(year, month)[1]:
+                when = self._to_epoch((year, month, day, hh, mm, min(ss, 59)))
+            if when is None or when > self.now + FUTURE_SLACK:
+                if day > calendar.monthrange(year - 1, month)[1]:
+                    return None  # Feb 30, or Feb 29 in no recent leap year
+                when = self._to_epoch((year - 1, month, day, hh, mm, min(ss, 59)))
+        except (ValueError, OverflowError):
+            return None
+        if len(self._bsd_cache) >= _CACHE_MAX:
+            self._bsd_cache.clear()
+        self._bsd_cache[stamp] = when
+        return when
+
+    def _iso_time(self, stamp: bytes) -> float | None:
+        # Cache on the whole seconds plus zone; add the fraction afterwards.
+        base = stamp[:19]
+        rest = stamp[19:]
+        frac = 0.0
+        if rest[:1] in (b".", b","):
+            i = 1
+            while i < len(rest) and 48 <= rest[i] <= 57:
+                i += 1
+            if i > 1:
+                frac = float(b"0." + rest[1:i])
+            rest = rest[i:]
+        key = base + rest
+        when = self._iso_cache.get(key)
+        if when is None:
+            try:
+                text = (base + (rest if rest not in (b"z", b"Z") else b"+00:00")).decode("ascii")
+                dt = datetime.fromisoformat(text)
+            except (ValueError, UnicodeDecodeError):
+                return None
+            if dt.tzinfo is None:
+                t = dt.timetuple()
+                when = self._to_epoch((t[0], t[1], t[2], t[3], t[4], t[5]))
+            else:
+                when = dt.timestamp()
+            if len(self._iso_cache) >= _CACHE_MAX:
+                self._iso_cache.clear()
+            self._iso_cache[key] = when
+        return when + frac

@@ -1,0 +1,410 @@
+"""The daemon: follow logs, feed the pipeline, carry decisions out, answer the control socket.
+
+Inputs: the configuration; log files (inotify); control requests; signals (HUP reload, TERM/INT
+stop). Outputs: actions (nft set elements, ...), state in SQLite, systemd notifications.
+One thread, one loop: every iteration reads what the logs have, applies the resulting bans in one
+batch per action, then commits the bans together with the file positions.
+Must never: stop because an action fails (failures are retried with backoff and shown in status),
+stop because a log is missing, or keep a bad configuration (the last good one stays).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__, config as config_mod
+from .actions import registry
+from .control import ControlServer
+from .core.durations import parse_duration
+from .core.errors import ConfigError
+from .core.pipeline import Pipeline
+from .core.records import Ban, normalize_ip
+from .localtime import local_to_epoch
+from .sources.tail import FileTail, Position, Watcher
+from .state import State
+
+log = logging.getLogger("mailban")
+BATCH_LINES = 5000
+RETRY_MIN, RETRY_MAX = 1.0, 60.0
+
+
+@dataclass
+class ActionSlot:
+    """An action instance plus what it still owes (bans it failed to apply) and its health."""
+
+    impl: Any
+    pending_bans: list[Ban] = field(default_factory=list)
+    pending_unbans: list[Ban] = field(default_factory=list)
+    error: str | None = None
+    retry_at: float = 0.0
+    backoff: float = RETRY_MIN
+
+
+class Daemon:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self.config = config_mod.load(config_path)
+        self.started = time.time()
+        self.stop_requested = False
+        self.reload_requested = False
+        self.errors: list[str] = []
+        self.lines_read: dict[str, int] = {}
+
+    # ---- start-up ---------------------------------------------------------------------------
+    def run(self) -> int:
+        logging.basicConfig(
+            level=getattr(logging, self.config.settings.loglevel.upper()),
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+        import sdnotify
+
+        self.notifier = sdnotify.SystemdNotifier()
+        settings = self.config.settings
+        self.state = State(settings.state_dir)
+        now = time.time()
+        self.state.expire(now)
+        active = self.state.active(now)
+        self.actions: dict[str, ActionSlot] = {}
+        self._build_actions(self.config, active)
+        self.pipeline = self._build_pipeline(self.config, active)
+        self.watcher = Watcher()
+        self.tails: dict[str, FileTail] = {}
+        self._open_tails(self.config)
+        self.selector = selectors.DefaultSelector()
+        self.control = ControlServer(settings.socket, settings.socket_mode, self._handlers())
+        self.control.register(self.selector)
+        self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeup)
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        log.info("mailban %s started: config %s, %d jails, %d active bans restored",
+                 __version__, self.config.path, len(self.pipeline.jails), len(active))
+        self.notifier.notify("READY=1")
+        self._notify_status()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _build_actions(self, cfg: config_mod.Config, active: list[Ban]) -> None:
+        wanted = {a for spec in cfg.jails if spec.enabled for a in spec.actions}
+        if "nft" in cfg.actions:
+            wanted.add("nft")  # manual bans go through it
+        slots: dict[str, ActionSlot] = {}
+        for name in sorted(wanted):
+            impl = registry.create(cfg.actions[name])
+            slot = self.actions.get(name) or ActionSlot(impl)
+            slot.impl = impl
+            slots[name] = slot
+            mine = [b for b in active if name in b.actions]
+            try:
+                impl.start(mine)
+                slot.error = None
+            except Exception as exc:
+                self._action_failed(slot, name, "start", exc)
+                slot.pending_bans.extend(mine)
+        self.actions = slots
+
+    def _build_pipeline(self, cfg: config_mod.Config, active: list[Ban]) -> Pipeline:
+        pipeline = cfg.pipeline(time.time(), local_to_epoch)
+        for ban in active:
+            pipeline.note_ban(ban)
+        return pipeline
+
+    def _open_tails(self, cfg: config_mod.Config) -> None:
+        positions = self.state.positions()
+        from_end = cfg.settings.read_from == "end"
+        for path in cfg.settings.logs:
+            if path in self.tails:
+                continue
+            saved = positions.get(path)
+            tail = FileTail(path, Position.from_dict(saved) if saved else None, from_end=from_end)
+            self.tails[path] = tail
+            self.watcher.add(tail)
+            self.lines_read.setdefault(path, 0)
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        watchdog_every = watchdog_usec / 2e6 if watchdog_usec else 0.0
+        next_watchdog = next_housekeeping = 0.0
+        while not self.stop_requested:
+            for key, _mask in self.selector.select(timeout=0.5):
+                if key.data is not None:
+                    key.data(self.selector)
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+            for tail in self.watcher.wait(0):
+                self._drain(tail)
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                next_housekeeping = now + 1.0
+                self._housekeeping()
+            if watchdog_every and now >= next_watchdog:
+                next_watchdog = now + watchdog_every
+                self.notifier.notify("WATCHDOG=1")
+
+    def _drain(self, tail: FileTail) -> None:
+        pipeline = self.pipeline
+        while True:
+            lines = tail.read_lines(BATCH_LINES)
+            if not lines:
+                return
+            now = time.time()
+            pipeline.parser.set_now(now)
+            bans: list[Ban] = []
+            for line in lines:
+                _events, new = pipeline.feed(line, now, tail.path)
+                if new:
+                    bans.extend(new)
+            self.lines_read[tail.path] = self.lines_read.get(tail.path, 0) + len(lines)
+            if bans:
+                self._apply(bans)
+            self.state.commit(bans, {tail.path: tail.position.to_dict()})
+            if len(lines) < BATCH_LINES:
+                return
+
+    def _apply(self, bans: list[Ban]) -> None:
+        for ban in bans:
+            log.warning("ban %s %s (jail %s: %d events in %gs) for %gs via %s", ban.key_type, ban.key,
+                        ban.jail, ban.count, ban.findtime, ban.until - ban.time, ", ".join(ban.actions))
+        for name, slot in self.actions.items():
+            mine = [b for b in bans if name in b.actions]
+            if not mine:
+                continue
+            try:
+                slot.impl.ban(mine)
+                self._action_ok(slot, name)
+            except Exception as exc:
+                slot.pending_bans.extend(mine)
+                self._action_failed(slot, name, "ban", exc)
+
+    def _unapply(self, bans: list[Ban]) -> None:
+        for name, slot in self.actions.items():
+            mine = [b for b in bans if name in b.actions]
+            if not mine:
+                continue
+            slot.pending_bans = [b for b in slot.pending_bans if (b.key_type, b.key) not in {(m.key_type, m.key) for m in mine}]
+            try:
+                slot.impl.unban(mine)
+                self._action_ok(slot, name)
+            except Exception as exc:
+                slot.pending_unbans.extend(mine)
+                self._action_failed(slot, name, "unban", exc)
+
+    def _action_failed(self, slot: ActionSlot, name: str, what: str, exc: Exception) -> None:
+        if slot.error is None:
+            log.error("action %s: %s failed: %s (will retry)", name, what, exc)
+        slot.error = f"{what} failed: {exc}"
+        slot.retry_at = time.monotonic() + slot.backoff
+        slot.backoff = min(slot.backoff * 2, RETRY_MAX)
+        self._notify_status()
+
+    def _action_ok(self, slot: ActionSlot, name: str) -> None:
+        if slot.error is not None:
+            log.info("action %s works again", name)
+            slot.error = None
+            self._notify_status()
+        slot.backoff = RETRY_MIN
+
+    def _housekeeping(self) -> None:
+        now = time.time()
+        expired = self.state.expire(now)
+        if expired:
+            log.info("%d bans expired", expired)
+            self._notify_status()
+        mono = time.monotonic()
+        for name, slot in self.actions.items():
+            if (slot.pending_bans or slot.pending_unbans or slot.error) and mono >= slot.retry_at:
+                pending = [b for b in slot.pending_bans if b.until > now]
+                unbans = slot.pending_unbans
+                slot.pending_bans, slot.pending_unbans = [], []
+                try:
+                    if slot.error and not pending and not unbans:
+                        slot.impl.start([b for b in self.state.active(now) if name in b.actions])
+                    if pending:
+                        slot.impl.ban(pending)
+                    if unbans:
+                        slot.impl.unban(unbans)
+                    self._action_ok(slot, name)
+                except Exception as exc:
+                    slot.pending_bans.extend(pending)
+                    slot.pending_unbans.extend(unbans)
+                    self._action_failed(slot, name, "retry", exc)
+
+    def _notify_status(self) -> None:
+        if not hasattr(self, "notifier"):
+            return
+        bans = len(self.state.active(time.time()))
+        failing = [n for n, s in self.actions.items() if s.error]
+        text = f"{bans} active bans"
+        if failing:
+            text += f"; FAILING actions: {', '.join(failing)}"
+        self.notifier.notify(f"STATUS={text}")
+
+    # ---- signals and reload -----------------------------------------------------------------
+    def _on_stop(self, signum: int, _frame: Any) -> None:
+        self.stop_requested = True
+
+    def _on_reload(self, signum: int, _frame: Any) -> None:
+        self.reload_requested = True
+
+    def _drain_wakeup(self, _selector: selectors.BaseSelector) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def reload(self) -> str:
+        self.notifier.notify("RELOADING=1")
+        try:
+            new = config_mod.load(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.notify("READY=1")
+            raise ValueError(f"reload refused, the running configuration stays: {exc}") from None
+        active = self.state.active(time.time())
+        self._build_actions(new, active)
+        self.pipeline = self._build_pipeline(new, active)
+        for path in [p for p in self.tails if p not in new.settings.logs]:
+            self.watcher.remove(self.tails.pop(path)) if hasattr(self.watcher, "remove") else self.tails.pop(path)
+        self.config = new
+        self._open_tails(new)
+        log.info("configuration reloaded from %s", new.path)
+        self.notifier.notify("READY=1")
+        self._notify_status()
+        return f"reloaded {new.path}"
+
+    def _shutdown(self) -> None:
+        log.info("stopping: bans stay in the kernel sets and expire there on time")
+        self.notifier.notify("STOPPING=1")
+        for path, tail in self.tails.items():
+            self.state.commit((), {path: tail.position.to_dict()})
+        for slot in self.actions.values():
+            try:
+                slot.impl.stop()
+            except Exception as exc:
+                log.warning("action stop failed: %s", exc)
+        self.control.close()
+        self.watcher.close()
+        self.state.close()
+
+    # ---- control commands -------------------------------------------------------------------
+    def _handlers(self) -> dict[str, Any]:
+        return {
+            "status": self._cmd_status,
+            "list": self._cmd_list,
+            "ban": self._cmd_ban,
+            "unban": self._cmd_unban,
+            "reload": lambda _req: {"message": self.reload()},
+        }
+
+    def _cmd_status(self, _req: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        bans = self.state.active(now)
+        jails = []
+        for jail in self.pipeline.jails:
+            spec = jail.spec
+            counts = jail.counts(now if False else max((t.times[-1] for t in jail.windows.values() if t.times), default=now))
+            top = sorted(((k, c) for k, c in counts.items() if c), key=lambda kv: -kv[1])[:10]
+            jails.append({
+                "name": spec.name, "key": spec.key, "findtime": spec.findtime, "maxretry": spec.maxretry,
+                "bantime": spec.bantime, "actions": list(spec.actions), "tracked": len(jail.windows),
+                "banned": sum(1 for b in bans if b.jail == spec.name), "top": top,
+            })
+        return {
+            "version": __version__,
+            "started": self.started,
+            "config": self.config.path,
+            "sources": [
+                {"path": p, "exists": os.path.exists(p), "lines": self.lines_read.get(p, 0)} for p in self.tails
+            ],
+            "jails": jails,
+            "bans": [self._ban_dict(b, now) for b in bans],
+            "actions": [
+                {"name": n, "type": self.config.actions[n].type, "error": s.error,
+                 "pending": len(s.pending_bans) + len(s.pending_unbans)}
+                for n, s in self.actions.items()
+            ],
+            "errors": self.errors[-10:],
+        }
+
+    @staticmethod
+    def _ban_dict(ban: Ban, now: float) -> dict[str, Any]:
+        return {
+            "jail": ban.jail, "key_type": ban.key_type, "key": ban.key, "time": ban.time,
+            "until": ban.until, "left": ban.until - now, "count": ban.count, "findtime": ban.findtime,
+            "actions": list(ban.actions), "lines": list(ban.lines), "manual": ban.manual,
+        }
+
+    def _cmd_list(self, _req: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        return {"bans": [self._ban_dict(b, now) for b in self.state.active(now)]}
+
+    def _cmd_ban(self, req: dict[str, Any]) -> dict[str, Any]:
+        ip = normalize_ip(str(req.get("ip", "")))
+        if ip is None:
+            raise ValueError(f"not an IP address: {req.get('ip')!r}")
+        seconds = parse_duration(req.get("for", "1h"))
+        if seconds <= 0:
+            raise ValueError("the ban duration must be longer than zero")
+        jail_name = str(req.get("jail") or "manual")
+        jail = self.pipeline.jail(jail_name)
+        actions = jail.spec.actions if jail else tuple(a for a in ("nft",) if a in self.actions)
+        if not actions:
+            raise ValueError("no action is configured to carry out a manual ban")
+        now = time.time()
+        ban = Ban(jail=jail_name, key_type="ip", key=ip, time=now, until=now + seconds, count=0,
+                  findtime=0.0, actions=tuple(actions), manual=True)
+        self.pipeline.note_ban(ban)
+        self._apply([ban])
+        self.state.commit([ban])
+        self._notify_status()
+        return {"message": f"banned {ip} for {seconds:g}s (jail {jail_name})"}
+
+    def _cmd_unban(self, req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("all"):
+            removed = self.state.remove()
+            for jail in self.pipeline.jails:
+                jail.banned.clear()
+                jail.windows.clear()
+            everything = [b for b in removed]
+            for name, slot in self.actions.items():
+                if hasattr(slot.impl, "unban_all"):
+                    try:
+                        slot.impl.unban_all()
+                        self._action_ok(slot, name)
+                    except Exception as exc:
+                        self._action_failed(slot, name, "unban", exc)
+                    everything = [b for b in everything if name not in b.actions]
+            self._unapply(everything)
+            self._notify_status()
+            return {"message": f"lifted {len(removed)} bans"}
+        ip = normalize_ip(str(req.get("ip", "")))
+        if ip is None:
+            raise ValueError(f"not an IP address: {req.get('ip')!r}")
+        removed = self.state.remove("ip", ip)
+        self.pipeline.forget("ip", ip)
+        # Remove the kernel element even when the database had no ban (left over, or added by hand).
+        stub = Ban(jail="manual", key_type="ip", key=ip, time=0, until=0, count=0, findtime=0,
+                   actions=tuple(self.actions))
+        self._unapply(removed or [stub])
+        self._notify_status()
+        if not removed:
+            return {"message": f"{ip} had no ban in the database; removed it from the action sets anyway"}
+        return {"message": f"unbanned {ip} ({', '.join(sorted({b.jail for b in removed}))})"}

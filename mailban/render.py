@@ -1,0 +1,55 @@
+"""Text rendering of the daemon's status and ban list for people (JSON is for scripts)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _left(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def render_status(st: dict[str, Any]) -> str:
+    out = [f"mailban {st['version']}, up since {_when(st['started'])}, config {st['config']}"]
+    for src in st["sources"]:
+        state = "reading" if src["exists"] else "waiting for the file to appear"
+        out.append(f"  log {src['path']}: {state}, {src['lines']} lines read")
+    out.append("")
+    for jail in st["jails"]:
+        out.append(
+            f"jail {jail['name']}: {jail['maxretry']} events in {jail['findtime']:g}s -> ban "
+            f"{jail['bantime']:g}s via {', '.join(jail['actions'])}; {jail['tracked']} keys counting, "
+            f"{jail['banned']} banned"
+        )
+        for key, count in jail["top"]:
+            out.append(f"    {count:>4}  {key}")
+    out.append("")
+    out.append(f"active bans: {len(st['bans'])}")
+    for action in st["actions"]:
+        health = "ok" if not action["error"] else f"FAILING: {action['error']}"
+        out.append(f"action {action['name']} ({action['type']}): {health}")
+    for err in st.get("errors", []):
+        out.append(f"error: {err}")
+    return "\n".join(out)
+
+
+def render_list(bans: list[dict[str, Any]]) -> str:
+    if not bans:
+        return "no active bans"
+    out = []
+    for ban in bans:
+        out.append(
+            f"{ban['key_type']} {ban['key']}  jail {ban['jail']}  until {_when(ban['until'])} "
+            f"({_left(ban['left'])} left)  {'manual' if ban['manual'] else str(ban['count']) + ' events'}"
+        )
+        for line in ban["lines"]:
+            out.append(f"    {line}")
+    return "\n".join(out)

@@ -1,0 +1,99 @@
+"""Persistent state in SQLite: active bans (with their cause) and log file positions.
+
+Inputs: Ban records and file positions from the daemon. Outputs: what is still valid at start.
+Bans and the positions of the lines that caused them are committed in one transaction, so that
+after a crash a line is neither lost nor counted twice against a ban that was already recorded.
+WAL mode: `mailban list` can read while the daemon writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from typing import Any, Iterable
+
+from .core.records import Ban
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS bans (
+    jail TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    key TEXT NOT NULL,
+    time REAL NOT NULL,
+    until REAL NOT NULL,
+    count INTEGER NOT NULL,
+    findtime REAL NOT NULL,
+    actions TEXT NOT NULL,
+    lines TEXT NOT NULL,
+    manual INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (jail, key_type, key)
+);
+CREATE INDEX IF NOT EXISTS bans_until ON bans (until);
+CREATE TABLE IF NOT EXISTS positions (
+    path TEXT PRIMARY KEY,
+    position TEXT NOT NULL
+);
+"""
+
+
+class State:
+    def __init__(self, state_dir: str) -> None:
+        os.makedirs(state_dir, mode=0o750, exist_ok=True)
+        self.path = os.path.join(state_dir, "mailban.sqlite3")
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def commit(self, bans: Iterable[Ban] = (), positions: dict[str, dict[str, Any]] | None = None) -> None:
+        """Record new bans and file positions atomically."""
+        with self.db:  # one transaction
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO bans VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (b.jail, b.key_type, b.key, b.time, b.until, b.count, b.findtime,
+                     json.dumps(list(b.actions)), json.dumps(list(b.lines)), int(b.manual))
+                    for b in bans
+                ],
+            )
+            if positions:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO positions VALUES (?,?)",
+                    [(path, json.dumps(pos)) for path, pos in positions.items()],
+                )
+
+    def active(self, now: float) -> list[Ban]:
+        rows = self.db.execute(
+            "SELECT jail, key_type, key, time, until, count, findtime, actions, lines, manual "
+            "FROM bans WHERE until > ? ORDER BY time", (now,)
+        ).fetchall()
+        return [
+            Ban(jail=r[0], key_type=r[1], key=r[2], time=r[3], until=r[4], count=r[5],
+                findtime=r[6], actions=tuple(json.loads(r[7])), lines=tuple(json.loads(r[8])),
+                manual=bool(r[9]))
+            for r in rows
+        ]
+
+    def remove(self, key_type: str | None = None, key: str | None = None) -> list[Ban]:
+        """Delete bans on a key (all bans when key is None); return what was removed."""
+        removed = [b for b in self.active(0) if key is None or (b.key_type == key_type and b.key == key)]
+        with self.db:
+            self.db.execute("BEGIN")
+            if key is None:
+                self.db.execute("DELETE FROM bans")
+            else:
+                self.db.execute("DELETE FROM bans WHERE key_type = ? AND key = ?", (key_type, key))
+        return removed
+
+    def expire(self, now: float) -> int:
+        with self.db:
+            self.db.execute("BEGIN")
+            return self.db.execute("DELETE FROM bans WHERE until <= ?", (now,)).rowcount
+
+    def positions(self) -> dict[str, dict[str, Any]]:
+        return {path: json.loads(pos) for path, pos in self.db.execute("SELECT path, position FROM positions")}
