@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install the Debian packages mailban's tests use, on a bare Debian 12 machine (as root).
+# Services are not started here: the tests start postfix, dovecot and sendmail themselves on
+# loopback or inside network namespaces they create, and stop them afterwards.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+APT="apt-get -o DPkg::Lock::Timeout=600"
+
+packages=(
+    nftables libnftables1 iproute2              # kernel sets, network namespaces, veth
+    postfix dovecot-core swaks                  # real MTA lines (SASL via dovecot)
+    m4 liblockfile1 sasl2-bin rsyslog            # sendmail, unpacked from its .debs by the tests
+    procps psmisc                               # pgrep/kill in fixtures
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo 'postfix postfix/main_mailer_type select Local only' | debconf-set-selections
+    echo 'postfix postfix/mailname string mail.example.test' | debconf-set-selections
+    $APT update -q
+    $APT install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# sendmail: its .debs are unpacked into a private tree (installing them would replace postfix).
+SM=/opt/mailban-test/sendmail
+if [ ! -x "$SM/root/usr/libexec/sendmail/sendmail" ]; then
+    rm -rf "$SM"; mkdir -p "$SM/debs" "$SM/root"
+    (cd "$SM/debs" && $APT download sendmail-bin sendmail-base sendmail-cf)
+    for d in "$SM"/debs/*.deb; do dpkg -x "$d" "$SM/root"; done
+fi
