@@ -18,9 +18,9 @@ from typing import Any
 from .core.durations import parse_duration
 from .core.errors import ConfigError
 from .core.filters import Filter, FilterSet, build_filter
-from .core.jails import IgnoreList, Jail, JailSpec
+from .core.jails import COUNT_MODES, IgnoreList, Jail, JailSpec
 from .core.pipeline import Pipeline
-from .core.records import KEY_TYPES, KINDS
+from .core.records import KEY_TYPES, KINDS, STATUSES
 from .core.syslog import LocalToEpoch, SyslogParser
 from .core.tomldoc import TomlDoc, parse_toml
 
@@ -68,7 +68,7 @@ class Config:
     def pipeline(self, now: float, to_epoch: LocalToEpoch) -> Pipeline:
         ignore = IgnoreList(self.settings.ignoreip)
         jails = [
-            Jail(spec, IgnoreList(tuple(ignore._v4) + tuple(ignore._v6) + spec.ignoreip))
+            Jail(spec, IgnoreList(ignore.networks + spec.ignoreip))
             for spec in self.jails
             if spec.enabled
         ]
@@ -176,7 +176,7 @@ def load(path: str | None = None) -> Config:
     )
     for spec in specs:
         if spec.enabled:
-            for action in spec.actions:
+            for action in spec.actions + (spec.ip_actions if spec.ban_ips else ()):
                 _check_action(actions[action])
     return Config(str(main), settings, specs, tuple(filters), actions, tuple(d.path for d in docs))
 
@@ -228,8 +228,9 @@ def _networks(value: Any, doc: TomlDoc, where: tuple[Any, ...]) -> tuple[Any, ..
 
 
 _JAIL_KEYS = {
-    "enabled", "kinds", "filters", "rules", "exclude", "key", "findtime", "maxretry", "bantime",
-    "actions", "ignoreip", "max_keys",
+    "enabled", "kinds", "filters", "rules", "exclude", "statuses", "key", "count", "findtime",
+    "maxretry", "min_ips", "bantime", "actions", "ban_ips", "ip_actions", "ignoreip", "ignorekeys",
+    "max_keys",
 }
 
 
@@ -246,10 +247,26 @@ def _jail(
         if key not in _JAIL_KEYS:
             raise doc.error(where, f"unknown jail setting {key!r}; known: {', '.join(sorted(_JAIL_KEYS))}")
         try:
-            if key == "enabled":
+            if key in ("enabled", "ban_ips"):
                 if not isinstance(value, bool):
-                    raise ValueError("`enabled` must be true or false")
+                    raise ValueError(f"`{key}` must be true or false")
                 values[key] = value
+            elif key == "statuses":
+                values[key] = frozenset(_names(value, STATUSES, "delivery status"))
+            elif key == "count":
+                if value not in COUNT_MODES:
+                    raise ValueError(f"`count` must be one of {', '.join(COUNT_MODES)}")
+                values[key] = value
+            elif key == "min_ips":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ValueError("`min_ips` must be a whole number (0: no condition on addresses)")
+                values[key] = value
+            elif key == "ip_actions":
+                values[key] = tuple(_names(value, set(actions), "action"))
+            elif key == "ignorekeys":
+                if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+                    raise ValueError("`ignorekeys` must be a list of user names, uids or senders")
+                values[key] = frozenset(str(v) for v in value)
             elif key == "kinds":
                 values[key] = frozenset(_names(value, KINDS, "event kind"))
             elif key == "filters":
@@ -281,7 +298,14 @@ def _jail(
         doc = next(iter(src.values()))[1] if src else None
         if doc is not None:
             raise doc.error(("jail", name), f"jail {name!r} selects nothing: give `kinds`, `filters` or `rules`")
-    return JailSpec(**values)
+    spec = JailSpec(**values)
+    if (spec.ban_ips or spec.min_ips) and spec.key == "ip":
+        doc = next(iter(src.values()))[1]
+        raise doc.error(("jail", name, "key"), "`ban_ips` and `min_ips` need a jail keyed by user, uid or sender")
+    if spec.count == "recipients" and spec.kinds and not spec.kinds & {"queued", "submission"}:
+        doc = next(iter(src.values()))[1]
+        raise doc.error(("jail", name, "count"), "`count = \"recipients\"` sums the recipients of `queued` events: select them with `kinds`")
+    return spec
 
 
 def _names(value: Any, known: set[str] | frozenset[str], what: str) -> list[str]:

@@ -17,6 +17,7 @@ from typing import IO, Iterator
 
 from .config import Config
 from .core.durations import format_duration
+from .core.correlate import Correlator
 from .core.filters import Filter, FilterSet
 from .core.records import Ban, Event
 from .core.syslog import Header, SyslogParser
@@ -54,6 +55,8 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
     parser = SyslogParser(time.time(), local_to_epoch)
     parse = parser.parse
     match = fset.match
+    # The same queue-id correlation as the daemon, so that delivery lines show their account.
+    correlate = Correlator().process
     lines = parsed = matched = 0
     per_rule: Counter[tuple[str, str, str]] = Counter()
     per_ip: Counter[str] = Counter()
@@ -72,6 +75,9 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
                 continue
             matched += 1
             for event in events:
+                event = correlate(event, header)
+                if event is None:
+                    continue
                 if as_json:
                     write(event_json(event) + "\n")
                 else:
@@ -120,6 +126,8 @@ def ban_json(ban: Ban) -> dict[str, object]:
         "until": iso(ban.until),
         "actions": list(ban.actions),
         "lines": list(ban.lines),
+        "ips": list(ban.ips),
+        "cause": ban.cause or None,
     }
 
 

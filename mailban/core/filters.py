@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .patterns import CompiledPattern, PatternError, compile_pattern
-from .records import KINDS, Event, normalize_ip
+from .records import KINDS, STATUSES, Event, normalize_ip
 from .syslog import Header
 from .tomldoc import TomlDoc
 
@@ -38,6 +38,9 @@ class Rule:
     id: str
     kind: str
     pattern: CompiledPattern
+    # A fixed delivery status for rules whose line states it in words of its own (sendmail's
+    # `stat=Sent`, `dsn=5.x.x`); rules with a <STATUS> placeholder take it from the line.
+    status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,7 @@ def _build_rule(name: str, doc: TomlDoc, i: int, raw: Any, prefix: str, ids: set
     where = ("rule", i)
     if not isinstance(raw, dict):
         raise doc.error(where, "each [[rule]] must be a table")
-    _only_keys(doc, where, raw, {"id", "kind", "pattern", "literal", "description"})
+    _only_keys(doc, where, raw, {"id", "kind", "pattern", "literal", "description", "status"})
     rid = raw.get("id")
     if not isinstance(rid, str) or not _ID.match(rid):
         raise doc.error(where + ("id",), "`id` must be a short lower-case name (letters, digits, - _ .)")
@@ -105,6 +108,9 @@ def _build_rule(name: str, doc: TomlDoc, i: int, raw: Any, prefix: str, ids: set
     template = raw.get("pattern")
     if not isinstance(template, str) or not template:
         raise doc.error(where + ("pattern",), "`pattern` must be a non-empty string")
+    status = raw.get("status")
+    if status is not None and status not in STATUSES:
+        raise doc.error(where + ("status",), f"`status` must be one of {', '.join(sorted(STATUSES))}")
     literal = raw.get("literal")
     if literal is not None and not isinstance(literal, str):
         raise doc.error(where + ("literal",), "`literal` must be a string")
@@ -114,7 +120,9 @@ def _build_rule(name: str, doc: TomlDoc, i: int, raw: Any, prefix: str, ids: set
         line, col = doc.where(where + ("pattern",))
         # `col` points at the opening quote of the value; the template starts one further on.
         raise ConfigError(doc.path, line, col + exc.column, f"rule {rid!r}: {exc.message}") from None
-    return Rule(name, rid, kind, compiled)
+    if status is not None and "status" in compiled.fields:
+        raise doc.error(where + ("status",), "give either `status` or a <STATUS> placeholder, not both")
+    return Rule(name, rid, kind, compiled, status)
 
 
 def _only_keys(doc: TomlDoc, where: tuple[Any, ...], table: dict[str, Any], allowed: set[str]) -> None:
@@ -190,7 +198,7 @@ def _event(rule: Rule, m: re.Match[bytes], header: Header, line: bytes, source: 
     uid = int(m.group("uid")) if "uid" in fields and m.group("uid") else None
     qid = m.group("qid").decode("ascii") if "qid" in fields and m.group("qid") else None
     nrcpt = int(m.group("nrcpt")) if "nrcpt" in fields and m.group("nrcpt") else None
-    status = m.group("status").decode("ascii") if "status" in fields and m.group("status") else None
+    status = m.group("status").decode("ascii") if "status" in fields and m.group("status") else rule.status
     return Event(
         time=header.time,
         kind=rule.kind,

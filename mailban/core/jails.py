@@ -3,9 +3,17 @@
 Inputs: events and the current time `now` (wall time in the daemon, the event's own log time in
 replay, so that both decide identically on the same lines). Output: `Ban` records.
 
-Windows keep at most `maxretry` timestamps per key (a ring), so memory per key is bounded; the
-number of keys is capped too (`max_keys`), evicting the least recently active key first, so a
-spray of a million addresses cannot exhaust memory.
+A jail counts per key (`ip`, `user`, `uid` or `sender`) either events or the recipients they
+carry (`count = "recipients"`, the qmgr `nrcpt`), and may also require a number of distinct
+client addresses among them (`min_ips`: a stolen password is used from many addresses at once).
+A user-keyed jail with `ban_ips` turns its decision on an account into bans of every address
+that failed against it within the window, and of every address that fails against it for the
+rest of the ban, except addresses the account's owner logged in from within the window (the owner
+who mistyped a password must not be locked out with the attackers).
+
+Memory: a window keeps at most `maxretry` entries per key (every counted entry weighs at least
+one), at most MAX_IPS_KEPT addresses, and the number of keys is capped (`max_keys`), evicting the
+least recently active key first, so a spray of a million addresses cannot exhaust memory.
 Must never: read the clock, perform I/O, or ban an ignored address (loopback is always ignored).
 """
 
@@ -25,6 +33,11 @@ ALWAYS_IGNORED: tuple[IpNetwork, ...] = (
     ipaddress.ip_network("::1/128"),
 )
 MAX_LINES_KEPT = 20
+MAX_IPS_KEPT = 4096
+MAX_LOGIN_IPS = 64
+COUNT_MODES = ("events", "recipients")
+# Events that prove an account's owner uses an address: a successful login or submission.
+PROOF_KINDS = frozenset({"login", "submission"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +47,18 @@ class JailSpec:
     filters: frozenset[str] = frozenset()
     rules: frozenset[str] = frozenset()
     exclude: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
     key: str = "ip"
+    count: str = "events"
     findtime: float = 600.0
     maxretry: int = 5
+    min_ips: int = 0
     bantime: float = 3600.0
     actions: tuple[str, ...] = ("nft",)
+    ban_ips: bool = False
+    ip_actions: tuple[str, ...] = ("nft",)
     ignoreip: tuple[IpNetwork, ...] = ()
+    ignorekeys: frozenset[str] = frozenset()
     enabled: bool = True
     max_keys: int = 200_000
 
@@ -52,7 +71,20 @@ class JailSpec:
             return False
         if self.exclude and (event.filter in self.exclude or f"{event.filter}.{event.rule}" in self.exclude):
             return False
+        if self.statuses and event.status not in self.statuses:
+            return False
         return True
+
+    def describe(self) -> str:
+        """One line an admin reads in `check`, `status` and `explain`."""
+        what = "recipients" if self.count == "recipients" else "events"
+        text = f"{self.maxretry} {what} per {self.key} in {self.findtime:g}s"
+        if self.min_ips:
+            text += f" from at least {self.min_ips} addresses"
+        text += f" -> {', '.join(self.actions) or 'record only'} for {self.bantime:g}s"
+        if self.ban_ips:
+            text += f", and ban the attacking addresses via {', '.join(self.ip_actions)}"
+        return text
 
 
 class IgnoreList:
@@ -65,16 +97,50 @@ class IgnoreList:
         self._v4 = [n for n in nets if n.version == 4]
         self._v6 = [n for n in nets if n.version == 6]
 
+    @property
+    def networks(self) -> tuple[IpNetwork, ...]:
+        return tuple(self._v4) + tuple(self._v6)
+
     def __contains__(self, ip: str) -> bool:
         addr = ipaddress.ip_address(ip)
         nets = self._v4 if addr.version == 4 else self._v6
         return any(addr in n for n in nets)
 
 
-@dataclass(slots=True)
 class _Window:
-    times: deque[float]
-    lines: deque[str]
+    """One key's recent entries: (time, weight), their total, example lines, and addresses."""
+
+    __slots__ = ("entries", "total", "lines", "ips")
+
+    def __init__(self, keep_ips: bool) -> None:
+        self.entries: deque[tuple[float, int]] = deque()
+        self.total = 0
+        self.lines: deque[str] = deque(maxlen=MAX_LINES_KEPT)
+        self.ips: dict[str, float] | None = {} if keep_ips else None
+
+    def add(self, when: float, weight: int, line: str, ip: str | None, limit: int) -> None:
+        entries = self.entries
+        if len(entries) >= limit:
+            self.total -= entries.popleft()[1]
+        entries.append((when, weight))
+        self.total += weight
+        self.lines.append(line)
+        ips = self.ips
+        if ips is not None and ip is not None:
+            ips.pop(ip, None)
+            ips[ip] = when
+            if len(ips) > MAX_IPS_KEPT:
+                del ips[next(iter(ips))]
+
+    def expire(self, horizon: float) -> None:
+        entries = self.entries
+        while entries and entries[0][0] <= horizon:
+            self.total -= entries.popleft()[1]
+
+    def live_ips(self, horizon: float) -> list[str]:
+        if not self.ips:
+            return []
+        return [ip for ip, t in self.ips.items() if t > horizon]
 
 
 @dataclass
@@ -83,61 +149,143 @@ class Jail:
     ignore: IgnoreList
     windows: dict[str, _Window] = field(default_factory=dict)
     banned: dict[str, float] = field(default_factory=dict)  # key -> until
+    # ban_ips jails: addresses banned because of an account (ip -> until), and where each
+    # account's owner logged in from (user -> {ip: last time}).
+    banned_ips: dict[str, float] = field(default_factory=dict)
+    ban_started: dict[str, float] = field(default_factory=dict)
+    logins: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def offer(self, event: Event, now: float) -> Ban | None:
-        """Count `event` if this jail selects it; return a Ban when the threshold is reached."""
+    def offer(self, event: Event, now: float) -> list[Ban]:
+        """Count `event` if this jail selects it; return the bans the threshold causes."""
         spec = self.spec
+        if spec.ban_ips and event.kind in PROOF_KINDS:
+            self._note_login(event)
         if not spec.selects(event):
-            return None
+            return []
         key = event.key(spec.key)
-        if key is None:
-            return None
+        if key is None or key in spec.ignorekeys:
+            return []
         if spec.key == "ip" and key in self.ignore:
-            return None
+            return []
         until = self.banned.get(key)
         if until is not None:
             if until > now:
-                return None  # already banned; its traffic is being dropped
+                # Already acted on. An account under attack: ban each new attacking address too.
+                return self._ban_followers(key, event, now, until) if spec.ban_ips else []
             del self.banned[key]
+            self.ban_started.pop(key, None)
+        if spec.count == "recipients":
+            weight = event.recipients or 0
+            if weight <= 0:
+                return []
+        else:
+            weight = 1
         window = self.windows.pop(key, None)  # re-inserted last: dict order = recency for eviction
         if window is None:
-            window = _Window(deque(maxlen=spec.maxretry), deque(maxlen=min(spec.maxretry, MAX_LINES_KEPT)))
+            window = _Window(keep_ips=spec.key != "ip")
             if len(self.windows) >= spec.max_keys:
                 del self.windows[next(iter(self.windows))]
-        times = window.times
-        times.append(event.time)
-        window.lines.append(event.line)
+        window.add(event.time, weight, event.line, event.ip, spec.maxretry)
         horizon = event.time - spec.findtime
-        while times and times[0] <= horizon:
-            times.popleft()
-        if len(times) < spec.maxretry:
+        window.expire(horizon)
+        if window.total < spec.maxretry:
             self.windows[key] = window
-            return None
+            return []
+        ips = window.live_ips(horizon) if window.ips is not None else []
+        if spec.min_ips and len(ips) < spec.min_ips:
+            self.windows[key] = window
+            return []
         ban = Ban(
             jail=spec.name,
             key_type=spec.key,
             key=key,
             time=now,
             until=now + spec.bantime,
-            count=len(times),
+            count=window.total,
             findtime=spec.findtime,
             actions=spec.actions,
             lines=tuple(window.lines),
+            ips=tuple(ips),
         )
         self.banned[key] = ban.until
-        return ban
+        bans = [ban]
+        if spec.ban_ips:
+            self.ban_started[key] = event.time
+            for ip in ips:
+                follower = self._ip_ban(key, ip, now, ban.until, event.time, ban.lines)
+                if follower is not None:
+                    bans.append(follower)
+        return bans
 
-    def note_ban(self, key: str, until: float) -> None:
+    # ---- accounts under attack ---------------------------------------------------------------
+    def _note_login(self, event: Event) -> None:
+        if event.user is None or event.ip is None:
+            return
+        seen = self.logins.pop(event.user, None)
+        if seen is None:
+            seen = {}
+            if len(self.logins) >= self.spec.max_keys:
+                del self.logins[next(iter(self.logins))]
+        seen.pop(event.ip, None)
+        seen[event.ip] = event.time
+        if len(seen) > MAX_LOGIN_IPS:
+            del seen[next(iter(seen))]
+        self.logins[event.user] = seen
+
+    def _is_owner(self, user: str, ip: str, since: float) -> bool:
+        last = self.logins.get(user, {}).get(ip)
+        return last is not None and last > since
+
+    def _ip_ban(self, user: str, ip: str, now: float, until: float, when: float,
+                lines: tuple[str, ...]) -> Ban | None:
+        if ip in self.ignore:
+            return None
+        started = self.ban_started.get(user, when)
+        if self._is_owner(user, ip, started - self.spec.findtime):
+            return None
+        if self.banned_ips.get(ip, 0.0) > now:
+            return None
+        self.banned_ips[ip] = until
+        if len(self.banned_ips) > self.spec.max_keys:
+            del self.banned_ips[next(iter(self.banned_ips))]
+        mine = tuple(line for line in lines if f"[{ip}]" in line or f"={ip}" in line or f",{ip}" in line)
+        return Ban(
+            jail=self.spec.name,
+            key_type="ip",
+            key=ip,
+            time=now,
+            until=until,
+            count=len(mine),
+            findtime=self.spec.findtime,
+            actions=self.spec.ip_actions,
+            lines=mine or lines[-3:],
+            cause=f"user {user}",
+        )
+
+    def _ban_followers(self, user: str, event: Event, now: float, until: float) -> list[Ban]:
+        if event.ip is None:
+            return []
+        ban = self._ip_ban(user, event.ip, now, until, event.time, (event.line,))
+        return [ban] if ban is not None else []
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def note_ban(self, key: str, until: float, key_type: str | None = None) -> None:
         """Record a ban made elsewhere (restored from the database, or an admin's `ban`)."""
+        if key_type == "ip" and self.spec.key != "ip":
+            self.banned_ips[key] = max(until, self.banned_ips.get(key, 0.0))
+            return
         self.banned[key] = max(until, self.banned.get(key, 0.0))
         self.windows.pop(key, None)
 
-    def forget(self, key: str) -> bool:
+    def forget(self, key: str, key_type: str | None = None) -> bool:
         """Lift the jail's memory of `key` (an admin's unban): counting starts afresh."""
+        if key_type == "ip" and self.spec.key != "ip":
+            return self.banned_ips.pop(key, None) is not None
         found = self.banned.pop(key, None) is not None
+        self.ban_started.pop(key, None)
         self.windows.pop(key, None)
         return found
 
     def counts(self, now: float) -> dict[str, int]:
         horizon = now - self.spec.findtime
-        return {k: sum(1 for t in w.times if t > horizon) for k, w in self.windows.items()}
+        return {k: sum(w for t, w in win.entries if t > horizon) for k, win in self.windows.items()}

@@ -2,6 +2,8 @@
 
 Inputs: raw lines (bytes) with their source name and line number, and optionally the current
 time. Outputs: the events each line produced and the bans the jails decided.
+Stages: syslog header -> filters (typed events) -> queue-id correlation (the submitting account
+attached to later lines of the same message) -> jails.
 `now=None` means "use the event's own log time" (replay); the daemon passes wall time, which is
 only used for ban expiry, never for counting: windows always count log timestamps, so the daemon
 and replay reach the same decisions on the same lines.
@@ -10,8 +12,9 @@ Must never: perform I/O or read the clock (see mailban.core).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .correlate import Correlator
 from .filters import FilterSet
 from .jails import Jail
 from .records import Ban, Event
@@ -23,12 +26,23 @@ class Pipeline:
     parser: SyslogParser
     filters: FilterSet
     jails: list[Jail]
+    correlator: Correlator = field(default_factory=Correlator)
 
     def events(self, line: bytes, source: str = "", lineno: int = 0) -> list[Event]:
+        """Filters and correlation only (what `mailban test` shows)."""
         header = self.parser.parse(line)
         if header is None:
             return []
-        return self.filters.match(line, header, source, lineno)
+        return self._correlated(self.filters.match(line, header, source, lineno), header)
+
+    def _correlated(self, events: list[Event], header: Header) -> list[Event]:
+        out = []
+        process = self.correlator.process
+        for event in events:
+            joined = process(event, header)
+            if joined is not None:
+                out.append(joined)
+        return out
 
     def feed(
         self, line: bytes, now: float | None = None, source: str = "", lineno: int = 0
@@ -46,13 +60,14 @@ class Pipeline:
         events = self.filters.match(line, header, source, lineno)
         if not events:
             return events, []
+        events = self._correlated(events, header)
         bans: list[Ban] = []
         for event in events:
             when = event.time if now is None else now
             for jail in self.jails:
-                ban = jail.offer(event, when)
-                if ban is not None:
-                    bans.append(ban)
+                new = jail.offer(event, when)
+                if new:
+                    bans.extend(new)
         return events, bans
 
     def jail(self, name: str) -> Jail | None:
@@ -63,10 +78,12 @@ class Pipeline:
 
     def note_ban(self, ban: Ban) -> None:
         jail = self.jail(ban.jail)
-        if jail is not None and jail.spec.key == ban.key_type:
-            jail.note_ban(ban.key, ban.until)
+        if jail is not None and (jail.spec.key == ban.key_type or ban.key_type == "ip"):
+            jail.note_ban(ban.key, ban.until, ban.key_type)
 
     def forget(self, key_type: str, key: str, jail_name: str | None = None) -> None:
         for jail in self.jails:
-            if jail.spec.key == key_type and (jail_name is None or jail.spec.name == jail_name):
-                jail.forget(key)
+            if jail_name is not None and jail.spec.name != jail_name:
+                continue
+            if jail.spec.key == key_type or key_type == "ip":
+                jail.forget(key, key_type)

@@ -11,12 +11,19 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+# auth-failure, reject, rate-limit, protocol: what a client does wrong at the door.
+# login: a successful authentication. submission: a message accepted from a client, SASL user or
+# local uid. queued: the queue manager took a message in (carries its recipient count).
+# delivery: one recipient's delivery result (status). removed: a message left the queue (lets
+# the queue-id correlation forget it).
 KINDS = frozenset(
-    {"auth-failure", "reject", "rate-limit", "protocol", "submission", "delivery", "login"}
+    {"auth-failure", "reject", "rate-limit", "protocol", "login", "submission", "queued", "delivery",
+     "removed"}
 )
 # The kinds that count as failures for the default jail.
 FAILURE_KINDS = frozenset({"auth-failure", "reject", "rate-limit", "protocol"})
 KEY_TYPES = frozenset({"ip", "user", "uid", "sender"})
+STATUSES = frozenset({"sent", "bounced", "deferred", "expired"})
 
 
 def normalize_ip(text: str) -> str | None:
@@ -92,12 +99,20 @@ class Ban:
     actions: tuple[str, ...]
     lines: tuple[str, ...] = field(default=())
     manual: bool = False
+    # The client addresses seen in the window (account jails), and why an address was banned
+    # when another decision caused it ("user alice@example.test").
+    ips: tuple[str, ...] = field(default=())
+    cause: str = ""
 
     def __post_init__(self) -> None:
         if self.key_type not in KEY_TYPES:
             raise ValueError(f"unknown key type {self.key_type!r}")
         if self.key_type == "ip" and normalize_ip(self.key) != self.key:
             raise ValueError(f"not a canonical IP address: {self.key!r}")
+        if self.key_type == "uid" and not self.key.isdigit():
+            raise ValueError(f"not a numeric uid: {self.key!r}")
+        if not self.key:
+            raise ValueError("a ban needs a key")
 
 
 @dataclass(frozen=True, slots=True)

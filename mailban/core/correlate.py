@@ -1,0 +1,119 @@
+"""Queue-id correlation: attach the account that submitted a message to its later log lines.
+
+Inputs: events in log order, with the syslog header of their line. Output: the same events, with
+`user`, `uid`, `ip` and `sender` filled in from earlier lines of the same message, or None for an
+event that carries nothing new (qmgr logs `from=..., nrcpt=N (queue active)` again at every retry
+of a deferred message: counting it twice would count its recipients twice).
+
+A message's lines are joined by (host, queue id): postfix smtpd `client=..., sasl_username=` or
+pickup `uid=N from=<...>` open the record, qmgr `nrcpt=` and the delivery agents' `status=` read
+it, qmgr `removed` closes it. sendmail logs its successful AUTH once per SMTP session without a
+queue id, so its `AUTH=server` line is remembered per (host, program, pid) and joined to the
+`from=` lines that the same process logs next.
+
+Memory is bounded: at most `max_messages` records (the oldest go first) and none older than `ttl`
+in log time, so queue ids whose later lines never come cannot accumulate.
+Must never: read the clock or perform I/O; trust a line's text for anything but its own fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .records import Event
+from .syslog import Header
+
+DEFAULT_TTL = 5 * 86400.0  # postfix's maximal_queue_lifetime: a deferred message may live 5 days
+DEFAULT_MAX_MESSAGES = 200_000
+SESSION_TTL = 3600.0
+MAX_SESSIONS = 20_000
+
+
+class _Message:
+    __slots__ = ("time", "user", "uid", "ip", "sender", "queued")
+
+    def __init__(self, time: float, user: str | None, uid: int | None, ip: str | None,
+                 sender: str | None) -> None:
+        self.time = time
+        self.user = user
+        self.uid = uid
+        self.ip = ip
+        self.sender = sender
+        self.queued = False
+
+
+class Correlator:
+    __slots__ = ("ttl", "max_messages", "messages", "sessions", "dropped")
+
+    def __init__(self, ttl: float = DEFAULT_TTL, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        self.ttl = ttl
+        self.max_messages = max_messages
+        # (host, queue id) -> record; insertion order is age order, so expiry looks at the front.
+        self.messages: dict[tuple[bytes | None, str], _Message] = {}
+        self.sessions: dict[tuple[bytes | None, bytes, bytes | None], tuple[float, str | None, str | None]] = {}
+        self.dropped = 0  # records evicted by the cap before their message left the queue
+
+    def process(self, event: Event, header: Header) -> Event | None:
+        kind = event.kind
+        qid = event.queue_id
+        if qid is None:
+            if kind == "submission" and event.user is not None:
+                self._remember_session(event, header)
+            return event
+        key = (header.host, qid)
+        if kind == "submission":
+            self._store(key, _Message(event.time, event.user, event.uid, event.ip, event.sender), event.time)
+            return event
+        msg = self.messages.pop(key, None) if kind == "removed" else self.messages.get(key)
+        if kind == "queued":
+            if msg is None:
+                # sendmail: the `from=` line opens the record; its session may know the user.
+                session = self.sessions.get((header.host, header.program, header.pid))
+                user = session[1] if session and session[2] in (None, event.ip) else None
+                msg = _Message(event.time, user, event.uid, event.ip, event.sender)
+                self._store(key, msg, event.time)
+            elif msg.queued:
+                return None  # a retry of a message already counted
+            msg.queued = True
+            if msg.sender is None:
+                msg.sender = event.sender
+        if msg is None:
+            return event
+        if (event.user, event.uid, event.ip) == (msg.user, msg.uid, msg.ip) and event.sender is not None:
+            return event
+        return replace(
+            event,
+            user=event.user if event.user is not None else msg.user,
+            uid=event.uid if event.uid is not None else msg.uid,
+            ip=event.ip if event.ip is not None else msg.ip,
+            sender=event.sender if event.sender is not None else msg.sender,
+        )
+
+    def _store(self, key: tuple[bytes | None, str], msg: _Message, now: float) -> None:
+        messages = self.messages
+        messages.pop(key, None)
+        messages[key] = msg
+        horizon = now - self.ttl
+        while messages:
+            oldest_key = next(iter(messages))
+            oldest = messages[oldest_key]
+            if len(messages) > self.max_messages:
+                self.dropped += 1 if not oldest.queued else 0
+            elif oldest.time >= horizon:
+                break
+            del messages[oldest_key]
+
+    def _remember_session(self, event: Event, header: Header) -> None:
+        sessions = self.sessions
+        key = (header.host, header.program, header.pid)
+        sessions.pop(key, None)
+        sessions[key] = (event.time, event.user, event.ip)
+        horizon = event.time - SESSION_TTL
+        while sessions:
+            first = next(iter(sessions))
+            if len(sessions) <= MAX_SESSIONS and sessions[first][0] >= horizon:
+                break
+            del sessions[first]
+
+    def __len__(self) -> int:
+        return len(self.messages)

@@ -1,0 +1,92 @@
+"""Queue-id correlation: later lines of a message count against the account that submitted it,
+however the lines of many messages interleave, with bounded memory."""
+
+from __future__ import annotations
+
+import random
+
+from mailban.core.correlate import Correlator
+from mailban.core.records import Event
+from mailban.core.syslog import Header
+
+
+def hdr(program: bytes = b"postfix/qmgr", pid: bytes = b"1", host: bytes = b"mail") -> Header:
+    return Header(0.0, host, program, pid, 0)
+
+
+def ev(t: float, kind: str, qid: str, **kw: object) -> Event:
+    return Event(time=t, kind=kind, filter="f", rule="r", queue_id=qid, **kw)  # type: ignore[arg-type]
+
+
+def test_interleaved_messages_are_joined_to_their_submitter() -> None:
+    rng = random.Random(7)
+    c = Correlator()
+    script = []
+    for n in range(3000):
+        qid = f"Q{n:05X}AB"
+        user = f"user{n % 300}@example.test"
+        script.append([
+            (ev(n, "submission", qid, user=user, ip=f"198.51.100.{n % 200 + 1}"), hdr(b"postfix/smtpd")),
+            (ev(n, "queued", qid, sender=user, recipients=n % 5 + 1), hdr()),
+            (ev(n, "delivery", qid, status="sent"), hdr(b"postfix/smtp")),
+            (ev(n, "removed", qid), hdr()),
+        ])
+    out = []
+    # interleave: always take the next line of a random message still in flight
+    while script:
+        i = rng.randrange(len(script))
+        event, header = script[i].pop(0)
+        if not script[i]:
+            script.pop(i)
+        joined = c.process(event, header)
+        if joined is not None:
+            out.append(joined)
+    for e in out:
+        n = int(e.queue_id[1:6], 16)
+        assert e.user == f"user{n % 300}@example.test", e
+        assert e.ip == f"198.51.100.{n % 200 + 1}"
+    assert len(c) == 0  # every message left the queue
+
+
+def test_a_retried_message_counts_its_recipients_once() -> None:
+    c = Correlator()
+    c.process(ev(0, "submission", "AAAAA1", user="alice"), hdr(b"postfix/smtpd"))
+    first = c.process(ev(1, "queued", "AAAAA1", recipients=50), hdr())
+    again = c.process(ev(301, "queued", "AAAAA1", recipients=50), hdr())
+    deferred = c.process(ev(302, "delivery", "AAAAA1", status="deferred"), hdr(b"postfix/smtp"))
+    assert first is not None and first.user == "alice" and first.recipients == 50
+    assert again is None
+    assert deferred is not None and deferred.user == "alice"
+
+
+def test_pickup_uid_reaches_the_delivery_lines() -> None:
+    c = Correlator()
+    c.process(ev(0, "submission", "BBBBB2", uid=33, sender="www-data"), hdr(b"postfix/pickup"))
+    q = c.process(ev(0, "queued", "BBBBB2", sender="www-data@mail.example.test", recipients=3), hdr())
+    d = c.process(ev(1, "delivery", "BBBBB2", status="bounced"), hdr(b"postfix/smtp"))
+    assert q is not None and q.uid == 33 and q.sender == "www-data@mail.example.test"
+    assert d is not None and d.uid == 33 and d.status == "bounced"
+
+
+def test_sendmail_session_auth_reaches_the_message() -> None:
+    c = Correlator()
+    c.process(Event(time=0, kind="submission", filter="sendmail", rule="auth-login", user="alice",
+                    ip="198.51.100.7"), hdr(b"sm-mta", b"23574"))
+    q = c.process(ev(0, "queued", "6AMBC1sf023574", ip="198.51.100.7", recipients=2), hdr(b"sm-mta", b"23574"))
+    other = c.process(ev(0, "queued", "6AMBC1sf023999", ip="198.51.100.8", recipients=2), hdr(b"sm-mta", b"23999"))
+    d = c.process(ev(1, "delivery", "6AMBC1sf023574", status="deferred"), hdr(b"sm-mta", b"23576"))
+    assert q is not None and q.user == "alice"
+    assert other is not None and other.user is None
+    assert d is not None and d.user == "alice" and d.ip == "198.51.100.7"
+
+
+def test_memory_stays_bounded_when_later_lines_never_come() -> None:
+    c = Correlator(ttl=3600, max_messages=1000)
+    for n in range(50_000):
+        c.process(ev(n * 0.01, "submission", f"C{n:08X}", user="u"), hdr(b"postfix/smtpd"))
+    assert len(c) <= 1000
+    # and entries older than the ttl go even below the cap
+    c2 = Correlator(ttl=60, max_messages=1000)
+    for n in range(500):
+        c2.process(ev(n, "submission", f"D{n:08X}", user="u"), hdr(b"postfix/smtpd"))
+    assert len(c2) <= 61
