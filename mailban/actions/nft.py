@@ -100,8 +100,9 @@ class NftBackend:
         return self._tbl(name=set_name, elem=elems)
 
     def _add_commands(self, elements: Iterable[tuple[str, float]]) -> list[dict[str, Any]]:
-        """Add-or-refresh: `add` makes sure the element exists, `delete` + `add` with the timeout
-        replaces an older (shorter) timeout, all inside one transaction."""
+        """Add-or-replace: `add` makes sure the element exists, `delete` + `add` sets the given
+        timeout, all inside one transaction. The timeout replaces the element's current one,
+        longer or shorter: callers pass the longest ban they hold on each address."""
         by_set: dict[str, list[tuple[str, int]]] = {}
         for ip, timeout in elements:
             by_set.setdefault(self._set_for(ip), []).append((ip, int(timeout)))

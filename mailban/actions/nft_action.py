@@ -1,8 +1,8 @@
 """The `nft` action: client addresses into kernel sets with timeouts (see actions/nft.py).
 
 Config (actions.d/nft.toml): table, set4, set6, chain, priority, verdict, ports.
-do: add the ban's address with the ban's remaining time as the element timeout, so the kernel
-expires it even while the daemon is down. undo: delete the element. start: create the table,
+do: add the ban's address with the ban's remaining time as the element timeout (the longest, when
+several bans on one address are given), so the kernel expires it even while the daemon is down. undo: delete the element. start: create the table,
 sets and rule idempotently and restore every still-valid ban in one batch.
 Only `ip` bans are handled; other key types (user, uid) are ignored by this action.
 """
@@ -22,7 +22,7 @@ class NftAction:
     # The kernel removes an element when its timeout runs out: expiry needs no call from us.
     self_expiring = True
 
-    def __init__(self, name: str, options: dict[str, Any]) -> None:
+    def __init__(self, name: str, options: dict[str, Any], context: Any = None) -> None:
         from .nft import NftBackend
 
         self.validate(options)

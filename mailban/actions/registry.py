@@ -13,9 +13,14 @@ from typing import Any
 from ..core.errors import ConfigError
 
 # type -> "module:Class"; the class has validate(options) (staticmethod), and is built with
-# (name, options) and provides start(active), ban(bans), unban(bans), stop(), health().
+# (name, options, context) and provides start(active), ban(bans), unban(bans), stop(), health(),
+# and optionally tick(now), unban_all(), hold_more(...), purge(...).
 TYPES: dict[str, str] = {
     "nft": "mailban.actions.nft_action:NftAction",
+    "sasl-disable": "mailban.actions.sasl_disable:SaslDisableAction",
+    "queue-hold": "mailban.actions.queue_hold:QueueHoldAction",
+    "defer": "mailban.actions.defer:DeferAction",
+    "notify": "mailban.actions.notify:NotifyAction",
 }
 
 
@@ -38,5 +43,7 @@ def validate(action: Any) -> None:
         raise doc.error(("action", key) if key else ("action",), str(exc)) from None
 
 
-def create(action: Any) -> Any:
-    return _load(action.type)(action.name, action.options)
+def create(action: Any, context: Any = None) -> Any:
+    from .base import ActionContext
+
+    return _load(action.type)(action.name, action.options, context or ActionContext())

@@ -1,0 +1,129 @@
+"""The `sasl-disable` action: stop a compromised SASL account from sending, reversibly.
+
+Config (actions.d/sasl-disable.toml): dovecot_deny_file, postfix_map, map_type, reject_text,
+postmap, postfix_reload, kick. Handles `user` bans only.
+do: add the user to a dovecot deny passdb file (dovecot re-reads it when its mtime changes: the
+next AUTH fails, through dovecot and through postfix's SASL), kick the user's open IMAP/POP
+sessions (`doveadm kick`), and add `USER REJECT text` to a postfix `check_sasl_access` map
+(postmap + reload), so that an already authenticated session cannot send either.
+undo: remove the user from both files. start: rewrite both files from the database's active bans
+(a crash between a ban and its write cannot leave a user disabled forever, nor enabled).
+Security note: user names come from logs. They are written into the files only when they hold
+no whitespace, control characters, ':' or '#' and do not start with '-' (executor.safe_token);
+every program runs from an argv list.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..core.records import Ban
+from .base import ActionContext, check_options
+from .executor import ActionError, run, safe_token, write_atomically
+
+log = logging.getLogger("mailban.action.sasl-disable")
+
+_OPTIONS: dict[str, Any] = {
+    "dovecot_deny_file": str, "postfix_map": str, "map_type": str, "reject_text": str,
+    "postmap": str, "postfix_reload": list, "kick": list,
+}
+
+
+class SaslDisableAction:
+    self_expiring = False
+
+    def __init__(self, name: str, options: dict[str, Any], context: ActionContext | None = None) -> None:
+        self.validate(options)
+        self.name = name
+        self.deny_file = options.get("dovecot_deny_file", "/etc/dovecot/mailban-deny")
+        self.postfix_map = options.get("postfix_map", "/etc/postfix/mailban_sasl_access")
+        self.map_type = options.get("map_type", "hash")
+        self.reject_text = options.get("reject_text", "account disabled by mailban, contact support")
+        self.postmap = options.get("postmap", "postmap")
+        self.reload = options.get("postfix_reload", ["postfix", "reload"])
+        self.kick = options.get("kick", ["doveadm", "kick"])
+        self.users: set[str] = set()
+        self.warning: str | None = None
+
+    @staticmethod
+    def validate(options: dict[str, Any]) -> None:
+        check_options(options, _OPTIONS)
+        for key in ("dovecot_deny_file", "postfix_map"):
+            value = options.get(key, "/x")
+            if value and not value.startswith("/"):
+                raise ValueError(f"`{key}` must be an absolute path (or \"\" to leave it out)")
+        if any(c in options.get("reject_text", "") for c in "\r\n"):
+            raise ValueError("`reject_text` must be one line")
+
+    # ---- the action --------------------------------------------------------------------------
+    def start(self, active: list[Ban]) -> None:
+        self.users = {b.key for b in active if b.key_type == "user" and self._safe(b.key)}
+        self._write()
+
+    def ban(self, bans: list[Ban]) -> None:
+        new = {b.key for b in bans if b.key_type == "user"}
+        unsafe = [u for u in new if not self._safe(u)]
+        new -= set(unsafe)
+        if new - self.users:
+            self.users |= new
+            self._write()
+        for user in sorted(new):
+            self._kick(user)
+        if unsafe:
+            raise ActionError(f"not disabled (unsafe names, recorded only): {unsafe!r}")
+
+    def unban(self, bans: list[Ban]) -> None:
+        gone = {b.key for b in bans if b.key_type == "user"}
+        if gone & self.users:
+            self.users -= gone
+            self._write()
+
+    def unban_all(self) -> None:
+        self.users.clear()
+        self._write()
+
+    def stop(self) -> None:
+        """Disabled accounts stay disabled while mailban is down: the files are left as they are."""
+
+    def health(self) -> str | None:
+        return self.warning
+
+    # ---- files and programs ------------------------------------------------------------------
+    @staticmethod
+    def _safe(user: str) -> bool:
+        try:
+            safe_token(user, "user")
+            return True
+        except ActionError as exc:
+            log.error("%s", exc)
+            return False
+
+    def _write(self) -> None:
+        users = sorted(self.users)
+        if self.deny_file:
+            write_atomically(self.deny_file, "".join(f"{u}\n" for u in users))
+        if self.postfix_map:
+            text = "# maintained by mailban (sasl-disable): do not edit, use `mailban unban --user`\n"
+            text += "".join(f"{u} REJECT {self.reject_text}\n" for u in users)
+            write_atomically(self.postfix_map, text)
+            run([self.postmap, f"{self.map_type}:{self.postfix_map}"])
+            try:
+                run(self.reload)
+            except ActionError as exc:
+                # Postfix not running: nothing to reload, the map is read when it starts.
+                if "not running" not in str(exc):
+                    raise
+
+    def _kick(self, user: str) -> None:
+        if not self.kick:
+            return
+        try:
+            run([*self.kick, user], timeout=10)
+            self.warning = None
+        except ActionError as exc:
+            # dovecot down or no session: the deny file already blocks every new login.
+            if "not running" in str(exc) or "exited with 68" in str(exc):
+                return
+            self.warning = f"kick {user!r} failed: {exc}"
+            log.warning("%s", self.warning)
