@@ -147,7 +147,10 @@ class Daemon:
                     key.data(self.selector)
             if self.reload_requested:
                 self.reload_requested = False
-                self.reload()
+                try:
+                    self.reload()
+                except ValueError:
+                    pass  # refused and logged by reload(): the running configuration stays
             for tail in self.watcher.wait(0):
                 self._drain(tail)
             now = time.monotonic()
@@ -182,10 +185,18 @@ class Daemon:
         for ban in bans:
             log.warning("ban %s %s (jail %s: %d events in %gs) for %gs via %s", ban.key_type, ban.key,
                         ban.jail, ban.count, ban.findtime, ban.until - ban.time, ", ".join(ban.actions))
+        now = time.time()
         for name, slot in self.actions.items():
             mine = [b for b in bans if name in b.actions]
             if not mine:
                 continue
+            if getattr(slot.impl, "one_timeout_per_key", False):
+                # One entry per key (an nft element and its timeout): hand it the other bans
+                # still active on the same keys too, so that it keeps the longest one and a
+                # shorter ban (`mailban ban IP --for 3s` on an address banned for an hour) never
+                # cuts a longer one short.
+                keys = {(b.key_type, b.key) for b in mine}
+                mine += [b for b in self.state.active_on(keys, now) if name in b.actions]
             try:
                 slot.impl.ban(mine)
                 self._action_ok(slot, name)
@@ -320,7 +331,8 @@ class Daemon:
         jails = []
         for jail in self.pipeline.jails:
             spec = jail.spec
-            counts = jail.counts(now if False else max((t.times[-1] for t in jail.windows.values() if t.times), default=now))
+            # Windows count log timestamps; a followed log's lines are stamped about now.
+            counts = jail.counts(now)
             top = sorted(((k, c) for k, c in counts.items() if c), key=lambda kv: -kv[1])[:10]
             jails.append({
                 "name": spec.name, "key": spec.key, "findtime": spec.findtime, "maxretry": spec.maxretry,

@@ -30,11 +30,20 @@ CREATE TABLE IF NOT EXISTS bans (
     PRIMARY KEY (jail, key_type, key)
 );
 CREATE INDEX IF NOT EXISTS bans_until ON bans (until);
+CREATE INDEX IF NOT EXISTS bans_key ON bans (key_type, key);
 CREATE TABLE IF NOT EXISTS positions (
     path TEXT PRIMARY KEY,
     position TEXT NOT NULL
 );
 """
+
+
+_COLUMNS = "jail, key_type, key, time, until, count, findtime, actions, lines, manual"
+
+
+def _ban(r: tuple[Any, ...]) -> Ban:
+    return Ban(jail=r[0], key_type=r[1], key=r[2], time=r[3], until=r[4], count=r[5], findtime=r[6],
+               actions=tuple(json.loads(r[7])), lines=tuple(json.loads(r[8])), manual=bool(r[9]))
 
 
 class State:
@@ -68,16 +77,19 @@ class State:
                 )
 
     def active(self, now: float) -> list[Ban]:
-        rows = self.db.execute(
-            "SELECT jail, key_type, key, time, until, count, findtime, actions, lines, manual "
-            "FROM bans WHERE until > ? ORDER BY time", (now,)
-        ).fetchall()
-        return [
-            Ban(jail=r[0], key_type=r[1], key=r[2], time=r[3], until=r[4], count=r[5],
-                findtime=r[6], actions=tuple(json.loads(r[7])), lines=tuple(json.loads(r[8])),
-                manual=bool(r[9]))
-            for r in rows
-        ]
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM bans WHERE until > ? ORDER BY time", (now,))
+        return [_ban(r) for r in rows]
+
+    def active_on(self, keys: Iterable[tuple[str, str]], now: float) -> list[Ban]:
+        """Still-valid bans on any of these (key_type, key) pairs, in any jail."""
+        found: list[Ban] = []
+        for key_type, key in keys:
+            rows = self.db.execute(
+                f"SELECT {_COLUMNS} FROM bans WHERE key_type = ? AND key = ? AND until > ?",
+                (key_type, key, now),
+            )
+            found.extend(_ban(r) for r in rows)
+        return found
 
     def remove(self, key_type: str | None = None, key: str | None = None) -> list[Ban]:
         """Delete bans on a key (all bans when key is None); return what was removed."""

@@ -21,6 +21,9 @@ _OPTIONS = {"table", "set4", "set6", "chain", "priority", "verdict", "ports"}
 class NftAction:
     # The kernel removes an element when its timeout runs out: expiry needs no call from us.
     self_expiring = True
+    # One kernel element, hence one timeout, per address: the daemon hands ban() every active ban
+    # on the addresses concerned, and the longest one wins (see _elements).
+    one_timeout_per_key = True
 
     def __init__(self, name: str, options: dict[str, Any], context: Any = None) -> None:
         from .nft import NftBackend

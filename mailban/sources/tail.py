@@ -17,7 +17,11 @@ directory plus a one-second poll as a safety net):
   first bytes match) before the truncated file is read from its start.
 - delete and recreate: like a rename; the deleted file is drained through the open descriptor.
 - restart: the saved inode is looked up among the siblings (rotated while we were down), drained
-  from the saved offset, then the current file is read from its start.
+  from the saved offset, then the current file is read from its start. The saved position names
+  one file: a rotated file while it has unread lines, else the current one. This is exact because
+  the path is checked before anything is read and the current file is read only after the rotated
+  ones; a writer that still appends to the renamed file after the new one was read (within GRACE)
+  could, after a crash at that moment, make the new file's lines be read again.
 A partial last line waits until its newline arrives. Lines longer than MAX_LINE are cut.
 Must never: raise on a missing, unreadable or vanishing file (it is retried), or decode text.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import math
 import os
 import sys
 import time
@@ -88,18 +93,28 @@ class _Open:
         self.closed_at = 0.0
 
     def read_head(self) -> None:
-        """Refresh the digest of the first bytes while the file is still shorter than HEAD_BYTES."""
+        """Refresh the digest of the first bytes while the file is still shorter than HEAD_BYTES.
+
+        Only a consistent extension is taken (the bytes we knew are still there): first bytes that
+        changed mean a truncation, which `head_matches()` must go on reporting.
+        """
         if self.head_len >= HEAD_BYTES:
             return
-        data = os.pread(self.fd, HEAD_BYTES, 0)
-        if len(data) > self.head_len:
+        try:
+            data = os.pread(self.fd, HEAD_BYTES, 0)
+        except OSError:
+            return
+        if len(data) > self.head_len and (self.head_len == 0 or _digest(data[: self.head_len]) == self.head):
             self.head_len = len(data)
             self.head = _digest(data)
 
     def head_matches(self) -> bool:
         if self.head_len == 0:
             return True
-        return _digest(os.pread(self.fd, self.head_len, 0)) == self.head
+        try:
+            return _digest(os.pread(self.fd, self.head_len, 0)) == self.head
+        except OSError:
+            return False
 
     def close(self) -> None:
         try:
@@ -138,7 +153,7 @@ class FileTail:
         opened = _open(self.path)
         if opened is None:
             self._warn_missing()
-            if saved is not None:
+            if saved is not None and saved.inode:
                 self._resume_rotated(saved)
             return
         fd, st = opened
@@ -157,8 +172,10 @@ class FileTail:
             cur.read_head()
             return
         if saved is not None:
-            # The file we were reading was rotated while we were down: finish it first.
-            self._resume_rotated(saved)
+            # The file we were reading was rotated while we were down: finish it first. (An
+            # empty position means the file did not exist at the last stop: nothing to finish.)
+            if saved.inode:
+                self._resume_rotated(saved)
             self.cur = _Open(fd, st, 0)
         else:
             self.cur = _Open(fd, st, st.st_size if from_end else 0)
@@ -195,7 +212,7 @@ class FileTail:
 
     def _recover_copy(self, offset: int, head_len: int, head: str) -> None:
         """After a copytruncate, read what we had not read yet from the rotated copy."""
-        if offset == 0 or head_len == 0:
+        if head_len == 0:
             return
         for path in self._siblings():
             opened = _open(path)
@@ -204,7 +221,7 @@ class FileTail:
             fd, st = opened
             if st.st_size >= offset and _digest(os.pread(fd, head_len, 0)) == head:
                 old = _Open(fd, st, offset)
-                old.closed_at = time.monotonic() - GRACE  # a copy: nobody writes to it
+                old.closed_at = -math.inf  # a copy: nobody writes to it, close it once drained
                 self.old.append(old)
                 return
             os.close(fd)
@@ -237,8 +254,13 @@ class FileTail:
             return False
 
     def read_lines(self, limit: int = 5000) -> list[bytes]:
-        """Up to `limit` complete lines, oldest first: rotated files, then the current one."""
+        """Up to `limit` complete lines, oldest first: rotated files, then the current one.
+
+        The path is checked first, so that a rotation found now is drained (the old file's last
+        lines, the copy's unread lines) before the first line of the new file is handed out.
+        """
         out: list[bytes] = []
+        self._check_path()
         now = time.monotonic()
         for old in list(self.old):
             self._read_into(old, out, limit)
@@ -252,7 +274,6 @@ class FileTail:
                 old.buf = b""
                 old.close()
                 self.old.remove(old)
-        self._check_path()
         if self.cur is not None:
             self._read_into(self.cur, out, limit)
         return out
@@ -294,6 +315,8 @@ class FileTail:
             if not chunk:
                 return
             f.buf = buf + chunk
+            if f.head_len < HEAD_BYTES:
+                f.read_head()
 
     def _check_path(self) -> None:
         """Notice rotation, truncation, deletion and (re)appearance of the path."""
@@ -316,9 +339,9 @@ class FileTail:
             self.cur.read_head()
             return
         if st is not None and (st.st_dev, st.st_ino) == (cur.dev, cur.inode):
-            size = st.st_size
-            end = cur.offset + len(cur.buf)
-            if size < end or (cur.offset > 0 and not cur.head_matches()):
+            # Shorter than what we read, or regrown past it with other first bytes. The head
+            # check also covers offset 0: a copytruncate before anything was read.
+            if st.st_size < cur.offset + len(cur.buf) or not cur.head_matches():
                 self._truncated(cur)
             return
         # The path now names another file, or none: drain the old one, then switch.
