@@ -24,6 +24,24 @@ def _add_socket(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", metavar="PATH", help="control socket (default: from the configuration)")
 
 
+def _add_target(p: argparse.ArgumentParser, ip: bool = True) -> Any:
+    target = p.add_mutually_exclusive_group(required=True)
+    if ip:
+        target.add_argument("ip", nargs="?", help="client address")
+    target.add_argument("--user", metavar="USER", help="SASL user name")
+    target.add_argument("--uid", metavar="N", help="local uid (mail through sendmail(1)/pickup)")
+    target.add_argument("--sender", metavar="ADDRESS", help="envelope sender")
+    return target
+
+
+def _target(args: argparse.Namespace) -> dict[str, Any]:
+    for key_type in ("user", "uid", "sender"):
+        value = getattr(args, key_type, None)
+        if value is not None:
+            return {"key_type": key_type, "key": value}
+    return {"key_type": "ip", "key": args.ip}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailban", description="Ban abusive mail clients from their log lines.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,16 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true")
         _add_socket(p)
 
-    p = sub.add_parser("ban", help="ban an address by hand")
-    p.add_argument("ip")
-    p.add_argument("--jail", default="manual", help="jail to record the ban under (default: manual)")
+    p = sub.add_parser("ban", help="ban an address (or act on an account) by hand")
+    _add_target(p)
+    p.add_argument("--jail", default="manual", help="jail to record the ban under (default: manual; "
+                   "for --user/--uid/--sender the jail's actions are used)")
     p.add_argument("--for", dest="duration", default="1h", metavar="DURATION", help="e.g. 30m, 1h, 2d (default 1h)")
     _add_socket(p)
 
-    p = sub.add_parser("unban", help="lift a ban")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("ip", nargs="?")
+    p = sub.add_parser("unban", help="lift a ban: release an address, re-enable an account, release its mail")
+    target = _add_target(p)
     target.add_argument("--all", action="store_true", help="lift every ban")
+    _add_socket(p)
+
+    p = sub.add_parser("purge-held", help="delete (instead of releasing) the mail held for an account")
+    _add_target(p, ip=False)
     _add_socket(p)
 
     p = sub.add_parser("reload", help="reload the configuration (the old one stays if the new one is bad)")
@@ -208,7 +230,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_ban(args: argparse.Namespace) -> int:
-    answer = _call(args, {"cmd": "ban", "ip": args.ip, "jail": args.jail, "for": args.duration})
+    answer = _call(args, {"cmd": "ban", **_target(args), "jail": args.jail, "for": args.duration})
     if answer is None:
         return 1
     print(answer.get("message", "banned"))
@@ -216,11 +238,19 @@ def cmd_ban(args: argparse.Namespace) -> int:
 
 
 def cmd_unban(args: argparse.Namespace) -> int:
-    payload = {"cmd": "unban", "all": True} if args.all else {"cmd": "unban", "ip": args.ip}
+    payload = {"cmd": "unban", "all": True} if args.all else {"cmd": "unban", **_target(args)}
     answer = _call(args, payload)
     if answer is None:
         return 1
     print(answer.get("message", "unbanned"))
+    return 0
+
+
+def cmd_purge_held(args: argparse.Namespace) -> int:
+    answer = _call(args, {"cmd": "purge-held", **_target(args)})
+    if answer is None:
+        return 1
+    print(answer.get("message", "purged"))
     return 0
 
 
@@ -242,4 +272,5 @@ COMMANDS = {
     "ban": cmd_ban,
     "unban": cmd_unban,
     "reload": cmd_reload,
+    "purge-held": cmd_purge_held,
 }

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import __version__, config as config_mod
 from .actions import registry
+from .actions.base import ActionContext
 from .control import ControlServer
 from .core.durations import parse_duration
 from .core.errors import ConfigError
@@ -72,8 +73,11 @@ class Daemon:
         self.state.expire(now)
         active = self.state.active(now)
         self.actions: dict[str, ActionSlot] = {}
+        # (key_type, key) -> queue-hold action name, for keys whose new mail is held on arrival
+        self.holding: dict[tuple[str, str], str] = {}
         self._build_actions(self.config, active)
         self.pipeline = self._build_pipeline(self.config, active)
+        self._refresh_holding(active)
         self.watcher = Watcher()
         self.tails: dict[str, FileTail] = {}
         self._open_tails(self.config)
@@ -101,11 +105,13 @@ class Daemon:
 
     def _build_actions(self, cfg: config_mod.Config, active: list[Ban]) -> None:
         wanted = {a for spec in cfg.jails if spec.enabled for a in spec.actions}
+        wanted |= {a for spec in cfg.jails if spec.enabled and spec.ban_ips for a in spec.ip_actions}
         if "nft" in cfg.actions:
             wanted.add("nft")  # manual bans go through it
+        context = ActionContext(state_dir=cfg.settings.state_dir, queue_ids=self._queue_ids)
         slots: dict[str, ActionSlot] = {}
         for name in sorted(wanted):
-            impl = registry.create(cfg.actions[name])
+            impl = registry.create(cfg.actions[name], context)
             slot = self.actions.get(name) or ActionSlot(impl)
             slot.impl = impl
             slots[name] = slot
@@ -117,6 +123,44 @@ class Daemon:
                 self._action_failed(slot, name, "start", exc)
                 slot.pending_bans.extend(mine)
         self.actions = slots
+
+    def _refresh_holding(self, active: list[Ban]) -> None:
+        self.holding = {
+            (b.key_type, b.key): name
+            for b in active if b.key_type != "ip"
+            for name in b.actions
+            if name in self.actions and hasattr(self.actions[name].impl, "hold_more")
+        }
+
+    def _queue_ids(self, key_type: str, key: str) -> list[str]:
+        """Queue ids the correlation saw submitted by this key (for queue-hold)."""
+        pipeline = getattr(self, "pipeline", None)
+        if pipeline is None:
+            return []
+        field_name = {"user": "user", "uid": "uid", "sender": "sender", "ip": "ip"}[key_type]
+        want: Any = int(key) if key_type == "uid" else key
+        return [qid for (_host, qid), msg in pipeline.correlator.messages.items()
+                if getattr(msg, field_name) == want]
+
+    def _hold_followers(self, queued: list[Any]) -> None:
+        """Hold messages that a key already acted on keeps submitting (a PHP script goes on)."""
+        wanted: dict[tuple[str, str, str], list[str]] = {}
+        for event in queued:
+            for key_type, value in (("user", event.user), ("uid", event.uid), ("sender", event.sender)):
+                if value is None:
+                    continue
+                name = self.holding.get((key_type, str(value)))
+                if name is not None:
+                    wanted.setdefault((name, key_type, str(value)), []).append(event.queue_id)
+        for (name, key_type, key), qids in wanted.items():
+            slot = self.actions.get(name)
+            if slot is None:
+                continue
+            try:
+                slot.impl.hold_more(key_type, key, qids)
+                self._action_ok(slot, name)
+            except Exception as exc:
+                self._action_failed(slot, name, "hold", exc)
 
     def _build_pipeline(self, cfg: config_mod.Config, active: list[Ban]) -> Pipeline:
         pipeline = cfg.pipeline(time.time(), local_to_epoch)
@@ -170,13 +214,19 @@ class Daemon:
             now = time.time()
             pipeline.parser.set_now(now)
             bans: list[Ban] = []
+            queued: list[Any] = []
+            holding = self.holding
             for line in lines:
-                _events, new = pipeline.feed(line, now, tail.path)
+                events, new = pipeline.feed(line, now, tail.path)
                 if new:
                     bans.extend(new)
+                if holding and events:
+                    queued.extend(e for e in events if e.kind == "queued" and e.queue_id)
             self.lines_read[tail.path] = self.lines_read.get(tail.path, 0) + len(lines)
             if bans:
                 self._apply(bans)
+            if queued:
+                self._hold_followers(queued)
             self.state.commit(bans, {tail.path: tail.position.to_dict()})
             if len(lines) < BATCH_LINES:
                 return
@@ -203,12 +253,18 @@ class Daemon:
             except Exception as exc:
                 slot.pending_bans.extend(mine)
                 self._action_failed(slot, name, "ban", exc)
+            if hasattr(slot.impl, "hold_more"):
+                self.holding.update(((b.key_type, b.key), name) for b in mine if b.key_type != "ip")
 
-    def _unapply(self, bans: list[Ban]) -> None:
+    def _unapply(self, bans: list[Ban], expiry: bool = False) -> None:
+        """Undo bans in their actions. On expiry, actions whose effect expires by itself (nft
+        element timeouts, a mail already sent) are left alone."""
         for name, slot in self.actions.items():
             mine = [b for b in bans if name in b.actions]
-            if not mine:
+            if not mine or (expiry and getattr(slot.impl, "self_expiring", False)):
                 continue
+            for b in mine:
+                self.holding.pop((b.key_type, b.key), None)
             slot.pending_bans = [b for b in slot.pending_bans if (b.key_type, b.key) not in {(m.key_type, m.key) for m in mine}]
             try:
                 slot.impl.unban(mine)
@@ -236,8 +292,17 @@ class Daemon:
         now = time.time()
         expired = self.state.expire(now)
         if expired:
-            log.info("%d bans expired", expired)
+            log.info("%d bans expired", len(expired))
+            still = {(b.key_type, b.key) for b in self.state.active_on({(b.key_type, b.key) for b in expired}, now)}
+            self._unapply([b for b in expired if (b.key_type, b.key) not in still], expiry=True)
             self._notify_status()
+        for name, slot in self.actions.items():
+            tick = getattr(slot.impl, "tick", None)
+            if tick is not None:
+                try:
+                    tick(now)
+                except Exception as exc:
+                    self._action_failed(slot, name, "tick", exc)
         mono = time.monotonic()
         for name, slot in self.actions.items():
             if (slot.pending_bans or slot.pending_unbans or slot.error) and mono >= slot.retry_at:
@@ -291,9 +356,18 @@ class Daemon:
             raise ValueError(f"reload refused, the running configuration stays: {exc}") from None
         active = self.state.active(time.time())
         self._build_actions(new, active)
+        old = self.pipeline
         self.pipeline = self._build_pipeline(new, active)
+        # Counting goes on across a reload: the correlation and the windows of jails that kept
+        # their name and key carry over.
+        self.pipeline.correlator = old.correlator
+        for jail in self.pipeline.jails:
+            before = old.jail(jail.spec.name)
+            if before is not None and before.spec.key == jail.spec.key:
+                jail.windows, jail.logins = before.windows, before.logins
+        self._refresh_holding(active)
         for path in [p for p in self.tails if p not in new.settings.logs]:
-            self.watcher.remove(self.tails.pop(path)) if hasattr(self.watcher, "remove") else self.tails.pop(path)
+            self.watcher.remove(self.tails.pop(path))
         self.config = new
         self._open_tails(new)
         log.info("configuration reloaded from %s", new.path)
@@ -322,6 +396,7 @@ class Daemon:
             "list": self._cmd_list,
             "ban": self._cmd_ban,
             "unban": self._cmd_unban,
+            "purge-held": self._cmd_purge,
             "reload": lambda _req: {"message": self.reload()},
         }
 
@@ -349,7 +424,8 @@ class Daemon:
             "jails": jails,
             "bans": [self._ban_dict(b, now) for b in bans],
             "actions": [
-                {"name": n, "type": self.config.actions[n].type, "error": s.error,
+                {"name": n, "type": self.config.actions[n].type,
+                 "error": s.error or (s.impl.health() if hasattr(s.impl, "health") else None),
                  "pending": len(s.pending_bans) + len(s.pending_unbans)}
                 for n, s in self.actions.items()
             ],
@@ -362,32 +438,66 @@ class Daemon:
             "jail": ban.jail, "key_type": ban.key_type, "key": ban.key, "time": ban.time,
             "until": ban.until, "left": ban.until - now, "count": ban.count, "findtime": ban.findtime,
             "actions": list(ban.actions), "lines": list(ban.lines), "manual": ban.manual,
+            "ips": list(ban.ips), "cause": ban.cause,
         }
 
     def _cmd_list(self, _req: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
         return {"bans": [self._ban_dict(b, now) for b in self.state.active(now)]}
 
+    @staticmethod
+    def _target(req: dict[str, Any]) -> tuple[str, str]:
+        """The (key_type, key) a ban/unban request names, validated."""
+        key_type = str(req.get("key_type") or "ip")
+        raw = req.get("key", req.get("ip"))
+        if key_type == "ip":
+            ip = normalize_ip(str(raw or ""))
+            if ip is None:
+                raise ValueError(f"not an IP address: {raw!r}")
+            return "ip", ip
+        if key_type == "uid":
+            if not str(raw).isdigit():
+                raise ValueError(f"not a numeric uid: {raw!r}")
+            return "uid", str(int(str(raw)))
+        if key_type in ("user", "sender"):
+            if not isinstance(raw, str) or not raw or len(raw) > 512 or "\0" in raw:
+                raise ValueError(f"not a {key_type}: {raw!r}")
+            return key_type, raw
+        raise ValueError(f"unknown key type {key_type!r}: ip, user, uid or sender")
+
     def _cmd_ban(self, req: dict[str, Any]) -> dict[str, Any]:
-        ip = normalize_ip(str(req.get("ip", "")))
-        if ip is None:
-            raise ValueError(f"not an IP address: {req.get('ip')!r}")
+        key_type, key = self._target(req)
         seconds = parse_duration(req.get("for", "1h"))
         if seconds <= 0:
             raise ValueError("the ban duration must be longer than zero")
         jail_name = str(req.get("jail") or "manual")
         jail = self.pipeline.jail(jail_name)
-        actions = jail.spec.actions if jail else tuple(a for a in ("nft",) if a in self.actions)
+        if jail is None and key_type != "ip":
+            jail = next((j for j in self.pipeline.jails if j.spec.key == key_type), None)
+            if jail is None:
+                raise ValueError(f"no jail counts per {key_type}: give --jail, or configure one")
+        if key_type == "ip":
+            actions = jail.spec.actions if jail and jail.spec.key == "ip" else tuple(a for a in ("nft",) if a in self.actions)
+        else:
+            actions = jail.spec.actions
         if not actions:
             raise ValueError("no action is configured to carry out a manual ban")
         now = time.time()
-        ban = Ban(jail=jail_name, key_type="ip", key=ip, time=now, until=now + seconds, count=0,
+        ban = Ban(jail=jail_name, key_type=key_type, key=key, time=now, until=now + seconds, count=0,
                   findtime=0.0, actions=tuple(actions), manual=True)
         self.pipeline.note_ban(ban)
         self._apply([ban])
         self.state.commit([ban])
         self._notify_status()
-        return {"message": f"banned {ip} for {seconds:g}s (jail {jail_name})"}
+        return {"message": f"banned {key_type} {key} for {seconds:g}s (jail {jail_name}, via {', '.join(actions)})"}
+
+    def _cmd_purge(self, req: dict[str, Any]) -> dict[str, Any]:
+        key_type, key = self._target(req)
+        purged = 0
+        for slot in self.actions.values():
+            if hasattr(slot.impl, "purge"):
+                purged += slot.impl.purge(key_type, key)
+        return {"message": f"deleted {purged} held messages of {key_type} {key}"}
 
     def _cmd_unban(self, req: dict[str, Any]) -> dict[str, Any]:
         if req.get("all"):
@@ -407,16 +517,16 @@ class Daemon:
             self._unapply(everything)
             self._notify_status()
             return {"message": f"lifted {len(removed)} bans"}
-        ip = normalize_ip(str(req.get("ip", "")))
-        if ip is None:
-            raise ValueError(f"not an IP address: {req.get('ip')!r}")
-        removed = self.state.remove("ip", ip)
-        self.pipeline.forget("ip", ip)
-        # Remove the kernel element even when the database had no ban (left over, or added by hand).
-        stub = Ban(jail="manual", key_type="ip", key=ip, time=0, until=0, count=0, findtime=0,
+        key_type, key = self._target(req)
+        removed = self.state.remove(key_type, key)
+        self.pipeline.forget(key_type, key)
+        # Undo in every action even when the database had no ban (a left-over kernel element, a
+        # map entry added by hand): every action's undo is idempotent.
+        stub = Ban(jail="manual", key_type=key_type, key=key, time=0, until=0, count=0, findtime=0,
                    actions=tuple(self.actions))
-        self._unapply(removed or [stub])
+        self._unapply(removed + [stub])
         self._notify_status()
+        label = key if key_type == "ip" else f"{key_type} {key}"
         if not removed:
-            return {"message": f"{ip} had no ban in the database; removed it from the action sets anyway"}
-        return {"message": f"unbanned {ip} ({', '.join(sorted({b.jail for b in removed}))})"}
+            return {"message": f"{label} had no ban in the database; removed it from the actions anyway"}
+        return {"message": f"unbanned {label} ({', '.join(sorted({b.jail for b in removed}))})"}

@@ -17,6 +17,11 @@ def _left(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def _shown(text: str) -> str:
+    """Log text is attacker text: escape control characters before it reaches a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def render_status(st: dict[str, Any]) -> str:
     out = [f"mailban {st['version']}, up since {_when(st['started'])}, config {st['config']}"]
     for src in st["sources"]:
@@ -30,7 +35,7 @@ def render_status(st: dict[str, Any]) -> str:
             f"{jail['banned']} banned"
         )
         for key, count in jail["top"]:
-            out.append(f"    {count:>4}  {key}")
+            out.append(f"    {count:>4}  {_shown(key)}")
     out.append("")
     out.append(f"active bans: {len(st['bans'])}")
     for action in st["actions"]:
@@ -47,9 +52,15 @@ def render_list(bans: list[dict[str, Any]]) -> str:
     out = []
     for ban in bans:
         out.append(
-            f"{ban['key_type']} {ban['key']}  jail {ban['jail']}  until {_when(ban['until'])} "
+            f"{ban['key_type']} {_shown(ban['key'])}  jail {ban['jail']}  until {_when(ban['until'])} "
             f"({_left(ban['left'])} left)  {'manual' if ban['manual'] else str(ban['count']) + ' events'}"
+            f"  via {', '.join(ban['actions'])}"
         )
+        if ban.get("cause"):
+            out.append(f"    because of {_shown(ban['cause'])}")
+        if ban.get("ips"):
+            shown = ", ".join(ban["ips"][:20]) + (f" and {len(ban['ips']) - 20} more" if len(ban["ips"]) > 20 else "")
+            out.append(f"    from {len(ban['ips'])} addresses: {shown}")
         for line in ban["lines"]:
-            out.append(f"    {line}")
+            out.append(f"    {_shown(line)}")
     return "\n".join(out)

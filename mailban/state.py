@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS bans (
     actions TEXT NOT NULL,
     lines TEXT NOT NULL,
     manual INTEGER NOT NULL DEFAULT 0,
+    ips TEXT NOT NULL DEFAULT '[]',
+    cause TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (jail, key_type, key)
 );
 CREATE INDEX IF NOT EXISTS bans_until ON bans (until);
@@ -38,12 +40,20 @@ CREATE TABLE IF NOT EXISTS positions (
 """
 
 
-_COLUMNS = "jail, key_type, key, time, until, count, findtime, actions, lines, manual"
+_COLUMNS = "jail, key_type, key, time, until, count, findtime, actions, lines, manual, ips, cause"
+# Columns added after the first schema: (name, definition), added to older databases at open.
+_ADDED = (("ips", "TEXT NOT NULL DEFAULT '[]'"), ("cause", "TEXT NOT NULL DEFAULT ''"))
 
 
 def _ban(r: tuple[Any, ...]) -> Ban:
     return Ban(jail=r[0], key_type=r[1], key=r[2], time=r[3], until=r[4], count=r[5], findtime=r[6],
-               actions=tuple(json.loads(r[7])), lines=tuple(json.loads(r[8])), manual=bool(r[9]))
+               actions=tuple(json.loads(r[7])), lines=tuple(json.loads(r[8])), manual=bool(r[9]),
+               ips=tuple(json.loads(r[10])), cause=r[11])
+
+
+def _row(b: Ban) -> tuple[Any, ...]:
+    return (b.jail, b.key_type, b.key, b.time, b.until, b.count, b.findtime, json.dumps(list(b.actions)),
+            json.dumps(list(b.lines)), int(b.manual), json.dumps(list(b.ips)), b.cause)
 
 
 class State:
@@ -54,6 +64,10 @@ class State:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(bans)")}
+        for name, definition in _ADDED:
+            if name not in present:
+                self.db.execute(f"ALTER TABLE bans ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         self.db.close()
@@ -63,12 +77,8 @@ class State:
         with self.db:  # one transaction
             self.db.execute("BEGIN")
             self.db.executemany(
-                "INSERT OR REPLACE INTO bans VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (b.jail, b.key_type, b.key, b.time, b.until, b.count, b.findtime,
-                     json.dumps(list(b.actions)), json.dumps(list(b.lines)), int(b.manual))
-                    for b in bans
-                ],
+                f"INSERT OR REPLACE INTO bans ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [_row(b) for b in bans],
             )
             if positions:
                 self.db.executemany(
@@ -93,7 +103,11 @@ class State:
 
     def remove(self, key_type: str | None = None, key: str | None = None) -> list[Ban]:
         """Delete bans on a key (all bans when key is None); return what was removed."""
-        removed = [b for b in self.active(0) if key is None or (b.key_type == key_type and b.key == key)]
+        if key is None:
+            removed = self.active(0)
+        else:
+            removed = [_ban(r) for r in self.db.execute(
+                f"SELECT {_COLUMNS} FROM bans WHERE key_type = ? AND key = ?", (key_type, key))]
         with self.db:
             self.db.execute("BEGIN")
             if key is None:
@@ -102,10 +116,13 @@ class State:
                 self.db.execute("DELETE FROM bans WHERE key_type = ? AND key = ?", (key_type, key))
         return removed
 
-    def expire(self, now: float) -> int:
+    def expire(self, now: float) -> list[Ban]:
+        """Delete the bans whose time is up; return them (their actions may need undoing)."""
         with self.db:
             self.db.execute("BEGIN")
-            return self.db.execute("DELETE FROM bans WHERE until <= ?", (now,)).rowcount
+            gone = [_ban(r) for r in self.db.execute(f"SELECT {_COLUMNS} FROM bans WHERE until <= ?", (now,))]
+            self.db.execute("DELETE FROM bans WHERE until <= ?", (now,))
+        return gone
 
     def positions(self) -> dict[str, dict[str, Any]]:
         return {path: json.loads(pos) for path, pos in self.db.execute("SELECT path, position FROM positions")}
