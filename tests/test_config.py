@@ -18,11 +18,19 @@ def write(path: Path, text: str) -> Path:
 
 def test_shipped_default_has_the_mail_abuse_jail() -> None:
     cfg = config.load(str(config.SHIPPED_DEFAULT))
-    (jail,) = cfg.jails
-    assert jail.name == "mail-abuse" and jail.maxretry == 5 and jail.findtime == 600 and jail.bantime == 3600
+    jails = {j.name: j for j in cfg.jails}
+    jail = jails["mail-abuse"]
+    assert jail.maxretry == 5 and jail.findtime == 600 and jail.bantime == 3600
     assert jail.kinds == {"auth-failure", "reject", "rate-limit", "protocol"}
     assert jail.actions == ("nft",)
     assert {"postfix", "postscreen", "dovecot", "dovecot-passdb", "sendmail"} <= {f.name for f in cfg.filters}
+    guess = jails["account-guess"]
+    assert (guess.key, guess.maxretry, guess.min_ips, guess.findtime, guess.ban_ips) == ("user", 10, 5, 600, True)
+    for name, key in (("outbound-user", "user"), ("outbound-uid", "uid")):
+        out = jails[name]
+        assert (out.key, out.maxretry, out.findtime, out.kinds) == (key, 200, 3600, {"submission"})
+        assert "queue-hold" in out.actions and "notify" in out.actions
+    assert "sasl-disable" in jails["outbound-user"].actions
 
 
 def test_drop_ins_override_and_add_jails(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ every program runs from an argv list.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from ..core.records import Ban
@@ -99,11 +100,24 @@ class SaslDisableAction:
             log.error("%s", exc)
             return False
 
+    def _sides(self) -> tuple[bool, bool]:
+        """Which sides can be written: an MTA that is not installed (no /etc/dovecot, no
+        /etc/postfix) is skipped and reported, rather than failing every ban."""
+        dovecot = bool(self.deny_file) and os.path.isdir(os.path.dirname(self.deny_file))
+        postfix = bool(self.postfix_map) and os.path.isdir(os.path.dirname(self.postfix_map))
+        missing = [p for p, ok in ((self.deny_file, dovecot), (self.postfix_map, postfix)) if p and not ok]
+        self.warning = f"not installed, skipped: {', '.join(missing)}" if missing else None
+        if not dovecot and not postfix:
+            raise ActionError(f"neither {self.deny_file!r} nor {self.postfix_map!r} can be written "
+                              "(is dovecot or postfix installed?)")
+        return dovecot, postfix
+
     def _write(self) -> None:
         users = sorted(self.users)
-        if self.deny_file:
+        dovecot, postfix = self._sides()
+        if dovecot:
             write_atomically(self.deny_file, "".join(f"{u}\n" for u in users))
-        if self.postfix_map:
+        if postfix:
             text = "# maintained by mailban (sasl-disable): do not edit, use `mailban unban --user`\n"
             text += "".join(f"{u} REJECT {self.reject_text}\n" for u in users)
             write_atomically(self.postfix_map, text)
