@@ -9,6 +9,7 @@ APT="apt-get -o DPkg::Lock::Timeout=600"
 packages=(
     nftables libnftables1 iproute2              # kernel sets, network namespaces, veth
     postfix dovecot-core swaks                  # real MTA lines (SASL via dovecot)
+    dovecot-imapd dovecot-pop3d                 # IMAP/POP3 login failures (tests/test_real_mta.py)
     m4 liblockfile1 sasl2-bin rsyslog            # sendmail, unpacked from its .debs by the tests
     procps psmisc                               # pgrep/kill in fixtures
 )
