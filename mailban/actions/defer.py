@@ -20,7 +20,7 @@ from .base import ActionContext, check_options
 from .executor import ActionError, run, safe_token, write_atomically
 
 log = logging.getLogger("mailban.action.defer")
-_OPTIONS: dict[str, Any] = {"client_map": str, "sender_map": str, "map_type": str, "reply": str, "postmap": str}
+_OPTIONS: dict[str, Any] = {"client_map": str, "sender_map": str, "map_type": str, "reply": str, "postmap": list}
 
 
 class DeferAction:
@@ -35,7 +35,7 @@ class DeferAction:
         }
         self.map_type = options.get("map_type", "hash")
         self.reply = options.get("reply", "450 4.7.1 Service temporarily limited, please try again later")
-        self.postmap = options.get("postmap", "postmap")
+        self.postmap = list(options.get("postmap", ["postmap"]))
         self.keys: dict[str, set[str]] = {"ip": set(), "sender": set()}
 
     @staticmethod
@@ -97,4 +97,4 @@ class DeferAction:
         text = "# maintained by mailban (defer): do not edit, use `mailban unban`\n"
         text += "".join(f"{k} {self.reply}\n" for k in sorted(self.keys[kind]))
         write_atomically(path, text, mode=0o644)
-        run([self.postmap, f"{self.map_type}:{path}"])
+        run([*self.postmap, f"{self.map_type}:{path}"])

@@ -25,7 +25,7 @@ from .base import ActionContext, check_options
 from .executor import run
 
 log = logging.getLogger("mailban.action.notify")
-_OPTIONS: dict[str, Any] = {"to": str, "sender": str, "sendmail": str, "interval": (str, int, float),
+_OPTIONS: dict[str, Any] = {"to": str, "sender": str, "sendmail": (list, str), "interval": (str, int, float),
                             "max_lines": int, "hostname": str}
 MAX_DECISIONS_PER_MAIL = 200
 
@@ -45,7 +45,8 @@ class NotifyAction:
         self.name = name
         self.to = options.get("to", "root")
         self.sender = options.get("sender", "mailban")
-        self.sendmail = options.get("sendmail", "/usr/sbin/sendmail")
+        program = options.get("sendmail", ["/usr/sbin/sendmail"])
+        self.sendmail = [program] if isinstance(program, str) else list(program)
         self.interval = parse_duration(options.get("interval", "10m"))
         self.max_lines = options.get("max_lines", 5)
         self.hostname = options.get("hostname") or socket.getfqdn()
@@ -96,7 +97,7 @@ class NotifyAction:
     def _send(self, now: float) -> None:
         bans, extra = self.pending, self.suppressed
         message = self.render(bans, extra, now)
-        run([self.sendmail, "-i", "-f", self.sender, self.to], stdin=message.encode())
+        run([*self.sendmail, "-i", "-f", self.sender, self.to], stdin=message.encode())
         self.pending, self.suppressed = [], 0
         self.last_sent = now
         self.sent += 1

@@ -33,7 +33,8 @@ from .executor import ActionError, run, write_atomically
 
 log = logging.getLogger("mailban.action.queue-hold")
 _QID = re.compile(r"^[0-9A-Za-z]{5,20}$")
-_OPTIONS: dict[str, Any] = {"postqueue": str, "postsuper": str, "postcat": str, "scan_limit": int}
+# Programs are argv lists, so that a second postfix instance is reached with `-c DIR`.
+_OPTIONS: dict[str, Any] = {"postqueue": list, "postsuper": list, "postcat": list, "scan_limit": int}
 
 
 class QueueHoldAction:
@@ -43,9 +44,9 @@ class QueueHoldAction:
         self.validate(options)
         self.name = name
         self.context = context or ActionContext()
-        self.postqueue = options.get("postqueue", "postqueue")
-        self.postsuper = options.get("postsuper", "postsuper")
-        self.postcat = options.get("postcat", "postcat")
+        self.postqueue = list(options.get("postqueue", ["postqueue"]))
+        self.postsuper = list(options.get("postsuper", ["postsuper"]))
+        self.postcat = list(options.get("postcat", ["postcat"]))
         self.scan_limit = options.get("scan_limit", 5000)
         self.path = os.path.join(self.context.state_dir, f"held-{name}.json")
         self.held: dict[str, list[str]] = self._load()
@@ -89,7 +90,7 @@ class QueueHoldAction:
         """Delete (instead of release) what was held for a key. Returns the number deleted."""
         qids = self.held.pop(self._key(key_type, key), [])
         if qids:
-            run([self.postsuper, "-d", "-"], stdin="".join(f"{q}\n" for q in qids).encode())
+            run([*self.postsuper, "-d", "-"], stdin="".join(f"{q}\n" for q in qids).encode())
             self._save()
         return len(qids)
 
@@ -105,7 +106,7 @@ class QueueHoldAction:
     # ---- the queue ---------------------------------------------------------------------------
     def queue(self) -> dict[str, dict[str, Any]]:
         """queue id -> postqueue -j record, for every message in the queue."""
-        out = run([self.postqueue, "-j"])
+        out = run([*self.postqueue, "-j"])
         found: dict[str, dict[str, Any]] = {}
         for raw in out.splitlines():
             try:
@@ -126,7 +127,7 @@ class QueueHoldAction:
             needle = f"sasl_username={key}".encode()
             for qid in sorted(candidates - mine):
                 try:
-                    envelope = run([self.postcat, "-e", "-q", qid], timeout=10)
+                    envelope = run([*self.postcat, "-e", "-q", qid], timeout=10)
                 except ActionError:
                     continue  # delivered and gone in the meantime
                 if any(line.endswith(needle) and b"named_attribute: " in line for line in envelope.splitlines()):
@@ -137,7 +138,7 @@ class QueueHoldAction:
         if not qids:
             self._remember(key_type, key, [])
             return
-        run([self.postsuper, "-h", "-"], stdin="".join(f"{q}\n" for q in qids).encode())
+        run([*self.postsuper, "-h", "-"], stdin="".join(f"{q}\n" for q in qids).encode())
         self._remember(key_type, key, qids)
         log.warning("held %d queued messages of %s %s", len(qids), key_type, key)
 
@@ -147,7 +148,7 @@ class QueueHoldAction:
             present = self.queue()
             qids = [q for q in qids if q in present]
             if qids:
-                run([self.postsuper, "-H", "-"], stdin="".join(f"{q}\n" for q in qids).encode())
+                run([*self.postsuper, "-H", "-"], stdin="".join(f"{q}\n" for q in qids).encode())
                 log.info("released %d held messages of %s %s", len(qids), key_type, key)
         self.held.pop(self._key(key_type, key), None)
         self._save()

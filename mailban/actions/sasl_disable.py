@@ -27,7 +27,7 @@ log = logging.getLogger("mailban.action.sasl-disable")
 
 _OPTIONS: dict[str, Any] = {
     "dovecot_deny_file": str, "postfix_map": str, "map_type": str, "reject_text": str,
-    "postmap": str, "postfix_reload": list, "kick": list,
+    "postmap": list, "postfix_reload": list, "kick": list,
 }
 
 
@@ -41,7 +41,7 @@ class SaslDisableAction:
         self.postfix_map = options.get("postfix_map", "/etc/postfix/mailban_sasl_access")
         self.map_type = options.get("map_type", "hash")
         self.reject_text = options.get("reject_text", "account disabled by mailban, contact support")
-        self.postmap = options.get("postmap", "postmap")
+        self.postmap = list(options.get("postmap", ["postmap"]))
         self.reload = options.get("postfix_reload", ["postfix", "reload"])
         self.kick = options.get("kick", ["doveadm", "kick"])
         self.users: set[str] = set()
@@ -121,7 +121,7 @@ class SaslDisableAction:
             text = "# maintained by mailban (sasl-disable): do not edit, use `mailban unban --user`\n"
             text += "".join(f"{u} REJECT {self.reject_text}\n" for u in users)
             write_atomically(self.postfix_map, text)
-            run([self.postmap, f"{self.map_type}:{self.postfix_map}"])
+            run([*self.postmap, f"{self.map_type}:{self.postfix_map}"])
             try:
                 run(self.reload)
             except ActionError as exc:
