@@ -229,7 +229,7 @@ def _networks(value: Any, doc: TomlDoc, where: tuple[Any, ...]) -> tuple[Any, ..
 
 _JAIL_KEYS = {
     "enabled", "kinds", "filters", "rules", "exclude", "statuses", "key", "count", "findtime",
-    "maxretry", "min_ips", "bantime", "actions", "ban_ips", "ip_actions", "ignoreip", "ignorekeys",
+    "maxretry", "min_ips", "bantime", "actions", "ban_ips", "ip_actions", "owner_grace", "ignoreip", "ignorekeys",
     "max_keys",
 }
 
@@ -279,6 +279,8 @@ def _jail(
                 if value not in KEY_TYPES:
                     raise ValueError(f"`key` must be one of {', '.join(sorted(KEY_TYPES))}")
                 values[key] = value
+            elif key == "owner_grace":
+                values[key] = parse_duration(value)
             elif key in ("findtime", "bantime"):
                 seconds = parse_duration(value)
                 if seconds <= 0:

@@ -296,6 +296,10 @@ class Daemon:
             still = {(b.key_type, b.key) for b in self.state.active_on({(b.key_type, b.key) for b in expired}, now)}
             self._unapply([b for b in expired if (b.key_type, b.key) not in still], expiry=True)
             self._notify_status()
+        due = self.pipeline.tick(now, now)
+        if due:
+            self._apply(due)
+            self.state.commit(due)
         for name, slot in self.actions.items():
             tick = getattr(slot.impl, "tick", None)
             if tick is not None:

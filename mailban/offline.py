@@ -135,7 +135,8 @@ def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = s
     """Push logs through the whole pipeline with log time as the clock; print each decision.
 
     Several files are merged by timestamp (mail.log and dovecot.log side by side), as the
-    daemon would have seen them.
+    daemon would have seen them. When the logs end, what falls due with time alone (an account
+    attacker's grace period) is decided as the daemon's clock would have decided it.
     """
     pipeline = config.pipeline(time.time(), local_to_epoch)
     streams = [_parsed_lines(p, pipeline.parser) for p in paths]
@@ -143,19 +144,29 @@ def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = s
     decisions = 0
     lines = 0
     started = time.perf_counter()
-    for _when, lineno, line, header, source in merged:
-        lines += 1
-        _events, bans = pipeline.feed_parsed(line, header, None, source, lineno)
+
+    def show(bans: list[Ban]) -> None:
+        nonlocal decisions
         for ban in bans:
             decisions += 1
             if as_json:
                 out.write(json.dumps(ban_json(ban), ensure_ascii=False) + "\n")
             else:
                 out.write(
-                    f"{iso(ban.time)}  {ban.jail}  ban {ban.key_type} {ban.key}  "
+                    f"{iso(ban.time)}  {ban.jail}  ban {ban.key_type} {ban.key if ban.key_type == 'ip' else repr(ban.key)}  "
                     f"({ban.count} in {format_duration(ban.findtime)}, for "
-                    f"{format_duration(ban.until - ban.time)})  -> {', '.join(ban.actions)}\n"
+                    f"{format_duration(ban.until - ban.time)})  -> {', '.join(ban.actions)}"
+                    + (f"  because of {ban.cause}" if ban.cause else "") + "\n"
                 )
+
+    last = 0.0
+    for last, lineno, line, header, source in merged:
+        lines += 1
+        _events, bans = pipeline.feed_parsed(line, header, None, source, lineno)
+        if bans:
+            show(bans)
+    grace = max((j.spec.owner_grace for j in pipeline.jails), default=0.0)
+    show(pipeline.tick(last + grace))
     if not as_json:
         elapsed = max(time.perf_counter() - started, 1e-9)
         out.write(f"\n{decisions} decisions from {lines} log lines in {elapsed:.2f} s "

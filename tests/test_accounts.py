@@ -80,10 +80,29 @@ def test_distributed_guessing_bans_every_attacker_but_not_the_owner() -> None:
     assert ip_bans == {f"198.51.100.{n + 1}" for n in range(60)}
     assert owner not in ip_bans
     assert all(b.actions == ("nft",) and b.cause == "user alice" for b in decisions if b.key_type == "ip")
-    # the owner failing again later during the ban is still spared; a new attacker is not
+    # the owner failing again later during the ban is still spared; a new attacker is not: its
+    # first guess puts it on probation, its second bans it
     assert j.offer(ev(t + 10, "auth-failure", user="alice", ip=owner), t + 10) == []
-    (late,) = j.offer(ev(t + 11, "auth-failure", user="alice", ip="198.51.100.200"), t + 11)
+    assert j.offer(ev(t + 11, "auth-failure", user="alice", ip="198.51.100.200"), t + 11) == []
+    (late,) = j.offer(ev(t + 12, "auth-failure", user="alice", ip="198.51.100.200"), t + 12)
     assert late.key == "198.51.100.200" and late.until == user_bans[0].until
+    assert j.tick(t + 10_000) == []  # the owner's grace passed: still never banned
+
+
+def test_single_guess_addresses_are_banned_when_their_grace_ends_unless_they_log_in() -> None:
+    j = guessing_jail()
+    decisions = []
+    for n in range(10):  # one guess from each of 10 addresses trips the account jail
+        decisions += j.offer(ev(n, "auth-failure", user="alice", ip=f"198.51.100.{n + 1}"), n)
+    assert [b.key_type for b in decisions] == ["user"]  # the addresses wait out their grace
+    # the owner mistypes during the attack, then logs in within the grace
+    j.offer(ev(20, "auth-failure", user="alice", ip="203.0.113.7"), 20)
+    j.offer(ev(30, "login", user="alice", ip="203.0.113.7"), 30)
+    assert j.tick(100) == []                     # grace (120 s) not over yet
+    late = j.tick(200)
+    assert {b.key for b in late} == {f"198.51.100.{n + 1}" for n in range(10)}
+    assert all(b.time == 200 for b in late)
+    assert j.tick(10_000) == []
 
 
 def test_few_addresses_do_not_trip_the_account_jail() -> None:
@@ -98,6 +117,7 @@ def test_user_names_are_data_and_never_choose_the_address() -> None:
     decisions = []
     for n in range(10):
         decisions += j.offer(ev(n, "auth-failure", user=hostile, ip=f"198.51.100.{n + 1}"), n)
+    decisions += j.tick(1000)
     keys = {b.key for b in decisions if b.key_type == "ip"}
     assert keys == {f"198.51.100.{n + 1}" for n in range(10)}
     assert [b.key for b in decisions if b.key_type == "user"] == [hostile]
@@ -108,4 +128,5 @@ def test_ignored_addresses_are_never_banned_by_an_account_decision() -> None:
     decisions = []
     for n in range(10):
         decisions += j.offer(ev(n, "auth-failure", user="alice", ip="127.0.0.1" if n == 0 else f"198.51.100.{n}"), n)
-    assert "127.0.0.1" not in {b.key for b in decisions}
+    decisions += j.tick(1000)
+    assert len(decisions) == 10 and "127.0.0.1" not in {b.key for b in decisions}

@@ -9,7 +9,9 @@ client addresses among them (`min_ips`: a stolen password is used from many addr
 A user-keyed jail with `ban_ips` turns its decision on an account into bans of every address
 that failed against it within the window, and of every address that fails against it for the
 rest of the ban, except addresses the account's owner logged in from within the window (the owner
-who mistyped a password must not be locked out with the attackers).
+who mistyped a password must not be locked out with the attackers). An address with a single
+failure gets `owner_grace` to prove it is the owner's by logging in; an attacker's second guess
+bans it at once, and a single-guess address is banned when the grace runs out.
 
 Memory: a window keeps at most `maxretry` entries per key (every counted entry weighs at least
 one), at most MAX_IPS_KEPT addresses, and the number of keys is capped (`max_keys`), evicting the
@@ -57,6 +59,7 @@ class JailSpec:
     actions: tuple[str, ...] = ("nft",)
     ban_ips: bool = False
     ip_actions: tuple[str, ...] = ("nft",)
+    owner_grace: float = 120.0
     ignoreip: tuple[IpNetwork, ...] = ()
     ignorekeys: frozenset[str] = frozenset()
     enabled: bool = True
@@ -116,9 +119,10 @@ class _Window:
         self.entries: deque[tuple[float, int]] = deque()
         self.total = 0
         self.lines: deque[str] = deque(maxlen=MAX_LINES_KEPT)
-        self.ips: dict[str, float] | None = {} if keep_ips else None
+        # address -> (last time, events from it since it entered the window)
+        self.ips: dict[str, tuple[float, int]] | None = {} if keep_ips else None
 
-    def add(self, when: float, weight: int, line: str, ip: str | None, limit: int) -> None:
+    def add(self, when: float, weight: int, line: str, ip: str | None, limit: int, horizon: float) -> None:
         entries = self.entries
         if len(entries) >= limit:
             self.total -= entries.popleft()[1]
@@ -127,8 +131,8 @@ class _Window:
         self.lines.append(line)
         ips = self.ips
         if ips is not None and ip is not None:
-            ips.pop(ip, None)
-            ips[ip] = when
+            last = ips.pop(ip, None)
+            ips[ip] = (when, last[1] + 1 if last is not None and last[0] > horizon else 1)
             if len(ips) > MAX_IPS_KEPT:
                 del ips[next(iter(ips))]
 
@@ -137,10 +141,11 @@ class _Window:
         while entries and entries[0][0] <= horizon:
             self.total -= entries.popleft()[1]
 
-    def live_ips(self, horizon: float) -> list[str]:
+    def live_ips(self, horizon: float) -> dict[str, int]:
+        """Addresses seen within the window, with their number of events."""
         if not self.ips:
-            return []
-        return [ip for ip, t in self.ips.items() if t > horizon]
+            return {}
+        return {ip: n for ip, (t, n) in self.ips.items() if t > horizon}
 
 
 @dataclass
@@ -154,14 +159,23 @@ class Jail:
     banned_ips: dict[str, float] = field(default_factory=dict)
     ban_started: dict[str, float] = field(default_factory=dict)
     logins: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Addresses with one failure against an account under attack, waiting for their grace to
+    # run out: ip -> (deadline in log time, user, line); and failures per address during the ban.
+    probation: dict[str, tuple[float, str, str]] = field(default_factory=dict)
+    follower_fails: dict[str, int] = field(default_factory=dict)
 
     def offer(self, event: Event, now: float) -> list[Ban]:
         """Count `event` if this jail selects it; return the bans the threshold causes."""
         spec = self.spec
+        due: list[Ban] = self.tick(event.time, now) if self.probation else []
         if spec.ban_ips and event.kind in PROOF_KINDS:
             self._note_login(event)
         if not spec.selects(event):
-            return []
+            return due
+        return due + self._count(event, now)
+
+    def _count(self, event: Event, now: float) -> list[Ban]:
+        spec = self.spec
         key = event.key(spec.key)
         if key is None or key in spec.ignorekeys:
             return []
@@ -185,8 +199,8 @@ class Jail:
             window = _Window(keep_ips=spec.key != "ip")
             if len(self.windows) >= spec.max_keys:
                 del self.windows[next(iter(self.windows))]
-        window.add(event.time, weight, event.line, event.ip, spec.maxretry)
         horizon = event.time - spec.findtime
+        window.add(event.time, weight, event.line, event.ip, spec.maxretry, horizon)
         window.expire(horizon)
         if window.total < spec.maxretry:
             self.windows[key] = window
@@ -211,7 +225,8 @@ class Jail:
         bans = [ban]
         if spec.ban_ips:
             self.ban_started[key] = event.time
-            for ip in ips:
+            for ip, failures in ips.items():
+                self.follower_fails[ip] = failures
                 follower = self._ip_ban(key, ip, now, ban.until, event.time, ban.lines)
                 if follower is not None:
                     bans.append(follower)
@@ -228,6 +243,9 @@ class Jail:
                 del self.logins[next(iter(self.logins))]
         seen.pop(event.ip, None)
         seen[event.ip] = event.time
+        held = self.probation.get(event.ip)
+        if held is not None and held[1] == event.user:
+            del self.probation[event.ip]  # the owner, who had mistyped: never banned
         if len(seen) > MAX_LOGIN_IPS:
             del seen[next(iter(seen))]
         self.logins[event.user] = seen
@@ -237,7 +255,7 @@ class Jail:
         return last is not None and last > since
 
     def _ip_ban(self, user: str, ip: str, now: float, until: float, when: float,
-                lines: tuple[str, ...]) -> Ban | None:
+                lines: tuple[str, ...], final: bool = False) -> Ban | None:
         if ip in self.ignore:
             return None
         started = self.ban_started.get(user, when)
@@ -245,6 +263,12 @@ class Jail:
             return None
         if self.banned_ips.get(ip, 0.0) > now:
             return None
+        if self.follower_fails.get(ip, 0) < 2 and self.spec.owner_grace > 0 and not final:
+            # One failure only: the owner who mistyped, or an attacker's single guess. Wait.
+            if ip not in self.probation:
+                self.probation[ip] = (when + self.spec.owner_grace, user, lines[-1] if lines else "")
+            return None
+        self.probation.pop(ip, None)
         self.banned_ips[ip] = until
         if len(self.banned_ips) > self.spec.max_keys:
             del self.banned_ips[next(iter(self.banned_ips))]
@@ -265,8 +289,31 @@ class Jail:
     def _ban_followers(self, user: str, event: Event, now: float, until: float) -> list[Ban]:
         if event.ip is None:
             return []
+        self.follower_fails[event.ip] = self.follower_fails.get(event.ip, 0) + 1
+        if len(self.follower_fails) > MAX_IPS_KEPT:
+            del self.follower_fails[next(iter(self.follower_fails))]
         ban = self._ip_ban(user, event.ip, now, until, event.time, (event.line,))
         return [ban] if ban is not None else []
+
+    def tick(self, log_now: float, now: float | None = None) -> list[Ban]:
+        """Ban the single-failure addresses whose grace ran out without an owner's login.
+
+        `log_now` is the log time reached (replay: the last line's time; daemon: wall time)."""
+        if not self.probation:
+            return []
+        bans = []
+        for ip, (deadline, user, line) in list(self.probation.items()):
+            if deadline > log_now:
+                continue
+            del self.probation[ip]
+            until = self.banned.get(user, 0.0)
+            when = now if now is not None else log_now
+            if until <= when:
+                continue  # the account's ban ended meanwhile
+            ban = self._ip_ban(user, ip, when, until, deadline, (line,), final=True)
+            if ban is not None:
+                bans.append(ban)
+        return bans
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def note_ban(self, key: str, until: float, key_type: str | None = None) -> None:
@@ -283,6 +330,8 @@ class Jail:
             return self.banned_ips.pop(key, None) is not None
         found = self.banned.pop(key, None) is not None
         self.ban_started.pop(key, None)
+        for ip in [ip for ip, held in self.probation.items() if held[1] == key]:
+            del self.probation[ip]
         self.windows.pop(key, None)
         return found
 

@@ -70,6 +70,15 @@ class Pipeline:
                     bans.extend(new)
         return events, bans
 
+    def tick(self, log_now: float, now: float | None = None) -> list[Ban]:
+        """Decisions that fall due with time alone (an account's single-guess attackers whose
+        grace ran out). The daemon calls it every second; replay at the end of the logs."""
+        bans: list[Ban] = []
+        for jail in self.jails:
+            if jail.probation:
+                bans.extend(jail.tick(log_now, now))
+        return bans
+
     def jail(self, name: str) -> Jail | None:
         for jail in self.jails:
             if jail.spec.name == name:
