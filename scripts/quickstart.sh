@@ -19,6 +19,8 @@ python=${PYTHON:-python3}
 /opt/mailban/bin/pip install -q --upgrade pip
 /opt/mailban/bin/pip install -q .
 ln -sf /opt/mailban/bin/mailban /usr/local/sbin/mailban
+install -d -m 0755 /usr/local/share/doc/mailban
+cp -r README.md docs/. /usr/local/share/doc/mailban/
 install -d -m 0755 /etc/mailban /etc/mailban/jail.d /etc/mailban/filters.d /etc/mailban/actions.d
 install -d -m 0750 /var/lib/mailban
 mailban check
