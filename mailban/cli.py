@@ -164,8 +164,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  actions: {', '.join(sorted(cfg.actions))}")
     for spec in cfg.jails:
         state = "enabled" if spec.enabled else "disabled"
-        print(f"  jail {spec.name} ({state}): {spec.maxretry} in {spec.findtime:g}s -> "
-              f"ban {spec.bantime:g}s via {', '.join(spec.actions)}")
+        print(f"  jail {spec.name} ({state}): {spec.describe()}")
     return 0
 
 
