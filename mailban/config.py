@@ -45,6 +45,13 @@ class Settings:
     ignoreip: tuple[Any, ...] = ()
     loglevel: str = "info"
     read_from: str = "end"
+    # "auto": the journal when none of `logs` exists (Debian 12 without rsyslog), else the files.
+    journal: str | bool = "auto"
+    journal_units: tuple[str, ...] = ("postfix@-.service", "postfix.service", "dovecot.service", "sendmail.service")
+    journal_identifiers: tuple[str, ...] = ()
+    journal_files: tuple[str, ...] = ()
+    journal_directory: str = ""
+    journal_trust: str = "strict"
 
 
 @dataclass(frozen=True)
@@ -181,7 +188,9 @@ def load(path: str | None = None) -> Config:
     return Config(str(main), settings, specs, tuple(filters), actions, tuple(d.path for d in docs))
 
 
-_SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from"}
+_SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from",
+                  "journal", "journal_units", "journal_identifiers", "journal_files", "journal_directory",
+                  "journal_trust"}
 
 
 def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
@@ -207,6 +216,24 @@ def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
         elif key == "loglevel":
             if value not in ("debug", "info", "warning", "error"):
                 raise doc.error(where, "`loglevel` must be one of debug, info, warning, error")
+            values[key] = value
+        elif key == "journal":
+            if value not in ("auto", True, False):
+                raise doc.error(where, "`journal` must be \"auto\", true or false")
+            values[key] = value
+        elif key in ("journal_units", "journal_identifiers", "journal_files"):
+            if not isinstance(value, list) or not all(isinstance(v, str) and v and not v.startswith("-") for v in value):
+                raise doc.error(where, f"`{key}` must be a list of names")
+            if key == "journal_files" and not all(v.startswith("/") for v in value):
+                raise doc.error(where, "`journal_files` must be absolute paths")
+            values[key] = tuple(value)
+        elif key == "journal_directory":
+            if not isinstance(value, str) or (value and not value.startswith("/")):
+                raise doc.error(where, "`journal_directory` must be an absolute path")
+            values[key] = value
+        elif key == "journal_trust":
+            if value not in ("strict", "off"):
+                raise doc.error(where, "`journal_trust` must be \"strict\" or \"off\"")
             values[key] = value
         elif key == "read_from":
             if value not in ("end", "beginning"):

@@ -28,6 +28,7 @@ from .core.errors import ConfigError
 from .core.pipeline import Pipeline
 from .core.records import Ban, normalize_ip
 from .localtime import local_to_epoch
+from .sources import journal as journal_mod
 from .sources.tail import FileTail, Position, Watcher
 from .state import State
 
@@ -80,11 +81,14 @@ class Daemon:
         self._refresh_holding(active)
         self.watcher = Watcher()
         self.tails: dict[str, FileTail] = {}
+        self.journal: journal_mod.JournalSource | None = None
+        self._journal_fd = -1
         self._open_tails(self.config)
         self.selector = selectors.DefaultSelector()
         self.control = ControlServer(settings.socket, settings.socket_mode, self._handlers())
         self.control.register(self.selector)
         self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, None)
+        self._watch_journal()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -171,6 +175,27 @@ class Daemon:
     def _open_tails(self, cfg: config_mod.Config) -> None:
         positions = self.state.positions()
         from_end = cfg.settings.read_from == "end"
+        st = cfg.settings
+        use_journal = st.journal is True or (
+            st.journal == "auto" and not any(os.path.exists(p) for p in st.logs)
+            and bool(st.journal_files or st.journal_directory or journal_mod.available()))
+        if use_journal:
+            if self.journal is None:
+                self.journal = journal_mod.JournalSource(
+                    units=st.journal_units, identifiers=st.journal_identifiers, files=st.journal_files,
+                    directory=st.journal_directory or None,
+                    saved=journal_mod.JournalPosition.from_dict(positions.get("journal")),
+                    from_end=from_end, trust=st.journal_trust)
+                self.lines_read.setdefault("journal", 0)
+                log.info("reading the systemd journal (units %s%s)%s", ", ".join(st.journal_units),
+                         f"; identifiers {', '.join(st.journal_identifiers)}" if st.journal_identifiers else "",
+                         "" if st.journal is True else f": none of {', '.join(st.logs)} exists")
+            return
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        if st.journal == "auto":
+            log.info("reading log files (%s)", ", ".join(st.logs))
         for path in cfg.settings.logs:
             if path in self.tails:
                 continue
@@ -197,6 +222,9 @@ class Daemon:
                     pass  # refused and logged by reload(): the running configuration stays
             for tail in self.watcher.wait(0):
                 self._drain(tail)
+            if self.journal is not None:
+                self._drain(self.journal)
+            self._watch_journal()
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + 1.0
@@ -205,7 +233,21 @@ class Daemon:
                 next_watchdog = now + watchdog_every
                 self.notifier.notify("WATCHDOG=1")
 
-    def _drain(self, tail: FileTail) -> None:
+    def _watch_journal(self) -> None:
+        """Keep the selector on the current journalctl pipe (it changes when journalctl restarts)."""
+        fd = self.journal.fileno() if self.journal is not None else -1
+        if fd == self._journal_fd:
+            return
+        if self._journal_fd >= 0:
+            try:
+                self.selector.unregister(self._journal_fd)
+            except (KeyError, ValueError):
+                pass
+        if fd >= 0:
+            self.selector.register(fd, selectors.EVENT_READ, None)
+        self._journal_fd = fd
+
+    def _drain(self, tail: Any) -> None:
         pipeline = self.pipeline
         while True:
             lines = tail.read_lines(BATCH_LINES)
@@ -384,6 +426,9 @@ class Daemon:
         self.notifier.notify("STOPPING=1")
         for path, tail in self.tails.items():
             self.state.commit((), {path: tail.position.to_dict()})
+        if self.journal is not None:
+            self.state.commit((), {"journal": self.journal.position.to_dict()})
+            self.journal.close()
         for slot in self.actions.values():
             try:
                 slot.impl.stop()
@@ -424,7 +469,8 @@ class Daemon:
             "config": self.config.path,
             "sources": [
                 {"path": p, "exists": os.path.exists(p), "lines": self.lines_read.get(p, 0)} for p in self.tails
-            ],
+            ] + ([{"path": "journal", "exists": self.journal.error is None, "lines": self.lines_read.get("journal", 0),
+                   "forged": self.journal.forged, "error": self.journal.error}] if self.journal else []),
             "jails": jails,
             "bans": [self._ban_dict(b, now) for b in bans],
             "actions": [

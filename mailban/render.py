@@ -25,6 +25,11 @@ def _shown(text: str) -> str:
 def render_status(st: dict[str, Any]) -> str:
     out = [f"mailban {st['version']}, up since {_when(st['started'])}, config {st['config']}"]
     for src in st["sources"]:
+        if src["path"] == "journal":
+            state = "reading" if src["exists"] else f"FAILING: {src.get('error')}"
+            out.append(f"  systemd journal: {state}, {src['lines']} lines read, "
+                       f"{src.get('forged', 0)} entries refused (not written by the program they name)")
+            continue
         state = "reading" if src["exists"] else "waiting for the file to appear"
         out.append(f"  log {src['path']}: {state}, {src['lines']} lines read")
     out.append("")
