@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--all", action="store_true", help="lift every ban")
     _add_socket(p)
 
+    p = sub.add_parser("explain", help="why a key was acted on: decisions, counts, lines, action results, undo")
+    _add_target(p)
+    p.add_argument("--json", action="store_true")
+    _add_socket(p)
+
     p = sub.add_parser("purge-held", help="delete (instead of releasing) the mail held for an account")
     _add_target(p, ip=False)
     _add_socket(p)
@@ -245,6 +250,20 @@ def cmd_unban(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    answer = _call(args, {"cmd": "explain", **_target(args)})
+    if answer is None:
+        return EXIT_UNREACHABLE
+    answer.pop("ok", None)
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    from .render import render_explain
+
+    print(render_explain(answer))
+    return 0
+
+
 def cmd_purge_held(args: argparse.Namespace) -> int:
     answer = _call(args, {"cmd": "purge-held", **_target(args)})
     if answer is None:
@@ -272,4 +291,5 @@ COMMANDS = {
     "unban": cmd_unban,
     "reload": cmd_reload,
     "purge-held": cmd_purge_held,
+    "explain": cmd_explain,
 }

@@ -92,9 +92,10 @@ class ControlServer:
         handler = self.handlers.get(cmd) if isinstance(cmd, str) else None
         if handler is None:
             return {"ok": False, "error": f"unknown command {cmd!r}; known: {', '.join(sorted(self.handlers))}"}
-        if cmd not in ("status", "list"):
+        if cmd not in ("status", "list", "explain"):
             log.info("control: %s requested by uid %s (pid %s): %s", cmd, uid, pid,
-                     json.dumps({k: v for k, v in request.items() if k != "cmd"}))
+                     json.dumps({k: v for k, v in request.items() if k not in ("cmd", "_peer")}))
+        request["_peer"] = {"uid": uid, "pid": pid}  # who asked, for the history
         try:
             return {"ok": True, **handler(request)}
         except ValueError as exc:

@@ -278,6 +278,8 @@ class Daemon:
             log.warning("ban %s %s (jail %s: %d events in %gs) for %gs via %s", ban.key_type, ban.key,
                         ban.jail, ban.count, ban.findtime, ban.until - ban.time, ", ".join(ban.actions))
         now = time.time()
+        rows: list[Any] = []
+        fresh = set(bans)
         for name, slot in self.actions.items():
             mine = [b for b in bans if name in b.actions]
             if not mine:
@@ -289,18 +291,33 @@ class Daemon:
                 # cuts a longer one short.
                 keys = {(b.key_type, b.key) for b in mine}
                 mine += [b for b in self.state.active_on(keys, now) if name in b.actions]
+            started = time.monotonic()
             try:
                 slot.impl.ban(mine)
                 self._action_ok(slot, name)
+                result = "ok"
             except Exception as exc:
                 slot.pending_bans.extend(mine)
                 self._action_failed(slot, name, "ban", exc)
+                result = f"failed, will retry: {exc}"
+            took = round(time.monotonic() - started, 4)
+            rows.extend((now, "action", b.jail, b.key_type, b.key, {"action": name, "result": result, "seconds": took})
+                        for b in mine if b in fresh)
             if hasattr(slot.impl, "hold_more"):
                 self.holding.update(((b.key_type, b.key), name) for b in mine if b.key_type != "ip")
+        self._record(rows)
+
+    def _record(self, rows: list[Any]) -> None:
+        """History rows for `explain`; a full disk must not stop detection (logged, not raised)."""
+        try:
+            self.state.record_many(rows)
+        except Exception as exc:
+            log.error("cannot record history: %s", exc)
 
     def _unapply(self, bans: list[Ban], expiry: bool = False) -> None:
         """Undo bans in their actions. On expiry, actions whose effect expires by itself (nft
         element timeouts, a mail already sent) are left alone."""
+        rows: list[Any] = []
         for name, slot in self.actions.items():
             mine = [b for b in bans if name in b.actions]
             if not mine or (expiry and getattr(slot.impl, "self_expiring", False)):
@@ -311,9 +328,16 @@ class Daemon:
             try:
                 slot.impl.unban(mine)
                 self._action_ok(slot, name)
+                result = "undone"
             except Exception as exc:
                 slot.pending_unbans.extend(mine)
                 self._action_failed(slot, name, "unban", exc)
+                result = f"undo failed, will retry: {exc}"
+            if getattr(slot.impl, "undoable", True):
+                keys = {(b.key_type, b.key): b.jail for b in mine}
+                rows.extend((time.time(), "action", jail, kt, k, {"action": name, "result": result})
+                            for (kt, k), jail in keys.items())
+        self._record(rows)
 
     def _action_failed(self, slot: ActionSlot, name: str, what: str, exc: Exception) -> None:
         if slot.error is None:
@@ -335,6 +359,7 @@ class Daemon:
         expired = self.state.expire(now)
         if expired:
             log.info("%d bans expired", len(expired))
+            self._record([(now, "expire", b.jail, b.key_type, b.key, {}) for b in expired])
             still = {(b.key_type, b.key) for b in self.state.active_on({(b.key_type, b.key) for b in expired}, now)}
             self._unapply([b for b in expired if (b.key_type, b.key) not in still], expiry=True)
             self._notify_status()
@@ -446,6 +471,7 @@ class Daemon:
             "ban": self._cmd_ban,
             "unban": self._cmd_unban,
             "purge-held": self._cmd_purge,
+            "explain": self._cmd_explain,
             "reload": lambda _req: {"message": self.reload()},
         }
 
@@ -541,6 +567,23 @@ class Daemon:
         self._notify_status()
         return {"message": f"banned {key_type} {key} for {seconds:g}s (jail {jail_name}, via {', '.join(actions)})"}
 
+    def _cmd_explain(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Every decision on a key, its cause and lines, what the actions did, how to undo."""
+        key_type, key = self._target(req)
+        now = time.time()
+        active = [self._ban_dict(b, now) for b in self.state.active_on({(key_type, key)}, now)]
+        counting = []
+        for jail in self.pipeline.jails:
+            if jail.spec.key == key_type and key in jail.windows:
+                counting.append({"jail": jail.spec.name, "count": jail.counts(now).get(key, 0),
+                                 "maxretry": jail.spec.maxretry, "findtime": jail.spec.findtime})
+        held = []
+        for name, slot in self.actions.items():
+            if hasattr(slot.impl, "held_for"):
+                held += slot.impl.held_for(key_type, key)
+        return {"key_type": key_type, "key": key, "active": active, "history": self.state.history(key_type, key),
+                "counting": counting, "held": held}
+
     def _cmd_purge(self, req: dict[str, Any]) -> dict[str, Any]:
         key_type, key = self._target(req)
         purged = 0
@@ -557,6 +600,8 @@ class Daemon:
                 jail.windows.clear()
             everything = [b for b in removed]
             for name, slot in self.actions.items():
+                # Nothing is owed any more: a ban that failed before must not be retried later.
+                slot.pending_bans, slot.pending_unbans = [], []
                 if hasattr(slot.impl, "unban_all"):
                     try:
                         slot.impl.unban_all()
@@ -570,6 +615,10 @@ class Daemon:
         key_type, key = self._target(req)
         removed = self.state.remove(key_type, key)
         self.pipeline.forget(key_type, key)
+        peer = req.get("_peer") or {}
+        self._record([(time.time(), "unban", b.jail, key_type, key, {"by_uid": peer.get("uid"), "by_pid": peer.get("pid")})
+                      for b in removed or [Ban(jail="-", key_type=key_type, key=key, time=0, until=0, count=0,
+                                               findtime=0, actions=())]])
         # Undo in every action even when the database had no ban (a left-over kernel element, a
         # map entry added by hand): every action's undo is idempotent.
         stub = Ban(jail="manual", key_type=key_type, key=key, time=0, until=0, count=0, findtime=0,

@@ -69,3 +69,47 @@ def render_list(bans: list[dict[str, Any]]) -> str:
         for line in ban["lines"]:
             out.append(f"    {_shown(line)}")
     return "\n".join(out)
+
+
+_FLAG = {"ip": "", "user": "--user ", "uid": "--uid ", "sender": "--sender "}
+
+
+def render_explain(ex: dict[str, Any]) -> str:
+    """`mailban explain`: every decision on one key, oldest first, and how to undo what holds."""
+    import shlex
+
+    label = f"{ex['key_type']} {_shown(ex['key'])}"
+    out = [f"{label}:"]
+    if not ex["history"] and not ex["active"] and not ex["counting"]:
+        out.append("  mailban has no record of it.")
+    for row in ex["history"]:
+        when = _when(row["time"])
+        if row["what"] == "ban":
+            if row.get("manual"):
+                out.append(f"  {when}  banned by hand in jail {row['jail']} until {_when(row['until'])}")
+            else:
+                out.append(f"  {when}  jail {row['jail']} decided: {row['count']} events within "
+                           f"{row['findtime']:g}s; until {_when(row['until'])}, via {', '.join(row['actions'])}")
+            if row.get("cause"):
+                out.append(f"      because of {_shown(row['cause'])}")
+            if row.get("ips"):
+                out.append(f"      from {len(row['ips'])} addresses: {', '.join(row['ips'][:20])}")
+            for line in row.get("lines", []):
+                out.append(f"      | {_shown(line)}")
+        elif row["what"] == "action":
+            out.append(f"  {when}  action {row['action']}: {_shown(row['result'])}")
+        elif row["what"] == "unban":
+            who = f" by uid {row['by_uid']}" if row.get("by_uid") is not None else ""
+            out.append(f"  {when}  unbanned{who}")
+        elif row["what"] == "expire":
+            out.append(f"  {when}  the ban of jail {row['jail']} expired")
+    for c in ex["counting"]:
+        out.append(f"  now counting in jail {c['jail']}: {c['count']} of {c['maxretry']} within {c['findtime']:g}s")
+    if ex.get("held"):
+        out.append(f"  mail on hold: {', '.join(ex['held'])}")
+    if ex["active"]:
+        left = max(b["left"] for b in ex["active"])
+        out.append(f"  banned now, {_left(left)} left. Undo: mailban unban {_FLAG[ex['key_type']]}{_shown(shlex.quote(ex['key']))}")
+    else:
+        out.append("  not banned now.")
+    return "\n".join(out)

@@ -1,4 +1,5 @@
-"""Persistent state in SQLite: active bans (with their cause) and log file positions.
+"""Persistent state in SQLite: active bans (with their cause), log file positions, and the
+history of every decision and action result (for `mailban explain` and repeat offenders).
 
 Inputs: Ban records and file positions from the daemon. Outputs: what is still valid at start.
 Bans and the positions of the lines that caused them are committed in one transaction, so that
@@ -37,6 +38,19 @@ CREATE TABLE IF NOT EXISTS positions (
     path TEXT PRIMARY KEY,
     position TEXT NOT NULL
 );
+-- One row per thing that happened to a key: ban (with its cause), action (a result), unban
+-- (who asked), expire. `detail` is a JSON object.
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    what TEXT NOT NULL,
+    jail TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    key TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_key ON history (key_type, key, time);
+CREATE INDEX IF NOT EXISTS history_time ON history (time);
 """
 
 
@@ -54,6 +68,11 @@ def _ban(r: tuple[Any, ...]) -> Ban:
 def _row(b: Ban) -> tuple[Any, ...]:
     return (b.jail, b.key_type, b.key, b.time, b.until, b.count, b.findtime, json.dumps(list(b.actions)),
             json.dumps(list(b.lines)), int(b.manual), json.dumps(list(b.ips)), b.cause)
+
+
+def ban_detail(b: Ban) -> dict[str, Any]:
+    return {"count": b.count, "findtime": b.findtime, "until": b.until, "actions": list(b.actions),
+            "lines": list(b.lines), "manual": b.manual, "ips": list(b.ips), "cause": b.cause}
 
 
 class State:
@@ -79,6 +98,10 @@ class State:
             self.db.executemany(
                 f"INSERT OR REPLACE INTO bans ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_row(b) for b in bans],
+            )
+            self.db.executemany(
+                "INSERT INTO history (time, what, jail, key_type, key, detail) VALUES (?,?,?,?,?,?)",
+                [(b.time, "ban", b.jail, b.key_type, b.key, json.dumps(ban_detail(b))) for b in bans],
             )
             if positions:
                 self.db.executemany(
@@ -123,6 +146,34 @@ class State:
             gone = [_ban(r) for r in self.db.execute(f"SELECT {_COLUMNS} FROM bans WHERE until <= ?", (now,))]
             self.db.execute("DELETE FROM bans WHERE until <= ?", (now,))
         return gone
+
+    def record(self, when: float, what: str, jail: str, key_type: str, key: str, **detail: Any) -> None:
+        """Add one history row (an action's result, an unban and who asked, an expiry)."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO history (time, what, jail, key_type, key, detail) VALUES (?,?,?,?,?,?)",
+                (when, what, jail, key_type, key, json.dumps(detail)),
+            )
+
+    def record_many(self, rows: list[tuple[float, str, str, str, str, dict[str, Any]]]) -> None:
+        """Several history rows (when, what, jail, key_type, key, detail) in one transaction."""
+        if rows:
+            with self.db:
+                self.db.executemany(
+                    "INSERT INTO history (time, what, jail, key_type, key, detail) VALUES (?,?,?,?,?,?)",
+                    [(*r[:5], json.dumps(r[5])) for r in rows],
+                )
+
+    def history(self, key_type: str, key: str, limit: int = 200) -> list[dict[str, Any]]:
+        """Everything recorded about a key, oldest first (the last `limit` rows)."""
+        rows = self.db.execute(
+            "SELECT time, what, jail, detail FROM history WHERE key_type = ? AND key = ? "
+            "ORDER BY time DESC, id DESC LIMIT ?", (key_type, key, limit)).fetchall()
+        return [{"time": t, "what": w, "jail": j, **json.loads(d)} for t, w, j, d in reversed(rows)]
+
+    def prune_history(self, before: float) -> int:
+        with self.db:
+            return self.db.execute("DELETE FROM history WHERE time < ?", (before,)).rowcount
 
     def positions(self) -> dict[str, dict[str, Any]]:
         return {path: json.loads(pos) for path, pos in self.db.execute("SELECT path, position FROM positions")}

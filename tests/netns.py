@@ -161,6 +161,7 @@ def write_config(
         f'state_dir = "{directory / "state"}"\n'
         f'socket = "{directory / "mailban.sock"}"\n'
         f'read_from = "{read_from}"\n'
+        "journal = false\n"
         "\n[jail.auth]\n"
         'kinds = ["auth-failure"]\n'
         f'findtime = "{findtime}"\n'

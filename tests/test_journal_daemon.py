@@ -39,7 +39,7 @@ def test_daemon_reads_the_journal_when_no_log_file_exists(link: Link, tmp_path: 
                           extra="")
     # A directory, as journald keeps it: journal-remote (like journald) starts a new file now and
     # then, and journalctl -D follows the directory across them.
-    text = config.read_text().replace("[jail.auth]", f'journal_directory = "{journal.parent}"\n\n[jail.auth]')
+    text = config.read_text().replace("journal = false\n", "").replace("[jail.auth]", f'journal_directory = "{journal.parent}"\n\n[jail.auth]')
     config.write_text(text)
     daemon = Daemon(link, config).start()
     try:

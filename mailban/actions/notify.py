@@ -38,6 +38,7 @@ def printable(text: str, limit: int = 500) -> str:
 
 class NotifyAction:
     self_expiring = True  # nothing to undo
+    undoable = False
 
     def __init__(self, name: str, options: dict[str, Any], context: ActionContext | None = None,
                  clock: Any = time.time) -> None:

@@ -59,9 +59,16 @@ class JournalPosition:
 
 
 def available() -> bool:
-    """Is there a journal to read on this host?"""
-    return shutil.which("journalctl") is not None and any(
-        os.path.isdir(d) for d in ("/run/log/journal", "/var/log/journal"))
+    """Is there a journal to read on this host: journald running, or journal files present?"""
+    if shutil.which("journalctl") is None:
+        return False
+    if os.path.exists("/run/systemd/journal/socket"):
+        return True
+    for top in ("/run/log/journal", "/var/log/journal"):
+        for _dirpath, _dirs, files in os.walk(top):
+            if any(f.endswith(".journal") for f in files):
+                return True
+    return False
 
 
 def _text(value: Any) -> str:
