@@ -52,6 +52,7 @@ class Settings:
     journal_files: tuple[str, ...] = ()
     journal_directory: str = ""
     journal_trust: str = "strict"
+    metrics: str = "127.0.0.1:9234"
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ def load(path: str | None = None) -> Config:
 
 _SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from",
                   "journal", "journal_units", "journal_identifiers", "journal_files", "journal_directory",
-                  "journal_trust"}
+                  "journal_trust", "metrics"}
 
 
 def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
@@ -230,6 +231,11 @@ def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
         elif key == "journal_directory":
             if not isinstance(value, str) or (value and not value.startswith("/")):
                 raise doc.error(where, "`journal_directory` must be an absolute path")
+            values[key] = value
+        elif key == "metrics":
+            host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+            if value != "" and (not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host):
+                raise doc.error(where, "`metrics` must be HOST:PORT (e.g. \"127.0.0.1:9234\"), or \"\" for none")
             values[key] = value
         elif key == "journal_trust":
             if value not in ("strict", "off"):

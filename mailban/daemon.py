@@ -16,6 +16,7 @@ import selectors
 import signal
 import socket
 import time
+from collections import Counter as Tally
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,12 +29,14 @@ from .core.errors import ConfigError
 from .core.pipeline import Pipeline
 from .core.records import Ban, normalize_ip
 from .localtime import local_to_epoch
+from .metrics import Metrics
 from .sources import journal as journal_mod
 from .sources.tail import FileTail, Position, Watcher
 from .state import State
 
 log = logging.getLogger("mailban")
 BATCH_LINES = 5000
+HISTORY_DAYS = 180  # `explain` and repeat-offender history older than this is dropped
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
 
 
@@ -58,6 +61,8 @@ class Daemon:
         self.reload_requested = False
         self.errors: list[str] = []
         self.lines_read: dict[str, int] = {}
+        self.last_read: dict[str, float] = {}
+        self.next_prune = 0.0
 
     # ---- start-up ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -69,6 +74,7 @@ class Daemon:
 
         self.notifier = sdnotify.SystemdNotifier()
         settings = self.config.settings
+        self.metrics = Metrics(settings.metrics)
         self.state = State(settings.state_dir)
         now = time.time()
         self.state.expire(now)
@@ -258,13 +264,19 @@ class Daemon:
             bans: list[Ban] = []
             queued: list[Any] = []
             holding = self.holding
+            tally: Tally[tuple[str, str]] = Tally()
             for line in lines:
                 events, new = pipeline.feed(line, now, tail.path)
+                if events:
+                    for e in events:
+                        tally[(e.kind, e.filter)] += 1
+                    if holding:
+                        queued.extend(e for e in events if e.kind == "queued" and e.queue_id)
                 if new:
                     bans.extend(new)
-                if holding and events:
-                    queued.extend(e for e in events if e.kind == "queued" and e.queue_id)
             self.lines_read[tail.path] = self.lines_read.get(tail.path, 0) + len(lines)
+            self.last_read[tail.path] = now
+            self.metrics.batch(tail.path, len(lines), tally, bans)
             if bans:
                 self._apply(bans)
             if queued:
@@ -301,6 +313,7 @@ class Daemon:
                 self._action_failed(slot, name, "ban", exc)
                 result = f"failed, will retry: {exc}"
             took = round(time.monotonic() - started, 4)
+            self.metrics.action(name, took, result == "ok")
             rows.extend((now, "action", b.jail, b.key_type, b.key, {"action": name, "result": result, "seconds": took})
                         for b in mine if b in fresh)
             if hasattr(slot.impl, "hold_more"):
@@ -354,8 +367,26 @@ class Daemon:
             self._notify_status()
         slot.backoff = RETRY_MIN
 
+    def _update_gauges(self, now: float) -> None:
+        if not self.metrics.enabled:
+            return
+        lag: dict[str, int] = {}
+        for path, tail in self.tails.items():
+            pos = tail.position
+            try:
+                st = os.stat(path)
+                lag[path] = max(0, st.st_size - pos.offset) if st.st_ino == pos.inode else st.st_size
+            except OSError:
+                lag[path] = 0
+        idle = {path: now - self.last_read.get(path, self.started) for path in self.lines_read}
+        self.metrics.gauges(self.state.active_per_jail(now), lag, idle)
+
     def _housekeeping(self) -> None:
         now = time.time()
+        self._update_gauges(now)
+        if now >= self.next_prune:
+            self.next_prune = now + 3600
+            self.state.prune_history(now - HISTORY_DAYS * 86400)
         expired = self.state.expire(now)
         if expired:
             log.info("%d bans expired", len(expired))

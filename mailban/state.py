@@ -113,6 +113,9 @@ class State:
         rows = self.db.execute(f"SELECT {_COLUMNS} FROM bans WHERE until > ? ORDER BY time", (now,))
         return [_ban(r) for r in rows]
 
+    def active_per_jail(self, now: float) -> dict[str, int]:
+        return dict(self.db.execute("SELECT jail, count(*) FROM bans WHERE until > ? GROUP BY jail", (now,)).fetchall())
+
     def active_on(self, keys: Iterable[tuple[str, str]], now: float) -> list[Ban]:
         """Still-valid bans on any of these (key_type, key) pairs, in any jail."""
         found: list[Ban] = []
