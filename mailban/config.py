@@ -53,6 +53,11 @@ class Settings:
     journal_directory: str = ""
     journal_trust: str = "strict"
     metrics: str = "127.0.0.1:9234"
+    # Never ban this host's own addresses nor postfix's mynetworks (read at start and reload).
+    protect_own: bool = True
+    # Safety valve: at most this many new decisions per jail and minute; beyond it mailban
+    # records and reports instead of acting (a broken filter must not ban the internet).
+    max_bans_per_minute: int = 600
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,10 @@ class Config:
     actions: dict[str, ActionDef]
     files: tuple[str, ...] = ()
 
-    def pipeline(self, now: float, to_epoch: LocalToEpoch) -> Pipeline:
-        ignore = IgnoreList(self.settings.ignoreip)
+    def pipeline(self, now: float, to_epoch: LocalToEpoch, never_ban: tuple[Any, ...] = ()) -> Pipeline:
+        """The pipeline this configuration describes; `never_ban` adds networks (the host's own
+        addresses, postfix's mynetworks) to every jail's ignore list."""
+        ignore = IgnoreList(tuple(self.settings.ignoreip) + tuple(never_ban))
         jails = [
             Jail(spec, IgnoreList(ignore.networks + spec.ignoreip))
             for spec in self.jails
@@ -191,7 +198,7 @@ def load(path: str | None = None) -> Config:
 
 _SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from",
                   "journal", "journal_units", "journal_identifiers", "journal_files", "journal_directory",
-                  "journal_trust", "metrics"}
+                  "journal_trust", "metrics", "protect_own", "max_bans_per_minute"}
 
 
 def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
@@ -231,6 +238,14 @@ def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
         elif key == "journal_directory":
             if not isinstance(value, str) or (value and not value.startswith("/")):
                 raise doc.error(where, "`journal_directory` must be an absolute path")
+            values[key] = value
+        elif key == "protect_own":
+            if not isinstance(value, bool):
+                raise doc.error(where, "`protect_own` must be true or false")
+            values[key] = value
+        elif key == "max_bans_per_minute":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise doc.error(where, "`max_bans_per_minute` must be a whole number of at least 1")
             values[key] = value
         elif key == "metrics":
             host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")

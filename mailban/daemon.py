@@ -16,7 +16,7 @@ import selectors
 import signal
 import socket
 import time
-from collections import Counter as Tally
+from collections import Counter as Tally, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from .core.errors import ConfigError
 from .core.pipeline import Pipeline
 from .core.records import Ban, normalize_ip
 from .localtime import local_to_epoch
+from .hostaddrs import never_ban
 from .metrics import Metrics
 from .sources import journal as journal_mod
 from .sources.tail import FileTail, Position, Watcher
@@ -62,6 +63,8 @@ class Daemon:
         self.errors: list[str] = []
         self.lines_read: dict[str, int] = {}
         self.last_read: dict[str, float] = {}
+        self.recent_bans: dict[str, deque[float]] = {}
+        self.suppressed: dict[str, int] = {}
         self.next_prune = 0.0
 
     # ---- start-up ---------------------------------------------------------------------------
@@ -173,7 +176,11 @@ class Daemon:
                 self._action_failed(slot, name, "hold", exc)
 
     def _build_pipeline(self, cfg: config_mod.Config, active: list[Ban]) -> Pipeline:
-        pipeline = cfg.pipeline(time.time(), local_to_epoch)
+        protected = tuple(never_ban()) if cfg.settings.protect_own else ()
+        if protected:
+            log.info("never banned: this host's addresses and postfix's mynetworks (%s)",
+                     ", ".join(str(n) for n in protected[:12]) + (" ..." if len(protected) > 12 else ""))
+        pipeline = cfg.pipeline(time.time(), local_to_epoch, protected)
         for ban in active:
             pipeline.note_ban(ban)
         return pipeline
@@ -278,12 +285,40 @@ class Daemon:
             self.last_read[tail.path] = now
             self.metrics.batch(tail.path, len(lines), tally, bans)
             if bans:
-                self._apply(bans)
+                bans = self._valve(bans, now)
+                if bans:
+                    self._apply(bans)
             if queued:
                 self._hold_followers(queued)
             self.state.commit(bans, {tail.path: tail.position.to_dict()})
             if len(lines) < BATCH_LINES:
                 return
+
+    def _valve(self, bans: list[Ban], now: float) -> list[Ban]:
+        """At most max_bans_per_minute new decisions per jail; the rest are recorded, not acted on."""
+        limit = self.config.settings.max_bans_per_minute
+        kept: list[Ban] = []
+        for ban in bans:
+            recent = self.recent_bans.setdefault(ban.jail, deque())
+            while recent and recent[0] <= now - 60:
+                recent.popleft()
+            if len(recent) < limit:
+                recent.append(now)
+                kept.append(ban)
+                continue
+            self.suppressed[ban.jail] = self.suppressed.get(ban.jail, 0) + 1
+            if self.suppressed[ban.jail] == 1 or self.suppressed[ban.jail] % 1000 == 0:
+                log.error("jail %s: more than %d decisions in a minute; not acting on %s %s and the "
+                          "next ones (%d so far): check the jail and its filters", ban.jail, limit,
+                          ban.key_type, ban.key, self.suppressed[ban.jail])
+            self._record([(now, "suppressed", ban.jail, ban.key_type, ban.key,
+                           {"reason": f"more than {limit} decisions per minute in jail {ban.jail}"})])
+            jail = self.pipeline.jail(ban.jail)
+            if jail is not None:
+                jail.forget(ban.key, ban.key_type)  # counted afresh: acted on once the storm passes
+        if len(kept) < len(bans):
+            self._notify_status()
+        return kept
 
     def _apply(self, bans: list[Ban]) -> None:
         for ban in bans:
@@ -430,6 +465,8 @@ class Daemon:
         bans = len(self.state.active(time.time()))
         failing = [n for n, s in self.actions.items() if s.error]
         text = f"{bans} active bans"
+        if self.suppressed:
+            text += f"; SAFETY VALVE held back {sum(self.suppressed.values())} decisions"
         if failing:
             text += f"; FAILING actions: {', '.join(failing)}"
         self.notifier.notify(f"STATUS={text}")
@@ -518,6 +555,7 @@ class Daemon:
             jails.append({
                 "name": spec.name, "key": spec.key, "findtime": spec.findtime, "maxretry": spec.maxretry,
                 "bantime": spec.bantime, "actions": list(spec.actions), "tracked": len(jail.windows),
+                "suppressed": self.suppressed.get(spec.name, 0),
                 "banned": sum(1 for b in bans if b.jail == spec.name), "top": top,
             })
         return {
