@@ -18,7 +18,7 @@ from mailban.actions.sasl_disable import SaslDisableAction
 from mailban.core.records import Ban
 
 needs_postmap = pytest.mark.skipif(shutil.which("postmap") is None, reason="postfix's postmap is not installed")
-HOSTILE = ["a b", "x\ny", "-oops", "evil:0:0", "#c", "tab\there", ""]
+HOSTILE = ["a b", "x\ny", "-oops", "evil:0:0", "#c", "tab\there", 'quo"te', "back\\slash", ""]
 
 
 def ban(key_type: str, key: str, **kw: object) -> Ban:
@@ -58,10 +58,13 @@ def test_sasl_disable_refuses_names_it_cannot_write_safely(tmp_path: Path) -> No
                                      "kick": [], "postfix_reload": ["true"]})
     action.start([])
     for name in HOSTILE[:-1]:
-        with pytest.raises(ActionError):
-            action.ban([ban("user", name)])
+        action.ban([ban("user", name)])  # recorded and shown, never written, not retried
     assert deny.read_text() == ""
     assert "REJECT" not in sasl_map.read_text()
+    health = action.health() or ""
+    assert "unsafe names" in health and "'a b'" in health
+    action.unban([ban("user", name) for name in HOSTILE[:-1]])
+    assert action.health() is None
 
 
 @needs_postmap
@@ -133,3 +136,19 @@ def test_executor_never_uses_a_shell_and_reports_failures(tmp_path: Path) -> Non
     for name in HOSTILE:
         with pytest.raises(ActionError):
             safe_token(name, "user")
+
+
+@needs_postmap
+def test_sasl_disable_never_kicks_with_a_name_doveadm_reads_as_a_mask(tmp_path: Path) -> None:
+    # doveadm kick takes a mask: "*" or "?" are wildcards, an address or network kicks by client
+    # address. A banned account named like that must not disconnect everyone else.
+    kicked = tmp_path / "kicked"
+    recorder = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')", str(kicked)]
+    action = SaslDisableAction("s", {"dovecot_deny_file": str(tmp_path / "deny"),
+                                     "postfix_map": str(tmp_path / "sasl_access"),
+                                     "postfix_reload": ["true"], "kick": recorder})
+    action.start([])
+    names = ["*", "a*@example.test", "b?b", "127.0.0.1", "10.0.0.0/8", "::1", "alice@example.test"]
+    action.ban([ban("user", n) for n in names])
+    assert kicked.read_text().splitlines() == ["alice@example.test"]
+    assert set((tmp_path / "deny").read_text().splitlines()) == set(names) - {"::1"}  # still denied (":" cannot be)

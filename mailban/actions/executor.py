@@ -45,12 +45,15 @@ def run(argv: Sequence[str], stdin: bytes | None = None, timeout: float = DEFAUL
 def safe_token(value: str, what: str) -> str:
     """A user name, uid or address that may be written into a map file line or an argv element.
 
-    Map files are line- and whitespace-separated, and a leading "-" would be an option: such
-    values cannot be written safely, so they are refused (the decision is still recorded).
+    Map files are line- and whitespace-separated, postmap reads '"' as the start of a quoted
+    string (an unbalanced one makes it ignore the line) and '\\' as an escape, passwd-files split
+    on ':', '#' starts a comment, and a leading "-" would be an option: such values cannot be
+    written safely, so they are refused (the decision is still recorded). Shell syntax such as
+    ';' or '$(...)' is not refused: it means nothing to these files, and no shell ever reads them.
     """
-    if not value or value[0] == "-" or any(c.isspace() or ord(c) < 32 or c in ":#\x7f" for c in value):
+    if not value or value[0] == "-" or any(c.isspace() or ord(c) < 32 or c in ':#"\\\x7f' for c in value):
         raise ActionError(f"cannot act on {what} {value!r} safely (whitespace, control characters, "
-                          "':' or '#', or a leading '-'); the decision is recorded, act by hand")
+                          "':', '#', '\"' or '\\', or a leading '-'); the decision is recorded, act by hand")
     return value
 
 

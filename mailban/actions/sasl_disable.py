@@ -8,13 +8,18 @@ sessions (`doveadm kick`), and add `USER REJECT text` to a postfix `check_sasl_a
 (postmap + reload), so that an already authenticated session cannot send either.
 undo: remove the user from both files. start: rewrite both files from the database's active bans
 (a crash between a ban and its write cannot leave a user disabled forever, nor enabled).
-Security note: user names come from logs. They are written into the files only when they hold
-no whitespace, control characters, ':' or '#' and do not start with '-' (executor.safe_token);
-every program runs from an argv list.
+Security note: user names come from logs. They are written into the files only when
+executor.safe_token accepts them (no whitespace, control characters, ':', '#', '"' or '\\', no
+leading '-'); a refused name is recorded, logged and shown in `health()` (status) until its ban
+ends -- not retried, since it can never be written;
+every program runs from an argv list. `doveadm kick` reads its argument as a mask (`*` and `?`
+are wildcards, an address or network kicks by client address): a name that would be read as
+such a mask is never passed to it (the deny file still blocks that account's next login).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from typing import Any
@@ -24,6 +29,7 @@ from .base import ActionContext, check_options
 from .executor import ActionError, run, safe_token, write_atomically
 
 log = logging.getLogger("mailban.action.sasl-disable")
+MAX_REFUSED_SHOWN = 20
 
 _OPTIONS: dict[str, Any] = {
     "dovecot_deny_file": str, "postfix_map": str, "map_type": str, "reject_text": str,
@@ -46,6 +52,7 @@ class SaslDisableAction:
         self.kick = options.get("kick", ["doveadm", "kick"])
         self.users: set[str] = set()
         self.warning: str | None = None
+        self.refused: dict[str, None] = {}  # unsafe names of active bans, oldest first
 
     @staticmethod
     def validate(options: dict[str, Any]) -> None:
@@ -66,29 +73,37 @@ class SaslDisableAction:
         new = {b.key for b in bans if b.key_type == "user"}
         unsafe = [u for u in new if not self._safe(u)]
         new -= set(unsafe)
+        for user in sorted(unsafe):
+            self.refused[user] = None
+            if len(self.refused) > MAX_REFUSED_SHOWN:
+                del self.refused[next(iter(self.refused))]
         if new - self.users:
             self.users |= new
             self._write()
         for user in sorted(new):
             self._kick(user)
-        if unsafe:
-            raise ActionError(f"not disabled (unsafe names, recorded only): {unsafe!r}")
 
     def unban(self, bans: list[Ban]) -> None:
         gone = {b.key for b in bans if b.key_type == "user"}
+        for user in gone:
+            self.refused.pop(user, None)
         if gone & self.users:
             self.users -= gone
             self._write()
 
     def unban_all(self) -> None:
         self.users.clear()
+        self.refused.clear()
         self._write()
 
     def stop(self) -> None:
         """Disabled accounts stay disabled while mailban is down: the files are left as they are."""
 
     def health(self) -> str | None:
-        return self.warning
+        problems = [self.warning] if self.warning else []
+        if self.refused:
+            problems.append(f"not disabled (unsafe names, recorded only; act by hand): {list(self.refused)!r}")
+        return "; ".join(problems) or None
 
     # ---- files and programs ------------------------------------------------------------------
     @staticmethod
@@ -131,8 +146,23 @@ class SaslDisableAction:
                 self.warning = f"postfix reload failed (the map still applies within a minute): {exc}"
                 log.warning("%s", self.warning)
 
+    @staticmethod
+    def _is_mask(user: str) -> bool:
+        """Would `doveadm kick` read this name as a mask that matches other users' sessions?"""
+        if "*" in user or "?" in user:
+            return True
+        try:
+            ipaddress.ip_network(user, strict=False)
+            return True
+        except ValueError:
+            return False
+
     def _kick(self, user: str) -> None:
         if not self.kick:
+            return
+        if self._is_mask(user):
+            log.warning("not kicking %r: doveadm kick would read it as a mask matching other users' "
+                        "sessions (the deny file still blocks its next login)", user)
             return
         try:
             run([*self.kick, user], timeout=10)

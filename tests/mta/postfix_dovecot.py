@@ -10,6 +10,13 @@ Listeners (ports chosen free at start, all on 127.0.0.1):
   postscreen  postscreen with pregreet + deep protocol tests in front of a second smtpd
   imap, pop3  dovecot login processes (plaintext allowed, no TLS)
 
+Options: `sasl_disable=True` wires in the two lines that mailban's sasl-disable action needs
+(actions.d/sasl-disable.toml): the dovecot deny passdb (always present here, file `deny`) and
+`check_sasl_access hash:ETC/mailban_sasl_access` first in smtpd_relay_restrictions and
+smtpd_recipient_restrictions. `main_extra` adds or overrides main.cf settings, `dovecot_extra`
+is appended to dovecot.conf, `extra_users` (name -> password) adds accounts. Local mail to
+`mbadmin@mail.example.test` is appended to the mbox file `admin_mbox` (for notifications).
+
 Recipe: /work/shared/REAL-MTA.md sections 2 and 4 (CI speed-ups included).
 """
 
@@ -77,7 +84,12 @@ def pid_alive(pid: int) -> bool:
 
 
 class PostfixDovecot:
-    def __init__(self) -> None:
+    def __init__(self, sasl_disable: bool = False, main_extra: dict[str, str] | None = None,
+                 dovecot_extra: str = "", extra_users: dict[str, str] | None = None) -> None:
+        self.sasl_disable = sasl_disable
+        self.users = {**USERS, **(extra_users or {})}
+        self.dovecot_extra = dovecot_extra
+        self.main_extra = dict(main_extra or {})
         BASE.mkdir(mode=0o755, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="pf-", dir=BASE))
         self.work.chmod(0o755)
@@ -93,6 +105,9 @@ class PostfixDovecot:
         self.pop3_port = free_port()
         self.dovecot_pid: int | None = None
         self.postfix_started = False
+        self.deny_file = self.work / "deny"
+        self.sasl_map = self.etc / "mailban_sasl_access"
+        self.admin_mbox = self.work / "admin.mbox"
 
     # --- configuration -------------------------------------------------------------------------
     def write_config(self) -> None:
@@ -102,8 +117,13 @@ class PostfixDovecot:
         shutil.chown(self.data, "postfix", "postfix")
         shutil.chown(self.work / "mail", "vmail", "vmail")
         etc, w = self.etc, self.work
-        (etc / "aliases").write_text("postmaster: root\n")
+        (etc / "aliases").write_text(f"postmaster: root\nmbadmin: {self.admin_mbox}\n")
+        # local(8) writes alias file deliveries with default_privs (nobody)
+        self.admin_mbox.write_text("")
+        shutil.chown(self.admin_mbox, "nobody", "nogroup")
+        self.admin_mbox.chmod(0o600)
         (etc / "sasl_access").write_text("")
+        self.sasl_map.write_text("")
         (etc / "client_access").write_text(
             f"{UNKNOWN_CLIENT}/32 reject_unknown_client_hostname\n"
             f"{UNKNOWN_REVERSE}/32 reject_unknown_reverse_client_hostname\n"
@@ -163,6 +183,11 @@ class PostfixDovecot:
             "postscreen_command_count_limit": "5",
             "postscreen_dnsbl_sites": "",
         }
+        if self.sasl_disable:
+            first = f"check_sasl_access hash:{self.sasl_map}"
+            main["smtpd_relay_restrictions"] = f"{first}, {main['smtpd_relay_restrictions']}"
+            main["smtpd_recipient_restrictions"] = f"{first}, permit"
+        main.update(self.main_extra)
         (etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()))
         # chroot column "n" everywhere: the private queue directory holds no /etc copies
         master = f"""\
@@ -192,9 +217,10 @@ postlog   unix-dgram n - n - 1 postlogd
         (etc / "master.cf").write_text(master)
         run(["postalias", "-c", str(etc), f"hash:{etc}/aliases"])
         run(["postmap", "-c", str(etc), f"hash:{etc}/sasl_access"])
+        run(["postmap", "-c", str(etc), f"hash:{self.sasl_map}"])
 
         (self.work / "users").write_text(
-            "".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in USERS.items())
+            "".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in self.users.items())
         )
         (self.work / "deny").write_text("")
         for f in ("users", "deny"):
@@ -260,6 +286,7 @@ service anvil {{
     mode = 0
   }}
 }}
+{self.dovecot_extra}
 """)
         (self.work / "dovecot-state").mkdir(exist_ok=True)
 

@@ -85,7 +85,8 @@ class Sendmail:
         (w / "mqueue").mkdir(mode=0o700)
         shutil.copy(SMROOT / "etc/mail/helpfile", w / "helpfile")
         (w / "service.switch").write_text("hosts files\naliases files\n")
-        (w / "aliases").write_text("postmaster: root\n")
+        # sink: a local recipient whose delivery succeeds (the file mailer), for stat=Sent lines
+        (w / "aliases").write_text("postmaster: root\nsink: /dev/null\n")
         (w / "access").write_text(
             f"ClientRate:{RATE}\t2\n"
             f"ClientConn:{CONN}\t1\n"
