@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reload", help="reload the configuration (the old one stays if the new one is bad)")
     _add_socket(p)
+
+    p = sub.add_parser("completion", help="print a shell completion script")
+    p.add_argument("shell", choices=["bash", "zsh"])
     return parser
 
 
@@ -280,6 +283,13 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from . import completion
+
+    print(getattr(completion, args.shell)(build_parser()), end="")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "test": cmd_test,
@@ -292,4 +302,5 @@ COMMANDS = {
     "reload": cmd_reload,
     "purge-held": cmd_purge_held,
     "explain": cmd_explain,
+    "completion": cmd_completion,
 }
