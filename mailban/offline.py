@@ -58,8 +58,9 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
     # The same queue-id correlation as the daemon, so that delivery lines show their account.
     correlate = Correlator().process
     lines = parsed = matched = 0
-    per_rule: Counter[tuple[str, str, str]] = Counter()
-    per_ip: Counter[str] = Counter()
+    per_rule: dict[tuple[str, str, str], int] = {}
+    per_ip: dict[str, int] = {}
+    per_rule_get, per_ip_get = per_rule.get, per_ip.get
     started = time.perf_counter()
     write = out.write
     for path in paths:
@@ -81,9 +82,12 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
                 if as_json:
                     write(event_json(event) + "\n")
                 else:
-                    per_rule[(event.filter, event.rule, event.kind)] += 1
-                    if event.ip:
-                        per_ip[event.ip] += 1
+                    # Plain dicts with get(): Counter's += costs twice as much per event.
+                    key = (event.filter, event.rule, event.kind)
+                    per_rule[key] = per_rule_get(key, 0) + 1
+                    ip = event.ip
+                    if ip:
+                        per_ip[ip] = per_ip_get(ip, 0) + 1
         lines += lineno
     elapsed = max(time.perf_counter() - started, 1e-9)
     if as_json:
@@ -98,7 +102,7 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
         for (fname, rule, kind), count in sorted(per_rule.items(), key=lambda kv: (-kv[1], kv[0])):
             write(f"  {count:>9}  {fname + '.' + rule:<{width}}  {kind}\n")
         write("\nTop addresses:\n")
-        for ip, count in per_ip.most_common(10):
+        for ip, count in Counter(per_ip).most_common(10):
             write(f"  {count:>9}  {ip}\n")
     else:
         write("\nNo line matched.\n")

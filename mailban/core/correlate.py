@@ -18,8 +18,6 @@ Must never: read the clock or perform I/O; trust a line's text for anything but 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .records import Event
 from .syslog import Header
 
@@ -79,15 +77,20 @@ class Correlator:
                 msg.sender = event.sender
         if msg is None:
             return event
-        if (event.user, event.uid, event.ip) == (msg.user, msg.uid, msg.ip) and event.sender is not None:
+        # The event is a tuple (records.Event): fill the four joined fields by position, which
+        # costs a fraction of _replace() on the two lines of every message that get here.
+        time, kind, filt, rule, ip, user, uid, sender, *rest = event
+        if user is None:
+            user = msg.user
+        if uid is None:
+            uid = msg.uid
+        if ip is None:
+            ip = msg.ip
+        if sender is None:
+            sender = msg.sender
+        if user is event.user and uid is event.uid and ip is event.ip and sender is event.sender:
             return event
-        return replace(
-            event,
-            user=event.user if event.user is not None else msg.user,
-            uid=event.uid if event.uid is not None else msg.uid,
-            ip=event.ip if event.ip is not None else msg.ip,
-            sender=event.sender if event.sender is not None else msg.sender,
-        )
+        return Event.make((time, kind, filt, rule, ip, user, uid, sender, *rest))
 
     def _store(self, key: tuple[bytes | None, str], msg: _Message, now: float) -> None:
         messages = self.messages

@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .records import Ban, Event
+from .records import KINDS, Ban, Event
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Loopback is never banned, whatever the configuration says: banning it breaks the host itself.
@@ -163,6 +163,17 @@ class Jail:
     # run out: ip -> (deadline in log time, user, line); and failures per address during the ban.
     probation: dict[str, tuple[float, str, str]] = field(default_factory=dict)
     follower_fails: dict[str, int] = field(default_factory=dict)
+    # The event kinds offer() does anything with (counted kinds, plus logins for ban_ips jails):
+    # the pipeline skips the call for other kinds while nothing is on probation.
+    wants: frozenset[str] = field(init=False)
+    # No probation deadline is earlier than this (a lower bound, made exact by each tick() scan),
+    # so that tick(), called before every offered event, is free until something falls due.
+    next_due: float = field(default=float("inf"), init=False)
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        kinds = spec.kinds or KINDS
+        self.wants = kinds | PROOF_KINDS if spec.ban_ips else frozenset(kinds)
 
     def offer(self, event: Event, now: float) -> list[Ban]:
         """Count `event` if this jail selects it; return the bans the threshold causes."""
@@ -266,7 +277,9 @@ class Jail:
         if self.follower_fails.get(ip, 0) < 2 and self.spec.owner_grace > 0 and not final:
             # One failure only: the owner who mistyped, or an attacker's single guess. Wait.
             if ip not in self.probation:
-                self.probation[ip] = (when + self.spec.owner_grace, user, lines[-1] if lines else "")
+                deadline = when + self.spec.owner_grace
+                self.probation[ip] = (deadline, user, lines[-1] if lines else "")
+                self.next_due = min(self.next_due, deadline)
             return None
         self.probation.pop(ip, None)
         self.banned_ips[ip] = until
@@ -299,11 +312,13 @@ class Jail:
         """Ban the single-failure addresses whose grace ran out without an owner's login.
 
         `log_now` is the log time reached (replay: the last line's time; daemon: wall time)."""
-        if not self.probation:
+        if not self.probation or log_now < self.next_due:
             return []
         bans = []
+        next_due = float("inf")
         for ip, (deadline, user, line) in list(self.probation.items()):
             if deadline > log_now:
+                next_due = min(next_due, deadline)
                 continue
             del self.probation[ip]
             until = self.banned.get(user, 0.0)
@@ -313,6 +328,7 @@ class Jail:
             ban = self._ip_ban(user, ip, when, until, deadline, (line,), final=True)
             if ban is not None:
                 bans.append(ban)
+        self.next_due = next_due
         return bans
 
     # ---- bookkeeping -------------------------------------------------------------------------

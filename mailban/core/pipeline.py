@@ -64,10 +64,14 @@ class Pipeline:
         bans: list[Ban] = []
         for event in events:
             when = event.time if now is None else now
+            kind = event.kind
             for jail in self.jails:
-                new = jail.offer(event, when)
-                if new:
-                    bans.extend(new)
+                # Most events (deliveries, queue lines) concern one jail or none: skip the call
+                # where offer() would do nothing (see Jail.wants).
+                if kind in jail.wants or jail.probation:
+                    new = jail.offer(event, when)
+                    if new:
+                        bans.extend(new)
         return events, bans
 
     def tick(self, log_now: float, now: float | None = None) -> list[Ban]:

@@ -19,6 +19,7 @@ the header itself can be forged by any local user writing to syslog (see docs/se
 from __future__ import annotations
 
 import calendar
+import re
 from datetime import datetime
 from typing import Callable, NamedTuple
 
@@ -42,6 +43,15 @@ class Header(NamedTuple):
     program: bytes
     pid: bytes | None
     msg_start: int
+
+
+# Building the tuple directly skips the generated __new__ (a Python-level call per line).
+_new_header = tuple.__new__
+# `host prog[pid]: ` with a plain program name and a numeric pid (or none), as the step-by-step
+# split in parse() would cut it: host up to 255 bytes, the tag and its colon within MAX_TAG.
+_HOST_TAG = re.compile(rb"([^ :]{1,255}) ([^ \[\]():]+)(?:\[([0-9]+)\])?: ").match
+# `.123456` or `,123` after the seconds of an RFC 3339 stamp (the digits may be missing).
+_FRACTION = re.compile(rb"[.,](\d*)").match
 
 
 # Converts a naive local time tuple (Y, M, D, h, m, s) to epoch seconds. The core defaults to
@@ -73,36 +83,51 @@ class SyslogParser:
         self.now = now
 
     def parse(self, line: bytes) -> Header | None:
+        # The hot path of the whole daemon: every line comes through here, so the common case
+        # (a cached BSD timestamp, then `host prog[pid]: `) is written out inline, with the
+        # rarer forms handled by the same checks further down.
         if len(line) < 20:
             return None
         first = line[0]
         if 65 <= first <= 90:  # 'A'..'Z': a month name, BSD format
-            if line[15:16] != b" ":
+            if line[15] != 32:
                 return None
-            when = self._bsd_time(line[:15])
+            stamp = line[:15]
+            when = self._bsd_cache.get(stamp)
+            if when is None:
+                when = self._bsd_time(stamp)
+                if when is None:
+                    return None
             pos = 16
         elif 48 <= first <= 57:  # a digit: RFC 3339
             end = line.find(b" ", 0, 40)
             if end < 19:
                 return None
             when = self._iso_time(line[:end])
+            if when is None:
+                return None
             pos = end + 1
         else:
             return None
-        if when is None:
-            return None
-        return self._split_tag(line, pos, when)
-
-    def _split_tag(self, line: bytes, pos: int, when: float) -> Header | None:
-        sp = line.find(b" ", pos, pos + 256)
+        # The common form, `host prog[pid]: msg` or `host prog: msg`, in one regex match; the
+        # step-by-step split below handles the others and decides every edge case.
+        m = _HOST_TAG(line, pos)
+        if m is not None and m.end() - m.start(2) <= MAX_TAG + 1:
+            host, tag, pid = m.groups()
+            return _new_header(Header, (when, host, tag, pid, m.end()))
+        # `host prog[pid]: msg`, or `prog: msg` with no host (dovecot log_path files)
+        find = line.find
+        sp = find(b" ", pos, pos + 256)
         if sp <= pos:
             return None
-        if line[sp - 1] == 58:  # ':' -> `prog: msg` with no host (dovecot log_path files)
+        if line[sp - 1] == 58:  # ':'
+            if sp - 1 == pos:
+                return None  # `: msg`: no program name
             host = None
             tag = line[pos : sp - 1]
         else:
             host = line[pos:sp]
-            sp2 = line.find(b" ", sp + 1, sp + 2 + MAX_TAG)
+            sp2 = find(b" ", sp + 1, sp + 2 + MAX_TAG)
             if sp2 < 0:
                 # `host prog[pid]:` then end of line: an empty message
                 if line.endswith(b":") and len(line) - sp <= MAX_TAG:
@@ -114,15 +139,15 @@ class SyslogParser:
             tag = line[sp + 1 : sp2 - 1]
             sp = sp2
         pid = None
-        last = tag[-1:]
-        if last == b"]" or last == b")":
-            open_at = tag.find(b"[" if last == b"]" else b"(")
+        last = tag[-1]
+        if last == 93 or last == 41:  # `]` or `)`: a pid, `prog[pid]` or `prog(pid)`
+            open_at = tag.find(b"[" if last == 93 else b"(")
             if open_at > 0:
                 pid = tag[open_at + 1 : -1]
                 tag = tag[:open_at]
         if not tag:
             return None
-        return Header(when, host, tag, pid, sp + 1)
+        return _new_header(Header, (when, host, tag, pid, sp + 1))
 
     def _bsd_time(self, stamp: bytes) -> float | None:
         when = self._bsd_cache.get(stamp)
@@ -161,13 +186,11 @@ class SyslogParser:
         base = stamp[:19]
         rest = stamp[19:]
         frac = 0.0
-        if rest[:1] in (b".", b","):
-            i = 1
-            while i < len(rest) and 48 <= rest[i] <= 57:
-                i += 1
-            if i > 1:
-                frac = float(b"0." + rest[1:i])
-            rest = rest[i:]
+        m = _FRACTION(rest)
+        if m is not None:
+            if m.end() > 1:
+                frac = float(b"0." + m.group(1))
+            rest = rest[m.end():]
         key = base + rest
         when = self._iso_cache.get(key)
         if when is None:
