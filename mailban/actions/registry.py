@@ -21,6 +21,7 @@ TYPES: dict[str, str] = {
     "queue-hold": "mailban.actions.queue_hold:QueueHoldAction",
     "defer": "mailban.actions.defer:DeferAction",
     "notify": "mailban.actions.notify:NotifyAction",
+    "exec": "mailban.actions.exec_action:ExecAction",
 }
 
 
