@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .core.durations import parse_duration
 from .core.errors import ConfigError
 from .core.filters import Filter, FilterSet, build_filter
-from .core.jails import COUNT_MODES, IgnoreList, Jail, JailSpec
+from .core.jails import COUNT_MODES, MODES, IgnoreList, Jail, JailSpec
 from .core.pipeline import Pipeline
 from .core.records import KEY_TYPES, KINDS, STATUSES
 from .core.syslog import LocalToEpoch, SyslogParser
@@ -278,6 +278,8 @@ def _networks(value: Any, doc: TomlDoc, where: tuple[Any, ...]) -> tuple[Any, ..
 _JAIL_KEYS = {
     "enabled", "kinds", "filters", "rules", "exclude", "statuses", "key", "count", "findtime",
     "maxretry", "min_ips", "bantime", "actions", "ban_ips", "ip_actions", "owner_grace", "ignoreip", "ignorekeys",
+    "weights", "resolution", "bantime_factor", "bantime_max", "repeat_window", "prefix6", "prefix4",
+    "prefix_min_ips", "mode",
     "max_keys",
 }
 
@@ -327,8 +329,33 @@ def _jail(
                 if value not in KEY_TYPES:
                     raise ValueError(f"`key` must be one of {', '.join(sorted(KEY_TYPES))}")
                 values[key] = value
-            elif key == "owner_grace":
+            elif key in ("owner_grace", "resolution", "bantime_max", "repeat_window"):
                 values[key] = parse_duration(value)
+            elif key == "bantime_factor":
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 1 <= value <= 100:
+                    raise ValueError("`bantime_factor` must be a number from 1 (no escalation) to 100")
+                values[key] = float(value)
+            elif key in ("prefix6", "prefix4"):
+                top = 128 if key == "prefix6" else 32
+                if not isinstance(value, int) or isinstance(value, bool) or not (value == 0 or 8 <= value < top):
+                    raise ValueError(f"`{key}` must be 0 (off) or a prefix length from 8 to {top - 1}")
+                values[key] = value
+            elif key == "prefix_min_ips":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+                    raise ValueError("`prefix_min_ips` must be a whole number of at least 2")
+                values[key] = value
+            elif key == "mode":
+                if value not in MODES:
+                    raise ValueError(f"`mode` must be one of {', '.join(MODES)}")
+                values[key] = value
+            elif key == "weights":
+                if not isinstance(value, dict) or not all(
+                        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1000 for v in value.values()):
+                    raise ValueError("`weights` is a table of kind, rule or filter.rule = whole number of points (0 to 1000)")
+                unknown = [k for k in value if k not in KINDS and k not in rule_names and k not in filter_names]
+                if unknown:
+                    raise ValueError(f"`weights`: {unknown[0]!r} is no event kind, filter or rule")
+                values[key] = tuple(sorted(value.items()))
             elif key in ("findtime", "bantime"):
                 seconds = parse_duration(value)
                 if seconds <= 0:
@@ -352,6 +379,8 @@ def _jail(
     if (spec.ban_ips or spec.min_ips) and spec.key == "ip":
         doc = next(iter(src.values()))[1]
         raise doc.error(("jail", name, "key"), "`ban_ips` and `min_ips` need a jail keyed by user, uid or sender")
+    if spec.key != "ip" and "prefix6" not in src and "prefix4" not in src:
+        spec = replace(spec, prefix6=0, prefix4=0)  # prefixes are for ip jails
     if spec.count == "recipients" and spec.kinds and not spec.kinds & {"queued", "submission"}:
         doc = next(iter(src.values()))[1]
         raise doc.error(("jail", name, "count"), "`count = \"recipients\"` sums the recipients of `queued` events: select them with `kinds`")

@@ -61,7 +61,9 @@ def render_list(bans: list[dict[str, Any]]) -> str:
         out.append(
             f"{ban['key_type']} {_shown(ban['key'])}  jail {ban['jail']}  until {_when(ban['until'])} "
             f"({_left(ban['left'])} left)  {'manual' if ban['manual'] else str(ban['count']) + ' events'}"
-            f"  via {', '.join(ban['actions'])}"
+            + (f"  via {', '.join(ban['actions'])}" if ban["actions"] else "")
+            + ("  [observe mode: not acted on]" if ban.get("observe") else "")
+            + (f"  (repeat offender: {ban['repeat']} earlier)" if ban.get("repeat") else "")
         )
         if ban.get("cause"):
             out.append(f"    because of {_shown(ban['cause'])}")
@@ -73,7 +75,7 @@ def render_list(bans: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-_FLAG = {"ip": "", "user": "--user ", "uid": "--uid ", "sender": "--sender "}
+_FLAG = {"ip": "", "net": "", "user": "--user ", "uid": "--uid ", "sender": "--sender "}
 
 
 def render_explain(ex: dict[str, Any]) -> str:
@@ -90,8 +92,10 @@ def render_explain(ex: dict[str, Any]) -> str:
             if row.get("manual"):
                 out.append(f"  {when}  banned by hand in jail {row['jail']} until {_when(row['until'])}")
             else:
+                acts = "observe mode: not acted on" if row.get("observe") else f"via {', '.join(row['actions'])}"
                 out.append(f"  {when}  jail {row['jail']} decided: {row['count']} events within "
-                           f"{row['findtime']:g}s; until {_when(row['until'])}, via {', '.join(row['actions'])}")
+                           f"{row['findtime']:g}s; until {_when(row['until'])}, {acts}"
+                           + (f"; repeat offender ({row['repeat']} earlier)" if row.get("repeat") else ""))
             if row.get("cause"):
                 out.append(f"      because of {_shown(row['cause'])}")
             if row.get("ips"):
@@ -105,6 +109,10 @@ def render_explain(ex: dict[str, Any]) -> str:
             out.append(f"  {when}  unbanned{who}")
         elif row["what"] == "expire":
             out.append(f"  {when}  the ban of jail {row['jail']} expired")
+        elif row["what"] == "folded":
+            out.append(f"  {when}  folded into the prefix ban {row['into']}")
+        elif row["what"] == "suppressed":
+            out.append(f"  {when}  NOT acted on: {row['reason']}")
     for c in ex["counting"]:
         out.append(f"  now counting in jail {c['jail']}: {c['count']} of {c['maxretry']} within {c['findtime']:g}s")
     if ex.get("held"):

@@ -114,16 +114,19 @@ class Link:
         return out.startswith("OK"), out, time.monotonic() - started
 
     def nft_elements(self, table: str = "mailban") -> dict[str, int | None]:
-        """address -> seconds left, from both sets in the server namespace ({} if no table)."""
+        """address (addr/len for a prefix) -> seconds left, from the sets in the server namespace."""
         found: dict[str, int | None] = {}
-        for name in ("banned4", "banned6"):
+        for name in ("banned4", "banned6", "banned4net", "banned6net"):
             res = run(self.exec_argv(self.srv, ["nft", "-j", "list", "set", "inet", table, name]), check=False)
             if res.returncode != 0:
                 continue
             for item in json.loads(res.stdout)["nftables"]:
                 for elem in (item.get("set") or {}).get("elem", []) or []:
                     if isinstance(elem, dict):
-                        found[str(elem["elem"]["val"])] = elem["elem"].get("expires")
+                        val = elem["elem"]["val"]
+                        if isinstance(val, dict) and "prefix" in val:
+                            val = f"{val['prefix']['addr']}/{val['prefix']['len']}"
+                        found[str(val)] = elem["elem"].get("expires")
                     else:
                         found[str(elem)] = None
         return found

@@ -13,9 +13,22 @@ who mistyped a password must not be locked out with the attackers). An address w
 failure gets `owner_grace` to prove it is the owner's by logging in; an attacker's second guess
 bans it at once, and a single-guess address is banned when the grace runs out.
 
+Smarter than a fixed threshold (each per jail, see docs/configuration.md):
+- escalation: a key acted on again within `repeat_window` gets `bantime * bantime_factor**n`,
+  up to `bantime_max` (the history survives restarts: the daemon feeds it from its database);
+- weighted scores: `count = "score"` sums `weights` by kind, rule or filter.rule instead of
+  counting events (a pregreet is worth more than a mistyped password);
+- prefixes: in an ip jail, events also count per IPv6 /`prefix6` (and IPv4 /`prefix4`); when
+  `prefix_min_ips` distinct addresses of one prefix reach the threshold together, the prefix is
+  banned as a whole (key type `net`), unless an ignored address lies inside it;
+- long windows: `resolution` > 0 keeps one counter per resolution step instead of one entry per
+  event (windows.BucketWindow), so a day-long jail catches slow attackers in bounded memory;
+- observe mode: `mode = "observe"` decides and records but names no action.
+
 Memory: a window keeps at most `maxretry` entries per key (every counted entry weighs at least
-one), at most MAX_IPS_KEPT addresses, and the number of keys is capped (`max_keys`), evicting the
-least recently active key first, so a spray of a million addresses cannot exhaust memory.
+one) or one counter per `resolution`, at most MAX_IPS_KEPT addresses, and the number of keys is
+capped (`max_keys`), evicting the least recently active key first, so a spray of a million
+addresses cannot exhaust memory.
 Must never: read the clock, perform I/O, or ban an ignored address (loopback is always ignored).
 """
 
@@ -27,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from .records import KINDS, Ban, Event
+from .windows import MAX_IPS_KEPT, BucketWindow, RingWindow
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Loopback is never banned, whatever the configuration says: banning it breaks the host itself.
@@ -34,10 +48,10 @@ ALWAYS_IGNORED: tuple[IpNetwork, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
     ipaddress.ip_network("::1/128"),
 )
-MAX_LINES_KEPT = 20
-MAX_IPS_KEPT = 4096
 MAX_LOGIN_IPS = 64
-COUNT_MODES = ("events", "recipients")
+MAX_OFFENSES_KEPT = 16
+COUNT_MODES = ("events", "recipients", "score")
+MODES = ("act", "observe")
 # Events that prove an account's owner uses an address: a successful login or submission.
 PROOF_KINDS = frozenset({"login", "submission"})
 
@@ -60,6 +74,15 @@ class JailSpec:
     ban_ips: bool = False
     ip_actions: tuple[str, ...] = ("nft",)
     owner_grace: float = 120.0
+    weights: tuple[tuple[str, int], ...] = ()
+    resolution: float = 0.0
+    bantime_factor: float = 2.0
+    bantime_max: float = 7 * 86400.0
+    repeat_window: float = 7 * 86400.0
+    prefix6: int = 64
+    prefix4: int = 0
+    prefix_min_ips: int = 3
+    mode: str = "act"
     ignoreip: tuple[IpNetwork, ...] = ()
     ignorekeys: frozenset[str] = frozenset()
     enabled: bool = True
@@ -80,14 +103,28 @@ class JailSpec:
 
     def describe(self) -> str:
         """One line an admin reads in `check`, `status` and `explain`."""
-        what = "recipients" if self.count == "recipients" else "events"
+        what = {"recipients": "recipients", "score": "points"}.get(self.count, "events")
         text = f"{self.maxretry} {what} per {self.key} in {self.findtime:g}s"
         if self.min_ips:
             text += f" from at least {self.min_ips} addresses"
         text += f" -> {', '.join(self.actions) or 'record only'} for {self.bantime:g}s"
         if self.ban_ips:
             text += f", and ban the attacking addresses via {', '.join(self.ip_actions)}"
+        if self.bantime_factor > 1:
+            text += f"; x{self.bantime_factor:g} per repeat within {self.repeat_window:g}s, up to {self.bantime_max:g}s"
+        if self.key == "ip" and (self.prefix6 or self.prefix4):
+            nets = " and ".join(f"/{n}" for n in (self.prefix6, self.prefix4) if n)
+            text += f"; whole {nets} prefixes from {self.prefix_min_ips} addresses"
+        if self.mode == "observe":
+            text += " [OBSERVE MODE: nothing is acted on]"
         return text
+
+    def weight_of(self, event: Event, table: dict[str, int]) -> int:
+        """An event's points: by filter.rule, else rule, else filter, else kind; 1 otherwise."""
+        for name in (f"{event.filter}.{event.rule}", event.rule, event.filter, event.kind):
+            if name in table:
+                return table[name]
+        return 1
 
 
 class IgnoreList:
@@ -110,49 +147,11 @@ class IgnoreList:
         return any(addr in n for n in nets)
 
 
-class _Window:
-    """One key's recent entries: (time, weight), their total, example lines, and addresses."""
-
-    __slots__ = ("entries", "total", "lines", "ips")
-
-    def __init__(self, keep_ips: bool) -> None:
-        self.entries: deque[tuple[float, int]] = deque()
-        self.total = 0
-        self.lines: deque[str] = deque(maxlen=MAX_LINES_KEPT)
-        # address -> (last time, events from it since it entered the window)
-        self.ips: dict[str, tuple[float, int]] | None = {} if keep_ips else None
-
-    def add(self, when: float, weight: int, line: str, ip: str | None, limit: int, horizon: float) -> None:
-        entries = self.entries
-        if len(entries) >= limit:
-            self.total -= entries.popleft()[1]
-        entries.append((when, weight))
-        self.total += weight
-        self.lines.append(line)
-        ips = self.ips
-        if ips is not None and ip is not None:
-            last = ips.pop(ip, None)
-            ips[ip] = (when, last[1] + 1 if last is not None and last[0] > horizon else 1)
-            if len(ips) > MAX_IPS_KEPT:
-                del ips[next(iter(ips))]
-
-    def expire(self, horizon: float) -> None:
-        entries = self.entries
-        while entries and entries[0][0] <= horizon:
-            self.total -= entries.popleft()[1]
-
-    def live_ips(self, horizon: float) -> dict[str, int]:
-        """Addresses seen within the window, with their number of events."""
-        if not self.ips:
-            return {}
-        return {ip: n for ip, (t, n) in self.ips.items() if t > horizon}
-
-
 @dataclass
 class Jail:
     spec: JailSpec
     ignore: IgnoreList
-    windows: dict[str, _Window] = field(default_factory=dict)
+    windows: dict[str, RingWindow | BucketWindow] = field(default_factory=dict)
     banned: dict[str, float] = field(default_factory=dict)  # key -> until
     # ban_ips jails: addresses banned because of an account (ip -> until), and where each
     # account's owner logged in from (user -> {ip: last time}).
@@ -169,11 +168,18 @@ class Jail:
     # No probation deadline is earlier than this (a lower bound, made exact by each tick() scan),
     # so that tick(), called before every offered event, is free until something falls due.
     next_due: float = field(default=float("inf"), init=False)
+    # Repeat offenders: key -> times it was acted on (escalation), and the prefix windows and
+    # prefix bans of an ip jail.
+    offenses: dict[str, deque[float]] = field(default_factory=dict)
+    nets: dict[str, RingWindow] = field(default_factory=dict)
+    banned_nets: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         spec = self.spec
         kinds = spec.kinds or KINDS
         self.wants = kinds | PROOF_KINDS if spec.ban_ips else frozenset(kinds)
+        self.weights = dict(spec.weights)
 
     def offer(self, event: Event, now: float) -> list[Ban]:
         """Count `event` if this jail selects it; return the bans the threshold causes."""
@@ -190,8 +196,13 @@ class Jail:
         key = event.key(spec.key)
         if key is None or key in spec.ignorekeys:
             return []
-        if spec.key == "ip" and key in self.ignore:
-            return []
+        net = None
+        if spec.key == "ip":
+            if key in self.ignore:
+                return []
+            net = self._prefix(key)
+            if net is not None and self.banned_nets.get(net, 0.0) > now:
+                return []  # the whole prefix is banned already
         until = self.banned.get(key)
         if until is not None:
             if until > now:
@@ -201,47 +212,107 @@ class Jail:
             self.ban_started.pop(key, None)
         if spec.count == "recipients":
             weight = event.recipients or 0
-            if weight <= 0:
-                return []
+        elif spec.count == "score":
+            weight = spec.weight_of(event, self.weights)
         else:
             weight = 1
+        if weight <= 0:
+            return []
+        horizon = event.time - spec.findtime
+        bans: list[Ban] = []
         window = self.windows.pop(key, None)  # re-inserted last: dict order = recency for eviction
         if window is None:
-            window = _Window(keep_ips=spec.key != "ip")
+            window = self._new_window(keep_ips=spec.key != "ip")
             if len(self.windows) >= spec.max_keys:
                 del self.windows[next(iter(self.windows))]
-        horizon = event.time - spec.findtime
         window.add(event.time, weight, event.line, event.ip, spec.maxretry, horizon)
         window.expire(horizon)
-        if window.total < spec.maxretry:
+        ips = window.live_ips(horizon) if window.ips is not None else {}
+        if window.total < spec.maxretry or (spec.min_ips and len(ips) < spec.min_ips):
             self.windows[key] = window
-            return []
-        ips = window.live_ips(horizon) if window.ips is not None else []
-        if spec.min_ips and len(ips) < spec.min_ips:
-            self.windows[key] = window
-            return []
-        ban = Ban(
-            jail=spec.name,
-            key_type=spec.key,
-            key=key,
-            time=now,
-            until=now + spec.bantime,
-            count=window.total,
-            findtime=spec.findtime,
-            actions=spec.actions,
-            lines=tuple(window.lines),
-            ips=tuple(ips),
-        )
-        self.banned[key] = ban.until
-        bans = [ban]
-        if spec.ban_ips:
-            self.ban_started[key] = event.time
-            for ip, failures in ips.items():
-                self.follower_fails[ip] = failures
-                follower = self._ip_ban(key, ip, now, ban.until, event.time, ban.lines)
-                if follower is not None:
-                    bans.append(follower)
+        else:
+            ban = self._decide(spec.key, key, now, event.time, window.total, tuple(window.lines), tuple(ips))
+            bans.append(ban)
+            if spec.ban_ips:
+                self.ban_started[key] = event.time
+                for ip, failures in ips.items():
+                    self.follower_fails[ip] = failures
+                    follower = self._ip_ban(key, ip, now, ban.until, event.time, ban.lines)
+                    if follower is not None:
+                        bans.append(follower)
+        if net is not None:
+            bans.extend(self._count_prefix(net, key, weight, event, now, horizon))
         return bans
+
+    def _new_window(self, keep_ips: bool) -> RingWindow | BucketWindow:
+        if self.spec.resolution > 0:
+            return BucketWindow(keep_ips, self.spec.resolution)
+        return RingWindow(keep_ips)
+
+    def _decide(self, key_type: str, key: str, now: float, when: float, count: int,
+                lines: tuple[str, ...], ips: tuple[str, ...], cause: str = "") -> Ban:
+        """A decision on a key, with its escalated ban time; recorded as an offense."""
+        spec = self.spec
+        repeat = self._repeats(key, when)
+        bantime = spec.bantime
+        if repeat and spec.bantime_factor > 1:
+            bantime = min(spec.bantime * spec.bantime_factor ** repeat, max(spec.bantime_max, spec.bantime))
+        self.note_offense(key, when)
+        observe = spec.mode == "observe"
+        ban = Ban(jail=spec.name, key_type=key_type, key=key, time=now, until=now + bantime, count=count,
+                  findtime=spec.findtime, actions=() if observe else spec.actions, lines=lines, ips=ips,
+                  cause=cause, repeat=repeat, observe=observe)
+        if key_type == "net":
+            self.banned_nets[key] = ban.until
+        else:
+            self.banned[key] = ban.until
+        return ban
+
+    # ---- repeat offenders --------------------------------------------------------------------
+    def _repeats(self, key: str, when: float) -> int:
+        times = self.offenses.get(key)
+        if not times:
+            return 0
+        horizon = when - self.spec.repeat_window
+        return sum(1 for t in times if t > horizon)
+
+    def note_offense(self, key: str, when: float) -> None:
+        """Remember that `key` was acted on at `when` (the daemon feeds its history at start)."""
+        times = self.offenses.pop(key, None)
+        if times is None:
+            times = deque(maxlen=MAX_OFFENSES_KEPT)
+            if len(self.offenses) >= self.spec.max_keys:
+                del self.offenses[next(iter(self.offenses))]
+        times.append(when)
+        self.offenses[key] = times
+
+    # ---- prefixes ----------------------------------------------------------------------------
+    def _prefix(self, ip: str) -> str | None:
+        spec = self.spec
+        bits = spec.prefix6 if ":" in ip else spec.prefix4
+        if not bits:
+            return None
+        return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+    def _count_prefix(self, net: str, ip: str, weight: int, event: Event, now: float,
+                      horizon: float) -> list[Ban]:
+        spec = self.spec
+        window = self.nets.pop(net, None)
+        if window is None:
+            window = RingWindow(keep_ips=True)
+            if len(self.nets) >= spec.max_keys:
+                del self.nets[next(iter(self.nets))]
+        window.add(event.time, weight, event.line, ip, spec.maxretry * max(spec.prefix_min_ips, 1), horizon)
+        window.expire(horizon)
+        ips = window.live_ips(horizon)
+        if window.total < spec.maxretry or len(ips) < spec.prefix_min_ips:
+            self.nets[net] = window
+            return []
+        network = ipaddress.ip_network(net)
+        if any(network.overlaps(ignored) for ignored in self.ignore.networks):
+            self.nets[net] = window
+            return []  # an ignored address lies inside: ignore lists win, addresses are banned one by one
+        return [self._decide("net", net, now, event.time, window.total, tuple(window.lines), tuple(ips))]
 
     # ---- accounts under attack ---------------------------------------------------------------
     def _note_login(self, event: Event) -> None:
@@ -286,6 +357,7 @@ class Jail:
         if len(self.banned_ips) > self.spec.max_keys:
             del self.banned_ips[next(iter(self.banned_ips))]
         mine = tuple(line for line in lines if f"[{ip}]" in line or f"={ip}" in line or f",{ip}" in line)
+        observe = self.spec.mode == "observe"
         return Ban(
             jail=self.spec.name,
             key_type="ip",
@@ -294,9 +366,10 @@ class Jail:
             until=until,
             count=len(mine),
             findtime=self.spec.findtime,
-            actions=self.spec.ip_actions,
+            actions=() if observe else self.spec.ip_actions,
             lines=mine or lines[-3:],
             cause=f"user {user}",
+            observe=observe,
         )
 
     def _ban_followers(self, user: str, event: Event, now: float, until: float) -> list[Ban]:
@@ -334,6 +407,10 @@ class Jail:
     # ---- bookkeeping -------------------------------------------------------------------------
     def note_ban(self, key: str, until: float, key_type: str | None = None) -> None:
         """Record a ban made elsewhere (restored from the database, or an admin's `ban`)."""
+        if key_type == "net":
+            self.banned_nets[key] = max(until, self.banned_nets.get(key, 0.0))
+            self.nets.pop(key, None)
+            return
         if key_type == "ip" and self.spec.key != "ip":
             self.banned_ips[key] = max(until, self.banned_ips.get(key, 0.0))
             return
@@ -342,6 +419,9 @@ class Jail:
 
     def forget(self, key: str, key_type: str | None = None) -> bool:
         """Lift the jail's memory of `key` (an admin's unban): counting starts afresh."""
+        if key_type == "net":
+            self.nets.pop(key, None)
+            return self.banned_nets.pop(key, None) is not None
         if key_type == "ip" and self.spec.key != "ip":
             return self.banned_ips.pop(key, None) is not None
         found = self.banned.pop(key, None) is not None
@@ -353,4 +433,4 @@ class Jail:
 
     def counts(self, now: float) -> dict[str, int]:
         horizon = now - self.spec.findtime
-        return {k: sum(w for t, w in win.entries if t > horizon) for k, win in self.windows.items()}
+        return {k: win.total_since(horizon) for k, win in self.windows.items()}

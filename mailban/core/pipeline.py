@@ -91,12 +91,12 @@ class Pipeline:
 
     def note_ban(self, ban: Ban) -> None:
         jail = self.jail(ban.jail)
-        if jail is not None and (jail.spec.key == ban.key_type or ban.key_type == "ip"):
+        if jail is not None and (jail.spec.key == ban.key_type or ban.key_type in ("ip", "net")):
             jail.note_ban(ban.key, ban.until, ban.key_type)
 
     def forget(self, key_type: str, key: str, jail_name: str | None = None) -> None:
         for jail in self.jails:
             if jail_name is not None and jail.spec.name != jail_name:
                 continue
-            if jail.spec.key == key_type or key_type == "ip":
+            if jail.spec.key == key_type or key_type in ("ip", "net"):
                 jail.forget(key, key_type)

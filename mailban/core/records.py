@@ -25,8 +25,16 @@ KINDS = frozenset(
 )
 # The kinds that count as failures for the default jail.
 FAILURE_KINDS = frozenset({"auth-failure", "reject", "rate-limit", "protocol"})
-KEY_TYPES = frozenset({"ip", "user", "uid", "sender"})
+# `net`: a whole prefix (2001:db8:1:2::/64), decided by an ip jail's prefix counting.
+KEY_TYPES = frozenset({"ip", "user", "uid", "sender", "net"})
 STATUSES = frozenset({"sent", "bounced", "deferred", "expired"})
+
+
+def _canonical_net(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_network(text, strict=True))
+    except ValueError:
+        return None
 
 
 def normalize_ip(text: str) -> str | None:
@@ -126,12 +134,18 @@ class Ban:
     # when another decision caused it ("user alice@example.test").
     ips: tuple[str, ...] = field(default=())
     cause: str = ""
+    # How many earlier decisions on this key fall within the jail's repeat window (escalation),
+    # and whether the jail only observes (decides and records, acts on nothing).
+    repeat: int = 0
+    observe: bool = False
 
     def __post_init__(self) -> None:
         if self.key_type not in KEY_TYPES:
             raise ValueError(f"unknown key type {self.key_type!r}")
         if self.key_type == "ip" and normalize_ip(self.key) != self.key:
             raise ValueError(f"not a canonical IP address: {self.key!r}")
+        if self.key_type == "net" and _canonical_net(self.key) != self.key:
+            raise ValueError(f"not a canonical network: {self.key!r}")
         if self.key_type == "uid" and not self.key.isdigit():
             raise ValueError(f"not a numeric uid: {self.key!r}")
         if not self.key:
