@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="push logs through the whole pipeline and print the decisions (no action)")
     p.add_argument("logs", nargs="+", metavar="LOG")
     p.add_argument("--json", action="store_true", help="print one JSON object per decision")
+    p.add_argument("--report", action="store_true",
+                   help="instead: what each jail's thresholds would do (peaks per key, keys acted on per threshold)")
+    p.add_argument("--html", metavar="FILE", help="with --report: also write an HTML page with plots")
     _add_config(p)
 
     p = sub.add_parser("check", help="validate the configuration, filters and actions")
@@ -151,6 +154,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
         cfg = config.load(args.config)
     except ConfigError as exc:
         return _config_error(exc)
+    if args.report or args.html:
+        from . import report
+
+        try:
+            reports = report.build(cfg, report.events_from(cfg, args.logs))
+        except OSError as exc:
+            print(f"mailban: cannot read a log: {exc}", file=sys.stderr)
+            return 1
+        report.render_text(reports, sys.stdout)
+        if args.html:
+            with open(args.html, "w", encoding="utf-8") as fh:
+                report.render_html(reports, fh)
+            print(f"\nHTML report written to {args.html}")
+        return 0
     try:
         return run_replay(args.logs, cfg, args.json)
     except OSError as exc:

@@ -12,6 +12,7 @@ packages=(
     dovecot-imapd dovecot-pop3d                 # IMAP/POP3 login failures (tests/test_real_mta.py)
     m4 liblockfile1 sasl2-bin rsyslog            # sendmail, unpacked from its .debs by the tests
     procps psmisc                               # pgrep/kill in fixtures
+    chromium groff-base                         # the HTML report opened headless; man pages checked
     systemd-journal-remote                      # real journal files for the journal source tests
 )
 missing=()
