@@ -279,7 +279,7 @@ _JAIL_KEYS = {
     "enabled", "kinds", "filters", "rules", "exclude", "statuses", "key", "count", "findtime",
     "maxretry", "min_ips", "bantime", "actions", "ban_ips", "ip_actions", "owner_grace", "ignoreip", "ignorekeys",
     "weights", "resolution", "bantime_factor", "bantime_max", "repeat_window", "prefix6", "prefix4",
-    "prefix_min_ips", "mode",
+    "prefix_min_ips", "mode", "shared",
     "max_keys",
 }
 
@@ -297,7 +297,7 @@ def _jail(
         if key not in _JAIL_KEYS:
             raise doc.error(where, f"unknown jail setting {key!r}; known: {', '.join(sorted(_JAIL_KEYS))}")
         try:
-            if key in ("enabled", "ban_ips"):
+            if key in ("enabled", "ban_ips", "shared"):
                 if not isinstance(value, bool):
                     raise ValueError(f"`{key}` must be true or false")
                 values[key] = value

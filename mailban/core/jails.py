@@ -83,6 +83,9 @@ class JailSpec:
     prefix4: int = 0
     prefix_min_ips: int = 3
     mode: str = "act"
+    # Counted across a fleet: every counted event is also handed out (Jail.shared_out) for the
+    # daemon to add to the cluster-wide window (mailban.cluster); see docs/cluster.md.
+    shared: bool = False
     ignoreip: tuple[IpNetwork, ...] = ()
     ignorekeys: frozenset[str] = frozenset()
     enabled: bool = True
@@ -174,6 +177,9 @@ class Jail:
     nets: dict[str, RingWindow] = field(default_factory=dict)
     banned_nets: dict[str, float] = field(default_factory=dict)
     weights: dict[str, int] = field(init=False)
+    # shared jails: (key, log time, weight, line, ip) of each event counted since the daemon last
+    # took them; the daemon empties it after every batch.
+    shared_out: list[tuple[str, float, int, str, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         spec = self.spec
@@ -227,6 +233,8 @@ class Jail:
                 del self.windows[next(iter(self.windows))]
         window.add(event.time, weight, event.line, event.ip, spec.maxretry, horizon)
         window.expire(horizon)
+        if spec.shared:
+            self.shared_out.append((key, event.time, weight, event.line, event.ip))
         ips = window.live_ips(horizon) if window.ips is not None else {}
         if window.total < spec.maxretry or (spec.min_ips and len(ips) < spec.min_ips):
             self.windows[key] = window
@@ -248,6 +256,17 @@ class Jail:
         if self.spec.resolution > 0:
             return BucketWindow(keep_ips, self.spec.resolution)
         return RingWindow(keep_ips)
+
+    def decide_shared(self, key: str, now: float, when: float, count: int, lines: tuple[str, ...]) -> Ban | None:
+        """A decision the fleet's shared window reached (the local window may be far below it):
+        None when the key is ignored or already acted on."""
+        spec = self.spec
+        if self.banned.get(key, 0.0) > now or key in spec.ignorekeys:
+            return None
+        if spec.key == "ip" and key in self.ignore:
+            return None
+        self.windows.pop(key, None)
+        return self._decide(spec.key, key, now, when, count, lines, ())
 
     def _decide(self, key_type: str, key: str, now: float, when: float, count: int,
                 lines: tuple[str, ...], ips: tuple[str, ...], cause: str = "") -> Ban:
