@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log", help="log file, or - for standard input")
     p.add_argument("filters", nargs="*", metavar="FILTER", help="filter names or .toml files (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object per event")
+    p.add_argument("--jobs", type=int, metavar="N", default=None,
+                   help="worker processes for the summary of a large file (default: one per CPU)")
     _add_config(p)
 
     p = sub.add_parser("replay", help="push logs through the whole pipeline and print the decisions (no action)")
@@ -139,7 +141,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _config_error(exc)
     try:
-        return run_test([args.log], filters, args.json)
+        if args.jobs is not None and args.jobs < 1:
+            print("mailban: --jobs must be at least 1", file=sys.stderr)
+            return 2
+        return run_test([args.log], filters, args.json, jobs=args.jobs)
     except OSError as exc:
         print(f"mailban: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -11,18 +11,20 @@ import heapq
 import json
 import sys
 import time
-from collections import Counter
 from datetime import datetime, timezone
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from .config import Config
 from .core.durations import format_duration
 from .core.correlate import Correlator
-from .core.filters import Filter, FilterSet
+from .core.filters import Filter, FilterSet, TallySet
 from .core.records import Ban, Event
 from .core.syslog import Header, SyslogParser
 from .localtime import local_to_epoch
+from .scan import RangeTally, default_jobs, map_ranges, tally_lines, worth_splitting
 from .sources.tail import iter_file_lines
+
+_new_header = tuple.__new__
 
 
 def iso(t: float) -> str:
@@ -49,49 +51,75 @@ def event_json(event: Event) -> str:
     )
 
 
-def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str] = sys.stdout) -> int:
-    """Run filters over logs: JSON lines per event, or a summary like fail2ban-regex's."""
-    fset = FilterSet(filters)
-    parser = SyslogParser(time.time(), local_to_epoch)
-    parse = parser.parse
-    match = fset.match
-    # The same queue-id correlation as the daemon, so that delivery lines show their account.
+def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str] = sys.stdout,
+             jobs: int | None = None) -> int:
+    """Run filters over logs: JSON lines per event, or a summary like fail2ban-regex's.
+
+    For the summary, large regular files are scanned in `jobs` worker processes (default: one
+    per CPU) over byte ranges, merged in file order; the output is the same as with one
+    process (see scan.py). JSON output is written by this process alone.
+    """
+    jobs = default_jobs() if jobs is None else jobs
+    if as_json:
+        return _test_json(paths, filters, out)
+    tallies = TallySet(filters)
+    now = time.time()
+    # The same queue-id correlation as the daemon: it drops qmgr's retries and gives a
+    # message's later lines the address of the client that submitted it.
     correlate = Correlator().process
     lines = parsed = matched = 0
     per_rule: dict[tuple[str, str, str], int] = {}
     per_ip: dict[str, int] = {}
+    # Where each address was first counted, (file, line, event on the line): ties in "Top
+    # addresses" are listed in that order, as a single pass over the lines would list them.
+    first: dict[str, tuple[int, int, int]] = {}
     per_rule_get, per_ip_get = per_rule.get, per_ip.get
     started = time.perf_counter()
     write = out.write
-    for path in paths:
-        lineno = 0
-        for line in iter_file_lines(path):
-            lineno += 1
-            header = parse(line)
-            if header is None:
-                continue
-            parsed += 1
-            events = match(line, header, path, lineno)
-            if not events:
-                continue
-            matched += 1
-            for event in events:
-                event = correlate(event, header)
+    for n, path in enumerate(paths):
+        if worth_splitting(path, jobs):
+            results: Iterable[RangeTally] = map_ranges(tally_lines, path, jobs, tallies, now)
+        else:
+            results = [tally_lines(iter_file_lines(path), tallies, now)]
+        offset = 0  # lines of this file in the ranges before
+        for r_lines, r_parsed, r_matched, r_rules, r_ips, r_first, pending in results:
+            parsed += r_parsed
+            matched += r_matched
+            for key, count in r_rules.items():
+                per_rule[key] = per_rule_get(key, 0) + count
+            for ip, count in r_ips.items():
+                lineno, j = r_first[ip]
+                pos = (n, offset + lineno, j)
+                old = per_ip_get(ip)
+                if old is None:
+                    per_ip[ip] = count
+                    first[ip] = pos
+                else:
+                    per_ip[ip] = old + count
+                    if pos < first[ip]:
+                        first[ip] = pos
+            for when, key, ip, host, qid, lineno, j in pending:
+                # Only what correlation reads: kind, address, queue id, time, and the host.
+                event = correlate(Event.make((when, key[2], key[0], key[1], ip, None, None, None, qid,
+                                              None, None, "", 0, "")),
+                                  _new_header(Header, (when, host, b"", None, 0)))
                 if event is None:
                     continue
-                if as_json:
-                    write(event_json(event) + "\n")
-                else:
-                    # Plain dicts with get(): Counter's += costs twice as much per event.
-                    key = (event.filter, event.rule, event.kind)
-                    per_rule[key] = per_rule_get(key, 0) + 1
-                    ip = event.ip
-                    if ip:
-                        per_ip[ip] = per_ip_get(ip, 0) + 1
-        lines += lineno
+                per_rule[key] = per_rule_get(key, 0) + 1
+                ip = event.ip
+                if ip:
+                    pos = (n, offset + lineno, j)
+                    old = per_ip_get(ip)
+                    if old is None:
+                        per_ip[ip] = 1
+                        first[ip] = pos
+                    else:
+                        per_ip[ip] = old + 1
+                        if pos < first[ip]:
+                            first[ip] = pos
+            offset += r_lines
+        lines += offset
     elapsed = max(time.perf_counter() - started, 1e-9)
-    if as_json:
-        return 0
     write(f"Lines: {lines} read, {parsed} with a syslog header, {matched} matched, "
           f"{lines - parsed} skipped (no header)\n")
     write(f"Filters: {', '.join(f.name for f in filters)} ({sum(len(f.rules) for f in filters)} rules)\n")
@@ -102,10 +130,36 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
         for (fname, rule, kind), count in sorted(per_rule.items(), key=lambda kv: (-kv[1], kv[0])):
             write(f"  {count:>9}  {fname + '.' + rule:<{width}}  {kind}\n")
         write("\nTop addresses:\n")
-        for ip, count in Counter(per_ip).most_common(10):
-            write(f"  {count:>9}  {ip}\n")
+        for ip in heapq.nsmallest(10, per_ip, key=lambda ip: (-per_ip[ip], first[ip])):
+            write(f"  {per_ip[ip]:>9}  {ip}\n")
     else:
         write("\nNo line matched.\n")
+    return 0
+
+
+def _test_json(paths: list[str], filters: list[Filter], out: IO[str]) -> int:
+    """`mailban test --json`: every event, correlated, one JSON object per line.
+
+    One process: worker processes were measured slower here (1M lines: 9.97 s with two against
+    8.83 s with one), as every event must travel back pickled and the JSON encoding, the larger
+    part of the work, stays in this process anyway."""
+    fset = FilterSet(filters)
+    parser = SyslogParser(time.time(), local_to_epoch)
+    parse = parser.parse
+    match = fset.match
+    correlate = Correlator().process
+    write = out.write
+    for path in paths:
+        lineno = 0
+        for line in iter_file_lines(path):
+            lineno += 1
+            header = parse(line)
+            if header is None:
+                continue
+            for event in match(line, header, path, lineno):
+                event = correlate(event, header)
+                if event is not None:
+                    write(event_json(event) + "\n")
     return 0
 
 

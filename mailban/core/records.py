@@ -11,6 +11,7 @@ was built. Never interpolate these fields into a shell command.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -37,12 +38,21 @@ def _canonical_net(text: str) -> str | None:
         return None
 
 
+# An IPv4 address already in canonical form (decimal octets <= 255, no leading zeros): what
+# ipaddress would return unchanged. Checked first because every ban read back from the state
+# database at start-up is validated, and ipaddress costs ~4 us per address (0.4 s for 100k).
+_CANONICAL_V4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+                           r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])").fullmatch
+
+
 def normalize_ip(text: str) -> str | None:
     """Return the canonical form of an IPv4/IPv6 address, or None if `text` is not one.
 
     IPv4-mapped IPv6 addresses (::ffff:192.0.2.1, as dovecot and some milters log them) are
     returned as plain IPv4 so that one client has one key.
     """
+    if _CANONICAL_V4(text):
+        return text
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
