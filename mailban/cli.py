@@ -192,6 +192,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  files: {', '.join(cfg.files)}")
     print(f"  filters: {', '.join(f.name for f in cfg.filters)}")
     print(f"  actions: {', '.join(sorted(cfg.actions))}")
+    if cfg.cluster is not None:
+        from .cluster import redacted
+
+        shared = [j.name for j in cfg.jails if j.enabled and j.shared]
+        print(f"  cluster: node {cfg.cluster.node}, Redis {redacted(cfg.cluster.url)}, key prefix "
+              f"{cfg.cluster.prefix}; shared jails: {', '.join(shared) or 'none'}")
     for spec in cfg.jails:
         state = "enabled" if spec.enabled else "disabled"
         print(f"  jail {spec.name} ({state}): {spec.describe()}")

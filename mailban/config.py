@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,23 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """The `[cluster]` table: the Redis that a fleet of nodes shares (see docs/cluster.md)."""
+
+    url: str
+    # The password may come from the URL, this key, or a file readable by root only (so that
+    # a config file copied around the fleet need not carry the secret).
+    password: str = ""
+    password_file: str = ""
+    node: str = field(default_factory=lambda: socket.gethostname().split(".")[0] or "node")
+    prefix: str = "mailban"
+    stream_maxlen: int = 100_000
+    timeout: float = 2.0
+    heartbeat: float = 5.0
+    tls_ca: str = ""
+
+
+@dataclass(frozen=True)
 class ActionDef:
     name: str
     type: str
@@ -77,6 +96,7 @@ class Config:
     filters: tuple[Filter, ...]
     actions: dict[str, ActionDef]
     files: tuple[str, ...] = ()
+    cluster: ClusterSettings | None = None
 
     def pipeline(self, now: float, to_epoch: LocalToEpoch, never_ban: tuple[Any, ...] = ()) -> Pipeline:
         """The pipeline this configuration describes; `never_ban` adds networks (the host's own
@@ -164,16 +184,22 @@ def load(path: str | None = None) -> Config:
     filters = load_filters(confdir)
     actions = load_actions(confdir)
     settings_src: dict[str, tuple[Any, TomlDoc]] = {}
+    cluster_src: dict[str, tuple[Any, TomlDoc]] = {}
     jail_src: dict[str, dict[str, tuple[Any, TomlDoc]]] = {}
     for doc in docs:
         for key in doc.data:
-            if key not in ("mailban", "jail"):
-                raise doc.error((key,), f"unknown table {key!r}; expected [mailban] or [jail.NAME]")
+            if key not in ("mailban", "jail", "cluster"):
+                raise doc.error((key,), f"unknown table {key!r}; expected [mailban], [cluster] or [jail.NAME]")
         section = doc.data.get("mailban", {})
         if not isinstance(section, dict):
             raise doc.error(("mailban",), "[mailban] must be a table")
         for key, value in section.items():
             settings_src[key] = (value, doc)
+        cluster = doc.data.get("cluster", {})
+        if not isinstance(cluster, dict):
+            raise doc.error(("cluster",), "[cluster] must be a table")
+        for key, value in cluster.items():
+            cluster_src[key] = (value, doc)
         jails = doc.data.get("jail", {})
         if not isinstance(jails, dict):
             raise doc.error(("jail",), "jails are tables: [jail.NAME]")
@@ -193,7 +219,8 @@ def load(path: str | None = None) -> Config:
         if spec.enabled:
             for action in spec.actions + (spec.ip_actions if spec.ban_ips else ()):
                 _check_action(actions[action])
-    return Config(str(main), settings, specs, tuple(filters), actions, tuple(d.path for d in docs))
+    return Config(str(main), settings, specs, tuple(filters), actions, tuple(d.path for d in docs),
+                  _cluster(cluster_src))
 
 
 _SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from",
@@ -261,6 +288,54 @@ def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
                 raise doc.error(where, "`read_from` must be \"end\" or \"beginning\"")
             values[key] = value
     return Settings(**values)
+
+
+_CLUSTER_KEYS = {"url", "password", "password_file", "node", "prefix", "stream_maxlen", "timeout",
+                 "heartbeat", "tls_ca"}
+# Node names and key prefixes end up inside Redis key names and stream entries: plain text only.
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_PREFIX = re.compile(r"[A-Za-z0-9{}._:-]{1,64}")
+
+
+def _cluster(src: dict[str, tuple[Any, TomlDoc]]) -> ClusterSettings | None:
+    """The `[cluster]` table, or None when there is none (a node on its own)."""
+    if not src:
+        return None
+    values: dict[str, Any] = {}
+    for key, (value, doc) in src.items():
+        where = ("cluster", key)
+        if key not in _CLUSTER_KEYS:
+            raise doc.error(where, f"unknown cluster setting {key!r}; known: {', '.join(sorted(_CLUSTER_KEYS))}")
+        if key == "url":
+            if not isinstance(value, str) or not re.match(r"(rediss?|unix)://", value):
+                raise doc.error(where, "`url` must be a redis://, rediss:// (TLS) or unix:// URL")
+        elif key == "password":
+            if not isinstance(value, str):
+                raise doc.error(where, "`password` must be a string")
+        elif key in ("password_file", "tls_ca"):
+            if not isinstance(value, str) or (value and not value.startswith("/")):
+                raise doc.error(where, f"`{key}` must be an absolute path")
+        elif key == "node":
+            if not isinstance(value, str) or not _NODE_NAME.fullmatch(value):
+                raise doc.error(where, "`node` must be a plain name (letters, digits, '.', '_', '-'; at most 63)")
+        elif key == "prefix":
+            if not isinstance(value, str) or not _PREFIX.fullmatch(value):
+                raise doc.error(where, "`prefix` must be a plain key prefix (letters, digits, '.', '_', ':', '-', '{}')")
+        elif key == "stream_maxlen":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 100:
+                raise doc.error(where, "`stream_maxlen` must be a whole number of at least 100")
+        elif key in ("timeout", "heartbeat"):
+            try:
+                value = parse_duration(value)
+            except ValueError as exc:
+                raise doc.error(where, str(exc)) from None
+            if not 0 < value <= 300:
+                raise doc.error(where, f"`{key}` must be longer than zero and at most 5 minutes")
+        values[key] = value
+    if "url" not in values:
+        doc = next(iter(src.values()))[1]
+        raise doc.error(("cluster",), "[cluster] needs a `url` (e.g. \"rediss://redis.example.net:6380/0\")")
+    return ClusterSettings(**values)
 
 
 def _networks(value: Any, doc: TomlDoc, where: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -3,13 +3,25 @@
 Inputs: the configuration; log files (inotify); control requests; signals (HUP reload, TERM/INT
 stop). Outputs: actions (nft set elements, ...), state in SQLite, systemd notifications.
 One thread, one loop: every iteration reads what the logs have, applies the resulting bans in one
-batch per action, then commits the bans together with the file positions.
-Must never: stop because an action fails (failures are retried with backoff and shown in status),
-stop because a log is missing, or keep a bad configuration (the last good one stays).
+batch per action, then commits the bans, the file positions (with the number of lines read so
+far) and the windows the batch changed in one transaction (see state.py and checkpoint.py). At
+start the windows are restored and reading resumes at the committed positions, so a `kill -9`
+loses no line, counts none twice, and keeps partially counted windows.
+When the database cannot be written (read-only, disk full), detection and actions go on: the
+uncommitted bans and touched windows are kept in memory and committed with the next batch that
+succeeds (retried every second); positions in the database stay at the last commit, so a crash
+meanwhile re-reads those lines, and re-decided bans are idempotent in every action.
+A failing action is retried with backoff: `start()` again (which rebuilds what it owns, e.g. an nft
+table deleted behind our back, from the database), then the bans and unbans it still owes. Actions
+that can check themselves (`check()`) are checked every CHECK_EVERY seconds.
+Every fault is shown in `mailban status`, the log and the systemd STATUS line.
+Must never: stop because an action or the database fails, stop because a log is missing, or
+keep a bad configuration (the last good one stays).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import selectors
@@ -18,9 +30,9 @@ import socket
 import time
 from collections import Counter as Tally, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
-from . import __version__, config as config_mod
+from . import __version__, checkpoint, config as config_mod
 from .actions import registry
 from .actions.base import ActionContext
 from .control import ControlServer
@@ -28,6 +40,7 @@ from .core.durations import parse_duration
 from .core.errors import ConfigError
 from .core.pipeline import Pipeline
 from .core.records import Ban, normalize_ip
+from .daemon_cluster import ClusterHooks
 from .localtime import local_to_epoch
 from .hostaddrs import never_ban
 from .metrics import Metrics
@@ -39,6 +52,8 @@ log = logging.getLogger("mailban")
 BATCH_LINES = 5000
 HISTORY_DAYS = 180  # `explain` and repeat-offender history older than this is dropped
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
+CHECK_EVERY = 5.0  # seconds between action self-checks (an nft table deleted behind our back)
+WINDOW_KEEP = 7 * 86400  # saved windows idle for longer than this (plus the findtime) are pruned
 
 
 @dataclass
@@ -53,7 +68,7 @@ class ActionSlot:
     backoff: float = RETRY_MIN
 
 
-class Daemon:
+class Daemon(ClusterHooks):  # fleet mode hooks (`_cluster_*`): daemon_cluster.py
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
         self.config = config_mod.load(config_path)
@@ -66,6 +81,14 @@ class Daemon:
         self.recent_bans: dict[str, deque[float]] = {}
         self.suppressed: dict[str, int] = {}
         self.next_prune = 0.0
+        self.next_check = 0.0
+        # Lines read from each source since it was first followed (persisted with its position).
+        self.lines_total: dict[str, int] = {}
+        # What the database has not taken yet (it was read-only or full): committed next time.
+        self.unsaved_bans: list[Ban] = []
+        self.unsaved_positions: dict[str, dict[str, Any]] = {}
+        self.unsaved_windows: checkpoint.Touched = set()
+        self.state_error: str | None = None
 
     # ---- start-up ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -87,6 +110,7 @@ class Daemon:
         self.holding: dict[tuple[str, str], str] = {}
         self._build_actions(self.config, active)
         self.pipeline = self._build_pipeline(self.config, active)
+        restored = checkpoint.restore(self.pipeline, self.state.windows(), now)
         self._refresh_holding(active)
         self.watcher = Watcher()
         self.tails: dict[str, FileTail] = {}
@@ -106,8 +130,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        log.info("mailban %s started: config %s, %d jails, %d active bans restored",
-                 __version__, self.config.path, len(self.pipeline.jails), len(active))
+        self._cluster_start()
+        log.info("mailban %s started: config %s, %d jails, %d active bans and %d counting windows restored",
+                 __version__, self.config.path, len(self.pipeline.jails), len(active), restored)
         self.notifier.notify("READY=1")
         self._notify_status()
         try:
@@ -176,6 +201,17 @@ class Daemon:
                 self._action_failed(slot, name, "hold", exc)
 
     def _build_pipeline(self, cfg: config_mod.Config, active: list[Ban]) -> Pipeline:
+        pipeline = self._new_pipeline(cfg, active)
+        # Repeat offenders: the decisions of the longest repeat window, from the history.
+        longest = max((j.spec.repeat_window for j in pipeline.jails), default=0.0)
+        if longest:
+            for jail_name, _key_type, key, when in self.state.offenses(time.time() - longest):
+                jail = pipeline.jail(jail_name)
+                if jail is not None:
+                    jail.note_offense(key, when)
+        return pipeline
+
+    def _new_pipeline(self, cfg: config_mod.Config, active: list[Ban]) -> Pipeline:
         protected = tuple(never_ban()) if cfg.settings.protect_own else ()
         if protected:
             log.info("never banned: this host's addresses and postfix's mynetworks (%s)",
@@ -187,6 +223,9 @@ class Daemon:
 
     def _open_tails(self, cfg: config_mod.Config) -> None:
         positions = self.state.positions()
+        for path, saved in positions.items():
+            if isinstance(saved, dict) and isinstance(saved.get("lines"), int):
+                self.lines_total.setdefault(path, saved["lines"])
         from_end = cfg.settings.read_from == "end"
         st = cfg.settings
         use_journal = st.journal is True or (
@@ -217,6 +256,10 @@ class Daemon:
             self.tails[path] = tail
             self.watcher.add(tail)
             self.lines_read.setdefault(path, 0)
+            if saved is None:
+                # Where reading starts (the end, by default) is committed at once: a crash before
+                # the first batch must not move it to the end of lines written meanwhile.
+                self._commit((), {path: {**tail.position.to_dict(), "lines": 0}})
 
     # ---- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -272,27 +315,82 @@ class Daemon:
             queued: list[Any] = []
             holding = self.holding
             tally: Tally[tuple[str, str]] = Tally()
+            counted: list[Any] = []
             for line in lines:
                 events, new = pipeline.feed(line, now, tail.path)
                 if events:
+                    counted.extend(events)
                     for e in events:
                         tally[(e.kind, e.filter)] += 1
                     if holding:
                         queued.extend(e for e in events if e.kind == "queued" and e.queue_id)
                 if new:
                     bans.extend(new)
+            if counted:
+                checkpoint.touched(pipeline, counted, self.unsaved_windows)
             self.lines_read[tail.path] = self.lines_read.get(tail.path, 0) + len(lines)
+            total = self.lines_total[tail.path] = self.lines_total.get(tail.path, 0) + len(lines)
             self.last_read[tail.path] = now
             self.metrics.batch(tail.path, len(lines), tally, bans)
             if bans:
                 bans = self._valve(bans, now)
                 if bans:
                     self._apply(bans)
+                    self._fold([b for b in bans if b.key_type == "net"])
             if queued:
                 self._hold_followers(queued)
-            self.state.commit(bans, {tail.path: tail.position.to_dict()})
+            self._commit(bans, {tail.path: {**tail.position.to_dict(), "lines": total}})
+            self._cluster_batch(bans)
             if len(lines) < BATCH_LINES:
                 return
+
+    def _fold(self, nets: list[Ban]) -> None:
+        """A prefix ban covers the single-address bans of its jail inside it: lift those."""
+        if not nets:
+            return
+        now = time.time()
+        networks = [(b.jail, ipaddress.ip_network(b.key)) for b in nets]
+        covered = [b for b in self.state.active(now) if b.key_type == "ip" and any(
+            b.jail == jail and ipaddress.ip_address(b.key) in net for jail, net in networks)]
+        for ban in covered:
+            self.state.remove("ip", ban.key)
+        if covered:
+            self._unapply(covered)
+            self._record([(now, "folded", b.jail, "ip", b.key, {"into": next(
+                str(n) for j, n in networks if ipaddress.ip_address(b.key) in n)}) for b in covered])
+
+    def _commit(self, bans: Iterable[Ban] = (), positions: dict[str, dict[str, Any]] | None = None,
+                force: bool = False) -> bool:
+        """Commit bans, positions and touched windows in one transaction, with whatever an
+        earlier failed commit left; on failure keep it all for the next try (see the header).
+        While the database fails, only the once-a-second retry (`force`) tries: a locked
+        database makes every try wait BUSY_TIMEOUT, which must not slow reading down."""
+        self.unsaved_bans.extend(bans)
+        if positions:
+            self.unsaved_positions.update(positions)
+        if not (self.unsaved_bans or self.unsaved_positions or self.unsaved_windows):
+            return True
+        if self.state_error is not None and not force:
+            return False
+        upserts, dropped = checkpoint.rows(self.pipeline, self.unsaved_windows)
+        try:
+            self.state.commit(self.unsaved_bans, self.unsaved_positions, upserts, dropped)
+        except Exception as exc:  # sqlite3.Error, OSError: read-only, disk full, I/O error
+            if self.state_error is None:
+                log.error("cannot write the database %s: %s; detection and actions go on, %d bans "
+                          "and the positions wait in memory and are committed when it works again",
+                          self.state.path, exc, len(self.unsaved_bans))
+            self.state_error = f"cannot write {self.state.path}: {exc}"
+            self._notify_status()
+            return False
+        self.unsaved_bans, self.unsaved_positions = [], {}
+        self.unsaved_windows = set()
+        if self.state_error is not None:
+            log.info("the database %s can be written again: everything kept in memory is committed",
+                     self.state.path)
+            self.state_error = None
+            self._notify_status()
+        return True
 
     def _valve(self, bans: list[Ban], now: float) -> list[Ban]:
         """At most max_bans_per_minute new decisions per jail; the rest are recorded, not acted on."""
@@ -416,13 +514,29 @@ class Daemon:
         idle = {path: now - self.last_read.get(path, self.started) for path in self.lines_read}
         self.metrics.gauges(self.state.active_per_jail(now), lag, idle)
 
+    def _expire(self, now: float) -> list[Ban]:
+        """Prune old history and windows (hourly) and delete the bans whose time is up."""
+        try:
+            if now >= self.next_prune:
+                self.state.prune_history(now - HISTORY_DAYS * 86400)
+                longest = max((j.spec.findtime for j in self.pipeline.jails), default=0.0)
+                self.state.prune_windows(now - longest - WINDOW_KEEP)
+                self.next_prune = now + 3600
+            return self.state.expire(now)
+        except Exception as exc:  # full or locked: expiry waits (nft elements expire by themselves)
+            if self.state_error is None:
+                log.error("cannot write the database %s: %s", self.state.path, exc)
+                self.state_error = f"cannot write {self.state.path}: {exc}"
+                self._notify_status()
+            return []
+
     def _housekeeping(self) -> None:
         now = time.time()
         self._update_gauges(now)
-        if now >= self.next_prune:
-            self.next_prune = now + 3600
-            self.state.prune_history(now - HISTORY_DAYS * 86400)
-        expired = self.state.expire(now)
+        if self.state_error is not None and not self._commit(force=True):
+            expired: list[Ban] = []  # expiry waits for the database
+        else:
+            expired = self._expire(now)
         if expired:
             log.info("%d bans expired", len(expired))
             self._record([(now, "expire", b.jail, b.key_type, b.key, {}) for b in expired])
@@ -432,7 +546,18 @@ class Daemon:
         due = self.pipeline.tick(now, now)
         if due:
             self._apply(due)
-            self.state.commit(due)
+            self._commit(due)
+            self._cluster_batch(due)
+        mono = time.monotonic()
+        if mono >= self.next_check:
+            self.next_check = mono + CHECK_EVERY
+            for name, slot in self.actions.items():
+                check = getattr(slot.impl, "check", None)
+                if check is not None and slot.error is None:
+                    try:
+                        check()
+                    except Exception as exc:
+                        self._action_failed(slot, name, "check", exc)
         for name, slot in self.actions.items():
             tick = getattr(slot.impl, "tick", None)
             if tick is not None:
@@ -447,8 +572,11 @@ class Daemon:
                 unbans = slot.pending_unbans
                 slot.pending_bans, slot.pending_unbans = [], []
                 try:
-                    if slot.error and not pending and not unbans:
-                        slot.impl.start([b for b in self.state.active(now) if name in b.actions])
+                    if slot.error:
+                        # Rebuild what the action owns from the database (and what it has not
+                        # taken yet), then hand it what it still owes.
+                        active = self.state.active(now) + [b for b in self.unsaved_bans if b.until > now]
+                        slot.impl.start([b for b in active if name in b.actions])
                     if pending:
                         slot.impl.ban(pending)
                     if unbans:
@@ -462,13 +590,19 @@ class Daemon:
     def _notify_status(self) -> None:
         if not hasattr(self, "notifier"):
             return
-        bans = len(self.state.active(time.time()))
+        try:
+            bans = len(self.state.active(time.time())) + len(self.unsaved_bans)
+        except Exception:
+            bans = len(self.unsaved_bans)
         failing = [n for n, s in self.actions.items() if s.error]
         text = f"{bans} active bans"
         if self.suppressed:
             text += f"; SAFETY VALVE held back {sum(self.suppressed.values())} decisions"
         if failing:
             text += f"; FAILING actions: {', '.join(failing)}"
+        if self.state_error:
+            text += f"; DATABASE FAILING ({len(self.unsaved_bans)} bans kept in memory): {self.state_error}"
+        text += self._cluster_status_text()
         self.notifier.notify(f"STATUS={text}")
 
     # ---- signals and reload -----------------------------------------------------------------
@@ -504,9 +638,14 @@ class Daemon:
             before = old.jail(jail.spec.name)
             if before is not None and before.spec.key == jail.spec.key:
                 jail.windows, jail.logins = before.windows, before.logins
+        try:
+            self.state.keep_windows((j.spec.name, j.spec.key) for j in self.pipeline.jails)
+        except Exception as exc:
+            log.error("cannot drop the saved windows of removed jails: %s", exc)
         self._refresh_holding(active)
         for path in [p for p in self.tails if p not in new.settings.logs]:
             self.watcher.remove(self.tails.pop(path))
+        self._cluster_reloaded(new)
         self.config = new
         self._open_tails(new)
         log.info("configuration reloaded from %s", new.path)
@@ -517,11 +656,14 @@ class Daemon:
     def _shutdown(self) -> None:
         log.info("stopping: bans stay in the kernel sets and expire there on time")
         self.notifier.notify("STOPPING=1")
-        for path, tail in self.tails.items():
-            self.state.commit((), {path: tail.position.to_dict()})
+        positions = {path: {**tail.position.to_dict(), "lines": self.lines_total.get(path, 0)}
+                     for path, tail in self.tails.items()}
         if self.journal is not None:
-            self.state.commit((), {"journal": self.journal.position.to_dict()})
+            positions["journal"] = {**self.journal.position.to_dict(), "lines": self.lines_total.get("journal", 0)}
             self.journal.close()
+        if not self._commit([], positions, force=True):
+            log.error("stopping with %d bans the database did not take (they stay in the actions); "
+                      "lines since the last commit are read again at the next start", len(self.unsaved_bans))
         for slot in self.actions.values():
             try:
                 slot.impl.stop()
@@ -529,12 +671,13 @@ class Daemon:
                 log.warning("action stop failed: %s", exc)
         self.control.close()
         self.watcher.close()
+        self._cluster_stop()
         self.state.close()
 
     # ---- control commands -------------------------------------------------------------------
     def _handlers(self) -> dict[str, Any]:
         return {
-            "status": self._cmd_status,
+            "status": lambda req: self._cluster_status(self._cmd_status(req)),
             "list": self._cmd_list,
             "ban": self._cmd_ban,
             "unban": self._cmd_unban,
@@ -545,7 +688,7 @@ class Daemon:
 
     def _cmd_status(self, _req: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
-        bans = self.state.active(now)
+        bans = self.state.active(now) + [b for b in self.unsaved_bans if b.until > now]
         jails = []
         for jail in self.pipeline.jails:
             spec = jail.spec
@@ -563,8 +706,10 @@ class Daemon:
             "started": self.started,
             "config": self.config.path,
             "sources": [
-                {"path": p, "exists": os.path.exists(p), "lines": self.lines_read.get(p, 0)} for p in self.tails
+                {"path": p, "exists": os.path.exists(p), "lines": self.lines_read.get(p, 0),
+                 "total": self.lines_total.get(p, 0)} for p in self.tails
             ] + ([{"path": "journal", "exists": self.journal.error is None, "lines": self.lines_read.get("journal", 0),
+                   "total": self.lines_total.get("journal", 0),
                    "forged": self.journal.forged, "error": self.journal.error}] if self.journal else []),
             "jails": jails,
             "bans": [self._ban_dict(b, now) for b in bans],
@@ -575,6 +720,8 @@ class Daemon:
                 for n, s in self.actions.items()
             ],
             "errors": self.errors[-10:],
+            "state": {"path": self.state.path, "error": self.state_error, "unsaved_bans": len(self.unsaved_bans),
+                      "unsaved_windows": len(self.unsaved_windows)},
         }
 
     @staticmethod
@@ -583,7 +730,7 @@ class Daemon:
             "jail": ban.jail, "key_type": ban.key_type, "key": ban.key, "time": ban.time,
             "until": ban.until, "left": ban.until - now, "count": ban.count, "findtime": ban.findtime,
             "actions": list(ban.actions), "lines": list(ban.lines), "manual": ban.manual,
-            "ips": list(ban.ips), "cause": ban.cause,
+            "ips": list(ban.ips), "cause": ban.cause, "repeat": ban.repeat, "observe": ban.observe,
         }
 
     def _cmd_list(self, _req: dict[str, Any]) -> dict[str, Any]:
@@ -595,6 +742,11 @@ class Daemon:
         """The (key_type, key) a ban/unban request names, validated."""
         key_type = str(req.get("key_type") or "ip")
         raw = req.get("key", req.get("ip"))
+        if key_type in ("ip", "net") and "/" in str(raw or ""):
+            try:
+                return "net", str(ipaddress.ip_network(str(raw), strict=False))
+            except ValueError:
+                raise ValueError(f"not a network: {raw!r}") from None
         if key_type == "ip":
             ip = normalize_ip(str(raw or ""))
             if ip is None:
@@ -631,8 +783,12 @@ class Daemon:
         ban = Ban(jail=jail_name, key_type=key_type, key=key, time=now, until=now + seconds, count=0,
                   findtime=0.0, actions=tuple(actions), manual=True)
         self.pipeline.note_ban(ban)
+        self.unsaved_windows.update((j.spec.name, "key", key) for j in self.pipeline.jails if j.spec.key == key_type)
         self._apply([ban])
-        self.state.commit([ban])
+        self._cluster_publish([ban])
+        if not self._commit([ban]):
+            raise ValueError(f"banned {key_type} {key} in the actions, but the database failed "
+                             f"({self.state_error}); it is kept in memory and committed when it works again")
         self._notify_status()
         return {"message": f"banned {key_type} {key} for {seconds:g}s (jail {jail_name}, via {', '.join(actions)})"}
 
@@ -664,6 +820,8 @@ class Daemon:
     def _cmd_unban(self, req: dict[str, Any]) -> dict[str, Any]:
         if req.get("all"):
             removed = self.state.remove()
+            self.state.drop_windows()
+            self.unsaved_bans, self.unsaved_windows = [], set()
             for jail in self.pipeline.jails:
                 jail.banned.clear()
                 jail.windows.clear()
@@ -679,11 +837,16 @@ class Daemon:
                         self._action_failed(slot, name, "unban", exc)
                     everything = [b for b in everything if name not in b.actions]
             self._unapply(everything)
+            self._cluster_unbanned(req, None, None)
             self._notify_status()
             return {"message": f"lifted {len(removed)} bans"}
         key_type, key = self._target(req)
         removed = self.state.remove(key_type, key)
+        self.unsaved_bans = [b for b in self.unsaved_bans if (b.key_type, b.key) != (key_type, key)]
         self.pipeline.forget(key_type, key)
+        self.unsaved_windows.update((j.spec.name, "net" if key_type == "net" else "key", key)
+                                    for j in self.pipeline.jails if j.spec.key == key_type or key_type in ("ip", "net"))
+        self._commit()
         peer = req.get("_peer") or {}
         self._record([(time.time(), "unban", b.jail, key_type, key, {"by_uid": peer.get("uid"), "by_pid": peer.get("pid")})
                       for b in removed or [Ban(jail="-", key_type=key_type, key=key, time=0, until=0, count=0,
@@ -693,6 +856,7 @@ class Daemon:
         stub = Ban(jail="manual", key_type=key_type, key=key, time=0, until=0, count=0, findtime=0,
                    actions=tuple(self.actions))
         self._unapply(removed + [stub])
+        self._cluster_unbanned(req, key_type, key)
         self._notify_status()
         label = key if key_type == "ip" else f"{key_type} {key}"
         if not removed:

@@ -31,7 +31,8 @@ def render_status(st: dict[str, Any]) -> str:
                        f"{src.get('forged', 0)} entries refused (not written by the program they name)")
             continue
         state = "reading" if src["exists"] else "waiting for the file to appear"
-        out.append(f"  log {src['path']}: {state}, {src['lines']} lines read")
+        total = f" ({src['total']} since first followed)" if src.get("total", src["lines"]) != src["lines"] else ""
+        out.append(f"  log {src['path']}: {state}, {src['lines']} lines read{total}")
     out.append("")
     for jail in st["jails"]:
         out.append(
@@ -47,10 +48,41 @@ def render_status(st: dict[str, Any]) -> str:
     out.append(f"active bans: {len(st['bans'])}")
     for action in st["actions"]:
         health = "ok" if not action["error"] else f"FAILING: {action['error']}"
+        if action.get("pending"):
+            health += f" ({action['pending']} bans/unbans owed, retried with backoff)"
         out.append(f"action {action['name']} ({action['type']}): {health}")
+    db = st.get("state") or {}
+    if db.get("error"):
+        out.append(f"database FAILING: {db['error']} ({db.get('unsaved_bans', 0)} bans applied and kept in "
+                   "memory, committed when it works again)")
     for err in st.get("errors", []):
         out.append(f"error: {err}")
+    if st.get("cluster"):
+        out.append("")
+        out.extend(render_cluster(st["cluster"]))
     return "\n".join(out)
+
+
+def render_cluster(cl: dict[str, Any]) -> list[str]:
+    """The fleet view: this node, Redis health, the nodes seen and their lag, shared bans."""
+    state = "connected" if cl["connected"] else f"DOWN since {_when(cl['error_since'])}: {cl['error']}" \
+        if cl.get("error") else "connecting"
+    out = [f"cluster: node {cl['node']}, Redis {cl['url']} {state}"]
+    if cl.get("outbox"):
+        out.append(f"  {cl['outbox']} decisions of this node waiting to be published")
+    if cl.get("events_waiting"):
+        out.append(f"  {cl['events_waiting']} counted events waiting to be shared")
+    out.append(f"  stream: {cl['stream']['length']} decisions, last {cl['stream']['last_id']}; "
+               f"applied here up to {cl['applied']}")
+    out.append(f"  nodes seen: {len(cl['nodes'])}")
+    for node in cl["nodes"]:
+        out.append(f"    {node['node']:<20} seen {node['seen']:>5.1f}s ago, lag {node['lag']:.3f}s, "
+                   f"mailban {node['version']}")
+    shared = cl.get("shared_bans", [])
+    out.append(f"  shared bans: {len(shared)}")
+    for ban in shared[:20]:
+        out.append(f"    {_shown(ban['key'])} ({ban['jail']}, {_left(ban['left'])} left): {_shown(ban['cause'])}")
+    return out
 
 
 def render_list(bans: list[dict[str, Any]]) -> str:
@@ -107,6 +139,8 @@ def render_explain(ex: dict[str, Any]) -> str:
         elif row["what"] == "unban":
             who = f" by uid {row['by_uid']}" if row.get("by_uid") is not None else ""
             out.append(f"  {when}  unbanned{who}")
+        elif row["what"] == "remote-unban":
+            out.append(f"  {when}  (that unban came from node {_shown(row['node'])})")
         elif row["what"] == "expire":
             out.append(f"  {when}  the ban of jail {row['jail']} expired")
         elif row["what"] == "folded":

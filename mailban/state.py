@@ -1,10 +1,21 @@
-"""Persistent state in SQLite: active bans (with their cause), log file positions, and the
-history of every decision and action result (for `mailban explain` and repeat offenders).
+"""Persistent state in SQLite: active bans (with their cause), log file positions, the jails'
+counting windows, and the history of every decision and action result (for `mailban explain`
+and repeat offenders).
 
-Inputs: Ban records and file positions from the daemon. Outputs: what is still valid at start.
-Bans and the positions of the lines that caused them are committed in one transaction, so that
-after a crash a line is neither lost nor counted twice against a ban that was already recorded.
+Inputs: Ban records, file positions and window rows from the daemon. Outputs: what is still valid
+at start.
+
+Crash consistency (a `kill -9` at any instant): one `commit()` writes, in one transaction, the
+bans a batch of lines decided, the position just after that batch (with the number of lines read
+from the file so far), and the windows of every jail key that batch touched (upserted, or deleted
+when the key was banned, forgotten or evicted). The database therefore always holds the state the
+daemon had at the end of some batch: after a crash the daemon restores the windows and resumes at
+that batch's position, so every later line is read and counted exactly once, and a partially
+filled window (two failures of three) survives. History rows (`record_many`) are written outside
+that transaction: they explain, they do not decide, and a crash may duplicate or drop one.
 WAL mode: `mailban list` can read while the daemon writes.
+Must never: half-apply a batch (a failing commit raises and writes nothing; the daemon keeps the
+batch and commits it with the next one).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from typing import Any, Iterable
 
 from .core.records import Ban
 
+BUSY_TIMEOUT = 1.0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bans (
     jail TEXT NOT NULL,
@@ -49,37 +61,74 @@ CREATE TABLE IF NOT EXISTS history (
     key TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+-- A jail's counting window for one key: entries [[log time, weight], ...], example lines, and
+-- for user-keyed jails the addresses seen ({ip: [last time, events]}, or null).
+CREATE TABLE IF NOT EXISTS windows (
+    jail TEXT NOT NULL,
+    key_type TEXT NOT NULL,
+    key TEXT NOT NULL,
+    last REAL NOT NULL,
+    entries TEXT NOT NULL,
+    lines TEXT NOT NULL,
+    ips TEXT,
+    PRIMARY KEY (jail, key_type, key)
+);
 CREATE INDEX IF NOT EXISTS history_key ON history (key_type, key, time);
 CREATE INDEX IF NOT EXISTS history_time ON history (time);
 """
 
 
-_COLUMNS = "jail, key_type, key, time, until, count, findtime, actions, lines, manual, ips, cause"
+_COLUMNS = "jail, key_type, key, time, until, count, findtime, actions, lines, manual, ips, cause, repeat, observe"
 # Columns added after the first schema: (name, definition), added to older databases at open.
-_ADDED = (("ips", "TEXT NOT NULL DEFAULT '[]'"), ("cause", "TEXT NOT NULL DEFAULT ''"))
+_ADDED = (("ips", "TEXT NOT NULL DEFAULT '[]'"), ("cause", "TEXT NOT NULL DEFAULT ''"),
+          ("repeat", "INTEGER NOT NULL DEFAULT 0"), ("observe", "INTEGER NOT NULL DEFAULT 0"))
+
+
+# (jail, key_type, key, last log time, entries JSON, lines JSON, ips JSON or None)
+WindowRow = tuple[str, str, str, float, str, str, str | None]
+
+
+# Decoded `actions` and `ips` columns by their text: a handful of distinct values among all the
+# bans (["nft"], []), so start-up decodes each once instead of 100,000 times. Bounded because
+# `ips` can vary (account jails list addresses).
+_LIST_CACHE_MAX = 4096
+_list_cache: dict[str, tuple[Any, ...]] = {}
+
+
+def _json_tuple(text: str) -> tuple[Any, ...]:
+    value = _list_cache.get(text)
+    if value is None:
+        value = tuple(json.loads(text))
+        if len(_list_cache) >= _LIST_CACHE_MAX:
+            _list_cache.clear()
+        _list_cache[text] = value
+    return value
 
 
 def _ban(r: tuple[Any, ...]) -> Ban:
     return Ban(jail=r[0], key_type=r[1], key=r[2], time=r[3], until=r[4], count=r[5], findtime=r[6],
-               actions=tuple(json.loads(r[7])), lines=tuple(json.loads(r[8])), manual=bool(r[9]),
-               ips=tuple(json.loads(r[10])), cause=r[11])
+               actions=_json_tuple(r[7]), lines=tuple(json.loads(r[8])), manual=bool(r[9]),
+               ips=_json_tuple(r[10]), cause=r[11], repeat=r[12], observe=bool(r[13]))
 
 
 def _row(b: Ban) -> tuple[Any, ...]:
     return (b.jail, b.key_type, b.key, b.time, b.until, b.count, b.findtime, json.dumps(list(b.actions)),
-            json.dumps(list(b.lines)), int(b.manual), json.dumps(list(b.ips)), b.cause)
+            json.dumps(list(b.lines)), int(b.manual), json.dumps(list(b.ips)), b.cause, b.repeat, int(b.observe))
 
 
 def ban_detail(b: Ban) -> dict[str, Any]:
     return {"count": b.count, "findtime": b.findtime, "until": b.until, "actions": list(b.actions),
-            "lines": list(b.lines), "manual": b.manual, "ips": list(b.ips), "cause": b.cause}
+            "lines": list(b.lines), "manual": b.manual, "ips": list(b.ips), "cause": b.cause,
+            "repeat": b.repeat, "observe": b.observe}
 
 
 class State:
     def __init__(self, state_dir: str) -> None:
         os.makedirs(state_dir, mode=0o750, exist_ok=True)
         self.path = os.path.join(state_dir, "mailban.sqlite3")
-        self.db = sqlite3.connect(self.path, isolation_level=None)
+        # A writer that holds the database (an admin's sqlite3 shell in a transaction) makes a
+        # commit wait at most BUSY_TIMEOUT, then fail and be retried: the loop must not stall.
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
@@ -91,12 +140,15 @@ class State:
     def close(self) -> None:
         self.db.close()
 
-    def commit(self, bans: Iterable[Ban] = (), positions: dict[str, dict[str, Any]] | None = None) -> None:
-        """Record new bans and file positions atomically."""
+    def commit(self, bans: Iterable[Ban] = (), positions: dict[str, dict[str, Any]] | None = None,
+               windows: Iterable[WindowRow] = (), dropped: Iterable[tuple[str, str, str]] = ()) -> None:
+        """Record new bans, file positions and changed windows atomically (all or nothing)."""
         with self.db:  # one transaction
             self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM windows WHERE jail = ? AND key_type = ? AND key = ?", list(dropped))
+            self.db.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?)", list(windows))
             self.db.executemany(
-                f"INSERT OR REPLACE INTO bans ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO bans ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [_row(b) for b in bans],
             )
             self.db.executemany(
@@ -167,6 +219,12 @@ class State:
                     [(*r[:5], json.dumps(r[5])) for r in rows],
                 )
 
+    def offenses(self, since: float) -> list[tuple[str, str, str, float]]:
+        """(jail, key_type, key, time) of every decision since `since` (repeat offenders)."""
+        return self.db.execute(
+            "SELECT jail, key_type, key, time FROM history WHERE what = 'ban' AND time > ? ORDER BY time",
+            (since,)).fetchall()
+
     def history(self, key_type: str, key: str, limit: int = 200) -> list[dict[str, Any]]:
         """Everything recorded about a key, oldest first (the last `limit` rows)."""
         rows = self.db.execute(
@@ -180,3 +238,27 @@ class State:
 
     def positions(self) -> dict[str, dict[str, Any]]:
         return {path: json.loads(pos) for path, pos in self.db.execute("SELECT path, position FROM positions")}
+
+    # ---- windows (see the module header) ----------------------------------------------------
+    def windows(self) -> list[WindowRow]:
+        """Every saved window, least recently active first (the order jails keep them in)."""
+        return list(self.db.execute(
+            "SELECT jail, key_type, key, last, entries, lines, ips FROM windows ORDER BY last"))
+
+    def keep_windows(self, jails: Iterable[tuple[str, str]]) -> None:
+        """Delete the windows of jails not in `jails` ((name, key type) pairs): after a reload
+        that dropped a jail or changed what it counts by."""
+        keep = set(jails)
+        gone = [(j, k) for j, k in self.db.execute("SELECT DISTINCT jail, key_type FROM windows") if (j, k) not in keep]
+        if gone:
+            with self.db:
+                self.db.executemany("DELETE FROM windows WHERE jail = ? AND key_type = ?", gone)
+
+    def drop_windows(self) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM windows")
+
+    def prune_windows(self, before: float) -> int:
+        """Delete windows whose last entry is older than `before` (they count nothing any more)."""
+        with self.db:
+            return self.db.execute("DELETE FROM windows WHERE last < ?", (before,)).rowcount

@@ -3,7 +3,8 @@
 Config (actions.d/nft.toml): table, set4, set6, chain, priority, verdict, ports.
 do: add the ban's address with the ban's remaining time as the element timeout (the longest, when
 several bans on one address are given), so the kernel expires it even while the daemon is down. undo: delete the element. start: create the table,
-sets and rule idempotently and restore every still-valid ban in one batch.
+sets and rule idempotently and restore every still-valid ban in one batch. check: the table, sets
+and chain still exist.
 Only `ip` bans are handled; other key types (user, uid) are ignored by this action.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..core.records import Ban
 
-_OPTIONS = {"table", "set4", "set6", "chain", "priority", "verdict", "ports"}
+_OPTIONS = {"table", "set4", "set6", "set4net", "set6net", "chain", "priority", "verdict", "ports"}
 
 
 class NftAction:
@@ -37,7 +38,7 @@ class NftAction:
         for key in options:
             if key not in _OPTIONS:
                 raise ValueError(f"`{key}` is not an nft action option; known: {', '.join(sorted(_OPTIONS))}")
-        for key in ("table", "set4", "set6", "chain"):
+        for key in ("table", "set4", "set6", "set4net", "set6net", "chain"):
             value = options.get(key, "x")
             if not isinstance(value, str) or not value.replace("_", "").replace("-", "").isalnum():
                 raise ValueError(f"`{key}` must be a plain name (letters, digits, - and _)")
@@ -56,7 +57,7 @@ class NftAction:
     def _elements(bans: list[Ban], now: float) -> list[tuple[str, float]]:
         best: dict[str, float] = {}
         for ban in bans:
-            if ban.key_type == "ip" and ban.until > now:
+            if ban.key_type in ("ip", "net") and ban.until > now:
                 best[ban.key] = max(best.get(ban.key, 0.0), ban.until)
         return [(ip, max(1, math.ceil(until - now))) for ip, until in best.items()]
 
@@ -69,7 +70,7 @@ class NftAction:
             self.backend.add(elements)
 
     def unban(self, bans: list[Ban]) -> None:
-        ips = sorted({b.key for b in bans if b.key_type == "ip"})
+        ips = sorted({b.key for b in bans if b.key_type in ("ip", "net")})
         if ips:
             self.backend.remove(ips)
 
@@ -80,6 +81,11 @@ class NftAction:
 
     def stop(self) -> None:
         """Leave table and sets in place: bans stay enforced and expire in the kernel."""
+
+    def check(self) -> None:
+        """Called by the daemon every few seconds: a table deleted behind our back (`nft flush
+        ruleset`) raises, the daemon marks the action failing and its retry restores everything."""
+        self.backend.check()
 
     def health(self) -> str | None:
         return None

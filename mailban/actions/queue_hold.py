@@ -1,6 +1,7 @@
 """The `queue-hold` action: put a key's queued messages on hold, release them on unban.
 
-Config (actions.d/queue-hold.toml): postqueue, postsuper, postcat, scan_limit.
+Config (actions.d/queue-hold.toml): postqueue, postsuper, postcat, scan_limit, timeout (seconds a
+program may run before it is killed and the action marked failing; default 30).
 Handles `user`, `uid`, `sender` and `ip` bans on postfix.
 do: list the queue (`postqueue -j`), pick the key's messages that are not on hold yet, and hold
 them in one call (`postsuper -h -`, queue ids on stdin). A message belongs to the key when
@@ -34,7 +35,8 @@ from .executor import ActionError, run, write_atomically
 log = logging.getLogger("mailban.action.queue-hold")
 _QID = re.compile(r"^[0-9A-Za-z]{5,20}$")
 # Programs are argv lists, so that a second postfix instance is reached with `-c DIR`.
-_OPTIONS: dict[str, Any] = {"postqueue": list, "postsuper": list, "postcat": list, "scan_limit": int}
+_OPTIONS: dict[str, Any] = {"postqueue": list, "postsuper": list, "postcat": list, "scan_limit": int,
+                            "timeout": (int, float)}
 
 
 class QueueHoldAction:
@@ -48,6 +50,7 @@ class QueueHoldAction:
         self.postsuper = list(options.get("postsuper", ["postsuper"]))
         self.postcat = list(options.get("postcat", ["postcat"]))
         self.scan_limit = options.get("scan_limit", 5000)
+        self.timeout = float(options.get("timeout", 30))  # seconds before a program is killed
         self.path = os.path.join(self.context.state_dir, f"held-{name}.json")
         self.held: dict[str, list[str]] = self._load()
 
@@ -56,6 +59,8 @@ class QueueHoldAction:
         check_options(options, _OPTIONS)
         if options.get("scan_limit", 0) < 0:
             raise ValueError("`scan_limit` must be 0 or more")
+        if not 0 < options.get("timeout", 30) <= 600:
+            raise ValueError("`timeout` must be between 0 and 600 seconds")
 
     # ---- the action --------------------------------------------------------------------------
     def start(self, active: list[Ban]) -> None:
@@ -90,7 +95,7 @@ class QueueHoldAction:
         """Delete (instead of release) what was held for a key. Returns the number deleted."""
         qids = self.held.pop(self._key(key_type, key), [])
         if qids:
-            run([*self.postsuper, "-d", "-"], stdin="".join(f"{q}\n" for q in qids).encode())
+            run([*self.postsuper, "-d", "-"], stdin="".join(f"{q}\n" for q in qids).encode(), timeout=self.timeout)
             self._save()
         return len(qids)
 
@@ -106,7 +111,7 @@ class QueueHoldAction:
     # ---- the queue ---------------------------------------------------------------------------
     def queue(self) -> dict[str, dict[str, Any]]:
         """queue id -> postqueue -j record, for every message in the queue."""
-        out = run([*self.postqueue, "-j"])
+        out = run([*self.postqueue, "-j"], timeout=self.timeout)
         found: dict[str, dict[str, Any]] = {}
         for raw in out.splitlines():
             try:
@@ -127,7 +132,7 @@ class QueueHoldAction:
             needle = f"sasl_username={key}".encode()
             for qid in sorted(candidates - mine):
                 try:
-                    envelope = run([*self.postcat, "-e", "-q", qid], timeout=10)
+                    envelope = run([*self.postcat, "-e", "-q", qid], timeout=min(10, self.timeout))
                 except ActionError:
                     continue  # delivered and gone in the meantime
                 if any(line.endswith(needle) and b"named_attribute: " in line for line in envelope.splitlines()):
@@ -138,7 +143,7 @@ class QueueHoldAction:
         if not qids:
             self._remember(key_type, key, [])
             return
-        run([*self.postsuper, "-h", "-"], stdin="".join(f"{q}\n" for q in qids).encode())
+        run([*self.postsuper, "-h", "-"], stdin="".join(f"{q}\n" for q in qids).encode(), timeout=self.timeout)
         self._remember(key_type, key, qids)
         log.warning("held %d queued messages of %s %s", len(qids), key_type, key)
 
@@ -148,7 +153,7 @@ class QueueHoldAction:
             present = self.queue()
             qids = [q for q in qids if q in present]
             if qids:
-                run([*self.postsuper, "-H", "-"], stdin="".join(f"{q}\n" for q in qids).encode())
+                run([*self.postsuper, "-H", "-"], stdin="".join(f"{q}\n" for q in qids).encode(), timeout=self.timeout)
                 log.info("released %d held messages of %s %s", len(qids), key_type, key)
         self.held.pop(self._key(key_type, key), None)
         self._save()

@@ -1,7 +1,8 @@
 """The `sasl-disable` action: stop a compromised SASL account from sending, reversibly.
 
 Config (actions.d/sasl-disable.toml): dovecot_deny_file, postfix_map, map_type, reject_text,
-postmap, postfix_reload, kick. Handles `user` bans only.
+postmap, postfix_reload, kick, timeout (seconds a program may run before it is killed and the
+action marked failing; default 30). Handles `user` bans only.
 do: add the user to a dovecot deny passdb file (dovecot re-reads it when its mtime changes: the
 next AUTH fails, through dovecot and through postfix's SASL), kick the user's open IMAP/POP
 sessions (`doveadm kick`), and add `USER REJECT text` to a postfix `check_sasl_access` map
@@ -33,7 +34,7 @@ MAX_REFUSED_SHOWN = 20
 
 _OPTIONS: dict[str, Any] = {
     "dovecot_deny_file": str, "postfix_map": str, "map_type": str, "reject_text": str,
-    "postmap": list, "postfix_reload": list, "kick": list,
+    "postmap": list, "postfix_reload": list, "kick": list, "timeout": (int, float),
 }
 
 
@@ -50,6 +51,9 @@ class SaslDisableAction:
         self.postmap = list(options.get("postmap", ["postmap"]))
         self.reload = options.get("postfix_reload", ["postfix", "reload"])
         self.kick = options.get("kick", ["doveadm", "kick"])
+        # Seconds a program may take before it is killed and the action marked failing (the
+        # daemon's loop waits for it: a hanging postmap must not stall detection for long).
+        self.timeout = float(options.get("timeout", 30))
         self.users: set[str] = set()
         self.warning: str | None = None
         self.refused: dict[str, None] = {}  # unsafe names of active bans, oldest first
@@ -61,6 +65,8 @@ class SaslDisableAction:
             value = options.get(key, "/x")
             if value and not value.startswith("/"):
                 raise ValueError(f"`{key}` must be an absolute path (or \"\" to leave it out)")
+        if not 0 < options.get("timeout", 30) <= 600:
+            raise ValueError("`timeout` must be between 0 and 600 seconds")
         if any(c in options.get("reject_text", "") for c in "\r\n"):
             raise ValueError("`reject_text` must be one line")
 
@@ -136,9 +142,9 @@ class SaslDisableAction:
             text = "# maintained by mailban (sasl-disable): do not edit, use `mailban unban --user`\n"
             text += "".join(f"{u} REJECT {self.reject_text}\n" for u in users)
             write_atomically(self.postfix_map, text)
-            run([*self.postmap, f"{self.map_type}:{self.postfix_map}"])
+            run([*self.postmap, f"{self.map_type}:{self.postfix_map}"], timeout=self.timeout)
             try:
-                run(self.reload)
+                run(self.reload, timeout=self.timeout)
             except ActionError as exc:
                 # The map itself is in place: postfix daemons notice a changed map by themselves
                 # (and a postfix that is not running reads it when it starts). The reload only
@@ -165,7 +171,7 @@ class SaslDisableAction:
                         "sessions (the deny file still blocks its next login)", user)
             return
         try:
-            run([*self.kick, user], timeout=10)
+            run([*self.kick, user], timeout=min(10, self.timeout))
             self.warning = None
         except ActionError as exc:
             # dovecot down or no session: the deny file already blocks every new login.

@@ -27,8 +27,9 @@ Smarter than a fixed threshold (each per jail, see docs/configuration.md):
 
 Memory: a window keeps at most `maxretry` entries per key (every counted entry weighs at least
 one) or one counter per `resolution`, at most MAX_IPS_KEPT addresses, and the number of keys is
-capped (`max_keys`), evicting the least recently active key first, so a spray of a million
-addresses cannot exhaust memory.
+capped (`max_keys`), evicting the least recently active key among those that count one point
+or less first (an attacker who failed twice outlives any spray of single failures, see
+_evict_quietest), so a spray of a million addresses cannot exhaust memory.
 Must never: read the clock, perform I/O, or ban an ignored address (loopback is always ignored).
 """
 
@@ -128,6 +129,28 @@ class JailSpec:
             if name in table:
                 return table[name]
         return 1
+
+
+# How many of the least recently active keys eviction looks at for one it may forget (below).
+EVICTION_LOOKS = 16
+
+
+def _evict_quietest(table: dict[str, RingWindow | BucketWindow], horizon: float) -> None:
+    """Forget one key of a full table: the least recently active that counts at most one point
+    within the window (a spray's address), else the least recently active.
+
+    A key that counts more (an attacker on its way to the threshold) gets a second chance: it
+    moves to the recent end, so a spray of single failures, however large, cannot push out an
+    attacker who failed twice. Looks at EVICTION_LOOKS keys at most: bounded work per event."""
+    for _ in range(EVICTION_LOOKS):
+        key = next(iter(table))
+        window = table[key]
+        if window.total_since(horizon) <= 1:
+            del table[key]
+            return
+        del table[key]
+        table[key] = window
+    del table[next(iter(table))]
 
 
 class IgnoreList:
@@ -230,7 +253,7 @@ class Jail:
         if window is None:
             window = self._new_window(keep_ips=spec.key != "ip")
             if len(self.windows) >= spec.max_keys:
-                del self.windows[next(iter(self.windows))]
+                _evict_quietest(self.windows, horizon)
         window.add(event.time, weight, event.line, event.ip, spec.maxretry, horizon)
         window.expire(horizon)
         if spec.shared:
@@ -320,7 +343,7 @@ class Jail:
         if window is None:
             window = RingWindow(keep_ips=True)
             if len(self.nets) >= spec.max_keys:
-                del self.nets[next(iter(self.nets))]
+                _evict_quietest(self.nets, horizon)
         window.add(event.time, weight, event.line, ip, spec.maxretry * max(spec.prefix_min_ips, 1), horizon)
         window.expire(horizon)
         ips = window.live_ips(horizon)

@@ -15,12 +15,19 @@ where the MTA itself writes the client. Patterns are matched from the start of t
 should end with `$`, so that attacker text (HELO, user names, addresses) cannot slide a forged
 `host[ip]` into the place the real one occupies. `<USER>` is greedy for the same reason: it takes
 everything up to the *last* occurrence of the server-written text that follows it.
+
+Cost: Python's `re` backtracks, so a repeated group that contains a quantifier or an alternation
+(`(a+)+`, `(a|aa)+`, `(.*a){20}`) can take exponential time on a line that almost matches.
+`backtracking_hazard` refuses such templates (and prefixes) at load, with the column of the
+group; atomic groups and possessive quantifiers are accepted. Figures, and why not RE2, in
+docs/security.md.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pyparsing as pp
 
@@ -126,11 +133,111 @@ def compile_pattern(template: str, prefix: str = "", literal: str | None = None)
     except re.error as exc:
         col = 1 if exc.pos is None else max(1, _map_column(tokens, exc.pos - len(prefix)))
         raise PatternError(f"invalid regular expression: {exc.msg}", col) from None
+    danger = backtracking_hazard(prefix)
+    if danger is not None:
+        raise PatternError(f"in the filter's `prefix` at its column {danger[0] + 1}: {danger[1]}", 1)
+    danger = backtracking_hazard(body)
+    if danger is not None:
+        raise PatternError(danger[1], max(1, _map_column(tokens, danger[0])))
     if literal is None:
         literal = longest_literal(body)
     elif literal and literal not in template.replace("\\", ""):
         raise PatternError(f"the literal {literal!r} does not occur in the pattern", 1)
     return CompiledPattern(regex, literal.encode(), frozenset(fields), template)
+
+
+_HAZARD_ADVICE = ("; a line that does not match could then take exponential time (the regex engine "
+                  "backtracks). Use a character class, a possessive quantifier (*+, ++, {m,n}+) or an "
+                  "atomic group (?>...)")
+_REPEAT = re.compile(r"\{(\d*)(,?)(\d*)\}")
+
+
+def backtracking_hazard(regex: str) -> tuple[int, str] | None:
+    """(position, reason) of the first group that is repeated more than once and contains a
+    quantifier or an alternation, e.g. `(a+)+`, `(a|aa)+`, `(.*a){20}`, `(a?){25}`; else None.
+
+    These are the constructs that make a backtracking engine take exponential time on a line
+    that almost matches. Atomic groups `(?>...)` and possessive quantifiers (`*+`, `++`, `?+`,
+    `{m,n}+`) cannot be backtracked into and are accepted. Sequences of wildcards (`.*x.*y`)
+    are polynomial, not exponential, and are accepted (docs/security.md gives their cost).
+    """
+    # Open groups: [start, atomic, contains a quantifier, contains an alternation].
+    stack: list[list[Any]] = [[0, False, False, False]]
+    last_group: list[Any] | None = None  # the group that closed just before, if the last atom
+    i, n = 0, len(regex)
+    while i < n:
+        c = regex[i]
+        quant: tuple[int, int] | None = None  # (max repetitions, end index)
+        if c == "\\":
+            last_group = None
+            i += 2
+            continue
+        if c == "[":
+            last_group = None
+            i = _class_end(regex, i) + 1
+            continue
+        if c == "(":
+            atomic = regex.startswith("(?>", i)
+            stack.append([i, atomic, False, False])
+            last_group = None
+            if not regex.startswith("(?", i):
+                i += 1
+            elif regex.startswith(("(?:", "(?>", "(?=", "(?!"), i):
+                i += 3
+            elif regex.startswith(("(?<=", "(?<!"), i):
+                i += 4
+            elif regex.startswith(("(?P<", "(?<"), i):
+                i = regex.find(">", i) + 1 or n
+            elif regex.startswith("(?P=", i):  # a back-reference: one atom
+                stack.pop()
+                i = regex.find(")", i) + 1 or n
+            else:  # inline flags `(?i)` (no group) or `(?s:...)`, a conditional `(?(1)...)`
+                j = i + 2
+                while j < n and regex[j] not in ":)(":
+                    j += 1
+                if j < n and regex[j] == ")":
+                    stack.pop()
+                i = j + 1
+            continue
+        if c == ")":
+            group = stack.pop() if len(stack) > 1 else [0, False, False, False]
+            parent = stack[-1]
+            if not group[1]:  # an atomic group's inside cannot be backtracked into
+                parent[2] = parent[2] or group[2]
+                parent[3] = parent[3] or group[3]
+            last_group = group
+            i += 1
+            continue
+        if c == "|":
+            stack[-1][3] = True
+            last_group = None
+            i += 1
+            continue
+        if c in "*+?":
+            quant = (1 if c == "?" else 2, i + 1)
+        elif c == "{":
+            m = _REPEAT.match(regex, i)
+            if m and (m.group(1) or m.group(3)):
+                high = m.group(3) if m.group(2) else m.group(1)
+                quant = (int(high) if high else 2, m.end())
+        if quant is None:
+            last_group = None
+            i += 1
+            continue
+        most, end = quant
+        possessive = end < n and regex[end] == "+"
+        if end < n and regex[end] in "?+":
+            end += 1  # lazy or possessive modifier
+        if last_group is not None and most > 1 and not possessive and not last_group[1] \
+                and (last_group[2] or last_group[3]):
+            what = "a quantifier" if last_group[2] else "an alternation"
+            return last_group[0], (f"the group at this column is repeated and contains {what} "
+                                   f"(like (a+)+ or (a|aa)+){_HAZARD_ADVICE}")
+        if not possessive:
+            stack[-1][2] = True
+        last_group = None
+        i = end
+    return None
 
 
 def _map_column(tokens: pp.ParseResults, pos: int) -> int:

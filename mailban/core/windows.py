@@ -12,22 +12,49 @@ Must never: read the clock or perform I/O.
 
 from __future__ import annotations
 
-from collections import deque
+from typing import Iterable
 
 MAX_LINES_KEPT = 20
 MAX_IPS_KEPT = 4096
 
 
 class _Common:
-    __slots__ = ("lines", "ips")
+    """What both kinds keep besides their counts: the last lines and, for some jails, addresses.
+
+    Stored compactly, as a spray of a million distinct addresses leaves a few hundred thousand
+    windows of one event each (deques cost 760 bytes apiece): `_lines` is None, one line (str),
+    or a list of the last MAX_LINES_KEPT. `lines` reads (and restoring sets) it as a list."""
+
+    __slots__ = ("_lines", "ips")
 
     def __init__(self, keep_ips: bool) -> None:
-        self.lines: deque[str] = deque(maxlen=MAX_LINES_KEPT)
+        self._lines: str | list[str] | None = None
         # address -> (last time, events from it since it entered the window)
         self.ips: dict[str, tuple[float, int]] | None = {} if keep_ips else None
 
+    @property
+    def lines(self) -> list[str]:
+        kept = self._lines
+        if kept is None:
+            return []
+        if type(kept) is str:
+            return [kept]
+        return kept  # type: ignore[return-value]
+
+    @lines.setter
+    def lines(self, value: Iterable[str]) -> None:
+        self._lines = list(value)[-MAX_LINES_KEPT:]
+
     def _note(self, when: float, line: str, ip: str | None, horizon: float) -> None:
-        self.lines.append(line)
+        kept = self._lines
+        if kept is None:
+            self._lines = line
+        elif type(kept) is str:
+            self._lines = [kept, line]
+        else:
+            kept.append(line)  # type: ignore[union-attr]
+            if len(kept) > MAX_LINES_KEPT:
+                del kept[0]  # type: ignore[union-attr]
         ips = self.ips
         if ips is not None and ip is not None:
             last = ips.pop(ip, None)
@@ -43,61 +70,92 @@ class _Common:
 
 
 class RingWindow(_Common):
-    """(time, weight) per counted event, at most `limit` entries."""
+    """(time, weight) per counted event, at most `limit` entries; kept flat in one list
+    (`_ring` = [t0, w0, t1, w1, ...], oldest first), read as pairs through `entries`."""
 
-    __slots__ = ("entries", "total")
+    __slots__ = ("_ring", "total")
 
     def __init__(self, keep_ips: bool) -> None:
         super().__init__(keep_ips)
-        self.entries: deque[tuple[float, int]] = deque()
+        self._ring: list[float] = []
         self.total = 0
 
+    @property
+    def entries(self) -> list[tuple[float, int]]:
+        ring = self._ring
+        return [(ring[i], ring[i + 1]) for i in range(0, len(ring), 2)]  # type: ignore[misc]
+
+    @entries.setter
+    def entries(self, value: Iterable[tuple[float, int]]) -> None:
+        self._ring = [x for pair in value for x in pair]
+
     def add(self, when: float, weight: int, line: str, ip: str | None, limit: int, horizon: float) -> None:
-        entries = self.entries
-        if len(entries) >= limit:
-            self.total -= entries.popleft()[1]
-        entries.append((when, weight))
+        ring = self._ring
+        if not ring:
+            self._ring = [when, weight]
+        else:
+            if len(ring) >= 2 * limit:
+                self.total -= ring[1]  # type: ignore[assignment]
+                del ring[:2]
+            ring.append(when)
+            ring.append(weight)
         self.total += weight
         self._note(when, line, ip, horizon)
 
     def expire(self, horizon: float) -> None:
-        entries = self.entries
-        while entries and entries[0][0] <= horizon:
-            self.total -= entries.popleft()[1]
+        ring = self._ring
+        while ring and ring[0] <= horizon:
+            self.total -= ring[1]  # type: ignore[assignment]
+            del ring[:2]
 
     def total_since(self, horizon: float) -> int:
-        return sum(w for t, w in self.entries if t > horizon)
+        ring = self._ring
+        return int(sum(ring[i + 1] for i in range(0, len(ring), 2) if ring[i] > horizon))
 
 
 class BucketWindow(_Common):
-    """One counter per `resolution` seconds of log time."""
+    """One counter per `resolution` seconds of log time; kept flat in one list (`_flat` =
+    [index0, weight0, index1, weight1, ...], oldest first), read as pairs through `buckets`."""
 
-    __slots__ = ("resolution", "buckets", "total")
+    __slots__ = ("resolution", "_flat", "total")
 
     def __init__(self, keep_ips: bool, resolution: float) -> None:
         super().__init__(keep_ips)
         self.resolution = resolution
-        self.buckets: deque[list[float]] = deque()  # [bucket start index, weight], oldest first
+        self._flat: list[float] = []
         self.total = 0
+
+    @property
+    def buckets(self) -> list[list[float]]:
+        flat = self._flat
+        return [[flat[i], flat[i + 1]] for i in range(0, len(flat), 2)]
+
+    @buckets.setter
+    def buckets(self, value: Iterable[Iterable[float]]) -> None:
+        self._flat = [x for pair in value for x in pair]
 
     def add(self, when: float, weight: int, line: str, ip: str | None, limit: int, horizon: float) -> None:
         index = when // self.resolution
-        buckets = self.buckets
-        if buckets and buckets[-1][0] == index:
-            buckets[-1][1] += weight
-        elif buckets and buckets[-1][0] > index:
-            buckets[-1][1] += weight  # a line out of order: counted in the newest bucket
+        flat = self._flat
+        if not flat:
+            self._flat = [index, weight]
+        elif flat[-2] >= index:
+            # The newest bucket's step, or a line out of order: counted in the newest bucket.
+            flat[-1] += weight
         else:
-            buckets.append([index, weight])
+            flat.append(index)
+            flat.append(weight)
         self.total += weight
         self._note(when, line, ip, horizon)
 
     def expire(self, horizon: float) -> None:
         first = horizon // self.resolution  # buckets starting at or before the horizon's bucket go
-        buckets = self.buckets
-        while buckets and buckets[0][0] < first:
-            self.total -= int(buckets.popleft()[1])
+        flat = self._flat
+        while flat and flat[0] < first:
+            self.total -= int(flat[1])
+            del flat[:2]
 
     def total_since(self, horizon: float) -> int:
         first = horizon // self.resolution
-        return int(sum(w for i, w in self.buckets if i >= first))
+        flat = self._flat
+        return int(sum(flat[i + 1] for i in range(0, len(flat), 2) if flat[i] >= first))

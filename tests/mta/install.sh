@@ -14,6 +14,7 @@ packages=(
     procps psmisc                               # pgrep/kill in fixtures
     chromium groff-base                         # the HTML report opened headless; man pages checked
     systemd-journal-remote                      # real journal files for the journal source tests
+    redis-server                                # the fleet tests share one (tests/test_cluster.py)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,139 @@
+"""Jail windows to and from database rows, so that a crash loses no partially counted window.
+
+Inputs: the running pipeline's jails and the (jail name, key type, key) triples a batch of lines
+touched. Outputs: rows for `State.commit` (upserts and deletions), and, at start, windows put back
+into the jails from the rows `State.windows()` returns.
+
+This module reads and rebuilds the jails' windows through their attributes (`Jail.windows`, and
+`Jail.nets` for the prefix windows of ip jails: dicts ordered by recency whose values are
+core.windows RingWindow/BucketWindow objects) so that the core stays free of persistence. Which
+keys a batch touched is derived from its events with the jails' own `selects()` and `Event.key()`,
+the test `Jail.offer` applies before counting (plus the event's prefix for prefix windows).
+Row format: entries JSON is {"ring": [[time, weight], ...]} or {"bucket": resolution,
+"buckets": [[index, weight], ...]}; lines JSON is a list; ips JSON is {ip: [last, events]} or null.
+Must never: restore a window into a jail that now counts by another key type or window kind, or
+for a key that is banned (a banned key has no window), or beyond the jail's `max_keys`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections import deque
+from typing import Any, Iterable
+
+from .core.pipeline import Pipeline
+from .core.records import Event
+from .core.windows import MAX_LINES_KEPT, BucketWindow, RingWindow
+from .state import WindowRow
+
+Touched = set[tuple[str, str, str]]  # (jail name, "key" or "net", key)
+
+
+def touched(pipeline: Pipeline, events: Iterable[Event], into: Touched) -> None:
+    """Add the windows these events may have changed."""
+    jails = [(j.spec, j.spec.name, j.spec.key) for j in pipeline.jails]
+    for event in events:
+        for spec, name, key_type in jails:
+            if spec.selects(event):
+                key = event.key(key_type)
+                if key is None:
+                    continue
+                into.add((name, "key", str(key)))
+                if key_type == "ip":
+                    net = prefix(spec, str(key))
+                    if net is not None:
+                        into.add((name, "net", net))
+
+
+def prefix(spec: Any, ip: str) -> str | None:
+    """The prefix window an address counts in (the jail's own rule, see core/jails.py)."""
+    bits = getattr(spec, "prefix6", 0) if ":" in ip else getattr(spec, "prefix4", 0)
+    if not bits:
+        return None
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+def rows(pipeline: Pipeline, keys: Touched) -> tuple[list[WindowRow], list[tuple[str, str, str]]]:
+    """Upserts for the touched windows that still exist, deletions for the others."""
+    upserts: list[WindowRow] = []
+    dropped: list[tuple[str, str, str]] = []
+    by_name = {j.spec.name: j for j in pipeline.jails}
+    for name, which, key in keys:
+        jail = by_name.get(name)
+        if jail is None:
+            continue
+        key_type = jail.spec.key if which == "key" else "net"
+        table = jail.windows if which == "key" else getattr(jail, "nets", {})
+        window = table.get(key)
+        if window is None:
+            dropped.append((name, key_type, key))
+            continue
+        upserts.append((name, key_type, key, *_dump(window)))
+    return upserts, dropped
+
+
+def _dump(window: Any) -> tuple[float, str, str, str | None]:
+    if isinstance(window, BucketWindow):
+        buckets = [[float(i), int(w)] for i, w in window.buckets]
+        last = (buckets[-1][0] + 1) * window.resolution if buckets else 0.0
+        entries = json.dumps({"bucket": window.resolution, "buckets": buckets})
+    else:
+        ring = [list(e) for e in window.entries]
+        last = ring[-1][0] if ring else 0.0
+        entries = json.dumps({"ring": ring})
+    ips = None if window.ips is None else json.dumps({ip: list(v) for ip, v in window.ips.items()})
+    return last, entries, json.dumps(list(window.lines)), ips
+
+
+def restore(pipeline: Pipeline, saved: list[WindowRow], now: float) -> int:
+    """Put saved windows back (least recently active first); return how many were restored."""
+    by_name = {j.spec.name: j for j in pipeline.jails}
+    restored = 0
+    for name, key_type, key, _last, entries, lines, ips in saved:
+        jail = by_name.get(name)
+        if jail is None:
+            continue
+        spec = jail.spec
+        if key_type == "net":
+            table = getattr(jail, "nets", None)
+            if table is None or spec.key != "ip" or getattr(jail, "banned_nets", {}).get(key, 0.0) > now:
+                continue
+        else:
+            table = jail.windows
+            if spec.key != key_type or jail.banned.get(key, 0.0) > now:
+                continue
+        try:
+            window = _load(spec, key_type, entries, lines, ips)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            window = None  # a row this version cannot read
+        if window is None:
+            continue  # counting starts afresh for that key
+        table.pop(key, None)
+        if len(table) >= spec.max_keys:
+            del table[next(iter(table))]
+        table[key] = window
+        restored += 1
+    return restored
+
+
+def _load(spec: Any, key_type: str, entries: str, lines: str, ips: str | None) -> Any:
+    data = json.loads(entries)
+    resolution = getattr(spec, "resolution", 0.0)
+    window: Any
+    if "bucket" in data:
+        if key_type == "net" or float(data["bucket"]) != resolution:
+            return None
+        window = BucketWindow(ips is not None, resolution)
+        window.buckets = deque([float(i), int(w)] for i, w in data["buckets"])
+        window.total = int(sum(w for _i, w in window.buckets))
+    else:
+        if resolution > 0 and key_type != "net":
+            return None
+        window = RingWindow(ips is not None)
+        window.entries = deque((float(t), int(w)) for t, w in data["ring"])
+        window.total = sum(w for _t, w in window.entries)
+    window.lines = deque((str(x) for x in json.loads(lines)), maxlen=MAX_LINES_KEPT)
+    if ips is not None:
+        window.ips = {str(ip): (float(v[0]), int(v[1])) for ip, v in json.loads(ips).items()}
+    return window

@@ -1,0 +1,228 @@
+"""The daemon's side of fleet mode: the hooks `Daemon` calls, as a mixin it inherits.
+
+Inputs: the running daemon (its pipeline, actions, state and control handlers) and a
+`cluster.Cluster` when the configuration has a `[cluster]` table. Outputs: this node's decisions
+published (bans after every batch, manual bans, unbans), what shared jails counted sent, and the
+results the cluster threads hand back applied in the loop: fleet-wide crossings decided with
+`Jail.decide_shared`, other nodes' bans and unbans carried out through this node's own actions
+and recorded with cause `node X`, never published again.
+Kept apart from daemon.py so that the loop stays readable: daemon.py only calls `_cluster_*`.
+Must never: block the loop on Redis (cluster.py does the I/O in its threads), apply a remote
+decision on an address this node never bans (its own addresses, mynetworks, ignoreip), or
+publish a decision that came from another node.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import selectors
+import time
+from dataclasses import replace
+from typing import Any
+
+from . import __version__
+from .core.jails import IgnoreList
+from .core.records import Ban
+from .hostaddrs import never_ban
+
+log = logging.getLogger("mailban")
+
+
+class ClusterHooks:
+    # Provided by Daemon (see daemon.py).
+    config: Any
+    pipeline: Any
+    actions: dict[str, Any]
+    state: Any
+    selector: selectors.BaseSelector
+    unsaved_windows: set[tuple[str, str, str]]
+
+    cluster: Any = None
+    _cluster_ignore: IgnoreList | None = None
+    _cluster_shown: str | None = None
+
+    def _cluster_start(self) -> None:
+        """At start, after the actions and the pipeline: connect when configured."""
+        cs = self.config.cluster
+        if cs is None:
+            shared = [j.spec.name for j in self.pipeline.jails if j.spec.shared]
+            if shared:
+                log.warning("jails %s are marked shared but there is no [cluster] table: they count "
+                            "on this host only", ", ".join(shared))
+            return
+        from . import cluster as cluster_mod
+
+        self._cluster_ignore = self._cluster_never(self.config)
+        self.cluster = cluster_mod.Cluster(cs, self.state.path, __version__)
+        self.selector.register(self.cluster.fileno(), selectors.EVENT_READ, self._cluster_poll)
+        self.cluster.start()
+
+    def _cluster_stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+
+    def _cluster_reloaded(self, new: Any) -> None:
+        if new.cluster != self.config.cluster:
+            log.warning("the [cluster] table changed: it takes effect at the next restart")
+        if self.cluster is not None:
+            self._cluster_ignore = self._cluster_never(new)
+
+    @staticmethod
+    def _cluster_never(cfg: Any) -> IgnoreList:
+        protected = tuple(never_ban()) if cfg.settings.protect_own else ()
+        return IgnoreList(tuple(cfg.settings.ignoreip) + protected)
+
+    # ---- this node's decisions out --------------------------------------------------------------
+    def _cluster_batch(self, bans: list[Ban]) -> None:
+        """After a batch of lines (or due decisions): publish its decisions, share its counts."""
+        if self.cluster is None:
+            for jail in self.pipeline.jails:
+                if jail.shared_out:
+                    jail.shared_out = []  # no fleet to share with
+            return
+        self._cluster_publish(bans)  # before the counts: the ban stops the fleet's counting
+        self.cluster.share(j for j in self.pipeline.jails if j.spec.shared)
+
+    def _cluster_publish(self, bans: list[Ban]) -> None:
+        if self.cluster is None:
+            return
+        for ban in bans:
+            jail = self.pipeline.jail(ban.jail)
+            shared = jail is not None and jail.spec.shared and ban.key_type == jail.spec.key
+            self.cluster.publish("ban", ban=ban, windows=[f"{ban.jail}:{ban.key}"] if shared else [])
+
+    def _cluster_unbanned(self, req: dict[str, Any], key_type: str | None, key: str | None) -> None:
+        """After `unban` (key None: all): lift it on every node, unless it came from one."""
+        if self.cluster is None:
+            return
+        self.cluster.lifted(key_type, key)
+        if req.get("_remote"):
+            return
+        if key is None:
+            self.cluster.publish("unban-all")
+            return
+        windows = [f"{j.spec.name}:{key}" for j in self.pipeline.jails if j.spec.shared and j.spec.key == key_type]
+        self.cluster.publish("unban", str(key_type), key, windows=windows)
+
+    # ---- results in -----------------------------------------------------------------------------
+    def _cluster_poll(self, _selector: Any = None) -> None:
+        if self.cluster is None:
+            return
+        try:
+            self._cluster_results()
+        except Exception:  # a bug here must not stop detection: logged, the loop goes on
+            log.exception("cluster: cannot handle what Redis returned")
+
+    def _cluster_results(self) -> None:
+        cluster = self.cluster
+        crossings, decisions, last = cluster.poll()
+        now = time.time()
+        bans: list[Ban] = []
+        for name, key, total, when, nodes, lines in crossings:
+            jail = self.pipeline.jail(name)
+            if jail is None or not jail.spec.shared:
+                continue
+            ban = jail.decide_shared(key, now, when, total, tuple(lines))
+            if ban is not None:
+                bans.append(replace(ban, cause=f"fleet: {total} in {jail.spec.findtime:g}s on {nodes} nodes"))
+                self.unsaved_windows.add((name, "key", key))
+        if bans:
+            bans = self._valve(bans, now)  # type: ignore[attr-defined]
+            if bans:
+                self._apply(bans)  # type: ignore[attr-defined]
+                self._commit(bans)  # type: ignore[attr-defined]
+                self._cluster_publish(bans)
+        if last is not None:
+            ids = self._cluster_apply(decisions, now)
+            cluster.applied(ids, last)
+        if cluster.error != self._cluster_shown:
+            self._cluster_shown = cluster.error
+            self._notify_status()  # type: ignore[attr-defined]
+
+    def _cluster_apply(self, decisions: list[tuple[str, str, str, dict[str, Any]]], now: float) -> list[str]:
+        """Carry out other nodes' decisions in stream order; their ids (applied or skipped)."""
+        from .cluster import ban_from
+
+        pending: list[Ban] = []
+        ids: list[str] = []
+        for sid, did, op, data in decisions:
+            ids.append(did)
+            origin = str(data.get("node", "?"))
+            if op == "ban":
+                try:
+                    ban = ban_from(data)
+                except (KeyError, ValueError, TypeError) as exc:
+                    log.warning("cluster: decision %s from node %s is not valid (%s); skipped", sid, origin, exc)
+                    continue
+                if ban.until <= now or self._cluster_refused(ban, origin):
+                    continue
+                ban = replace(ban, actions=self._cluster_actions(ban),
+                              cause=f"node {origin}" + (f": {ban.cause}" if ban.cause else ""))
+                pending = [b for b in pending if (b.jail, b.key_type, b.key) != (ban.jail, ban.key_type, ban.key)]
+                pending.append(ban)
+            elif op in ("unban", "unban-all"):
+                key_type, key = (None, None) if op == "unban-all" else (str(data.get("key_type")), str(data.get("key")))
+                pending = [b for b in pending if key is not None and (b.key_type, b.key) != (key_type, key)]
+                req: dict[str, Any] = {"all": True} if key is None else {"key_type": key_type, "key": key}
+                try:
+                    self._cmd_unban({**req, "_remote": origin})  # type: ignore[attr-defined]
+                except ValueError as exc:
+                    log.warning("cluster: unban %s from node %s refused: %s", sid, origin, exc)
+                    continue
+                log.info("cluster: node %s lifted %s", origin, "every ban" if key is None else f"{key_type} {key}")
+                if key is not None:  # who asked, next to the unban row _cmd_unban wrote
+                    self._record([(now, "remote-unban", "-", str(key_type), key,  # type: ignore[attr-defined]
+                                   {"node": origin})])
+        if pending:
+            for ban in pending:
+                log.info("cluster: node %s decided %s %s (jail %s)", ban.cause[5:].split(":")[0], ban.key_type,
+                         ban.key, ban.jail)
+                self.pipeline.note_ban(ban)
+                self.unsaved_windows.add((ban.jail, "net" if ban.key_type == "net" else "key", ban.key))
+            self._apply(pending)  # type: ignore[attr-defined]
+            self._commit(pending)  # type: ignore[attr-defined]
+        return ids
+
+    def _cluster_refused(self, ban: Ban, origin: str) -> bool:
+        """Addresses this node never bans stay unbanned whatever another node decided."""
+        ignore = self._cluster_ignore
+        jail = self.pipeline.jail(ban.jail)
+        refused = False
+        if ban.key_type == "ip":
+            refused = (ignore is not None and ban.key in ignore) or (
+                jail is not None and jail.spec.key == "ip" and ban.key in jail.ignore)
+        elif ban.key_type == "net" and ignore is not None:
+            net = ipaddress.ip_network(ban.key)
+            refused = any(net.overlaps(n) for n in ignore.networks)
+        if refused:
+            log.warning("cluster: node %s banned %s %s, which this node never bans; not applied here",
+                        origin, ban.key_type, ban.key)
+        return refused
+
+    def _cluster_actions(self, ban: Ban) -> tuple[str, ...]:
+        """This node's actions for another node's decision: the same-named jail's, else the ones
+        named in the decision that exist here, else nft for an address."""
+        if ban.observe:
+            return ()
+        jail = self.pipeline.jail(ban.jail)
+        if jail is not None:
+            if jail.spec.mode == "observe":
+                return ()
+            wanted = jail.spec.ip_actions if ban.key_type in ("ip", "net") and jail.spec.key != "ip" else jail.spec.actions
+        else:
+            wanted = ban.actions
+        chosen = tuple(a for a in wanted if a in self.actions)
+        if not chosen and ban.key_type in ("ip", "net") and "nft" in self.actions:
+            chosen = ("nft",)
+        return chosen
+
+    # ---- status ---------------------------------------------------------------------------------
+    def _cluster_status(self, status: dict[str, Any]) -> dict[str, Any]:
+        status["cluster"] = self.cluster.status(status.get("bans", [])) if self.cluster is not None else None
+        return status
+
+    def _cluster_status_text(self) -> str:
+        line = self.cluster.status_line() if self.cluster is not None else None
+        return f"; {line}" if line else ""
