@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -21,7 +22,8 @@ from .core.filters import Filter, FilterSet, TallySet
 from .core.records import Ban, Event
 from .core.syslog import Header, SyslogParser
 from .localtime import local_to_epoch
-from .scan import RangeTally, default_jobs, map_ranges, tally_lines, worth_splitting
+from .progress import Progress
+from .scan import RangeTally, default_jobs, map_ranges, split_ranges, tally_lines, worth_splitting
 from .sources.tail import iter_file_lines
 
 _new_header = tuple.__new__
@@ -76,13 +78,19 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
     per_rule_get, per_ip_get = per_rule.get, per_ip.get
     started = time.perf_counter()
     write = out.write
+    progress = Progress(paths)
     for n, path in enumerate(paths):
         if worth_splitting(path, jobs):
             results: Iterable[RangeTally] = map_ranges(tally_lines, path, jobs, tallies, now)
+            whole = False
+            range_bytes = os.path.getsize(path) // max(len(split_ranges(path, jobs)), 1) if progress.enabled else 0
         else:
-            results = [tally_lines(iter_file_lines(path), tallies, now)]
+            results = [tally_lines(progress.lines_of(iter_file_lines(path)), tallies, now)]
+            whole = True
         offset = 0  # lines of this file in the ranges before
         for r_lines, r_parsed, r_matched, r_rules, r_ips, r_first, pending in results:
+            if not whole and progress.enabled:
+                progress.advance(range_bytes, r_lines)  # a range is done (ranges are of about equal size)
             parsed += r_parsed
             matched += r_matched
             for key, count in r_rules.items():
@@ -119,6 +127,7 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
                             first[ip] = pos
             offset += r_lines
         lines += offset
+    progress.finish()
     elapsed = max(time.perf_counter() - started, 1e-9)
     write(f"Lines: {lines} read, {parsed} with a syslog header, {matched} matched, "
           f"{lines - parsed} skipped (no header)\n")
@@ -163,9 +172,10 @@ def _test_json(paths: list[str], filters: list[Filter], out: IO[str]) -> int:
     return 0
 
 
-def _parsed_lines(path: str, parser: SyslogParser) -> Iterator[tuple[float, int, bytes, Header, str]]:
+def _parsed_lines(path: str, parser: SyslogParser, progress: Progress | None = None) -> Iterator[tuple[float, int, bytes, Header, str]]:
     lineno = 0
-    for line in iter_file_lines(path):
+    source = iter_file_lines(path)
+    for line in progress.lines_of(source) if progress is not None else source:
         lineno += 1
         header = parser.parse(line)
         if header is not None:
@@ -197,7 +207,8 @@ def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = s
     attacker's grace period) is decided as the daemon's clock would have decided it.
     """
     pipeline = config.pipeline(time.time(), local_to_epoch)
-    streams = [_parsed_lines(p, pipeline.parser) for p in paths]
+    progress = Progress(paths)
+    streams = [_parsed_lines(p, pipeline.parser, progress) for p in paths]
     merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda item: item[0])
     decisions = 0
     lines = 0
@@ -223,6 +234,7 @@ def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = s
         _events, bans = pipeline.feed_parsed(line, header, None, source, lineno)
         if bans:
             show(bans)
+    progress.finish()
     grace = max((j.spec.owner_grace for j in pipeline.jails), default=0.0)
     show(pipeline.tick(last + grace))
     if not as_json:
