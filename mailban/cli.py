@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
 
     p = sub.add_parser("check", help="validate the configuration, filters and actions")
+    p.add_argument("--json", action="store_true", help="the checked configuration as JSON (errors too)")
     _add_config(p)
 
     for name, text in (("status", "show jails, counts, bans and action errors"), ("list", "list bans and their causes")):
@@ -167,11 +168,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"mailban: cannot read a log: {exc}", file=sys.stderr)
             return 1
-        report.render_text(reports, sys.stdout)
+        if args.json:
+            print(json.dumps([{"jail": r.spec.name, "key": r.spec.key, "maxretry": r.spec.maxretry,
+                               "keys": len(r.peaks), "thresholds": r.thresholds(), "peaks": r.histogram(),
+                               "top": r.top(), "near_misses": r.near_misses(),
+                               "busiest_under": r.busiest_under() if r.spec.key != "ip" else []}
+                              for r in reports], indent=2))
+        else:
+            report.render_text(reports, sys.stdout)
         if args.html:
             with open(args.html, "w", encoding="utf-8") as fh:
                 report.render_html(reports, fh)
-            print(f"\nHTML report written to {args.html}")
+            print(f"HTML report written to {args.html}", file=sys.stderr)
         return 0
     try:
         return run_replay(args.logs, cfg, args.json)
@@ -187,7 +195,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(args.config)
     except ConfigError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "file": exc.path, "line": exc.line, "column": exc.column,
+                              "error": exc.message}))
+            return EXIT_CONFIG
         return _config_error(exc)
+    if args.json:
+        print(json.dumps({
+            "ok": True, "config": cfg.path, "files": list(cfg.files),
+            "filters": [{"name": f.name, "path": f.path, "rules": [r.id for r in f.rules]} for f in cfg.filters],
+            "actions": {n: {"type": a.type, "path": a.path} for n, a in sorted(cfg.actions.items())},
+            "jails": [{"name": j.name, "enabled": j.enabled, "key": j.key, "maxretry": j.maxretry,
+                       "findtime": j.findtime, "bantime": j.bantime, "actions": list(j.actions),
+                       "mode": j.mode, "rule": j.describe()} for j in cfg.jails],
+        }, indent=2))
+        return 0
     print(f"configuration OK: {cfg.path}")
     print(f"  files: {', '.join(cfg.files)}")
     print(f"  filters: {', '.join(f.name for f in cfg.filters)}")
