@@ -1,23 +1,37 @@
-"""The `queue-hold` action: put a key's queued messages on hold, release them on unban.
+"""The `queue-hold` action: stop a key's queued messages, let them go on unban.
 
-Config (actions.d/queue-hold.toml): postqueue, postsuper, postcat, scan_limit, timeout (seconds a
-program may run before it is killed and the action marked failing; default 30).
-Handles `user`, `uid`, `sender` and `ip` bans on postfix.
-do: list the queue (`postqueue -j`), pick the key's messages that are not on hold yet, and hold
-them in one call (`postsuper -h -`, queue ids on stdin). A message belongs to the key when
+Config (actions.d/queue-hold.toml): mta ("postfix", the default, or "sendmail"); for postfix
+postqueue, postsuper, postcat, scan_limit; for sendmail `sendmail` (an argv prefix, default
+["/usr/sbin/sendmail"], so that `-C FILE` can be added) and `qtool` (sendmail's qtool.pl, for
+purge only); timeout (seconds a program may run before it is killed and the action marked
+failing; default 30). Handles `user`, `uid`, `sender` and `ip` bans.
+
+do: list the queue, pick the key's messages that are not stopped yet, and stop them in one call.
+A message belongs to the key when
 - the queue-id correlation saw it submitted by that user, uid or address (ActionContext), or
 - its envelope sender is the key (sender bans), or
-- its envelope names the SASL user (`postcat -e`: `sasl_username=`), checked for user bans on
-  queues up to `scan_limit` messages, so that mail queued before mailban started is found too.
-Messages submitted while the ban lasts are held as they arrive (`hold_more`, called by the
+- postfix only: its envelope names the SASL user (`postcat -e`: `sasl_username=`), checked for
+  user bans on queues up to `scan_limit` messages, so that mail queued before mailban started is
+  found too.
+Messages submitted while the ban lasts are stopped as they arrive (`hold_more`, called by the
 daemon for every new queued message of a banned key).
-undo: release what this action held for the key (`postsuper -H -`). `purge(...)` deletes it
-instead (`mailban purge-held`). What was held is kept in a JSON file in the state directory, so
-a restart does not forget it.
-Sendmail: not handled (its queue has no hold; `sendmail -qQ` quarantine is documented as a
-manual step in docs/outbound.md).
-Security note: queue ids are checked against postfix's own `postqueue -j` output and the
-[0-9A-Za-z] alphabet before they are passed on; nothing reaches a shell.
+undo: let go what this action stopped for the key. `purge(...)` deletes it instead
+(`mailban purge-held`). What was stopped is kept in a JSON file in the state directory, so a
+restart does not forget it.
+
+postfix: list `postqueue -j`; stop `postsuper -h -`; undo `postsuper -H -`; purge
+`postsuper -d -` (queue ids on stdin).
+sendmail: list `sendmail -bp -v` and `sendmail -bp -v -qQ` (the quarantined items); stop
+`sendmail -Q"mailban queue-hold (<type> ban)" -qI<id>...` (quarantine); undo
+`sendmail -Q -qQ"mailban queue-hold" -qI<id>...` (unquarantine only what mailban quarantined;
+the messages then wait for the next queue run, as released postfix mail does); purge
+`qtool.pl -Q -d <queue dir>/<id>...` (sendmail has no delete command; qtool.pl, shipped with
+sendmail, deletes queue files under sendmail's own locks). A message that sendmail is delivering
+at that moment is locked and cannot be quarantined: it is tried again at the next ticks (for
+up to RETRY_FOR seconds) if its delivery is deferred.
+Security note: queue ids are checked against the MTA's own queue listing and the [0-9A-Za-z]
+alphabet before they are passed on; quarantine reasons are fixed text (no log or client text);
+nothing reaches a shell.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import json
 import logging
 import os
 import re
+import time
 from typing import Any
 
 from ..core.records import Ban
@@ -34,9 +49,55 @@ from .executor import ActionError, run, write_atomically
 
 log = logging.getLogger("mailban.action.queue-hold")
 _QID = re.compile(r"^[0-9A-Za-z]{5,20}$")
-# Programs are argv lists, so that a second postfix instance is reached with `-c DIR`.
-_OPTIONS: dict[str, Any] = {"postqueue": list, "postsuper": list, "postcat": list, "scan_limit": int,
-                            "timeout": (int, float)}
+# Programs are argv lists, so that a second postfix instance is reached with `-c DIR`, a
+# second sendmail with `-C FILE`.
+_OPTIONS: dict[str, Any] = {"mta": str, "postqueue": list, "postsuper": list, "postcat": list, "scan_limit": int,
+                            "sendmail": list, "qtool": list, "timeout": (int, float)}
+MTAS = ("postfix", "sendmail")
+# sendmail: every quarantine reason mailban writes starts with TAG; undo and purge touch only
+# items whose reason does (not those a milter or an admin quarantined).
+TAG = "mailban queue-hold"
+CHUNK = 200           # queue ids per sendmail call (-qI arguments)
+RETRY_EVERY = 5.0     # seconds between tries to quarantine messages that were locked
+RETRY_FOR = 900.0     # give up on a locked message after this long (it was delivered, or bounced)
+# `sendmail -bp -v` (8.17): "QID[*?X-] SIZE PRIORITY[+] Mon DD HH:MM SENDER", continuation lines
+# (status, QUARANTINE: reason, recipients) start with white space; one section per queue directory.
+_SM_ITEM = re.compile(r"^(?P<qid>[0-9A-Za-z]{5,20})(?P<flag>[*?X-]?)\s+\d+\s+\d+\+?\s*[A-Z][a-z]{2}\s+\d{1,2}\s+"
+                      r"\d\d:\d\d\s(?P<sender>.*)$")
+_SM_DIR = re.compile(r"^\s+(?P<dir>/[^\n]*?) (?:\(\d+ requests?|is empty)")
+_SM_REASON = re.compile(r"^\s+QUARANTINE: (?P<reason>.*)$")
+
+
+def parse_mailq(text: str, quarantined: bool) -> dict[str, dict[str, Any]]:
+    """queue id -> {queue_id, sender, queue_name ("hold" when quarantined), dir, locked, reason}
+    from `sendmail -bp -v [-qQ]`. The sender is the envelope sender without its angle brackets
+    ("" for the null sender)."""
+    found: dict[str, dict[str, Any]] = {}
+    directory: str | None = None
+    item: dict[str, Any] | None = None
+    for line in text.splitlines():
+        m = _SM_DIR.match(line)
+        if m:
+            directory, item = m.group("dir"), None
+            continue
+        m = _SM_ITEM.match(line)
+        if m:
+            sender = m.group("sender").rstrip()
+            if sender.startswith("<") and sender.endswith(">"):
+                sender = sender[1:-1]
+            elif sender == "MAILER-DAEMON":
+                sender = ""
+            item = {"queue_id": m.group("qid"), "sender": sender, "dir": directory,
+                    "queue_name": "hold" if quarantined else "deferred", "locked": m.group("flag") == "*",
+                    "reason": None}
+            found[item["queue_id"]] = item
+            continue
+        m = _SM_REASON.match(line)
+        if m and item is not None:
+            item["reason"] = m.group("reason")
+        elif line[:1] not in (" ", "\t"):
+            item = None
+    return found
 
 
 class QueueHoldAction:
@@ -46,17 +107,26 @@ class QueueHoldAction:
         self.validate(options)
         self.name = name
         self.context = context or ActionContext()
+        self.mta: str = options.get("mta", "postfix")
         self.postqueue = list(options.get("postqueue", ["postqueue"]))
         self.postsuper = list(options.get("postsuper", ["postsuper"]))
         self.postcat = list(options.get("postcat", ["postcat"]))
+        self.sendmail = list(options.get("sendmail", ["/usr/sbin/sendmail"]))
+        self.qtool = list(options.get("qtool", ["/usr/share/sendmail/qtool.pl"]))
         self.scan_limit = options.get("scan_limit", 5000)
         self.timeout = float(options.get("timeout", 30))  # seconds before a program is killed
         self.path = os.path.join(self.context.state_dir, f"held-{name}.json")
         self.held: dict[str, list[str]] = self._load()
+        # sendmail: key -> {queue id: monotonic time first tried} for messages that were locked
+        # (being delivered) when they were to be quarantined; retried by tick().
+        self.pending: dict[str, dict[str, float]] = {}
+        self.next_retry = 0.0
 
     @staticmethod
     def validate(options: dict[str, Any]) -> None:
         check_options(options, _OPTIONS)
+        if options.get("mta", "postfix") not in MTAS:
+            raise ValueError(f"`mta` must be one of {', '.join(MTAS)}")
         if options.get("scan_limit", 0) < 0:
             raise ValueError("`scan_limit` must be 0 or more")
         if not 0 < options.get("timeout", 30) <= 600:
@@ -74,13 +144,31 @@ class QueueHoldAction:
         queue = self.queue()
         for ban in bans:
             qids = self._belonging(ban.key_type, ban.key, queue)
-            self._hold(ban.key_type, ban.key, qids)
+            self._hold(ban.key_type, ban.key, qids, queue)
 
     def hold_more(self, key_type: str, key: str, qids: list[str]) -> None:
         """Hold messages that a banned key submitted after the ban (they are in the queue now)."""
         wanted = [q for q in qids if _QID.match(q)]
         if wanted:
             self._hold(key_type, key, wanted)
+
+    def tick(self, now: float) -> None:
+        """sendmail: quarantine messages that were locked (being delivered) at the first try."""
+        if not self.pending or time.monotonic() < self.next_retry:
+            return
+        self.next_retry = time.monotonic() + RETRY_EVERY
+        queue = self.queue()
+        for key in list(self.pending):
+            if key not in self.held:
+                del self.pending[key]
+                continue
+            key_type, _, value = key.partition("\0")
+            waiting = self.pending.pop(key)
+            try:
+                self._hold(key_type, value, list(waiting), queue, since=waiting)
+            except ActionError:
+                self.pending[key] = waiting  # tried again at the next tick
+                raise
 
     def unban(self, bans: list[Ban]) -> None:
         for ban in bans:
@@ -93,11 +181,16 @@ class QueueHoldAction:
 
     def purge(self, key_type: str, key: str) -> int:
         """Delete (instead of release) what was held for a key. Returns the number deleted."""
-        qids = self.held.pop(self._key(key_type, key), [])
-        if qids:
+        qids = self.held.get(self._key(key_type, key), [])
+        deleted = len(qids)
+        if qids and self.mta == "sendmail":
+            deleted = self._sendmail_purge(qids)
+        elif qids:
             run([*self.postsuper, "-d", "-"], stdin="".join(f"{q}\n" for q in qids).encode(), timeout=self.timeout)
-            self._save()
-        return len(qids)
+        self.held.pop(self._key(key_type, key), None)
+        self.pending.pop(self._key(key_type, key), None)
+        self._save()
+        return deleted
 
     def stop(self) -> None:
         """Held mail stays held while mailban is down; unban or expiry releases it later."""
@@ -110,9 +203,13 @@ class QueueHoldAction:
 
     # ---- the queue ---------------------------------------------------------------------------
     def queue(self) -> dict[str, dict[str, Any]]:
-        """queue id -> postqueue -j record, for every message in the queue."""
+        """queue id -> record (postfix: postqueue -j's; sendmail: parse_mailq's), every message."""
+        if self.mta == "sendmail":
+            found = parse_mailq(self._mailq(False), quarantined=False)
+            found.update(parse_mailq(self._mailq(True), quarantined=True))
+            return found
         out = run([*self.postqueue, "-j"], timeout=self.timeout)
-        found: dict[str, dict[str, Any]] = {}
+        found = {}
         for raw in out.splitlines():
             try:
                 item = json.loads(raw)
@@ -123,12 +220,16 @@ class QueueHoldAction:
                 found[qid] = item
         return found
 
+    def _mailq(self, quarantined: bool) -> str:
+        argv = [*self.sendmail, "-bp", "-v", *(["-qQ"] if quarantined else [])]
+        return run(argv, timeout=self.timeout).decode("utf-8", "replace")
+
     def _belonging(self, key_type: str, key: str, queue: dict[str, dict[str, Any]]) -> list[str]:
         candidates = {q for q, item in queue.items() if item.get("queue_name") != "hold"}
         mine = {q for q in self.context.queue_ids(key_type, key) if q in candidates}
         if key_type == "sender":
             mine |= {q for q in candidates if queue[q].get("sender") == key}
-        elif key_type == "user" and len(candidates - mine) <= self.scan_limit:
+        elif key_type == "user" and self.mta == "postfix" and len(candidates - mine) <= self.scan_limit:
             needle = f"sasl_username={key}".encode()
             for qid in sorted(candidates - mine):
                 try:
@@ -139,9 +240,13 @@ class QueueHoldAction:
                     mine.add(qid)
         return sorted(mine)
 
-    def _hold(self, key_type: str, key: str, qids: list[str]) -> None:
+    def _hold(self, key_type: str, key: str, qids: list[str], queue: dict[str, dict[str, Any]] | None = None,
+              since: dict[str, float] | None = None) -> None:
         if not qids:
             self._remember(key_type, key, [])
+            return
+        if self.mta == "sendmail":
+            self._sendmail_hold(key_type, key, qids, queue, since or {})
             return
         run([*self.postsuper, "-h", "-"], stdin="".join(f"{q}\n" for q in qids).encode(), timeout=self.timeout)
         self._remember(key_type, key, qids)
@@ -151,12 +256,56 @@ class QueueHoldAction:
         qids = self.held.get(self._key(key_type, key), [])
         if qids:
             present = self.queue()
-            qids = [q for q in qids if q in present]
+            if self.mta == "sendmail":
+                qids = [q for q in qids if self._ours(present.get(q))]
+                for chunk in _chunks(qids):
+                    run([*self.sendmail, "-Q", f"-qQ{TAG}", *(f"-qI{q}" for q in chunk)], timeout=self.timeout)
+            else:
+                qids = [q for q in qids if q in present]
+                if qids:
+                    run([*self.postsuper, "-H", "-"], stdin="".join(f"{q}\n" for q in qids).encode(),
+                        timeout=self.timeout)
             if qids:
-                run([*self.postsuper, "-H", "-"], stdin="".join(f"{q}\n" for q in qids).encode(), timeout=self.timeout)
                 log.info("released %d held messages of %s %s", len(qids), key_type, key)
         self.held.pop(self._key(key_type, key), None)
+        self.pending.pop(self._key(key_type, key), None)
         self._save()
+
+    # ---- sendmail ----------------------------------------------------------------------------
+    @staticmethod
+    def _ours(item: dict[str, Any] | None) -> bool:
+        """A quarantined item whose reason mailban wrote."""
+        return bool(item and item["queue_name"] == "hold" and (item.get("reason") or "").startswith(TAG))
+
+    def _sendmail_hold(self, key_type: str, key: str, qids: list[str], queue: dict[str, dict[str, Any]] | None,
+                       since: dict[str, float]) -> None:
+        if queue is None:
+            queue = self.queue()
+        # only ids sendmail itself lists in its normal queue (not gone, not quarantined already)
+        wanted = [q for q in dict.fromkeys(qids) if q in queue and queue[q]["queue_name"] != "hold"]
+        reason = f"{TAG} ({key_type} ban)"  # fixed text: key_type is one of mailban's key types
+        for chunk in _chunks(wanted):
+            run([*self.sendmail, f"-Q{reason}", *(f"-qI{q}" for q in chunk)], timeout=self.timeout)
+        after = self.queue() if wanted else queue
+        done = [q for q in wanted if self._ours(after.get(q))]
+        now = time.monotonic()
+        # locked (being delivered) or raced: try again later, unless delivered and gone
+        late = {q: since.get(q, now) for q in wanted if q in after and q not in done
+                and after[q]["queue_name"] != "hold" and now - since.get(q, now) < RETRY_FOR}
+        if late:
+            self.pending.setdefault(self._key(key_type, key), {}).update(late)
+        self._remember(key_type, key, done)
+        if done:
+            log.warning("quarantined %d queued messages of %s %s", len(done), key_type, key)
+
+    def _sendmail_purge(self, qids: list[str]) -> int:
+        queue = self.queue()
+        mine = [q for q in qids if self._ours(queue.get(q)) and queue[q].get("dir")]
+        for chunk in _chunks(mine):
+            # qtool.pl stops at the first source that does not exist: pass only listed items
+            run([*self.qtool, "-Q", "-d", *(os.path.join(queue[q]["dir"], q) for q in chunk)], timeout=self.timeout)
+        left = self.queue() if mine else queue
+        return sum(1 for q in mine if q not in left)
 
     # ---- what was held, on disk --------------------------------------------------------------
     @staticmethod
@@ -180,3 +329,7 @@ class QueueHoldAction:
     def _save(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         write_atomically(self.path, json.dumps(self.held, indent=1), mode=0o600)
+
+
+def _chunks(qids: list[str]) -> list[list[str]]:
+    return [qids[i:i + CHUNK] for i in range(0, len(qids), CHUNK)]
