@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mailban.control import request
 
 SERVER4, CLIENT4, OTHER4 = "198.51.100.1", "198.51.100.2", "198.51.100.3"
@@ -59,6 +61,13 @@ try:
 except OSError as exc:
     print("FAIL", type(exc).__name__, exc)
 """
+
+
+# The marks of every test that needs root (namespaces, nftables).
+NEEDS_ROOT = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)"),
+]
 
 
 def run(argv: list[str], check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:

@@ -4,28 +4,12 @@ results, who lifted it, and how to undo -- from a real daemon with real nftables
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Iterator
-
-import pytest
-
-from tests.netns import Daemon, Link, append, failure_line, wait_for, write_config
-
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)"),
-]
 
 
-@pytest.fixture()
-def link() -> Iterator[Link]:
-    link = Link()
-    try:
-        link.up()
-        yield link
-    finally:
-        link.close()
+from tests.netns import NEEDS_ROOT, Daemon, Link, append, failure_line, wait_for, write_config
+
+pytestmark = NEEDS_ROOT
 
 
 def test_explain_tells_the_whole_story(link: Link, tmp_path: Path) -> None:

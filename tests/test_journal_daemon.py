@@ -4,31 +4,15 @@ nftables in a namespace, refuses forged entries, and resumes from its cursor aft
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from tests import journal_files as jf
-from tests.netns import Daemon, Link, wait_for, write_config
+from tests.netns import NEEDS_ROOT, Daemon, Link, wait_for, write_config
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)"),
-    pytest.mark.skipif(not jf.available(), reason="systemd-journal-remote is not installed"),
-]
-
-
-@pytest.fixture()
-def link() -> Iterator[Link]:
-    link = Link()
-    try:
-        link.up()
-        yield link
-    finally:
-        link.close()
+pytestmark = [*NEEDS_ROOT, pytest.mark.skipif(not jf.available(), reason="systemd-journal-remote is not installed")]
 
 
 def test_daemon_reads_the_journal_when_no_log_file_exists(link: Link, tmp_path: Path) -> None:

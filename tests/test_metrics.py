@@ -3,30 +3,14 @@ is its own): lines read, events per kind and filter, decisions, active bans, act
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
-
-import pytest
-
-from tests.netns import Daemon, Link, append, failure_line, wait_for, write_config
-
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)"),
-]
 
 
-@pytest.fixture()
-def link() -> Iterator[Link]:
-    link = Link()
-    try:
-        link.up()
-        yield link
-    finally:
-        link.close()
+from tests.netns import NEEDS_ROOT, Daemon, Link, append, failure_line, wait_for, write_config
+
+pytestmark = NEEDS_ROOT
 
 
 def scrape(link: Link) -> dict[str, float]:

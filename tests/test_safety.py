@@ -3,29 +3,13 @@ banned whatever the logs say, and a storm of decisions is capped per jail and mi
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Iterator
-
-import pytest
-
-from tests.netns import Daemon, Link, append, failure_line, wait_for, write_config
-
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)"),
-]
 
 
-@pytest.fixture()
-def link() -> Iterator[Link]:
-    link = Link()
-    try:
-        link.up()
-        yield link
-    finally:
-        link.close()
+from tests.netns import NEEDS_ROOT, Daemon, Link, append, failure_line, wait_for, write_config
+
+pytestmark = NEEDS_ROOT
 
 
 def test_own_addresses_are_never_banned_and_storms_are_capped(link: Link, tmp_path: Path) -> None:

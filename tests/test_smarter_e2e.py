@@ -5,19 +5,13 @@ observe mode touches no nft set."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 
-from tests.netns import Daemon, Link, append, failure_line, wait_for, write_config
+from tests.netns import NEEDS_ROOT, Daemon, Link, append, failure_line, wait_for, write_config
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)"),
-]
+pytestmark = NEEDS_ROOT
 
 OBSERVE = '''
 [jail.watch]
@@ -34,16 +28,6 @@ def reject_line(ip: str) -> bytes:
     return (f"{stamp} mail postfix/smtpd[77]: NOQUEUE: reject: RCPT from unknown[{ip}]: 554 5.7.1 "
             f"<x@remote.example>: Relay access denied; from=<a@b.example> to=<x@remote.example> "
             f"proto=ESMTP helo=<h>\n").encode()
-
-
-@pytest.fixture()
-def link() -> Iterator[Link]:
-    link = Link()
-    try:
-        link.up()
-        yield link
-    finally:
-        link.close()
 
 
 def test_prefix_repeat_and_observe(link: Link, tmp_path: Path) -> None:
