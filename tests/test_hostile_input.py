@@ -78,6 +78,7 @@ template = st.one_of(
 )
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # re's "possible nested set" on random `[[`
 @FUZZ
 @given(text=template, prefix=st.sampled_from(["", r"(?:\w+: )?", "(a+)+"]), literal=st.one_of(st.none(), st.text(max_size=5)))
 def test_pattern_compiler_refuses_with_a_column_or_compiles(text: str, prefix: str, literal: str | None) -> None:
@@ -90,6 +91,15 @@ def test_pattern_compiler_refuses_with_a_column_or_compiles(text: str, prefix: s
     assert prefix != "(a+)+"
     assert compiled.regex.pattern.startswith(prefix.encode())
     compiled.regex.match(b"Nov 25 11:12:00 x: " + text.encode("utf-8", "replace"))
+
+
+def test_a_tab_in_a_pattern_stays_a_tab_and_columns_count_it_as_one() -> None:
+    """pyparsing expanded tabs to spaces before parsing: the pattern then matched spaces, and the
+    columns after a tab were off by seven (found by the property above)."""
+    assert b"\t" in compile_pattern("x\ty <IP>$").regex.pattern
+    with pytest.raises(PatternError) as caught:
+        compile_pattern("\t)")
+    assert caught.value.column == 2
 
 
 # ---- the config loader ------------------------------------------------------------------------
@@ -189,15 +199,20 @@ def test_every_shipped_filter_passes_the_check() -> None:
 
 
 def test_catastrophic_patterns_do_hang_pythons_engine() -> None:
-    """Why the check exists: 24 characters already take (a+)+$ about a second, each one more doubles it."""
+    """Why the check exists: each character more doubles the time (a+)+$ takes to fail; six more
+    characters take about 64 times as long (asserted loosely: other tests may share the CPU)."""
     regex = re.compile(r"(a+)+$")
-    started = time.perf_counter()
-    assert regex.match("a" * 20 + "!") is None
-    took20 = time.perf_counter() - started
-    started = time.perf_counter()
-    assert regex.match("a" * 22 + "!") is None
-    took22 = time.perf_counter() - started
-    assert took22 > 2.5 * took20 > 0, (took20, took22)
+
+    def best(n: int) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            assert regex.match("a" * n + "!") is None
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    took16, took22 = best(16), best(22)
+    assert took22 > 10 * took16 > 0, (took16, took22)
 
 
 # The longest lines the tail hands out (MAX_LINE), built to make each shipped rule backtrack.

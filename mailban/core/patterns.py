@@ -87,7 +87,9 @@ def _grammar() -> pp.ParserElement:
     # Whitespace is significant in a pattern: pyparsing must not skip it.
     for element in (placeholder, escaped, text):
         element.leave_whitespace()
-    return (pp.ZeroOrMore(placeholder | escaped | text) + pp.StringEnd()).leave_whitespace()
+    # parse_with_tabs: pyparsing would otherwise expand tabs to spaces before parsing, changing
+    # what a pattern with a tab matches and shifting every column after it (found by fuzzing).
+    return (pp.ZeroOrMore(placeholder | escaped | text) + pp.StringEnd()).leave_whitespace().parse_with_tabs()
 
 
 _GRAMMAR = _grammar()
