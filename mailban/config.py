@@ -60,6 +60,9 @@ class Settings:
     # Safety valve: at most this many new decisions per jail and minute; beyond it mailban
     # records and reports instead of acting (a broken filter must not ban the internet).
     max_bans_per_minute: int = 600
+    # Members of this group may use the control socket (status, ban, unban...); "" for root and
+    # mailban's own user only.
+    control_group: str = ""
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,7 @@ def load(path: str | None = None) -> Config:
 
 _SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from",
                   "journal", "journal_units", "journal_identifiers", "journal_files", "journal_directory",
-                  "journal_trust", "metrics", "protect_own", "max_bans_per_minute"}
+                  "journal_trust", "metrics", "protect_own", "max_bans_per_minute", "control_group"}
 
 
 def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
@@ -265,6 +268,17 @@ def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
         elif key == "journal_directory":
             if not isinstance(value, str) or (value and not value.startswith("/")):
                 raise doc.error(where, "`journal_directory` must be an absolute path")
+            values[key] = value
+        elif key == "control_group":
+            if not isinstance(value, str):
+                raise doc.error(where, "`control_group` must be a group name")
+            if value:
+                import grp
+
+                try:
+                    grp.getgrnam(value)
+                except KeyError:
+                    raise doc.error(where, f"there is no group {value!r} on this host") from None
             values[key] = value
         elif key == "protect_own":
             if not isinstance(value, bool):
@@ -335,6 +349,9 @@ def _cluster(src: dict[str, tuple[Any, TomlDoc]]) -> ClusterSettings | None:
     if "url" not in values:
         doc = next(iter(src.values()))[1]
         raise doc.error(("cluster",), "[cluster] needs a `url` (e.g. \"rediss://redis.example.net:6380/0\")")
+    if values.get("tls_ca") and not values["url"].startswith("rediss://"):
+        # Else the admin believes the link is TLS while it is plain TCP, password included.
+        raise src["tls_ca"][1].error(("cluster", "tls_ca"), "`tls_ca` needs a rediss:// (TLS) `url`")
     return ClusterSettings(**values)
 
 

@@ -2,17 +2,22 @@
 
 Inputs: requests `{"cmd": NAME, ...}` from `mailban status|list|ban|unban|reload`. Outputs: one
 JSON response `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
-The socket is created with mode 0600 (root only) by default; every request is logged with the
-peer's uid and pid (SO_PEERCRED), so an admin can tell who unbanned whom at 3 a.m.
+The socket is created with mode 0600 (its owner only) by default. With `control_group` set, it is
+0660 and owned by that group. Whatever the file's mode, every request is checked against the
+peer's credentials (SO_PEERCRED): root, the daemon's own user and members of `control_group` are
+served; anyone else is refused. Requests that change something (ban, unban, reload, purge-held)
+are logged with the peer's uid and pid, so an admin can tell who unbanned whom at 3 a.m.
 Security note: requests carry admin-chosen text; addresses are validated before use and nothing
 reaches a shell.
 """
 
 from __future__ import annotations
 
+import grp
 import json
 import logging
 import os
+import pwd
 import selectors
 import socket
 import struct
@@ -23,10 +28,30 @@ MAX_REQUEST = 64 * 1024
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+def allowed_uids_check(group: str | None) -> Callable[[int], bool]:
+    """Who may use the socket: root, this process's user, and members of `group`."""
+    me = os.geteuid()
+    gid = grp.getgrnam(group).gr_gid if group else None
+
+    def allowed(uid: int) -> bool:
+        if uid in (0, me):
+            return True
+        if gid is None or uid < 0:
+            return False
+        try:
+            user = pwd.getpwuid(uid)
+        except KeyError:
+            return False
+        return gid in os.getgrouplist(user.pw_name, user.pw_gid)
+
+    return allowed
+
+
 class ControlServer:
-    def __init__(self, path: str, mode: int, handlers: dict[str, Handler]) -> None:
+    def __init__(self, path: str, mode: int, handlers: dict[str, Handler], group: str | None = None) -> None:
         self.path = path
         self.handlers = handlers
+        self.allowed = allowed_uids_check(group)
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         try:
             os.unlink(path)
@@ -40,6 +65,9 @@ class ControlServer:
             self.sock.bind(path)
         finally:
             os.umask(old)
+        if group:
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+            mode |= 0o060
         os.chmod(path, mode)
         self.sock.listen(16)
         self.sock.setblocking(False)
@@ -82,6 +110,9 @@ class ControlServer:
 
     def _handle(self, raw: bytes, conn: socket.socket) -> dict[str, Any]:
         pid, uid, _gid = _peer(conn)
+        if not self.allowed(uid):
+            log.warning("control: refused uid %s (pid %s): not root, not mailban's user, not in control_group", uid, pid)
+            return {"ok": False, "error": "permission denied: ask root, or a member of mailban's control_group"}
         try:
             request = json.loads(raw)
             if not isinstance(request, dict):

@@ -118,7 +118,8 @@ class Daemon(ClusterHooks):  # fleet mode hooks (`_cluster_*`): daemon_cluster.p
         self._journal_fd = -1
         self._open_tails(self.config)
         self.selector = selectors.DefaultSelector()
-        self.control = ControlServer(settings.socket, settings.socket_mode, self._handlers())
+        self.control = ControlServer(settings.socket, settings.socket_mode, self._handlers(),
+                                     group=settings.control_group or None)
         self.control.register(self.selector)
         self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, None)
         self._watch_journal()

@@ -11,10 +11,11 @@ packages=(
     postfix dovecot-core swaks                  # real MTA lines (SASL via dovecot)
     dovecot-imapd dovecot-pop3d                 # IMAP/POP3 login failures (tests/test_real_mta.py)
     m4 liblockfile1 sasl2-bin rsyslog            # sendmail, unpacked from its .debs by the tests
-    procps psmisc                               # pgrep/kill in fixtures
+    procps psmisc util-linux python3-minimal    # pgrep/kill, setpriv; the system python for the unprivileged run
     chromium groff-base                         # the HTML report opened headless; man pages checked
     systemd-journal-remote                      # real journal files for the journal source tests
     redis-server                                # the fleet tests share one (tests/test_cluster.py)
+    openssl                                     # throwaway CA and certificates (tests/test_cluster_tls.py)
 )
 missing=()
 for p in "${packages[@]}"; do
