@@ -501,8 +501,14 @@ class Cluster:
                 password = fh.read().strip()
         if password:
             kwargs["password"] = password
-        if cs.tls_ca and cs.url.startswith("rediss://"):
-            kwargs["ssl_ca_certs"] = cs.tls_ca
+        if cs.url.startswith("rediss://"):
+            # Verify the server: a certificate chaining to `tls_ca` (default: the system's CAs)
+            # that names the URL's host. Said explicitly: redis-py 5 (allowed by pyproject) did
+            # not check the name by default, and any certificate from a shared CA would pass.
+            kwargs["ssl_cert_reqs"] = "required"
+            kwargs["ssl_check_hostname"] = True
+            if cs.tls_ca:
+                kwargs["ssl_ca_certs"] = cs.tls_ca
         return redis.Redis.from_url(cs.url, **kwargs)
 
     def report(self, kind: str, value: Any) -> None:
