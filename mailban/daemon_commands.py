@@ -1,0 +1,213 @@
+"""The daemon's control commands: status, list, explain, ban, unban, purge-held, reload.
+
+Inputs: requests from the control socket (control.py has checked who asks and parsed the JSON;
+`_peer` holds the caller's uid and pid). Outputs: JSON-able answers. A mixin of the Daemon: the
+handlers read the daemon's state (database, pipeline, actions) and act through its own methods
+(_apply, _unapply, _record), so a manual ban goes exactly the way of a decided one.
+Security note: keys in requests are validated (addresses with ipaddress, uids as digits, names
+without NUL bytes) before use; nothing reaches a shell.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from typing import Any
+
+from . import __version__
+from .core.durations import parse_duration
+from .core.records import Ban, normalize_ip
+
+
+class ControlCommands:
+    """Mixed into Daemon; uses its attributes (state, pipeline, actions, config, ...)."""
+
+    # ---- control commands -------------------------------------------------------------------
+    def _handlers(self) -> dict[str, Any]:
+        return {
+            "status": lambda req: self._cluster_status(self._cmd_status(req)),
+            "list": self._cmd_list,
+            "ban": self._cmd_ban,
+            "unban": self._cmd_unban,
+            "purge-held": self._cmd_purge,
+            "explain": self._cmd_explain,
+            "reload": lambda _req: {"message": self.reload()},
+        }
+
+    def _cmd_status(self, _req: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        bans = self.state.active(now) + [b for b in self.unsaved_bans if b.until > now]
+        jails = []
+        for jail in self.pipeline.jails:
+            spec = jail.spec
+            # Windows count log timestamps; a followed log's lines are stamped about now.
+            counts = jail.counts(now)
+            top = sorted(((k, c) for k, c in counts.items() if c), key=lambda kv: -kv[1])[:10]
+            jails.append({
+                "name": spec.name, "key": spec.key, "findtime": spec.findtime, "maxretry": spec.maxretry,
+                "bantime": spec.bantime, "actions": list(spec.actions), "tracked": len(jail.windows),
+                "suppressed": self.suppressed.get(spec.name, 0),
+                "banned": sum(1 for b in bans if b.jail == spec.name), "top": top,
+            })
+        return {
+            "version": __version__,
+            "started": self.started,
+            "config": self.config.path,
+            "sources": [
+                {"path": p, "exists": os.path.exists(p), "lines": self.lines_read.get(p, 0),
+                 "total": self.lines_total.get(p, 0)} for p in self.tails
+            ] + ([{"path": "journal", "exists": self.journal.error is None, "lines": self.lines_read.get("journal", 0),
+                   "total": self.lines_total.get("journal", 0),
+                   "forged": self.journal.forged, "error": self.journal.error}] if self.journal else []),
+            "jails": jails,
+            "bans": [self._ban_dict(b, now) for b in bans],
+            "actions": [
+                {"name": n, "type": self.config.actions[n].type,
+                 "error": s.error or (s.impl.health() if hasattr(s.impl, "health") else None),
+                 "pending": len(s.pending_bans) + len(s.pending_unbans)}
+                for n, s in self.actions.items()
+            ],
+            "errors": self.errors[-10:],
+            "state": {"path": self.state.path, "error": self.state_error, "unsaved_bans": len(self.unsaved_bans),
+                      "unsaved_windows": len(self.unsaved_windows)},
+        }
+
+    @staticmethod
+    def _ban_dict(ban: Ban, now: float) -> dict[str, Any]:
+        return {
+            "jail": ban.jail, "key_type": ban.key_type, "key": ban.key, "time": ban.time,
+            "until": ban.until, "left": ban.until - now, "count": ban.count, "findtime": ban.findtime,
+            "actions": list(ban.actions), "lines": list(ban.lines), "manual": ban.manual,
+            "ips": list(ban.ips), "cause": ban.cause, "repeat": ban.repeat, "observe": ban.observe,
+        }
+
+    def _cmd_list(self, _req: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        return {"bans": [self._ban_dict(b, now) for b in self.state.active(now)]}
+
+    @staticmethod
+    def _target(req: dict[str, Any]) -> tuple[str, str]:
+        """The (key_type, key) a ban/unban request names, validated."""
+        key_type = str(req.get("key_type") or "ip")
+        raw = req.get("key", req.get("ip"))
+        if key_type in ("ip", "net") and "/" in str(raw or ""):
+            try:
+                return "net", str(ipaddress.ip_network(str(raw), strict=False))
+            except ValueError:
+                raise ValueError(f"not a network: {raw!r}") from None
+        if key_type == "ip":
+            ip = normalize_ip(str(raw or ""))
+            if ip is None:
+                raise ValueError(f"not an IP address: {raw!r}")
+            return "ip", ip
+        if key_type == "uid":
+            if not str(raw).isdigit():
+                raise ValueError(f"not a numeric uid: {raw!r}")
+            return "uid", str(int(str(raw)))
+        if key_type in ("user", "sender"):
+            if not isinstance(raw, str) or not raw or len(raw) > 512 or "\0" in raw:
+                raise ValueError(f"not a {key_type}: {raw!r}")
+            return key_type, raw
+        raise ValueError(f"unknown key type {key_type!r}: ip, user, uid or sender")
+
+    def _cmd_ban(self, req: dict[str, Any]) -> dict[str, Any]:
+        key_type, key = self._target(req)
+        seconds = parse_duration(req.get("for", "1h"))
+        if seconds <= 0:
+            raise ValueError("the ban duration must be longer than zero")
+        jail_name = str(req.get("jail") or "manual")
+        jail = self.pipeline.jail(jail_name)
+        if jail is None and key_type != "ip":
+            jail = next((j for j in self.pipeline.jails if j.spec.key == key_type), None)
+            if jail is None:
+                raise ValueError(f"no jail counts per {key_type}: give --jail, or configure one")
+        if key_type == "ip":
+            actions = jail.spec.actions if jail and jail.spec.key == "ip" else tuple(a for a in ("nft",) if a in self.actions)
+        else:
+            actions = jail.spec.actions
+        if not actions:
+            raise ValueError("no action is configured to carry out a manual ban")
+        now = time.time()
+        ban = Ban(jail=jail_name, key_type=key_type, key=key, time=now, until=now + seconds, count=0,
+                  findtime=0.0, actions=tuple(actions), manual=True)
+        self.pipeline.note_ban(ban)
+        self.unsaved_windows.update((j.spec.name, "key", key) for j in self.pipeline.jails if j.spec.key == key_type)
+        self._apply([ban])
+        self._cluster_publish([ban])
+        if not self._commit([ban]):
+            raise ValueError(f"banned {key_type} {key} in the actions, but the database failed "
+                             f"({self.state_error}); it is kept in memory and committed when it works again")
+        self._notify_status()
+        return {"message": f"banned {key_type} {key} for {seconds:g}s (jail {jail_name}, via {', '.join(actions)})"}
+
+    def _cmd_explain(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Every decision on a key, its cause and lines, what the actions did, how to undo."""
+        key_type, key = self._target(req)
+        now = time.time()
+        active = [self._ban_dict(b, now) for b in self.state.active_on({(key_type, key)}, now)]
+        counting = []
+        for jail in self.pipeline.jails:
+            if jail.spec.key == key_type and key in jail.windows:
+                counting.append({"jail": jail.spec.name, "count": jail.counts(now).get(key, 0),
+                                 "maxretry": jail.spec.maxretry, "findtime": jail.spec.findtime})
+        held = []
+        for name, slot in self.actions.items():
+            if hasattr(slot.impl, "held_for"):
+                held += slot.impl.held_for(key_type, key)
+        return {"key_type": key_type, "key": key, "active": active, "history": self.state.history(key_type, key),
+                "counting": counting, "held": held}
+
+    def _cmd_purge(self, req: dict[str, Any]) -> dict[str, Any]:
+        key_type, key = self._target(req)
+        purged = 0
+        for slot in self.actions.values():
+            if hasattr(slot.impl, "purge"):
+                purged += slot.impl.purge(key_type, key)
+        return {"message": f"deleted {purged} held messages of {key_type} {key}"}
+
+    def _cmd_unban(self, req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("all"):
+            removed = self.state.remove()
+            self.state.drop_windows()
+            self.unsaved_bans, self.unsaved_windows = [], set()
+            for jail in self.pipeline.jails:
+                jail.banned.clear()
+                jail.windows.clear()
+            everything = [b for b in removed]
+            for name, slot in self.actions.items():
+                # Nothing is owed any more: a ban that failed before must not be retried later.
+                slot.pending_bans, slot.pending_unbans = [], []
+                if hasattr(slot.impl, "unban_all"):
+                    try:
+                        slot.impl.unban_all()
+                        self._action_ok(slot, name)
+                    except Exception as exc:
+                        self._action_failed(slot, name, "unban", exc)
+                    everything = [b for b in everything if name not in b.actions]
+            self._unapply(everything)
+            self._cluster_unbanned(req, None, None)
+            self._notify_status()
+            return {"message": f"lifted {len(removed)} bans"}
+        key_type, key = self._target(req)
+        removed = self.state.remove(key_type, key)
+        self.unsaved_bans = [b for b in self.unsaved_bans if (b.key_type, b.key) != (key_type, key)]
+        self.pipeline.forget(key_type, key)
+        self.unsaved_windows.update((j.spec.name, "net" if key_type == "net" else "key", key)
+                                    for j in self.pipeline.jails if j.spec.key == key_type or key_type in ("ip", "net"))
+        self._commit()
+        peer = req.get("_peer") or {}
+        self._record([(time.time(), "unban", b.jail, key_type, key, {"by_uid": peer.get("uid"), "by_pid": peer.get("pid")})
+                      for b in removed or [Ban(jail="-", key_type=key_type, key=key, time=0, until=0, count=0,
+                                               findtime=0, actions=())]])
+        # Undo in every action even when the database had no ban (a left-over kernel element, a
+        # map entry added by hand): every action's undo is idempotent.
+        stub = Ban(jail="manual", key_type=key_type, key=key, time=0, until=0, count=0, findtime=0,
+                   actions=tuple(self.actions))
+        self._unapply(removed + [stub])
+        self._cluster_unbanned(req, key_type, key)
+        self._notify_status()
+        label = key if key_type == "ip" else f"{key_type} {key}"
+        if not removed:
+            return {"message": f"{label} had no ban in the database; removed it from the actions anyway"}
+        return {"message": f"unbanned {label} ({', '.join(sorted({b.jail for b in removed}))})"}
