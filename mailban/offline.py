@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
-from typing import IO, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from .config import Config
 from .core.durations import format_duration
@@ -199,6 +199,13 @@ def ban_json(ban: Ban) -> dict[str, object]:
     }
 
 
+# A jail that acts on more than this share of the keys it counted (and on at least MANY of them)
+# is reported by replay: it would ban (nearly) everyone.
+TOO_MANY_SHARE = 0.3
+MANY = 20
+SEEN_CAP = 2_000_000
+
+
 def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = sys.stdout) -> int:
     """Push logs through the whole pipeline with log time as the clock; print each decision.
 
@@ -214,10 +221,16 @@ def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = s
     lines = 0
     started = time.perf_counter()
 
+    per_jail: dict[str, set[str]] = {}  # distinct keys each jail acted on
+    seen_keys: dict[str, set[Any]] = {spec.key: set() for spec in config.jails if spec.enabled}
+
     def show(bans: list[Ban]) -> None:
         nonlocal decisions
         for ban in bans:
             decisions += 1
+            jail = pipeline.jail(ban.jail)
+            if jail is not None and jail.spec.key == ban.key_type:
+                per_jail.setdefault(ban.jail, set()).add(ban.key)
             if as_json:
                 out.write(json.dumps(ban_json(ban), ensure_ascii=False) + "\n")
             else:
@@ -231,12 +244,28 @@ def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = s
     last = 0.0
     for last, lineno, line, header, source in merged:
         lines += 1
-        _events, bans = pipeline.feed_parsed(line, header, None, source, lineno)
+        events, bans = pipeline.feed_parsed(line, header, None, source, lineno)
+        for event in events:  # every key the logs show, to put the decisions in proportion
+            for key_type, store in seen_keys.items():
+                value = event.ip if key_type == "ip" else event.user if key_type == "user" else \
+                    event.uid if key_type == "uid" else event.sender
+                if value is not None and len(store) < SEEN_CAP:
+                    store.add(str(value))
         if bans:
             show(bans)
     progress.finish()
     grace = max((j.spec.owner_grace for j in pipeline.jails), default=0.0)
     show(pipeline.tick(last + grace))
+    for jail in pipeline.jails:
+        spec = jail.spec
+        acted = len(per_jail.get(spec.name, ()))
+        seen = len(seen_keys.get(spec.key, ()))
+        if acted >= MANY and acted > seen * TOO_MANY_SHARE:
+            # maxretry 1 on normal traffic: the daemon's valve (max_bans_per_minute) would stop
+            # it, but the admin should hear it before switching the jail on.
+            print(f"mailban: WARNING: jail {spec.name} would act on {acted} of the {seen} {spec.key}s "
+                  f"in these logs ({100 * acted / max(seen, 1):.0f}%): is its threshold too low for this "
+                  "traffic? (mailban replay --report shows the peaks)", file=sys.stderr)
     if not as_json:
         elapsed = max(time.perf_counter() - started, 1e-9)
         out.write(f"\n{decisions} decisions from {lines} log lines in {elapsed:.2f} s "

@@ -41,3 +41,17 @@ def test_test_replay_and_report_json(tmp_path: Path) -> None:
     proc = mailban("replay", "--report", "--json", "--html", str(html), "--config", str(config.SHIPPED_DEFAULT), str(path))
     report = {r["jail"]: r for r in json.loads(proc.stdout)}
     assert report["mail-abuse"]["top"] == [["198.51.100.9", 6]] and html.exists()
+
+
+def test_replay_warns_about_a_jail_that_would_ban_everyone(tmp_path: Path) -> None:
+    log = Log(seed=4)
+    for n in range(60):  # ordinary authenticated senders, one message each
+        log.authenticated_message(T0 + n, f"user{n}@example.test", f"203.0.113.{n + 1}")
+    path = tmp_path / "mail.log"
+    path.write_text(log.text())
+    cfg = tmp_path / "mailban.toml"
+    cfg.write_text('[mailban]\nlogs = ["/x"]\n[jail.everyone]\nkinds = ["submission"]\nmaxretry = 1\nactions = ["nft"]\n')
+    proc = mailban("replay", "--config", str(cfg), str(path))
+    assert "WARNING: jail everyone would act on 60 of the 60 ips in these logs (100%)" in proc.stderr
+    quiet = mailban("replay", "--config", str(config.SHIPPED_DEFAULT), str(path))
+    assert "WARNING" not in quiet.stderr
