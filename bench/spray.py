@@ -10,7 +10,8 @@ guesses (with a user name of their own: the spray must not be one account under 
 account-guess would rightly ban), relay rejects and postscreen pregreets. Log time advances
 evenly over `--span` seconds (default 8 minutes, inside mail-abuse's 10-minute find time, so
 every spray entry is still live when the table is full). Hidden in it, one attacker address
-fails `--attacker-failures` times (SASL), evenly spread: failure k at k*N/(failures+1).
+fails `--attacker-failures` times (SASL), spread through it (see attacker_positions: gaps
+of N/(failures+1) spray addresses, far more than max_keys after its second failure).
 
 Prints the peak RSS (getrusage), the entries every per-key structure holds at the end, and
 whether the attacker was banned. `max_keys` can be lowered for all jails with --max-keys.
@@ -73,8 +74,21 @@ def attacker_line(k: int, t: float) -> bytes:
             f"failed: (reason unavailable), sasl_username=guess{k}@example.test\n").encode()
 
 
-def lines(addresses: int, failures: int, start: float, span: float) -> Iterator[tuple[bytes, float]]:
-    positions = {(k + 1) * addresses // (failures + 1): k for k in range(failures)}
+def attacker_positions(addresses: int, failures: int, max_keys: int) -> list[int]:
+    """Where the attacker's failures go: spread evenly over the spray (failure k at
+    (k+1)*N/(failures+1)), except that the second comes at most max_keys/2 spray addresses
+    after the first. Until an address fails twice nothing tells it from the spray: its first
+    failure is one among max_keys single failures, and the jail can keep only max_keys."""
+    even = [(k + 1) * addresses // (failures + 1) for k in range(failures)]
+    if failures < 2 or even[1] - even[0] <= max_keys // 2:
+        return even
+    second = even[0] + max_keys // 2
+    rest = failures - 2
+    return [even[0], second] + [second + (k + 1) * (even[-1] - second) // rest for k in range(rest)]
+
+
+def lines(addresses: int, positions: list[int], start: float, span: float) -> Iterator[tuple[bytes, float]]:
+    positions = {p: k for k, p in enumerate(positions)}  # type: ignore[assignment]
     step = span / max(addresses, 1)
     for i in range(addresses):
         t = start + i * step
@@ -109,12 +123,14 @@ def run(addresses: int, failures: int = 5, max_keys: int | None = None, span: fl
     now = time.time()
     start = now - span - 60
     pipe = pipeline(max_keys, now)
+    cap = min(j.spec.max_keys for j in pipe.jails)
+    positions = attacker_positions(addresses, failures, cap)
     feed = pipe.feed
     banned: list[Any] = []
     peak_entries = 0
     n = 0
     started = time.perf_counter()
-    for line, _t in lines(addresses, failures, start, span):
+    for line, _t in lines(addresses, positions, start, span):
         n += 1
         _events, bans = feed(line, now, "spray.log", n)
         if bans:
@@ -133,6 +149,7 @@ def run(addresses: int, failures: int = 5, max_keys: int | None = None, span: fl
         "bans": banned,
         "attacker_banned": [b for b in banned if b.key == ATTACKER],
         "max_keys": {j.spec.name: j.spec.max_keys for j in pipe.jails},
+        "positions": positions,
     }
 
 
@@ -152,6 +169,7 @@ def main() -> int:
     for name, size in r["sizes"].items():
         if size:
             print(f"  {size:>9,}  {name}")
+    print(f"attacker's failures after spray addresses {r['positions']}")
     print(f"bans: {len(r['bans'])}; attacker {ATTACKER}: "
           + (", ".join(f"{b.jail} ({b.count} in {b.findtime:g}s)" for b in r["attacker_banned"]) or "NOT BANNED"))
     return 0 if r["attacker_banned"] else 1

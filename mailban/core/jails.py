@@ -27,8 +27,8 @@ Smarter than a fixed threshold (each per jail, see docs/configuration.md):
 
 Memory: a window keeps at most `maxretry` entries per key (every counted entry weighs at least
 one) or one counter per `resolution`, at most MAX_IPS_KEPT addresses, and the number of keys is
-capped (`max_keys`), evicting the least recently active key among those that count one point
-or less first (an attacker who failed twice outlives any spray of single failures, see
+capped (`max_keys`), evicting the least recently active key among those with one event in the
+window first (an attacker who failed twice outlives a spray of single failures, see
 _evict_quietest), so a spray of a million addresses cannot exhaust memory.
 Must never: read the clock, perform I/O, or ban an ignored address (loopback is always ignored).
 """
@@ -38,6 +38,7 @@ from __future__ import annotations
 import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Iterable
 
 from .records import KINDS, Ban, Event
@@ -131,26 +132,23 @@ class JailSpec:
         return 1
 
 
-# How many of the least recently active keys eviction looks at for one it may forget (below).
-EVICTION_LOOKS = 16
+def _evict_quietest(table: dict[str, RingWindow | BucketWindow], horizon: float, cap: int) -> None:
+    """Make room in a full table: forget, among its least recently active keys (1/32 of the
+    cap), those with at most one event within the window (a spray's addresses); when most of
+    them have more, the least recently active go, whatever they count.
 
-
-def _evict_quietest(table: dict[str, RingWindow | BucketWindow], horizon: float) -> None:
-    """Forget one key of a full table: the least recently active that counts at most one point
-    within the window (a spray's address), else the least recently active.
-
-    A key that counts more (an attacker on its way to the threshold) gets a second chance: it
-    moves to the recent end, so a spray of single failures, however large, cannot push out an
-    attacker who failed twice. Looks at EVICTION_LOOKS keys at most: bounded work per event."""
-    for _ in range(EVICTION_LOOKS):
-        key = next(iter(table))
-        window = table[key]
-        if window.total_since(horizon) <= 1:
-            del table[key]
-            return
+    So an attacker who failed twice stays while a spray of single failures flows past, however
+    large. A batch at a time because finding a dict's first key costs a scan past the slots
+    its earlier deletions left (CPython compacts only on resize): one key per event made a
+    million-address spray quadratic."""
+    batch = max(1, cap // 32)
+    quiet = [key for key, window in islice(table.items(), batch) if not window.busy(horizon)]
+    for key in quiet:
         del table[key]
-        table[key] = window
-    del table[next(iter(table))]
+    short = min(batch, len(table)) // 2 - len(quiet)
+    if short > 0 or not quiet:
+        for key in list(islice(table, max(short, 1))):
+            del table[key]
 
 
 class IgnoreList:
@@ -253,7 +251,7 @@ class Jail:
         if window is None:
             window = self._new_window(keep_ips=spec.key != "ip")
             if len(self.windows) >= spec.max_keys:
-                _evict_quietest(self.windows, horizon)
+                _evict_quietest(self.windows, horizon, spec.max_keys)
         window.add(event.time, weight, event.line, event.ip, spec.maxretry, horizon)
         window.expire(horizon)
         if spec.shared:
@@ -343,7 +341,7 @@ class Jail:
         if window is None:
             window = RingWindow(keep_ips=True)
             if len(self.nets) >= spec.max_keys:
-                _evict_quietest(self.nets, horizon)
+                _evict_quietest(self.nets, horizon, spec.max_keys)
         window.add(event.time, weight, event.line, ip, spec.maxretry * max(spec.prefix_min_ips, 1), horizon)
         window.expire(horizon)
         ips = window.live_ips(horizon)

@@ -1,6 +1,6 @@
 """Find-time windows: what a jail remembers about one key.
 
-Two kinds with the same interface (add, expire, total, lines, ips, live_ips, total_since):
+Two kinds with the same interface (add, expire, total, lines, ips, live_ips, total_since, busy):
 - RingWindow keeps (time, weight) per counted event, at most `limit` of them (every entry weighs
   at least one, so `limit = maxretry` entries are enough to decide): exact, for short windows.
 - BucketWindow keeps one counter per `resolution` (e.g. an hour) instead of one entry per event:
@@ -108,6 +108,11 @@ class RingWindow(_Common):
             self.total -= ring[1]  # type: ignore[assignment]
             del ring[:2]
 
+    def busy(self, horizon: float) -> bool:
+        """More than one counted event within the window (eviction spares such keys first)."""
+        ring = self._ring
+        return len(ring) >= 4 and ring[-4] > horizon
+
     def total_since(self, horizon: float) -> int:
         ring = self._ring
         return int(sum(ring[i + 1] for i in range(0, len(ring), 2) if ring[i] > horizon))
@@ -154,6 +159,10 @@ class BucketWindow(_Common):
         while flat and flat[0] < first:
             self.total -= int(flat[1])
             del flat[:2]
+
+    def busy(self, horizon: float) -> bool:
+        """More than one point within the window (a bucket does not tell events apart)."""
+        return self.total_since(horizon) > 1
 
     def total_since(self, horizon: float) -> int:
         first = horizon // self.resolution
