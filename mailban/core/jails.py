@@ -91,7 +91,7 @@ class JailSpec:
     ignoreip: tuple[IpNetwork, ...] = ()
     ignorekeys: frozenset[str] = frozenset()
     enabled: bool = True
-    max_keys: int = 200_000
+    max_keys: int = 100_000
 
     def selects(self, event: Event) -> bool:
         if self.kinds and event.kind not in self.kinds:

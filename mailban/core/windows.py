@@ -25,12 +25,30 @@ class _Common:
     windows of one event each (deques cost 760 bytes apiece): `_lines` is None, one line (str),
     or a list of the last MAX_LINES_KEPT. `lines` reads (and restoring sets) it as a list."""
 
-    __slots__ = ("_lines", "ips")
+    __slots__ = ("_lines", "_ips", "_one")
 
     def __init__(self, keep_ips: bool) -> None:
         self._lines: str | list[str] | None = None
-        # address -> (last time, events from it since it entered the window)
-        self.ips: dict[str, tuple[float, int]] | None = {} if keep_ips else None
+        # Addresses, for jails that keep them: while there is only one, it is `_one` =
+        # (address, last time, events) and `_ips` is an empty marker dict shared by nobody
+        # else; a second address moves both into `_ips` (address -> (last time, events)).
+        self._ips: dict[str, tuple[float, int]] | None = {} if keep_ips else None
+        self._one: tuple[str, float, int] | None = None
+
+    @property
+    def ips(self) -> dict[str, tuple[float, int]] | None:
+        """address -> (last time, events from it since it entered the window); None if not kept."""
+        if self._ips is None:
+            return None
+        if self._one is not None:
+            ip, when, n = self._one
+            return {ip: (when, n)}
+        return self._ips
+
+    @ips.setter
+    def ips(self, value: dict[str, tuple[float, int]] | None) -> None:
+        self._one = None
+        self._ips = None if value is None else dict(value)
 
     @property
     def lines(self) -> list[str]:
@@ -55,18 +73,32 @@ class _Common:
             kept.append(line)  # type: ignore[union-attr]
             if len(kept) > MAX_LINES_KEPT:
                 del kept[0]  # type: ignore[union-attr]
-        ips = self.ips
-        if ips is not None and ip is not None:
-            last = ips.pop(ip, None)
-            ips[ip] = (when, last[1] + 1 if last is not None and last[0] > horizon else 1)
-            if len(ips) > MAX_IPS_KEPT:
-                del ips[next(iter(ips))]
+        ips = self._ips
+        if ips is None or ip is None:
+            return
+        one = self._one
+        if not ips:
+            if one is None:
+                self._one = (ip, when, 1)
+                return
+            if one[0] == ip:
+                self._one = (ip, when, one[2] + 1 if one[1] > horizon else 1)
+                return
+            ips[one[0]] = (one[1], one[2])  # a second address: from now on, the dict
+            self._one = None
+        last = ips.pop(ip, None)
+        ips[ip] = (when, last[1] + 1 if last is not None and last[0] > horizon else 1)
+        if len(ips) > MAX_IPS_KEPT:
+            del ips[next(iter(ips))]
 
     def live_ips(self, horizon: float) -> dict[str, int]:
         """Addresses seen within the window, with their number of events."""
-        if not self.ips:
+        one = self._one
+        if one is not None:
+            return {one[0]: one[2]} if one[1] > horizon else {}
+        if not self._ips:
             return {}
-        return {ip: n for ip, (t, n) in self.ips.items() if t > horizon}
+        return {ip: n for ip, (t, n) in self._ips.items() if t > horizon}
 
 
 class RingWindow(_Common):
