@@ -171,7 +171,6 @@ def test_postmap_postsuper_doveadm_failing_then_hanging_then_working(
     wait_for(lambda: any(b["key"] == "bob" for b in d.status()["bans"]), what="the decision on bob")
     wait_for(lambda: "FAILING actions:" in notify.last() and "sasl-disable" in notify.last(),
              what="STATUS naming the failing action")
-    status = d.status()
     assert "exited with 1" in action(d, "sasl-disable")["error"]
     assert action(d, "sasl-disable")["pending"] >= 1
     # Detection goes on: the addresses are banned in the kernel by the ip jail meanwhile.
