@@ -564,12 +564,7 @@ class _Writer:
                 retry_at = time.monotonic() + backoff
                 backoff = min(backoff * 2, RETRY_MAX)
                 c.report("health", ("writer", f"{type(exc).__name__}: {exc}", False))
-                try:
-                    if r is not None:
-                        r.close()
-                except Exception:
-                    pass
-                r = None
+                r = _close_quietly(r)
             c._backlog = sum(len(g[4]) for g in self.counts)
 
     def _take(self, kind: str, value: Any) -> None:
@@ -668,11 +663,16 @@ class _Reader:
             except Exception as exc:
                 failed = True
                 c.report("health", ("reader", f"{type(exc).__name__}: {exc}", False))
-                try:
-                    if r is not None:
-                        r.close()
-                except Exception:
-                    pass
-                r = None
+                r = _close_quietly(r)
                 c._stop.wait(backoff)
                 backoff = min(backoff * 2, RETRY_MAX)
+
+
+def _close_quietly(r: Any) -> None:
+    """Drop a connection that just failed; closing it may fail too, and that changes nothing."""
+    try:
+        if r is not None:
+            r.close()
+    except Exception:
+        pass
+    return None
