@@ -260,77 +260,58 @@ def _call(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any] |
     return answer
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    answer = _call(args, {"cmd": "status"})
+def _show(args: argparse.Namespace, payload: dict[str, Any], renderer: str, part: str | None = None) -> int:
+    """A read command: the daemon's answer as JSON, or rendered for people by render.<renderer>."""
+    answer = _call(args, payload)
     if answer is None:
         return EXIT_UNREACHABLE
+    answer.pop("ok", None)
+    data = answer[part] if part else answer
     if args.json:
-        print(json.dumps(answer, indent=2))
+        print(json.dumps(data, indent=2))
         return 0
-    from .render import render_status
+    from . import render
 
-    print(render_status(answer))
+    print(getattr(render, renderer)(data))
     return 0
+
+
+def _do(args: argparse.Namespace, payload: dict[str, Any], done: str) -> int:
+    """A command that changes something: the daemon's message, or its refusal on stderr."""
+    answer = _call(args, payload)
+    if answer is None:
+        return 1
+    print(answer.get("message", done))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _show(args, {"cmd": "status"}, "render_status")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    answer = _call(args, {"cmd": "list"})
-    if answer is None:
-        return EXIT_UNREACHABLE
-    if args.json:
-        print(json.dumps(answer["bans"], indent=2))
-        return 0
-    from .render import render_list
+    return _show(args, {"cmd": "list"}, "render_list", part="bans")
 
-    print(render_list(answer["bans"]))
-    return 0
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    return _show(args, {"cmd": "explain", **_target(args)}, "render_explain")
 
 
 def cmd_ban(args: argparse.Namespace) -> int:
-    answer = _call(args, {"cmd": "ban", **_target(args), "jail": args.jail, "for": args.duration})
-    if answer is None:
-        return 1
-    print(answer.get("message", "banned"))
-    return 0
+    return _do(args, {"cmd": "ban", **_target(args), "jail": args.jail, "for": args.duration}, "banned")
 
 
 def cmd_unban(args: argparse.Namespace) -> int:
     payload = {"cmd": "unban", "all": True} if args.all else {"cmd": "unban", **_target(args)}
-    answer = _call(args, payload)
-    if answer is None:
-        return 1
-    print(answer.get("message", "unbanned"))
-    return 0
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    answer = _call(args, {"cmd": "explain", **_target(args)})
-    if answer is None:
-        return EXIT_UNREACHABLE
-    answer.pop("ok", None)
-    if args.json:
-        print(json.dumps(answer, indent=2))
-        return 0
-    from .render import render_explain
-
-    print(render_explain(answer))
-    return 0
+    return _do(args, payload, "unbanned")
 
 
 def cmd_purge_held(args: argparse.Namespace) -> int:
-    answer = _call(args, {"cmd": "purge-held", **_target(args)})
-    if answer is None:
-        return 1
-    print(answer.get("message", "purged"))
-    return 0
+    return _do(args, {"cmd": "purge-held", **_target(args)}, "purged")
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    answer = _call(args, {"cmd": "reload"})
-    if answer is None:
-        return 1
-    print(answer.get("message", "reloaded"))
-    return 0
+    return _do(args, {"cmd": "reload"}, "reloaded")
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
