@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Iterable
 
+from .durations import format_duration
 from .records import KINDS, Ban, Event
 from .windows import MAX_IPS_KEPT, BucketWindow, RingWindow
 
@@ -109,14 +110,15 @@ class JailSpec:
     def describe(self) -> str:
         """One line an admin reads in `check`, `status` and `explain`."""
         what = {"recipients": "recipients", "score": "points"}.get(self.count, "events")
-        text = f"{self.maxretry} {what} per {self.key} in {self.findtime:g}s"
+        d = format_duration
+        text = f"{self.maxretry} {what} per {self.key} in {d(self.findtime)}"
         if self.min_ips:
             text += f" from at least {self.min_ips} addresses"
-        text += f" -> {', '.join(self.actions) or 'record only'} for {self.bantime:g}s"
+        text += f" -> {', '.join(self.actions) or 'record only'} for {d(self.bantime)}"
         if self.ban_ips:
             text += f", and ban the attacking addresses via {', '.join(self.ip_actions)}"
         if self.bantime_factor > 1:
-            text += f"; x{self.bantime_factor:g} per repeat within {self.repeat_window:g}s, up to {self.bantime_max:g}s"
+            text += f"; x{self.bantime_factor:g} per repeat within {d(self.repeat_window)}, up to {d(self.bantime_max)}"
         if self.key == "ip" and (self.prefix6 or self.prefix4):
             nets = " and ".join(f"/{n}" for n in (self.prefix6, self.prefix4) if n)
             text += f"; whole {nets} prefixes from {self.prefix_min_ips} addresses"
