@@ -26,8 +26,6 @@ from .progress import Progress
 from .scan import RangeTally, default_jobs, map_ranges, split_ranges, tally_lines, worth_splitting
 from .sources.tail import iter_file_lines
 
-_new_header = tuple.__new__
-
 
 def iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).astimezone().isoformat(timespec="seconds")
@@ -68,7 +66,7 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
     now = time.time()
     # The same queue-id correlation as the daemon: it drops qmgr's retries and gives a
     # message's later lines the address of the client that submitted it.
-    correlate = Correlator().process
+    correlate = Correlator().address_of
     lines = parsed = matched = 0
     per_rule: dict[tuple[str, str, str], int] = {}
     per_ip: dict[str, int] = {}
@@ -107,14 +105,10 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
                     if pos < first[ip]:
                         first[ip] = pos
             for when, key, ip, host, qid, lineno, j in pending:
-                # Only what correlation reads: kind, address, queue id, time, and the host.
-                event = correlate(Event.make((when, key[2], key[0], key[1], ip, None, None, None, qid,
-                                              None, None, "", 0, "")),
-                                  _new_header(Header, (when, host, b"", None, 0)))
-                if event is None:
+                kept, ip = correlate(key[2], qid, ip, host, when)
+                if not kept:
                     continue
                 per_rule[key] = per_rule_get(key, 0) + 1
-                ip = event.ip
                 if ip:
                     pos = (n, offset + lineno, j)
                     old = per_ip_get(ip)

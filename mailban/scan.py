@@ -131,6 +131,10 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
     first: dict[str, tuple[int, int]] = {}
     pending: list[Pending] = []
     per_rule_get, per_ip_get, add_pending = per_rule.get, per_ip.get, pending.append
+    # One object per distinct host and queue id: pickle then sends each once (a message's
+    # queue id is on four or more lines) and the caller's correlation compares them by identity.
+    same: dict[Any, Any] = {}
+    shared = same.setdefault
     for line in source:
         lines += 1
         header = parse(line)
@@ -143,7 +147,8 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
         matched += 1
         for j, (key, ip, qid) in enumerate(tallies):
             if qid is not None:
-                add_pending((header.time, key, ip, header.host, qid, lines, j))
+                host = header.host
+                add_pending((header.time, key, ip, shared(host, host), shared(qid, qid), lines, j))
                 continue
             per_rule[key] = per_rule_get(key, 0) + 1
             if ip:

@@ -90,3 +90,21 @@ def test_memory_stays_bounded_when_later_lines_never_come() -> None:
     for n in range(500):
         c2.process(ev(n, "submission", f"D{n:08X}", user="u"), hdr(b"postfix/smtpd"))
     assert len(c2) <= 61
+
+
+def test_address_of_keeps_and_joins_as_process_does() -> None:
+    """`mailban test`'s summary correlates through address_of(): on a random interleaving with
+    retries, lines without a submitter, qid reuse, hosts and a cap that evicts, it must keep the
+    same events with the same addresses as process()."""
+    rng = random.Random(11)
+    full, slim = Correlator(max_messages=50), Correlator(max_messages=50)
+    kinds = ["submission", "queued", "queued", "delivery", "removed"]
+    for n in range(20000):
+        kind = rng.choice(kinds)
+        qid = f"Q{rng.randrange(120):03d}"
+        ip = rng.choice([None, None, f"203.0.113.{rng.randrange(1, 50)}"])
+        host = rng.choice([b"mx1", b"mx2"])
+        t = n * 30 + rng.random() * 3e5  # some out of order, spanning more than the ttl
+        joined = full.process(ev(t, kind, qid, ip=ip), hdr(host=host))
+        assert slim.address_of(kind, qid, ip, host, t) == (joined is not None, joined.ip if joined else ip)
+    assert list(slim.messages) == list(full.messages)
