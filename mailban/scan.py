@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from .core.filters import TallySet
 from .core.syslog import SyslogParser
 from .localtime import local_to_epoch
-from .sources.tail import MAX_LINE
+from .sources.tail import chunk_lines
 
 # Below this size a file is read in the calling process: forking and merging cost more than
 # they save (~50 ms against ~4 s per 100 MB).
@@ -93,23 +93,14 @@ def iter_range_lines(path: str, start: int, end: int) -> Iterator[bytes]:
     lines cut at MAX_LINE, a last line without newline still a line)."""
     with open(path, "rb") as fh:
         fh.seek(start)
-        left = end - start
-        rest = b""
-        while left > 0:
-            chunk = fh.read(min(_READ, left))
-            if not chunk:
-                break
-            left -= len(chunk)
-            if rest:
-                chunk = rest + chunk
-            lines = chunk.split(b"\n")
-            rest = lines.pop()
-            if len(rest) > MAX_LINE * 4:
-                rest = rest[:MAX_LINE]
-            for line in lines:
-                yield line if len(line) <= MAX_LINE else line[:MAX_LINE]
-        if rest:
-            yield rest[:MAX_LINE]
+        left = [end - start]
+
+        def read() -> bytes:
+            chunk = fh.read(min(_READ, left[0])) if left[0] > 0 else b""
+            left[0] -= len(chunk)
+            return chunk
+
+        yield from chunk_lines(read)
 
 
 # What forked workers inherit: set by the parent just before the pool starts.

@@ -36,7 +36,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from inotify_simple import INotify, flags
 
@@ -451,6 +451,27 @@ class Watcher:
         self.inotify.close()
 
 
+def chunk_lines(read: Callable[[], bytes]) -> Iterator[bytes]:
+    """The lines in the chunks `read()` returns until it returns b"": newlines dropped, lines
+    longer than MAX_LINE cut, a last line without a newline still a line. The one place where
+    test, replay and the worker processes of mailban test cut bytes into lines."""
+    rest = b""
+    while True:
+        chunk = read()
+        if not chunk:
+            break
+        if rest:
+            chunk = rest + chunk
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        if len(rest) > MAX_LINE * 4:
+            rest = rest[:MAX_LINE]
+        for line in lines:
+            yield line if len(line) <= MAX_LINE else line[:MAX_LINE]
+    if rest:
+        yield rest[:MAX_LINE]
+
+
 def iter_file_lines(path: str) -> Iterator[bytes]:
     """Every line of a file (or stdin for "-"), without newlines, for test and replay.
 
@@ -458,21 +479,7 @@ def iter_file_lines(path: str) -> Iterator[bytes]:
     """
     fh = sys.stdin.buffer if path == "-" else open(path, "rb")
     try:
-        rest = b""
-        while True:
-            chunk = fh.read(1 << 20)
-            if not chunk:
-                break
-            if rest:
-                chunk = rest + chunk
-            lines = chunk.split(b"\n")
-            rest = lines.pop()
-            if len(rest) > MAX_LINE * 4:
-                rest = rest[:MAX_LINE]
-            for line in lines:
-                yield line if len(line) <= MAX_LINE else line[:MAX_LINE]
-        if rest:
-            yield rest[:MAX_LINE]
+        yield from chunk_lines(lambda: fh.read(1 << 20))
     finally:
         if fh is not sys.stdin.buffer:
             fh.close()
