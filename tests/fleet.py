@@ -20,9 +20,9 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from tests.netns import Daemon, Link, run, wait_for, write_config
+from tests.netns import Daemon, Link, append, failure_line, run, wait_for, write_config
 
 REDIS_IP = "198.51.100.1"
 # A fresh namespace has no listener at all: any port is free there.
@@ -156,3 +156,20 @@ class Fleet:
 
     def cluster(self, i: int) -> dict[str, Any]:
         return self.daemons[i].status()["cluster"]
+
+
+def running(fleet: Fleet) -> Iterator[Fleet]:
+    """Bring a fleet up for a fixture; on failure print every daemon's log; always tear it down."""
+    try:
+        yield fleet.up()
+    except Exception:
+        for d in fleet.daemons:
+            print(d.log())
+        raise
+    finally:
+        fleet.close()
+
+
+def fail(log: Path, ip: str, times: int) -> None:
+    """`times` SASL failures of `ip` appended to a node's log."""
+    append(log, b"".join(failure_line(ip) for _ in range(times)))

@@ -22,8 +22,8 @@ import pytest
 
 from mailban import config
 from mailban.core.errors import ConfigError
-from tests.fleet import Fleet
-from tests.netns import append, failure_line, wait_for
+from tests.fleet import Fleet, fail, running
+from tests.netns import wait_for
 
 ATTACKER, LOCAL_ONLY, MANUAL, LIFTED, LATE = (f"198.51.100.{n}" for n in (77, 78, 79, 80, 81))
 root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("redis-server"),
@@ -73,18 +73,7 @@ def test_password_is_redacted() -> None:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     f = Fleet(tmp_path_factory.mktemp("fleet"))
-    try:
-        yield f.up()
-    except Exception:
-        for d in f.daemons:
-            print(d.log())
-        raise
-    finally:
-        f.close()
-
-
-def fail(log: Path, ip: str, times: int) -> None:
-    append(log, b"".join(failure_line(ip) for _ in range(times)))
+    yield from running(f)
 
 
 @pytest.mark.root

@@ -25,8 +25,8 @@ import pytest
 
 from mailban import config
 from mailban.core.errors import ConfigError
-from tests.fleet import ALIAS_IP, PASSWORD, REDIS_IP, REDIS_PORT, Fleet, make_certs
-from tests.netns import append, failure_line, wait_for
+from tests.fleet import ALIAS_IP, PASSWORD, REDIS_IP, REDIS_PORT, Fleet, fail, make_certs, running
+from tests.netns import wait_for
 
 ATTACKER = "198.51.100.90"
 LOCAL = {2: "198.51.100.93", 3: "198.51.100.94", 4: "198.51.100.95"}  # node index -> its local attacker
@@ -58,18 +58,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         4: {"tls_ca": str(certs.other_ca)},
         5: {"url": f"rediss://:{PASSWORD}@{ALIAS_IP}:{REDIS_PORT}/0"},
     })
-    try:
-        yield f.up()
-    except Exception:
-        for d in f.daemons:
-            print(d.log())
-        raise
-    finally:
-        f.close()
-
-
-def fail(log: Path, ip: str, times: int) -> None:
-    append(log, b"".join(failure_line(ip) for _ in range(times)))
+    yield from running(f)
 
 
 @pytest.mark.root
