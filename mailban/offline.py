@@ -176,6 +176,14 @@ def _parsed_lines(path: str, parser: SyslogParser, progress: Progress | None = N
             yield header.time, lineno, line, header, path
 
 
+def merged_lines(paths: list[str], parser: SyslogParser, progress: Progress | None = None
+                 ) -> Iterator[tuple[float, int, bytes, Header, str]]:
+    """(time, line number, line, header, path) of every parsed line of several logs, merged by
+    time as the daemon would have seen them (mail.log and dovecot.log side by side)."""
+    streams = [_parsed_lines(p, parser, progress) for p in paths]
+    return streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda item: item[0])
+
+
 def ban_json(ban: Ban) -> dict[str, object]:
     return {
         "time": iso(ban.time),
@@ -209,8 +217,7 @@ def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = s
     """
     pipeline = config.pipeline(time.time(), local_to_epoch)
     progress = Progress(paths)
-    streams = [_parsed_lines(p, pipeline.parser, progress) for p in paths]
-    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda item: item[0])
+    merged = merged_lines(paths, pipeline.parser, progress)
     decisions = 0
     lines = 0
     started = time.perf_counter()

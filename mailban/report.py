@@ -20,13 +20,13 @@ import heapq
 import html
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 from .config import Config
 from .core.jails import JailSpec
 from .core.records import Event
 from .localtime import local_to_epoch
-from .sources.tail import iter_file_lines
+from .offline import merged_lines
 
 MAX_KEYS = 500_000
 TOP = 15
@@ -132,17 +132,8 @@ class JailReport:
 def events_from(config: Config, paths: list[str]) -> Iterator[Event]:
     """The daemon's parse, filter and correlation stages over logs merged by time."""
     pipeline = config.pipeline(time.time(), local_to_epoch)
-    parser, fset, correlate = pipeline.parser, pipeline.filters, pipeline.correlator.process
-
-    def parsed(path: str) -> Iterator[tuple[float, int, bytes, Any]]:
-        for n, line in enumerate(iter_file_lines(path)):
-            header = parser.parse(line)
-            if header is not None:
-                yield header.time, n, line, header
-
-    streams = [parsed(p) for p in paths]
-    merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda item: item[0])
-    for _t, _n, line, header in merged:
+    fset, correlate = pipeline.filters, pipeline.correlator.process
+    for _t, _n, line, header, _path in merged_lines(paths, pipeline.parser):
         for event in fset.match(line, header):
             joined = correlate(event, header)
             if joined is not None:
