@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 BASE = Path("/var/lib/mbmta")
 UNKNOWN_CLIENT = "127.0.0.28"
@@ -83,7 +84,29 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class PostfixDovecot:
+class Service:
+    """A started-for-the-test MTA as a context manager: start(), and cleanup() afterwards even
+    when the start itself failed half-way (subclasses provide both)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class PostfixDovecot(Service):
     def __init__(self, sasl_disable: bool = False, main_extra: dict[str, str] | None = None,
                  dovecot_extra: str = "", extra_users: dict[str, str] | None = None) -> None:
         self.sasl_disable = sasl_disable
@@ -353,13 +376,3 @@ service anvil {{
                     shutil.copy(f, keep_logs_in / f.name)
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def __enter__(self) -> "PostfixDovecot":
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .postfix_dovecot import BASE, pid_alive, run, start_daemon
+from .postfix_dovecot import BASE, Service, pid_alive, run, start_daemon
 
 SMROOT = Path(os.environ.get("MAILBAN_SENDMAIL_ROOT", "/opt/mailban-test/sendmail/root"))
 SMDIR = SMROOT / "usr/libexec/sendmail"
@@ -62,7 +62,7 @@ def available() -> str | None:
     return None
 
 
-class Sendmail:
+class Sendmail(Service):
     def __init__(self) -> None:
         BASE.mkdir(mode=0o755, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="sm-", dir=BASE))
@@ -267,13 +267,3 @@ mail.*\t{self.log};Trad
             shutil.copy(self.log, keep_logs_in / self.log.name)
         shutil.rmtree(self.work, ignore_errors=True)
 
-    def __enter__(self) -> "Sendmail":
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
