@@ -317,13 +317,15 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             queued: list[Any] = []
             holding = self.holding
             tally: Tally[tuple[str, str]] = Tally()
+            metrics_on = self.metrics.enabled  # no per-event counting for metrics nobody serves
             counted: list[Any] = []
             for line in lines:
                 events, new = pipeline.feed(line, now, tail.path)
                 if events:
                     counted.extend(events)
-                    for e in events:
-                        tally[(e.kind, e.filter)] += 1
+                    if metrics_on:
+                        for e in events:
+                            tally[(e.kind, e.filter)] += 1
                     if holding:
                         queued.extend(e for e in events if e.kind == "queued" and e.queue_id)
                 if new:
