@@ -5,6 +5,7 @@ whatever the socket file's mode."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -43,9 +44,35 @@ def as_user(uid: int, gid: int, argv: list[str], caps: bool = False) -> list[str
     return prefix + ["--no-new-privs", "--"] + argv
 
 
-def pythonpath() -> str:
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"), None)
-    return os.pathsep.join([str(ROOT)] + ([str(site)] if site else []))
+DEPENDENCIES = ("inotify_simple", "pyparsing", "nftables", "sdnotify", "tomli", "prometheus_client")
+
+
+def pythonpath(workdir: Path) -> str:
+    """A copy of mailban (with its shipped filters and actions) and its dependencies that the
+    unprivileged users can read: the checkout and the venv may sit under a root-only directory
+    (a CI clone in `mktemp -d`, a venv interpreter under /root)."""
+    target = workdir / "py"
+    if not target.exists():
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(ROOT / "mailban", target / "mailban", ignore=ignore)
+        for kind in ("filters.d", "actions.d"):
+            shutil.copytree(ROOT / kind, target / kind)
+        for name in DEPENDENCIES:
+            spec = importlib.util.find_spec(name)
+            assert spec is not None and spec.origin is not None, name
+            origin = Path(spec.origin)
+            if spec.submodule_search_locations:
+                shutil.copytree(origin.parent, target / origin.parent.name, ignore=ignore)
+                site = origin.parent.parent
+            else:
+                shutil.copy(origin, target / origin.name)
+                site = origin.parent
+            for helper in site.glob("*__mypyc*"):  # mypyc-compiled packages (tomli) need it
+                if not (target / helper.name).exists():
+                    shutil.copy(helper, target / helper.name)
+        for path in [target, *target.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    return str(target)
 
 
 def test_daemon_bans_as_nobody_with_cap_net_admin_only(link: Link, workdir: Path) -> None:
@@ -59,7 +86,7 @@ def test_daemon_bans_as_nobody_with_cap_net_admin_only(link: Link, workdir: Path
     config.write_text(text)
     for path in [workdir / "cfg", *(workdir / "cfg").rglob("*")]:
         os.chown(path, NOBODY, NOBODY)
-    env = {**os.environ, "PYTHONPATH": pythonpath()}
+    env = {**os.environ, "PYTHONPATH": pythonpath(workdir)}
     out = open(workdir / "daemon.out", "wb")
     proc = subprocess.Popen(link.exec_argv(link.srv, as_user(NOBODY, NOBODY, [SYSTEM_PYTHON, "-m", "mailban", "run",
                                                                                 "--config", str(config)], caps=True)),
@@ -96,7 +123,7 @@ def test_control_group_members_may_act_others_may_not(link: Link, workdir: Path)
         st = os.stat(daemon.socket)
         assert oct(st.st_mode & 0o777) == "0o660" and st.st_gid == 1  # group daemon
         os.chmod(workdir / "cfg", 0o755)
-        env = {**os.environ, "PYTHONPATH": pythonpath()}
+        env = {**os.environ, "PYTHONPATH": pythonpath(workdir)}
         member = subprocess.run(as_user(1, 1, [SYSTEM_PYTHON, "-m", "mailban", "ban", "198.51.100.91", "--for", "1m",
                                                "--socket", daemon.socket]), capture_output=True, text=True, env=env, timeout=30)
         assert member.returncode == 0, member.stderr
