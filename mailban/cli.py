@@ -191,6 +191,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from . import config
     from .core.errors import ConfigError
+    from .speedups import describe, speedups
 
     try:
         cfg = config.load(args.config)
@@ -208,12 +209,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             "jails": [{"name": j.name, "enabled": j.enabled, "key": j.key, "maxretry": j.maxretry,
                        "findtime": j.findtime, "bantime": j.bantime, "actions": list(j.actions),
                        "mode": j.mode, "rule": j.describe()} for j in cfg.jails],
+            "speedups": speedups() is not None,
         }, indent=2))
         return 0
     print(f"configuration OK: {cfg.path}")
     print(f"  files: {', '.join(cfg.files)}")
     print(f"  filters: {', '.join(f.name for f in cfg.filters)}")
     print(f"  actions: {', '.join(sorted(cfg.actions))}")
+    print(f"  hot loops: {describe()}")
     if cfg.cluster is not None:
         from .cluster import redacted
 

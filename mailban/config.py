@@ -25,6 +25,7 @@ from .core.pipeline import Pipeline
 from .core.records import KEY_TYPES, KINDS, STATUSES
 from .core.syslog import LocalToEpoch, SyslogParser
 from .core.tomldoc import TomlDoc, parse_toml
+from .speedups import speedups
 
 DEFAULT_CONFIG = "/etc/mailban/mailban.toml"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -110,7 +111,7 @@ class Config:
             for spec in self.jails
             if spec.enabled
         ]
-        return Pipeline(SyslogParser(now, to_epoch), FilterSet(list(self.filters)), jails)
+        return Pipeline(SyslogParser(now, to_epoch, speedups()), FilterSet(list(self.filters)), jails)
 
 
 def _read(path: Path) -> TomlDoc:

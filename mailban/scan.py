@@ -20,9 +20,12 @@ import multiprocessing
 import os
 from typing import Any, Callable, Iterator, TypeVar
 
+from .core import filters as _filters
+from .core.correlate import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, Correlator
 from .core.filters import TallySet
 from .core.syslog import SyslogParser
 from .localtime import local_to_epoch
+from .speedups import speedups
 from .sources.tail import chunk_lines
 
 # Below this size a file is read in the calling process: forking and merging cost more than
@@ -114,17 +117,25 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
     unchanged. One with a queue id may be dropped (a qmgr retry) or get its address from a
     line in an earlier range, so it is returned, in order, for the caller's Correlator.
     """
-    parse = SyslogParser(now, local_to_epoch).parse
-    match = filters.match
-    lines = parsed = matched = 0
+    fast = speedups()
+    parser = SyslogParser(now, local_to_epoch, fast)
     per_rule: dict[tuple[str, str, str], int] = {}
     per_ip: dict[str, int] = {}
     first: dict[str, tuple[int, int]] = {}
     pending: list[Pending] = []
-    per_rule_get, per_ip_get, add_pending = per_rule.get, per_ip.get, pending.append
     # One object per distinct host and queue id: pickle then sends each once (a message's
     # queue id is on four or more lines) and the caller's correlation compares them by identity.
     same: dict[Any, Any] = {}
+    if fast is not None:
+        # The same loop in C (mailban/core/_speedups.c), with the same results.
+        ctx = (parser._bsd_cache, parser.parse_py, filters._dispatch, filters.rules_for,
+               _filters._ip_cache, _filters._ip)
+        lines, parsed, matched = fast.tally(source, 0, ctx, per_rule, per_ip, first, pending, same)
+        return lines, parsed, matched, per_rule, per_ip, first, pending
+    parse = parser.parse
+    match = filters.match
+    lines = parsed = matched = 0
+    per_rule_get, per_ip_get, add_pending = per_rule.get, per_ip.get, pending.append
     shared = same.setdefault
     for line in source:
         lines += 1
@@ -150,6 +161,53 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
                 else:
                     per_ip[ip] = count + 1
     return lines, parsed, matched, per_rule, per_ip, first, pending
+
+
+class PendingCounter:
+    """Queue-id correlation and counting of the events `tally_lines` left to the caller,
+    fed in file order: into per_rule, per_ip and first (positions (file, line, event on the line)).
+
+    The same records, evictions and retry drops as `Correlator.address_of`; in C where the
+    `_speedups` module is built (which keeps its records, [time, address, queued], in a dict
+    of its own), in Python through a Correlator otherwise."""
+
+    def __init__(self, per_rule: dict[tuple[str, str, str], int], per_ip: dict[str, int],
+                 first: dict[str, tuple[int, int, int]], ttl: float = DEFAULT_TTL,
+                 max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        self.per_rule, self.per_ip, self.first = per_rule, per_ip, first
+        self.correlator = Correlator(ttl, max_messages)
+        self._fast = speedups()
+        self._records: dict[Any, list[Any]] = {}
+        self._order: list[Any] = []
+        self._head = 0
+
+    def add(self, pending: list[Pending], fileno: int, offset: int) -> None:
+        """Count one range's pending events; `offset`: the file's lines in the ranges before."""
+        c = self.correlator
+        if self._fast is not None:
+            dropped, self._head = self._fast.merge(pending, fileno, offset, self._records, self._order,
+                                                   self._head, c.ttl, c.max_messages, self.per_rule,
+                                                   self.per_ip, self.first)
+            c.dropped += dropped
+            return
+        correlate = c.address_of
+        per_rule, per_ip, first = self.per_rule, self.per_ip, self.first
+        per_rule_get, per_ip_get = per_rule.get, per_ip.get
+        for when, key, ip, host, qid, lineno, j in pending:
+            kept, ip = correlate(key[2], qid, ip, host, when)
+            if not kept:
+                continue
+            per_rule[key] = per_rule_get(key, 0) + 1
+            if ip:
+                pos = (fileno, offset + lineno, j)
+                old = per_ip_get(ip)
+                if old is None:
+                    per_ip[ip] = 1
+                    first[ip] = pos
+                else:
+                    per_ip[ip] = old + 1
+                    if pos < first[ip]:
+                        first[ip] = pos
 
 
 def _run_job(task: tuple[int, int]) -> Any:

@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 apt-get -o DPkg::Lock::Timeout=600 update -q
 apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
-    nftables libnftables1 python3 python3-venv ca-certificates
+    nftables libnftables1 python3 python3-venv ca-certificates \
+    gcc libc6-dev python3-dev  # to compile mailban's C module (optional: it runs without, slower)
 
 python=${PYTHON:-python3}
 [ -x /opt/mailban/bin/python ] || "$python" -m venv /opt/mailban

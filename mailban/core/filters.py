@@ -141,7 +141,7 @@ def _only_keys(doc: TomlDoc, where: tuple[Any, ...], table: dict[str, Any], allo
 Compiled = tuple[bytes, Any, Callable[..., "Event | None"]]
 # One group per filter covering a program: (combined match, marker group -> rule index, rules
 # with the builders the combined regex needs, rules for one-by-one matching).
-Group = tuple[Any, dict[int, int], tuple[Compiled, ...], tuple[Compiled, ...]]
+Group = tuple[Any, dict[int, int], tuple[Compiled, ...], tuple[Compiled, ...], tuple[Any, ...]]
 # Bounded caches of converted fields, shared by all filters: most lines name a few thousand
 # addresses again and again. Cleared when full (a spray of distinct addresses must not grow it).
 _IP_CACHE_MAX = 65536
@@ -179,6 +179,7 @@ class FilterSet:
     # lineno)`; what they return is what match() returns (Events here, see TallySet). Looked up
     # through a lambda because the builders are defined further down.
     _make_builder: Callable[..., Callable[..., Any]] = staticmethod(lambda rule, suffix="": _builder(rule, suffix))
+    _make_spec: Callable[..., Any] = staticmethod(lambda rule, suffix="": None)
 
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = tuple(filters)
@@ -189,7 +190,7 @@ class FilterSet:
         if hit is not None:
             return hit
         name = program.decode("utf-8", "replace")
-        groups = tuple(_group(f, self._make_builder) for f in self.filters if f.covers(name))
+        groups = tuple(_group(f, self._make_builder, self._make_spec) for f in self.filters if f.covers(name))
         # Forged tags (any local user can pick one) must not grow the cache without bound.
         if len(self._dispatch) < _PROGRAM_CACHE_MAX:
             self._dispatch[program] = groups
@@ -204,7 +205,7 @@ class FilterSet:
             return []
         events: list[Event] = []
         start = header.msg_start
-        for combined, markers, joined, rules in groups:
+        for combined, markers, joined, rules, _ in groups:
             if combined is not None:
                 m = combined(line, start)
                 if m is None:
@@ -235,11 +236,13 @@ def _one_by_one(rules: tuple[Compiled, ...], first: int, line: bytes, header: He
     return None
 
 
-def _group(f: Filter, make: Callable[..., Callable[..., Any]]) -> Group:
+def _group(f: Filter, make: Callable[..., Callable[..., Any]], spec: Callable[..., Any]) -> Group:
     rules = tuple((r.pattern.literal, r.pattern.regex.match, make(r)) for r in f.rules)
+    # What the C loop of `_speedups.tally` reads instead: each rule's literal, match and spec.
+    solo = tuple((r.pattern.literal, r.pattern.regex.match, spec(r)) for r in f.rules)
     sources = [r.pattern.regex.pattern for r in f.rules]
     if any(_NOT_COMBINABLE.search(src) for src in sources):
-        return None, {}, (), rules
+        return None, {}, (), rules, solo
     alternatives = []
     for k, src in enumerate(sources):
         renamed = _GROUP_NAME.sub(lambda m, k=k: b"(?P<%s_%d>" % (m.group(1), k), src)  # type: ignore[misc]
@@ -247,10 +250,10 @@ def _group(f: Filter, make: Callable[..., Callable[..., Any]]) -> Group:
     try:
         combined = re.compile(b"|".join(alternatives), re.DOTALL)
     except (re.error, OverflowError, RecursionError):
-        return None, {}, (), rules
+        return None, {}, (), rules, solo
     markers = {combined.groupindex[f"_rule_{k}"]: k for k in range(len(sources))}
     joined = tuple((r.pattern.literal, None, make(r, f"_{k}")) for k, r in enumerate(f.rules))
-    return combined.match, markers, joined, rules
+    return combined.match, markers, joined, rules, solo
 
 
 def _builder(rule: Rule, suffix: str = "") -> Callable[[re.Match[bytes], float, bytes, str, int], Event | None]:
@@ -322,24 +325,30 @@ class TallySet(FilterSet):
 
     __slots__ = ()
     _make_builder = staticmethod(lambda rule, suffix="": _tally_builder(rule, suffix))
+    _make_spec = staticmethod(lambda rule, suffix="": tally_spec(rule, suffix))
+
+
+def tally_spec(rule: Rule, suffix: str = "") -> tuple[Any, ...]:
+    """What `_speedups.tally` needs to build a rule's Tally in C, as _tally_builder's closure
+    does in Python: (key, ip group name or None, queue-id group name or None, (key, None, None))."""
+    fields = rule.pattern.fields
+    key = (rule.filter, rule.id, rule.kind)
+    return (key, "ip" + suffix if "ip" in fields else None, "qid" + suffix if "qid" in fields else None,
+            (key, None, None))
 
 
 def _tally_builder(rule: Rule, suffix: str = "") -> Callable[[re.Match[bytes], float, bytes, str, int], Tally | None]:
     """A Tally builder for one rule: its key, and the two fields a summary needs (see _builder)."""
-    fields = rule.pattern.fields
-    key = (rule.filter, rule.id, rule.kind)
-    g_ip, g_qid = "ip" + suffix, "qid" + suffix
-    want_ip, want_qid = "ip" in fields, "qid" in fields
-    plain = (key, None, None)
+    key, g_ip, g_qid, plain = tally_spec(rule, suffix)
 
-    if want_ip:
+    if g_ip is not None:
         def build(m: re.Match[bytes], when: float, line: bytes, source: str, lineno: int) -> Tally | None:
             ip = _ip(m.group(g_ip))
             if ip is None:
                 return None  # as _builder: the rule promised an address and the line holds none
-            qid = m.group(g_qid) if want_qid else None
+            qid = m.group(g_qid) if g_qid is not None else None
             return (key, ip, qid.decode("ascii") if qid else None)
-    elif want_qid:
+    elif g_qid is not None:
         def build(m: re.Match[bytes], when: float, line: bytes, source: str, lineno: int) -> Tally | None:
             qid = m.group(g_qid)
             return (key, None, qid.decode("ascii")) if qid else plain

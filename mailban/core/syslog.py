@@ -19,9 +19,10 @@ the header itself can be forged by any local user writing to syslog (see docs/se
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from datetime import datetime
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 MONTHS = {
     m.encode(): i
@@ -65,15 +66,22 @@ def utc_to_epoch(t: tuple[int, int, int, int, int, int]) -> float:
 
 
 class SyslogParser:
-    """Stateful only for speed: caches timestamp conversions (lines share their seconds)."""
+    """Stateful only for speed: caches timestamp conversions (lines share their seconds).
 
-    __slots__ = ("now", "_to_epoch", "_bsd_cache", "_iso_cache")
+    `parse` is `parse_py`, or with `fast` (the C module `_speedups`, see mailban.speedups) its C
+    version: it cuts the common case itself (a cached BSD stamp, then `host prog[pid]: `) and
+    hands every other line to `parse_py`, so both give a line the same Header."""
 
-    def __init__(self, now: float, to_epoch: LocalToEpoch = utc_to_epoch) -> None:
+    __slots__ = ("now", "_to_epoch", "_bsd_cache", "_iso_cache", "parse")
+
+    def __init__(self, now: float, to_epoch: LocalToEpoch = utc_to_epoch, fast: Any = None) -> None:
         self.now = now
         self._to_epoch = to_epoch
         self._bsd_cache: dict[bytes, float] = {}
         self._iso_cache: dict[bytes, float] = {}
+        self.parse: Callable[[bytes], Header | None] = (
+            functools.partial(fast.parse_header, self._bsd_cache, self.parse_py, Header)
+            if fast is not None else self.parse_py)
 
     def set_now(self, now: float) -> None:
         """Move the reference time (the daemon calls this as wall time advances)."""
@@ -82,7 +90,7 @@ class SyslogParser:
             self._bsd_cache.clear()
         self.now = now
 
-    def parse(self, line: bytes) -> Header | None:
+    def parse_py(self, line: bytes) -> Header | None:
         # The hot path of the whole daemon: every line comes through here, so the common case
         # (a cached BSD timestamp, then `host prog[pid]: `) is written out inline, with the
         # rarer forms handled by the same checks further down.

@@ -16,6 +16,7 @@ packages=(
     systemd-journal-remote                      # real journal files for the journal source tests
     redis-server                                # the fleet tests share one (tests/test_cluster.py)
     openssl                                     # throwaway CA and certificates (tests/test_cluster_tls.py)
+    gcc libc6-dev python3-dev                   # mailban's C module (mailban/core/_speedups.c)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,859 @@
+/* mailban.core._speedups: mailban's hottest loops in C, with the same results as the
+ * Python they stand in for (which stays the reference, and is used where this is not built).
+ *
+ *   parse_header(cache, fallback, header_type, line) -> Header | None
+ *       SyslogParser.parse: the common case (a BSD stamp already in the parser's cache, then
+ *       `host prog[pid]: `) is cut here; every other line goes to the Python parser, which
+ *       decides it from scratch. So a line gets exactly the Header the Python parser gives it.
+ *
+ *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same) -> (lineno, parsed, matched)
+ *       scan.tally_lines' loop for `mailban test`'s summary: header, the filters covering the
+ *       program (TallySet's dispatch table), each filter's first rule whose literal is in the
+ *       line and whose regex matches (Python's own `re` objects, called from here, so every
+ *       rule means what it means in Python), the tally of the match, and the counting.
+ *
+ *   merge(pending, fileno, offset, messages, order, head, ttl, max_messages, per_rule, per_ip, first)
+ *       scan.PendingCounter.add: queue-id correlation (Correlator.address_of's records, evictions
+ *       and retry drops) and counting of the events tally() left pending, in file order.
+ *
+ * Why C: profiling `mailban test` showed ~2.4 us of interpreter work per line around ~1 us of
+ * regular-expression matching; this file removes most of the former (bench/README.md).
+ * Must never: decide differently from the Python code (tests/test_speedups.py compares both on
+ * generated and hostile lines), or keep a reference it does not own.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#define MAX_TAG 96
+
+static PyObject *str_group, *int_one;
+
+/* Cut `host prog[pid]: ` at `pos` exactly as syslog._HOST_TAG matches it, with parse()'s
+ * MAX_TAG check. Returns 0 when the regex (or the check) would not accept the text. */
+typedef struct {
+    Py_ssize_t host, host_end, tag, tag_end, pid, pid_end, msg;
+} Cut;
+
+static int
+cut_host_tag(const char *s, Py_ssize_t n, Py_ssize_t pos, Cut *c)
+{
+    Py_ssize_t i = pos;
+    /* [^ :]{1,255} then a space: the longest run of such bytes, as the regex cannot end it
+     * anywhere else (a shorter host would be followed by a host byte, not a space). */
+    while (i < n && s[i] != ' ' && s[i] != ':')
+        i++;
+    if (i == pos || i - pos > 255 || i >= n || s[i] != ' ')
+        return 0;
+    c->host = pos;
+    c->host_end = i;
+    i++;
+    /* [^ \[\]():]+ : again the longest run */
+    Py_ssize_t t = i;
+    while (i < n) {
+        char b = s[i];
+        if (b == ' ' || b == '[' || b == ']' || b == '(' || b == ')' || b == ':')
+            break;
+        i++;
+    }
+    if (i == t)
+        return 0;
+    c->tag = t;
+    c->tag_end = i;
+    c->pid = c->pid_end = -1;
+    if (i < n && s[i] == '[') {
+        /* (?:\[([0-9]+)\])? : without it, `: ` would have to start at the '[' */
+        Py_ssize_t d = i + 1;
+        while (d < n && s[d] >= '0' && s[d] <= '9')
+            d++;
+        if (d == i + 1 || d >= n || s[d] != ']')
+            return 0;
+        c->pid = i + 1;
+        c->pid_end = d;
+        i = d + 1;
+    }
+    if (i + 2 > n || s[i] != ':' || s[i + 1] != ' ')
+        return 0;
+    c->msg = i + 2;
+    if (c->msg - t > MAX_TAG + 1)
+        return 0;
+    return 1;
+}
+
+/* The cached time of a BSD line's stamp (borrowed), or NULL (no error set) when the line is not
+ * of that form or its stamp is not cached yet: the Python parser decides those. */
+static PyObject *
+cached_bsd_time(PyObject *cache, const char *s, Py_ssize_t n)
+{
+    if (n < 20 || s[0] < 'A' || s[0] > 'Z' || s[15] != ' ')
+        return NULL;
+    PyObject *stamp = PyBytes_FromStringAndSize(s, 15);
+    if (stamp == NULL)
+        return NULL;
+    PyObject *when = PyDict_GetItemWithError(cache, stamp);
+    Py_DECREF(stamp);
+    return when;
+}
+
+/* A bytes object for s[a:b], reusing *memo when it holds the same bytes (a log's lines share a
+ * few hosts and program names: no new object, and dict lookups hit on identity). */
+static PyObject *
+memo_bytes(PyObject **memo, const char *s, Py_ssize_t a, Py_ssize_t b)
+{
+    Py_ssize_t len = b - a;
+    PyObject *old = *memo;
+    if (old != NULL && PyBytes_GET_SIZE(old) == len && memcmp(PyBytes_AS_STRING(old), s + a, len) == 0)
+        return old;
+    PyObject *fresh = PyBytes_FromStringAndSize(s + a, len);
+    if (fresh == NULL)
+        return NULL;
+    Py_XDECREF(old);
+    *memo = fresh;
+    return fresh;
+}
+
+static PyObject *
+new_header(PyTypeObject *type, PyObject *when, PyObject *host, PyObject *tag, PyObject *pid, Py_ssize_t msg)
+{
+    PyObject *start = PyLong_FromSsize_t(msg);
+    if (start == NULL)
+        return NULL;
+    /* tuple.__new__(Header, ...): a tuple subclass instance with its five items. */
+    PyObject *h = type->tp_alloc(type, 5);
+    if (h == NULL) {
+        Py_DECREF(start);
+        return NULL;
+    }
+    Py_INCREF(when);
+    Py_INCREF(host);
+    Py_INCREF(tag);
+    Py_INCREF(pid);
+    PyTuple_SET_ITEM(h, 0, when);
+    PyTuple_SET_ITEM(h, 1, host);
+    PyTuple_SET_ITEM(h, 2, tag);
+    PyTuple_SET_ITEM(h, 3, pid);
+    PyTuple_SET_ITEM(h, 4, start);
+    return h;
+}
+
+static PyObject *
+parse_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "parse_header(cache, fallback, header_type, line)");
+        return NULL;
+    }
+    PyObject *cache = args[0], *fallback = args[1], *line = args[3];
+    PyObject *type = args[2];
+    if (!PyDict_Check(cache) || !PyType_Check(type) || !PyBytes_Check(line))
+        return PyObject_CallOneArg(fallback, line);
+    const char *s = PyBytes_AS_STRING(line);
+    Py_ssize_t n = PyBytes_GET_SIZE(line);
+    PyObject *when = cached_bsd_time(cache, s, n);
+    Cut c;
+    if (when == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        return PyObject_CallOneArg(fallback, line);
+    }
+    if (!cut_host_tag(s, n, 16, &c))
+        return PyObject_CallOneArg(fallback, line);
+    PyObject *host = PyBytes_FromStringAndSize(s + c.host, c.host_end - c.host);
+    PyObject *tag = PyBytes_FromStringAndSize(s + c.tag, c.tag_end - c.tag);
+    PyObject *pid = c.pid >= 0 ? PyBytes_FromStringAndSize(s + c.pid, c.pid_end - c.pid) : Py_NewRef(Py_None);
+    PyObject *h = NULL;
+    if (host != NULL && tag != NULL && pid != NULL)
+        h = new_header((PyTypeObject *)type, when, host, tag, pid, c.msg);
+    Py_XDECREF(host);
+    Py_XDECREF(tag);
+    Py_XDECREF(pid);
+    return h;
+}
+
+/* --- tally and match_lines ----------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *bsd_cache, *parse, *dispatch, *rules_for, *ip_cache, *ip_fn, *header_type;
+} Ctx;
+
+/* What a loop over lines remembers from one line to the next (all owned). */
+typedef struct {
+    PyObject *host, *tag, *when;
+    char stamp[15];
+} Memo;
+
+static void
+memo_clear(Memo *memo)
+{
+    Py_CLEAR(memo->host);
+    Py_CLEAR(memo->tag);
+    Py_CLEAR(memo->when);
+}
+
+/* One line's header, as SyslogParser.parse gives it. Borrowed references: from the memo on the
+ * fast path, from `header` (owned, set only when the Python parser decided) otherwise. */
+typedef struct {
+    PyObject *when, *host, *tag, *header;
+    Py_ssize_t msg;
+    Cut cut;
+} Line;
+
+/* 1: the line has a header (in *h); 0: it has none; -1: error. */
+static int
+read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Line *h)
+{
+    PyObject *when;
+    h->header = NULL;
+    /* Consecutive lines mostly share their second: reuse the last stamp's time (the cache
+     * cannot change its mind within one call, `now` being fixed). */
+    if (memo->when != NULL && n >= 20 && s[15] == ' ' && memcmp(s, memo->stamp, 15) == 0) {
+        when = memo->when;
+    } else {
+        when = cached_bsd_time(x->bsd_cache, s, n);
+        if (when != NULL) {
+            Py_INCREF(when);
+            Py_XSETREF(memo->when, when);
+            memcpy(memo->stamp, s, 15);
+        } else if (PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (when != NULL && cut_host_tag(s, n, 16, &h->cut)) {
+        h->when = when;
+        h->host = memo_bytes(&memo->host, s, h->cut.host, h->cut.host_end);
+        h->tag = memo_bytes(&memo->tag, s, h->cut.tag, h->cut.tag_end);
+        h->msg = h->cut.msg;
+        return h->host == NULL || h->tag == NULL ? -1 : 1;
+    }
+    PyObject *header = PyObject_CallOneArg(x->parse, line);
+    if (header == NULL)
+        return -1;
+    if (header == Py_None) {
+        Py_DECREF(header);
+        return 0;
+    }
+    if (!PyTuple_Check(header) || PyTuple_GET_SIZE(header) != 5) {
+        Py_DECREF(header);
+        PyErr_SetString(PyExc_TypeError, "parse() must return a Header");
+        return -1;
+    }
+    h->header = header;
+    h->when = PyTuple_GET_ITEM(header, 0);
+    h->host = PyTuple_GET_ITEM(header, 1);
+    h->tag = PyTuple_GET_ITEM(header, 2);
+    h->msg = PyLong_AsSsize_t(PyTuple_GET_ITEM(header, 4));
+    if (h->msg == -1 && PyErr_Occurred()) {
+        Py_CLEAR(h->header);
+        return -1;
+    }
+    return 1;
+}
+
+/* The filter groups covering the line's program (FilterSet._dispatch, else rules_for()). New
+ * reference, a tuple of 5-tuples. */
+static PyObject *
+groups_for(Ctx *x, PyObject *tag)
+{
+    PyObject *groups = PyDict_GetItemWithError(x->dispatch, tag);
+    if (groups != NULL) {
+        Py_INCREF(groups);
+    } else {
+        if (PyErr_Occurred())
+            return NULL;
+        if ((groups = PyObject_CallOneArg(x->rules_for, tag)) == NULL)
+            return NULL;
+    }
+    if (!PyTuple_Check(groups)) {
+        Py_DECREF(groups);
+        PyErr_SetString(PyExc_TypeError, "rules_for() must return a tuple");
+        return NULL;
+    }
+    for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++) {
+        PyObject *group = PyTuple_GET_ITEM(groups, g);
+        if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != 5) {
+            Py_DECREF(groups);
+            PyErr_SetString(PyExc_TypeError, "a dispatch group must be a 5-tuple");
+            return NULL;
+        }
+    }
+    return groups;
+}
+
+/* TallySet's spec of a rule, (key, ip group name | None, qid group name | None, (key, None,
+ * None)), applied to a match: the tally (key, ip, qid) as filters._tally_from builds it, Py_None
+ * for "no event", NULL on error. New reference. */
+static PyObject *
+match_group(PyObject *m, PyObject *name)
+{
+    return PyObject_CallMethodOneArg(m, str_group, name);
+}
+
+/* qid.decode("ascii") if qid else NULL (no error set); NULL with an error set on failure. */
+static PyObject *
+decoded_qid(PyObject *raw)
+{
+    if (!PyBytes_Check(raw) || PyBytes_GET_SIZE(raw) == 0)
+        return NULL;
+    return PyUnicode_DecodeASCII(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), NULL);
+}
+
+static PyObject *
+tally_from(Ctx *x, PyObject *spec, PyObject *m)
+{
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 4) {
+        PyErr_SetString(PyExc_TypeError, "a tally spec must be a 4-tuple");
+        return NULL;
+    }
+    PyObject *key = PyTuple_GET_ITEM(spec, 0), *g_ip = PyTuple_GET_ITEM(spec, 1);
+    PyObject *g_qid = PyTuple_GET_ITEM(spec, 2), *plain = PyTuple_GET_ITEM(spec, 3);
+    PyObject *raw, *ip, *qid = NULL, *t;
+    if (g_ip == Py_None) {
+        if (g_qid == Py_None)
+            return Py_NewRef(plain);
+        if ((raw = match_group(m, g_qid)) == NULL)
+            return NULL;
+        qid = decoded_qid(raw);
+        Py_DECREF(raw);
+        if (qid == NULL)
+            return PyErr_Occurred() ? NULL : Py_NewRef(plain);
+        t = PyTuple_Pack(3, key, Py_None, qid);
+        Py_DECREF(qid);
+        return t;
+    }
+    if ((raw = match_group(m, g_ip)) == NULL)
+        return NULL;
+    /* filters._ip: the cache, else the Python conversion (which also fills the cache) */
+    ip = raw == Py_None ? NULL : PyDict_GetItemWithError(x->ip_cache, raw);
+    if (ip != NULL)
+        Py_INCREF(ip);
+    else if (!PyErr_Occurred())
+        ip = PyObject_CallOneArg(x->ip_fn, raw);
+    Py_DECREF(raw);
+    if (ip == NULL || ip == Py_None)
+        return ip;  /* None: the rule promised an address and the line holds none: no event */
+    if (g_qid != Py_None) {
+        if ((raw = match_group(m, g_qid)) == NULL) {
+            Py_DECREF(ip);
+            return NULL;
+        }
+        qid = decoded_qid(raw);
+        Py_DECREF(raw);
+        if (qid == NULL && PyErr_Occurred()) {
+            Py_DECREF(ip);
+            return NULL;
+        }
+    }
+    t = PyTuple_Pack(3, key, ip, qid != NULL ? qid : Py_None);
+    Py_DECREF(ip);
+    Py_XDECREF(qid);
+    return t;
+}
+
+/* Whether the literal occurs in s[:n]. glibc's memmem costs more than the regex it saves on
+ * lines of ~150 bytes (perf); memchr for the first byte, then memcmp, is several times cheaper. */
+static int
+contains(const char *s, Py_ssize_t n, const char *lit, Py_ssize_t llen)
+{
+    if (llen > n)
+        return 0;
+    const char *p = s, *last = s + (n - llen);
+    while (p <= last) {
+        p = memchr(p, lit[0], (size_t)(last - p) + 1);
+        if (p == NULL)
+            return 0;
+        if (p[llen - 1] == lit[llen - 1] && memcmp(p + 1, lit + 1, (size_t)llen - 1) == 0)
+            return 1;
+        p++;
+    }
+    return 0;
+}
+
+/* The filter's first rule whose literal is in the line and whose regex matches there, as
+ * filters._one_by_one (the same rule the combined regex of FilterSet.match picks; checking the
+ * literals first, in C, costs less than that regex: most lines hold the literal of one rule of
+ * a filter, or of none). What it yields: the tally built from the rule's spec (TallySet), or
+ * the rule's Python builder's Event (FilterSet, whose specs are None); Py_None for nothing. */
+static PyObject *
+first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n, PyObject *start,
+           PyObject *when, PyObject *source, PyObject *lineno)
+{
+    PyObject *solo = PyTuple_GET_ITEM(group, 4);
+    Py_ssize_t count = PyTuple_GET_SIZE(solo);
+    for (Py_ssize_t r = 0; r < count; r++) {
+        PyObject *rule = PyTuple_GET_ITEM(solo, r);
+        PyObject *literal = PyTuple_GET_ITEM(rule, 0);
+        Py_ssize_t llen = PyBytes_GET_SIZE(literal);
+        if (llen > 0 && !contains(s, n, PyBytes_AS_STRING(literal), llen))
+            continue;
+        PyObject *margs[] = {line, start};
+        PyObject *m = PyObject_Vectorcall(PyTuple_GET_ITEM(rule, 1), margs, 2, NULL);
+        if (m == NULL)
+            return NULL;
+        if (m == Py_None) {
+            Py_DECREF(m);
+            continue;
+        }
+        PyObject *spec = PyTuple_GET_ITEM(rule, 2), *result;
+        if (spec != Py_None) {
+            result = tally_from(x, spec, m);
+        } else {
+            PyObject *build = PyTuple_GET_ITEM(PyTuple_GET_ITEM(PyTuple_GET_ITEM(group, 3), r), 2);
+            PyObject *bargs[] = {m, when, line, source, lineno};
+            result = PyObject_Vectorcall(build, bargs, 5, NULL);
+        }
+        Py_DECREF(m);
+        return result;
+    }
+    return Py_NewRef(Py_None);
+}
+
+static int
+count_one(PyObject *dict, PyObject *key, Py_ssize_t by)
+{
+    PyObject *old = PyDict_GetItemWithError(dict, key);
+    Py_ssize_t value = by;
+    if (old == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+    } else {
+        value += PyLong_AsSsize_t(old);
+    }
+    PyObject *v = PyLong_FromSsize_t(value);
+    if (v == NULL)
+        return -1;
+    int rc = PyDict_SetItem(dict, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static PyObject *
+tally(PyObject *module, PyObject *args)
+{
+    PyObject *lines, *ctx_t, *per_rule, *per_ip, *first, *pending, *same;
+    Py_ssize_t lineno, parsed = 0, matched = 0;
+    if (!PyArg_ParseTuple(args, "OnO!O!O!O!O!O!", &lines, &lineno, &PyTuple_Type, &ctx_t,
+                          &PyDict_Type, &per_rule, &PyDict_Type, &per_ip, &PyDict_Type, &first,
+                          &PyList_Type, &pending, &PyDict_Type, &same))
+        return NULL;
+    Ctx x = {0};
+    if (!PyArg_ParseTuple(ctx_t, "O!OO!OO!O", &PyDict_Type, &x.bsd_cache, &x.parse, &PyDict_Type,
+                          &x.dispatch, &x.rules_for, &PyDict_Type, &x.ip_cache, &x.ip_fn))
+        return NULL;
+    PyObject *it = PyObject_GetIter(lines);
+    if (it == NULL)
+        return NULL;
+    Memo memo = {0};
+    Line h = {0};
+    PyObject *line, *groups = NULL, *start = NULL;
+    while ((line = PyIter_Next(it)) != NULL) {
+        lineno++;
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            goto error;
+        }
+        const char *s = PyBytes_AS_STRING(line);
+        Py_ssize_t n = PyBytes_GET_SIZE(line);
+        int got = read_header(&x, &memo, line, s, n, &h);
+        if (got < 0)
+            goto error;
+        if (got == 0) {
+            Py_DECREF(line);
+            continue;
+        }
+        parsed++;
+        if ((groups = groups_for(&x, h.tag)) == NULL)
+            goto error;
+        Py_ssize_t ngroups = PyTuple_GET_SIZE(groups), j = 0;
+        if (ngroups > 0 && (start = PyLong_FromSsize_t(h.msg)) == NULL)
+            goto error;
+        for (Py_ssize_t g = 0; g < ngroups; g++) {
+            PyObject *result = first_rule(&x, PyTuple_GET_ITEM(groups, g), line, s, n, start,
+                                          h.when, Py_None, Py_None);
+            if (result == NULL)
+                goto error;
+            if (result == Py_None) {
+                Py_DECREF(result);
+                continue;
+            }
+            /* result: (key, ip, qid) */
+            PyObject *key = PyTuple_GET_ITEM(result, 0), *ip = PyTuple_GET_ITEM(result, 1);
+            PyObject *qid = PyTuple_GET_ITEM(result, 2);
+            if (j == 0)
+                matched++;
+            int rc = 0;
+            if (qid != Py_None) {
+                /* left to the caller's correlation, with one object per host and queue id */
+                PyObject *hs = PyDict_SetDefault(same, h.host, h.host);
+                PyObject *q = hs == NULL ? NULL : PyDict_SetDefault(same, qid, qid);
+                PyObject *p = q == NULL ? NULL : Py_BuildValue("(OOOOOnn)", h.when, key, ip, hs, q, lineno, j);
+                rc = p == NULL ? -1 : PyList_Append(pending, p);
+                Py_XDECREF(p);
+            } else if (count_one(per_rule, key, 1) < 0) {
+                rc = -1;
+            } else if (ip != Py_None && PyObject_IsTrue(ip)) {
+                PyObject *old = PyDict_GetItemWithError(per_ip, ip);
+                if (old != NULL) {
+                    rc = count_one(per_ip, ip, 1);
+                } else if (PyErr_Occurred()) {
+                    rc = -1;
+                } else {
+                    PyObject *pos = Py_BuildValue("(nn)", lineno, j);
+                    rc = pos == NULL ? -1 : PyDict_SetItem(first, ip, pos);
+                    Py_XDECREF(pos);
+                    if (rc == 0)
+                        rc = PyDict_SetItem(per_ip, ip, int_one);
+                }
+            }
+            Py_DECREF(result);
+            if (rc < 0)
+                goto error;
+            j++;
+        }
+        Py_CLEAR(start);
+        Py_CLEAR(groups);
+        Py_CLEAR(h.header);
+        Py_DECREF(line);
+    }
+    Py_DECREF(it);
+    memo_clear(&memo);
+    if (PyErr_Occurred())
+        return NULL;
+    return Py_BuildValue("(nnn)", lineno, parsed, matched);
+
+error:
+    Py_XDECREF(start);
+    Py_XDECREF(groups);
+    Py_XDECREF(h.header);
+    Py_XDECREF(line);
+    Py_DECREF(it);
+    memo_clear(&memo);
+    return NULL;
+}
+
+/* FilterSet.match over up to `limit` lines of an iterator, for replay: the lines with an event
+ * (or, with all_lines, every line with a header) as (time, line number, line, Header, events). */
+static PyObject *
+match_lines(PyObject *module, PyObject *args)
+{
+    PyObject *it, *ctx_t, *source, *items;
+    Py_ssize_t lineno, limit, parsed = 0, count = 0;
+    int all_lines;
+    if (!PyArg_ParseTuple(args, "OnnO!UpO!", &it, &lineno, &limit, &PyTuple_Type, &ctx_t, &source,
+                          &all_lines, &PyList_Type, &items))
+        return NULL;
+    Ctx x = {0};
+    if (!PyArg_ParseTuple(ctx_t, "O!OO!OO", &PyDict_Type, &x.bsd_cache, &x.parse, &PyDict_Type,
+                          &x.dispatch, &x.rules_for, &x.header_type))
+        return NULL;
+    if (!PyIter_Check(it) || !PyType_Check(x.header_type)) {
+        PyErr_SetString(PyExc_TypeError, "match_lines() needs an iterator and the Header type");
+        return NULL;
+    }
+    Memo memo = {0};
+    Line h = {0};
+    PyObject *line = NULL, *groups = NULL, *start = NULL, *number = NULL, *events = NULL;
+    PyObject *last = Py_NewRef(Py_None);
+    while (count < limit && (line = PyIter_Next(it)) != NULL) {
+        count++;
+        lineno++;
+        if (!PyBytes_Check(line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            goto error;
+        }
+        const char *s = PyBytes_AS_STRING(line);
+        Py_ssize_t n = PyBytes_GET_SIZE(line);
+        int got = read_header(&x, &memo, line, s, n, &h);
+        if (got < 0)
+            goto error;
+        if (got == 0) {
+            Py_CLEAR(line);
+            continue;
+        }
+        parsed++;
+        Py_INCREF(h.when);
+        Py_SETREF(last, h.when);
+        if ((groups = groups_for(&x, h.tag)) == NULL || (number = PyLong_FromSsize_t(lineno)) == NULL)
+            goto error;
+        Py_ssize_t ngroups = PyTuple_GET_SIZE(groups);
+        if (ngroups > 0 && (start = PyLong_FromSsize_t(h.msg)) == NULL)
+            goto error;
+        for (Py_ssize_t g = 0; g < ngroups; g++) {
+            PyObject *event = first_rule(&x, PyTuple_GET_ITEM(groups, g), line, s, n, start, h.when,
+                                         source, number);
+            if (event == NULL)
+                goto error;
+            if (event == Py_None) {
+                Py_DECREF(event);
+                continue;
+            }
+            if (events == NULL && (events = PyList_New(0)) == NULL) {
+                Py_DECREF(event);
+                goto error;
+            }
+            int rc = PyList_Append(events, event);
+            Py_DECREF(event);
+            if (rc < 0)
+                goto error;
+        }
+        if (events != NULL || all_lines) {
+            if (events == NULL && (events = PyList_New(0)) == NULL)
+                goto error;
+            PyObject *header = h.header;
+            if (header != NULL) {
+                Py_INCREF(header);
+            } else {
+                PyObject *pid = h.cut.pid >= 0 ? PyBytes_FromStringAndSize(s + h.cut.pid, h.cut.pid_end - h.cut.pid)
+                                               : Py_NewRef(Py_None);
+                header = pid == NULL ? NULL : new_header((PyTypeObject *)x.header_type, h.when, h.host, h.tag, pid, h.msg);
+                Py_XDECREF(pid);
+                if (header == NULL)
+                    goto error;
+            }
+            PyObject *item = PyTuple_Pack(5, h.when, number, line, header, events);
+            Py_DECREF(header);
+            if (item == NULL || PyList_Append(items, item) < 0) {
+                Py_XDECREF(item);
+                goto error;
+            }
+            Py_DECREF(item);
+            Py_CLEAR(events);
+        }
+        Py_CLEAR(number);
+        Py_CLEAR(start);
+        Py_CLEAR(groups);
+        Py_CLEAR(h.header);
+        Py_CLEAR(line);
+    }
+    memo_clear(&memo);
+    if (PyErr_Occurred()) {
+        Py_DECREF(last);
+        return NULL;
+    }
+    PyObject *res = Py_BuildValue("(nnnO)", lineno, count, parsed, last);
+    Py_DECREF(last);
+    return res;
+
+error:
+    Py_XDECREF(events);
+    Py_XDECREF(number);
+    Py_XDECREF(start);
+    Py_XDECREF(groups);
+    Py_XDECREF(h.header);
+    Py_XDECREF(line);
+    Py_DECREF(last);
+    memo_clear(&memo);
+    return NULL;
+}
+
+/* --- merge ------------------------------------------------------------------------------- */
+
+/* Correlator._store for merge(): (re)insert the record at the end, then drop records from the
+ * front while there are more than max_messages, or the oldest is older than ttl in log time.
+ *
+ * "The front" is the dict's insertion order. Finding it with PyDict_Next from position 0 scans
+ * every hole left by earlier deletions (qmgr's `removed` lines delete from the front all the
+ * time), so the order is kept alongside in `order`, a list of (key, record) from `*head` on: an
+ * entry whose key no longer maps to that very record was deleted or stored again later, and is
+ * skipped. Same order as the dict's, found in amortised constant time. */
+static int
+store_record(PyObject *messages, PyObject *order, Py_ssize_t *head, PyObject *key, PyObject *record,
+             double now, double ttl, Py_ssize_t max_messages, Py_ssize_t *dropped)
+{
+    if (PyDict_DelItem(messages, key) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+            return -1;
+        PyErr_Clear();
+    }
+    if (PyDict_SetItem(messages, key, record) < 0)
+        return -1;
+    PyObject *entry = PyTuple_Pack(2, key, record);
+    if (entry == NULL || PyList_Append(order, entry) < 0) {
+        Py_XDECREF(entry);
+        return -1;
+    }
+    Py_DECREF(entry);
+    double horizon = now - ttl;
+    while (*head < PyList_GET_SIZE(order)) {
+        PyObject *front = PyList_GET_ITEM(order, *head);
+        PyObject *oldest_key = PyTuple_GET_ITEM(front, 0), *oldest = PyTuple_GET_ITEM(front, 1);
+        PyObject *live = PyDict_GetItemWithError(messages, oldest_key);
+        if (live != oldest) {
+            if (live == NULL && PyErr_Occurred())
+                return -1;
+            (*head)++;
+            continue;
+        }
+        if (PyDict_GET_SIZE(messages) > max_messages) {
+            if (!PyObject_IsTrue(PyList_GET_ITEM(oldest, 2)))
+                (*dropped)++;
+        } else if (PyFloat_AsDouble(PyList_GET_ITEM(oldest, 0)) >= horizon) {
+            break;
+        }
+        if (PyDict_DelItem(messages, oldest_key) < 0)
+            return -1;
+        (*head)++;
+    }
+    /* Let go of the skipped entries now and then. */
+    if (*head > 4096 && *head * 2 > PyList_GET_SIZE(order)) {
+        if (PyList_SetSlice(order, 0, *head, NULL) < 0)
+            return -1;
+        *head = 0;
+    }
+    return 0;
+}
+
+/* Count a kept event: per rule, and per address with the position of its first count. */
+static int
+count_event(PyObject *per_rule, PyObject *per_ip, PyObject *first, PyObject *key, PyObject *ip,
+            Py_ssize_t fileno, Py_ssize_t lineno, Py_ssize_t j)
+{
+    if (count_one(per_rule, key, 1) < 0)
+        return -1;
+    if (ip == Py_None || !PyObject_IsTrue(ip))
+        return 0;
+    PyObject *old = PyDict_GetItemWithError(per_ip, ip);
+    if (old == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        PyObject *pos = Py_BuildValue("(nnn)", fileno, lineno, j);
+        int rc = pos == NULL ? -1 : PyDict_SetItem(first, ip, pos);
+        Py_XDECREF(pos);
+        return rc < 0 ? -1 : PyDict_SetItem(per_ip, ip, int_one);
+    }
+    if (count_one(per_ip, ip, 1) < 0)
+        return -1;
+    PyObject *at = PyDict_GetItemWithError(first, ip);
+    if (at == NULL || !PyTuple_Check(at) || PyTuple_GET_SIZE(at) != 3)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_ssize_t f0 = PyLong_AsSsize_t(PyTuple_GET_ITEM(at, 0));
+    Py_ssize_t f1 = PyLong_AsSsize_t(PyTuple_GET_ITEM(at, 1));
+    Py_ssize_t f2 = PyLong_AsSsize_t(PyTuple_GET_ITEM(at, 2));
+    if (PyErr_Occurred())
+        return -1;
+    if (fileno < f0 || (fileno == f0 && (lineno < f1 || (lineno == f1 && j < f2)))) {
+        PyObject *pos = Py_BuildValue("(nnn)", fileno, lineno, j);
+        int rc = pos == NULL ? -1 : PyDict_SetItem(first, ip, pos);
+        Py_XDECREF(pos);
+        return rc;
+    }
+    return 0;
+}
+
+static PyObject *
+merge(PyObject *module, PyObject *args)
+{
+    PyObject *pending, *messages, *order, *per_rule, *per_ip, *first;
+    Py_ssize_t fileno, offset, head, max_messages, dropped = 0;
+    double ttl;
+    if (!PyArg_ParseTuple(args, "O!nnO!O!ndnO!O!O!", &PyList_Type, &pending, &fileno, &offset,
+                          &PyDict_Type, &messages, &PyList_Type, &order, &head, &ttl, &max_messages,
+                          &PyDict_Type, &per_rule, &PyDict_Type, &per_ip, &PyDict_Type, &first))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pending); i++) {
+        PyObject *item = PyList_GET_ITEM(pending, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 7) {
+            PyErr_SetString(PyExc_TypeError, "a pending event must be a 7-tuple");
+            return NULL;
+        }
+        PyObject *when = PyTuple_GET_ITEM(item, 0), *key = PyTuple_GET_ITEM(item, 1);
+        PyObject *ip = PyTuple_GET_ITEM(item, 2), *host = PyTuple_GET_ITEM(item, 3);
+        PyObject *qid = PyTuple_GET_ITEM(item, 4);
+        Py_ssize_t lineno = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 5));
+        Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 6));
+        double now = PyFloat_AsDouble(when);
+        if (PyErr_Occurred())
+            return NULL;
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a rule key must be a 3-tuple");
+            return NULL;
+        }
+        PyObject *kind = PyTuple_GET_ITEM(key, 2);
+        PyObject *mkey = PyTuple_Pack(2, host, qid);
+        if (mkey == NULL)
+            return NULL;
+        /* Correlator.address_of, with records [time, address, queued] */
+        PyObject *address = ip;
+        int kept = 1;
+        if (PyUnicode_CompareWithASCIIString(kind, "submission") == 0) {
+            PyObject *record = Py_BuildValue("[OOO]", when, ip, Py_False);
+            int rc = record == NULL ? -1 : store_record(messages, order, &head, mkey, record, now, ttl, max_messages, &dropped);
+            Py_XDECREF(record);
+            if (rc < 0)
+                goto fail;
+        } else {
+            PyObject *record;
+            int removed = PyUnicode_CompareWithASCIIString(kind, "removed") == 0;
+            record = PyDict_GetItemWithError(messages, mkey);
+            if (record == NULL && PyErr_Occurred())
+                goto fail;
+            Py_XINCREF(record);
+            if (removed && record != NULL && PyDict_DelItem(messages, mkey) < 0) {
+                Py_DECREF(record);
+                goto fail;
+            }
+            if (PyUnicode_CompareWithASCIIString(kind, "queued") == 0) {
+                if (record == NULL) {
+                    record = Py_BuildValue("[OOO]", when, ip, Py_False);
+                    if (record == NULL || store_record(messages, order, &head, mkey, record, now, ttl, max_messages, &dropped) < 0) {
+                        Py_XDECREF(record);
+                        goto fail;
+                    }
+                } else if (PyObject_IsTrue(PyList_GET_ITEM(record, 2))) {
+                    kept = 0;  /* a retry of a message already counted */
+                }
+                if (kept)
+                    PyList_SetItem(record, 2, Py_NewRef(Py_True));
+            }
+            if (kept && record != NULL && ip == Py_None)
+                address = PyList_GET_ITEM(record, 1);
+            if (kept && count_event(per_rule, per_ip, first, key, address, fileno, offset + lineno, j) < 0) {
+                Py_XDECREF(record);
+                goto fail;
+            }
+            Py_XDECREF(record);
+            Py_DECREF(mkey);
+            continue;
+        }
+        if (count_event(per_rule, per_ip, first, key, address, fileno, offset + lineno, j) < 0)
+            goto fail;
+        Py_DECREF(mkey);
+        continue;
+    fail:
+        Py_DECREF(mkey);
+        return NULL;
+    }
+    return Py_BuildValue("(nn)", dropped, head);
+}
+
+static PyMethodDef methods[] = {
+    {"parse_header", (PyCFunction)(void (*)(void))parse_header, METH_FASTCALL,
+     "parse_header(cache, fallback, header_type, line): SyslogParser.parse's common case."},
+    {"tally", tally, METH_VARARGS,
+     "tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same): scan.tally_lines' loop."},
+    {"match_lines", match_lines, METH_VARARGS,
+     "match_lines(lines, lineno, limit, ctx, source, all_lines, items) -> (lineno, lines read, "
+     "lines with a header, time of the last one): FilterSet.match over up to `limit` lines."},
+    {"merge", merge, METH_VARARGS,
+     "merge(pending, fileno, offset, messages, order, head, ttl, max_messages, per_rule, per_ip, "
+     "first): run_test's queue-id correlation and counting of pending events; returns "
+     "(records dropped, new head of order)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "mailban.core._speedups",
+    .m_doc = "C versions of mailban's two hottest loops (see the file's header).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    str_group = PyUnicode_InternFromString("group");
+    int_one = PyLong_FromLong(1);
+    if (str_group == NULL || int_one == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,215 @@
+"""The C module `mailban.core._speedups` decides exactly as the Python it stands in for.
+
+Three functions, three oracles: `parse_header` against `SyslogParser.parse_py`, `tally` against
+`scan.tally_lines`' Python loop, `merge` against `Correlator.address_of` (through
+`scan.PendingCounter`, with MAILBAN_NO_SPEEDUPS=1 for the Python side). Inputs: the shipped
+filters' sample logs, the benchmark generator's mixed log, lines built from header pieces at the
+edges the parser cares about (host of 255/256 bytes, tag of 96/97, pid forms, stamps), hostile
+bytes, and random pending-event sequences with small record caps and lifetimes, so that
+eviction and retry dropping happen all the time.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from mailban import config, scan
+from mailban.core.filters import TallySet
+from mailban.core.syslog import SyslogParser
+from mailban.localtime import local_to_epoch
+from mailban.speedups import speedups
+
+from .test_bench_smoke import _genlog
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = sorted((ROOT / "tests" / "filters").glob("*.log")) + sorted(Path("/work/shared/samples").glob("*.log"))
+NOW = 1_795_000_000.0  # 2026-11-18: fixed, so that year inference is the same on both sides
+
+C = speedups()
+needs_c = pytest.mark.skipif(C is None, reason="MAILBAN_NO_SPEEDUPS=1: the C module is switched off")
+
+
+def test_the_c_module_is_built() -> None:
+    # Installing mailban compiles it (hatch_build.py); without it mailban still works, at half
+    # the speed, and this test is what notices a build machine without gcc or Python headers.
+    import os
+
+    if os.environ.get("MAILBAN_NO_SPEEDUPS") == "1":
+        pytest.skip("switched off on purpose")
+    assert C is not None, "mailban.core._speedups was not built: install gcc and the Python headers"
+
+
+# --- parse_header -------------------------------------------------------------------------------
+
+def _both(lines: list[bytes]) -> None:
+    fast, slow = SyslogParser(NOW, fast=C), SyslogParser(NOW)
+    for line in lines:
+        a, b = fast.parse(line), slow.parse_py(line)
+        assert a == b, line
+        assert type(a) is type(b), line
+
+
+def _sample_lines() -> list[bytes]:
+    lines: list[bytes] = []
+    for path in SAMPLES:
+        lines += path.read_bytes().split(b"\n")
+    return lines
+
+
+@needs_c
+def test_parse_header_on_real_and_generated_lines() -> None:
+    lines = _sample_lines()
+    lines += [line.encode() for line in _genlog().generate(3000, seed=3, fmt="bsd")]
+    lines += [line.encode() for line in _genlog().generate(1000, seed=3, fmt="rfc3339")]
+    _both(lines)
+
+
+STAMPS = [b"Nov 20 08:00:01", b"Feb 29 10:00:00", b"Feb 30 10:00:00", b"Nov  2 08:00:01",
+          b"Nov 20 24:00:00", b"nov 20 08:00:01", b"2026-11-20T08:00:01.5+01:00", b"Xyz 20 08:00:01"]
+HOSTS = [b"mx1", b"a" * 255, b"a" * 256, b"", b"h:x", b"h\x00st", b"h\xff"]
+TAGS = [b"postfix/smtpd", b"t" * 95, b"t" * 96, b"t" * 97, b"auth-worker", b"p[x", b"p]", b"p(q", b""]
+PIDS = [b"[123]", b"[]", b"[12a]", b"(77)", b"", b"[123", b"[99999999999999999999]"]
+SEPS = [b": ", b":", b" ", b": \xff\x00", b"::", b"]: "]
+
+
+@needs_c
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(STAMPS), st.sampled_from([b" ", b"  ", b"\t"]), st.sampled_from(HOSTS),
+       st.sampled_from(TAGS), st.sampled_from(PIDS), st.sampled_from(SEPS), st.binary(max_size=40))
+def test_parse_header_at_the_edges(stamp: bytes, gap: bytes, host: bytes, tag: bytes, pid: bytes,
+                                   sep: bytes, rest: bytes) -> None:
+    line = stamp + gap + host + b" " + tag + pid + sep + rest
+    # Twice: first with the stamp not cached (the Python side decides), then cached (C cuts).
+    _both([line, line, line[:20], line[:16], host + b" " + tag + sep + rest])
+
+
+@needs_c
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=300))
+def test_parse_header_on_any_bytes(data: bytes) -> None:
+    _both([data, b"Nov 20 08:00:01 " + data, b"Nov 20 08:00:01 mx " + data])
+
+
+# --- tally ------------------------------------------------------------------------------------
+
+_loaded: list = []  # type: ignore[type-arg]
+
+
+def _filters() -> list:  # type: ignore[type-arg]
+    if not _loaded:
+        _loaded.extend(config.load_filters(ROOT))
+    return _loaded
+
+
+def _tally(lines: list[bytes], monkeypatch: pytest.MonkeyPatch, pure: bool) -> object:
+    with monkeypatch.context() as m:
+        if pure:
+            m.setenv("MAILBAN_NO_SPEEDUPS", "1")
+        return scan.tally_lines(iter(lines), TallySet(_filters()), NOW)
+
+
+HOSTILE = [
+    b"", b"\x00" * 30, b"Nov 20 08:00:01 mx postfix/smtpd[1]: " + b"A" * 300_000,
+    b"Nov 20 08:00:01 mx postfix/smtpd[1]: warning: unknown[not.an.ip]: SASL LOGIN authentication failed: x",
+    b"Nov 20 08:00:01 mx postfix/smtpd[1]: warning: unknown[999.1.1.1]: SASL LOGIN authentication failed: x",
+    b"Nov 20 08:00:01 mx postfix/qmgr[2]: ABCDE12345: from=<a@b>, size=1, nrcpt=3 (queue active)",
+    b"Nov 20 08:00:01 mx postfix/qmgr[2]: ABCDE12345: from=<a@b>, size=1, nrcpt=3 (queue active)",
+    b"Nov 20 08:00:01 mx postfix/qmgr[2]: ABCDE12345: removed",
+    b"Nov 20 08:00:01 mx postfix/smtpd[1]: \xff\xfe client=x[192.0.2.1]",
+    b"Nov 20 08:00:01 mx postfix(9): ABCDE12345: removed",
+    b"Nov 20 08:00:01 mx dovecot: imap-login: Login: user=<\xff>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1",
+    b"2026-11-20T08:00:01.123456+00:00 mx postfix/qmgr[2]: BCDEF12345: removed",
+]
+
+
+@needs_c
+def test_tally_equals_the_python_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _sample_lines() + HOSTILE
+    lines += [line.encode() for line in _genlog().generate(20_000, seed=11, fmt="bsd")]
+    lines += [line.encode() for line in _genlog().generate(3_000, seed=12, fmt="rfc3339")]
+    fast = _tally(lines, monkeypatch, pure=False)
+    slow = _tally(lines, monkeypatch, pure=True)
+    assert fast == slow
+    assert fast[2] > 10_000  # type: ignore[index]  # lines with an event: the test tested something
+
+
+@needs_c
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(HOSTILE + _sample_lines()[:200]) | st.binary(max_size=120), max_size=40))
+def test_tally_on_shuffled_and_random_lines(monkeypatch: pytest.MonkeyPatch, lines: list[bytes]) -> None:
+    assert _tally(lines, monkeypatch, pure=False) == _tally(lines, monkeypatch, pure=True)
+
+
+# --- merge ------------------------------------------------------------------------------------
+
+KINDS = [("postfix-queue", "client", "submission"), ("postfix-queue", "queued", "queued"),
+         ("postfix-queue", "delivery", "delivery"), ("postfix-queue", "removed", "removed"),
+         ("sendmail-queue", "from", "queued")]
+
+
+def _pending(rng: random.Random, n: int) -> list[tuple]:  # type: ignore[type-arg]
+    out = []
+    when = NOW
+    for lineno in range(1, n + 1):
+        when += rng.choice([0, 0, 1, 5, 600, -3])
+        key = rng.choice(KINDS)
+        ip = rng.choice([None, None, "192.0.2.1", "192.0.2.2", "2001:db8::1"])
+        host = rng.choice([b"mx1", b"mx2", None])
+        qid = f"Q{rng.randrange(40):05d}"
+        out.append((float(when), key, ip, host, qid, lineno, rng.randrange(2)))
+    return out
+
+
+@needs_c
+@pytest.mark.parametrize("seed", range(12))
+def test_merge_equals_correlator(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    rng = random.Random(seed)
+    ranges = [_pending(rng, rng.randrange(0, 400)) for _ in range(4)]
+    ttl, cap = rng.choice([(900.0, 15), (5 * 86400.0, 8), (60.0, 1000), (5 * 86400.0, 200_000)])
+    results = []
+    for pure in (False, True):
+        with monkeypatch.context() as m:
+            if pure:
+                m.setenv("MAILBAN_NO_SPEEDUPS", "1")
+            per_rule: dict = {}  # type: ignore[type-arg]
+            per_ip: dict = {}  # type: ignore[type-arg]
+            first: dict = {}  # type: ignore[type-arg]
+            counter = scan.PendingCounter(per_rule, per_ip, first, ttl=ttl, max_messages=cap)
+            offset = 0
+            for fileno, pending in enumerate(ranges):
+                counter.add(list(pending), fileno % 2, offset)
+                offset += len(pending)
+            results.append((per_rule, per_ip, first, counter.correlator.dropped))
+    assert results[0] == results[1]
+    assert results[0][0], "nothing was counted"
+
+
+@needs_c
+def test_summary_is_the_same_with_and_without_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from mailban.offline import run_test
+
+    log = tmp_path / "mixed.log"
+    log.write_text("".join(line + "\n" for line in _genlog().generate(30_000, seed=5, fmt="bsd")))
+    outs = []
+    for pure in (False, True):
+        with monkeypatch.context() as m:
+            if pure:
+                m.setenv("MAILBAN_NO_SPEEDUPS", "1")
+            out = io.StringIO()
+            assert run_test([str(log)], _filters(), False, out, jobs=1) == 0
+            outs.append("".join(line for line in out.getvalue().splitlines(True) if not line.startswith("Time:")))
+    assert outs[0] == outs[1]
+    assert "Top addresses" in outs[0]
+
+
+def test_the_switch_turns_the_c_module_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILBAN_NO_SPEEDUPS", "1")
+    assert speedups() is None
+    parser = SyslogParser(NOW, local_to_epoch, speedups())
+    assert parser.parse == parser.parse_py
