@@ -22,7 +22,7 @@ from .core.errors import ConfigError
 from .core.filters import Filter, FilterSet, build_filter
 from .core.jails import COUNT_MODES, MODES, IgnoreList, Jail, JailSpec
 from .core.pipeline import Pipeline
-from .core.records import KEY_TYPES, KINDS, STATUSES
+from .core.records import JAIL_KEY_TYPES, KINDS, STATUSES
 from .core.syslog import LocalToEpoch, SyslogParser
 from .core.tomldoc import TomlDoc, parse_toml
 from .speedups import speedups
@@ -111,7 +111,8 @@ class Config:
             for spec in self.jails
             if spec.enabled
         ]
-        return Pipeline(SyslogParser(now, to_epoch, speedups()), FilterSet(list(self.filters)), jails)
+        fast = speedups()
+        return Pipeline(SyslogParser(now, to_epoch, fast), FilterSet(list(self.filters)), jails, fast=fast)
 
 
 def _read(path: Path) -> TomlDoc:
@@ -419,8 +420,8 @@ def _jail(
             elif key == "exclude":
                 values[key] = frozenset(_names(value, filter_names | rule_names, "filter or rule"))
             elif key == "key":
-                if value not in KEY_TYPES:
-                    raise ValueError(f"`key` must be one of {', '.join(sorted(KEY_TYPES))}")
+                if value not in JAIL_KEY_TYPES:
+                    raise ValueError(f"`key` must be one of {', '.join(sorted(JAIL_KEY_TYPES))}")
                 values[key] = value
             elif key in ("owner_grace", "resolution", "bantime_max", "repeat_window"):
                 values[key] = parse_duration(value)

@@ -7,6 +7,7 @@ Pipeline as the daemon, with the log's own timestamps as the clock.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import heapq
 import json
@@ -19,6 +20,7 @@ from typing import IO, Any, Iterable, Iterator
 from .config import Config
 from .core.durations import format_duration
 from .core.correlate import Correlator
+from .core import filters as _filters
 from .core.filters import Filter, FilterSet, TallySet
 from .core.records import Ban, Event
 from .core.syslog import Header, SyslogParser
@@ -27,7 +29,7 @@ from .progress import Progress
 from .speedups import speedups
 from .scan import (PendingCounter, RangeTally, default_jobs, map_ranges, split_ranges, tally_lines,
                    worth_splitting)
-from .sources.tail import iter_file_lines
+from .sources.tail import iter_file_line_lists, iter_file_lines
 
 
 def iso(t: float) -> str:
@@ -65,13 +67,20 @@ def run_test(paths: list[str], filters: list[Filter], as_json: bool, out: IO[str
     jobs = default_jobs() if jobs is None else jobs
     if as_json:
         return _test_json(paths, filters, out)
-    # The summary makes millions of short-lived tuples and no reference cycles: the cycle
-    # collector's passes over the growing tallies cost ~10% of the run (perf) and find nothing.
-    # Forked workers inherit the setting.
+    with no_cycle_collection():  # forked workers inherit the setting
+        return _test_summary(paths, filters, out, jobs)
+
+
+@contextlib.contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """The cycle collector off for a run over logs: `test` and `replay` make millions of
+    short-lived tuples and no reference cycles, and the collector's passes over the growing
+    tallies, windows and records cost 10-15% of the run (perf, bench/README.md) and found
+    nothing (replay of the 1M-line benchmark log: 64 MB peak RSS either way)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _test_summary(paths, filters, out, jobs)
+        yield
     finally:
         if was_enabled:
             gc.enable()
@@ -186,6 +195,72 @@ def merged_lines(paths: list[str], parser: SyslogParser, progress: Progress | No
     return streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda item: item[0])
 
 
+class ReadCount:
+    """What matched_lines read besides the events: lines with a header, and the time of the
+    last one (in merged order)."""
+
+    __slots__ = ("parsed", "last")
+
+    def __init__(self) -> None:
+        self.parsed = 0
+        self.last = 0.0
+
+
+def _file_events(path: str, parser: SyslogParser, filters: FilterSet, count: ReadCount,
+                 all_lines: bool, progress: Progress | None) -> Iterator[tuple[float, int, bytes, Header, list[Event]]]:
+    source = iter_file_line_lists(path)
+    batches = progress.batches_of(source) if progress is not None else source
+    fast = speedups()
+    if fast is not None:
+        ctx = (parser._bsd_cache, parser._bsd_time, parser.parse_py, filters._dispatch,
+               filters.rules_for, _filters._ip_cache, _filters._ip, Header)
+        lineno = 0
+        items: list[tuple[float, int, bytes, Header, list[Event]]] = []
+        for batch in batches:
+            lineno, parsed, last = fast.match_lines(batch, lineno, ctx, path, all_lines, items)
+            if parsed:
+                count.parsed += parsed
+                count.last = last
+            yield from items
+            items.clear()
+        return
+    match = filters.match
+    for lineno, line in enumerate((line for batch in batches for line in batch), 1):
+        header = parser.parse(line)
+        if header is None:
+            continue
+        count.parsed += 1
+        count.last = header.time
+        events = match(line, header, path, lineno)
+        if events or all_lines:
+            yield header.time, lineno, line, header, events
+
+
+def matched_lines(paths: list[str], parser: SyslogParser, filters: FilterSet, count: ReadCount,
+                  progress: Progress | None = None) -> Iterator[tuple[float, int, bytes, Header, list[Event]]]:
+    """(time, line number, line, header, events) of the lines of several logs that produce
+    events, in the order merged_lines gives them; `count` gets the lines with a header.
+
+    One log: only the lines with events come out (matched in batches in C where the module is
+    built). Several: every line with a header goes through the merge by time, as in
+    merged_lines (dropping the others first could change the merged order where a log's time
+    goes backwards), and those without events are dropped after it."""
+    if len(paths) == 1:
+        return _file_events(paths[0], parser, filters, count, False, progress)
+    merged = heapq.merge(*(_file_events(p, parser, filters, ReadCount(), True, progress) for p in paths),
+                         key=lambda item: item[0])
+    return _counted(merged, count)
+
+
+def _counted(items: Iterator[tuple[float, int, bytes, Header, list[Event]]], count: ReadCount
+             ) -> Iterator[tuple[float, int, bytes, Header, list[Event]]]:
+    for item in items:
+        count.parsed += 1
+        count.last = item[0]
+        if item[4]:
+            yield item
+
+
 def ban_json(ban: Ban) -> dict[str, object]:
     return {
         "time": iso(ban.time),
@@ -217,11 +292,16 @@ def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = s
     daemon would have seen them. When the logs end, what falls due with time alone (an account
     attacker's grace period) is decided as the daemon's clock would have decided it.
     """
+    with no_cycle_collection():
+        return _replay(paths, config, as_json, out)
+
+
+def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> int:
     pipeline = config.pipeline(time.time(), local_to_epoch)
     progress = Progress(paths)
-    merged = merged_lines(paths, pipeline.parser, progress)
+    read = ReadCount()
+    matched = matched_lines(paths, pipeline.parser, pipeline.filters, read, progress)
     decisions = 0
-    lines = 0
     started = time.perf_counter()
 
     per_jail: dict[str, set[str]] = {}  # distinct keys each jail acted on
@@ -244,18 +324,23 @@ def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = s
                     + (f"  because of {ban.cause}" if ban.cause else "") + "\n"
                 )
 
-    last = 0.0
-    for last, lineno, line, header, source in merged:
-        lines += 1
-        events, bans = pipeline.feed_parsed(line, header, None, source, lineno)
-        for event in events:  # every key the logs show, to put the decisions in proportion
-            for key_type, store in seen_keys.items():
-                value = event.ip if key_type == "ip" else event.user if key_type == "user" else \
-                    event.uid if key_type == "uid" else event.sender
-                if value is not None and len(store) < SEEN_CAP:
-                    store.add(str(value))
+    # Every key the logs show, to put the decisions in proportion: (event field, keys seen).
+    seen_fields = tuple((Event._fields.index(key_type), store) for key_type, store in seen_keys.items())
+    fast = speedups()
+    feed = pipeline.feed_events
+    for _, _, _, header, events in matched:
+        events, bans = feed(events, header, None)
+        if fast is not None:
+            fast.seen(events, seen_fields, SEEN_CAP)  # the loop below, in C
+        else:
+            for event in events:
+                for index, store in seen_fields:
+                    value = event[index]
+                    if value is not None and len(store) < SEEN_CAP:
+                        store.add(str(value))
         if bans:
             show(bans)
+    lines, last = read.parsed, read.last
     progress.finish()
     grace = max((j.spec.owner_grace for j in pipeline.jails), default=0.0)
     show(pipeline.tick(last + grace))

@@ -65,6 +65,15 @@ class Progress:
             yield line
         self.advance(nbytes, count)
 
+    def batches_of(self, source: Iterator[list[bytes]]) -> Iterator[list[bytes]]:
+        """lines_of() for lists of lines."""
+        if not self.enabled:
+            yield from source
+            return
+        for lines in source:
+            self.advance(sum(map(len, lines)) + len(lines), len(lines))
+            yield lines
+
     def finish(self) -> None:
         if self.enabled and self.drawn:
             self.stream.write("\r" + " " * 100 + "\r")

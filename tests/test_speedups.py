@@ -213,3 +213,109 @@ def test_the_switch_turns_the_c_module_off(monkeypatch: pytest.MonkeyPatch) -> N
     assert speedups() is None
     parser = SyslogParser(NOW, local_to_epoch, speedups())
     assert parser.parse == parser.parse_py
+
+
+# --- match_lines, correlate, seen (replay) ----------------------------------------------------
+
+def _replay_json(paths: list[str], monkeypatch: pytest.MonkeyPatch, pure: bool) -> tuple[str, str]:
+    import io
+
+    from mailban.offline import run_replay
+
+    with monkeypatch.context() as m:
+        if pure:
+            m.setenv("MAILBAN_NO_SPEEDUPS", "1")
+        out = io.StringIO()
+        assert run_replay(paths, config.load(None), True, out) == 0
+        text = io.StringIO()
+        assert run_replay(paths, config.load(None), False, text) == 0
+        return out.getvalue(), "".join(line for line in text.getvalue().splitlines(True) if "lines/s" not in line)
+
+
+@needs_c
+def test_replay_is_the_same_with_and_without_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "mixed.log"
+    lines = list(_genlog().generate(40_000, seed=9, fmt="bsd"))
+    log.write_text("".join(line + "\n" for line in lines))
+    fast = _replay_json([str(log)], monkeypatch, pure=False)
+    assert fast == _replay_json([str(log)], monkeypatch, pure=True)
+    assert fast[0].count("\n") > 10  # decisions were made
+
+
+@needs_c
+def test_replay_of_several_logs_and_hostile_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_bytes(b"\n".join(line.encode() for line in _genlog().generate(8_000, seed=21, fmt="bsd"))
+                  + b"\n" + b"\n".join(HOSTILE) + b"\n" + b"\n".join(_sample_lines()))
+    b.write_bytes(b"\n".join(line.encode() for line in _genlog().generate(8_000, seed=22, fmt="rfc3339")))
+    paths = [str(a), str(b)]
+    assert _replay_json(paths, monkeypatch, pure=False) == _replay_json(paths, monkeypatch, pure=True)
+
+
+def _events_of(lines: list[bytes]) -> list[tuple]:  # type: ignore[type-arg]
+    from mailban.core.filters import FilterSet
+
+    parser, fset = SyslogParser(NOW), FilterSet(_filters())
+    out = []
+    for n, line in enumerate(lines, 1):
+        header = parser.parse_py(line)
+        if header is not None:
+            events = fset.match(line, header, "log", n)
+            if events:
+                out.append((header, events))
+    return out
+
+
+@needs_c
+@pytest.mark.parametrize("seed", range(6))
+def test_correlate_equals_the_correlator(seed: int) -> None:
+    from mailban.core.correlate import Correlator, Message
+    from mailban.core.records import Event
+
+    rng = random.Random(seed)
+    items = _events_of(_sample_lines() + [line.encode() for line in _genlog().generate(4_000, seed=seed, fmt="bsd")])
+    rng.shuffle(items)  # out of order: records missing, retries, sessions of other processes
+    ttl, cap = rng.choice([(600.0, 20), (5 * 86400.0, 200_000), (60.0, 3)])
+    fast, slow = Correlator(ttl, cap), Correlator(ttl, cap)
+    for header, events in items:
+        got = C.correlate(fast, list(events), header, Message, Event)
+        want = [e for e in (slow.process(e, header) for e in events) if e is not None]
+        assert got == want
+        assert all(type(e) is Event for e in got)
+    assert [(k, vars_of(m)) for k, m in fast.messages.items()] == [(k, vars_of(m)) for k, m in slow.messages.items()]
+    assert fast.sessions == slow.sessions and fast.dropped == slow.dropped
+
+
+def vars_of(m: object) -> tuple:  # type: ignore[type-arg]
+    return tuple(getattr(m, name) for name in m.__slots__)  # type: ignore[attr-defined]
+
+
+@needs_c
+def test_seen_equals_the_python_loop() -> None:
+    events = [e for _, evs in _events_of(_sample_lines()) for e in evs]
+    fields = ((4, set()), (5, set()), (6, set()))
+    C.seen(events, fields, 10**9)
+    for index, store in fields:
+        assert store == {str(e[index]) for e in events if e[index] is not None}
+    capped = ((4, set()),)
+    C.seen(events, capped, 3)
+    assert len(capped[0][1]) == 3
+
+
+@needs_c
+@pytest.mark.parametrize("queued_ip", [None, "192.0.2.7", "198.51.100.9"])
+def test_correlate_joins_a_sendmail_session_only_from_its_own_address(queued_ip: str | None) -> None:
+    from mailban.core.correlate import Correlator, Message
+    from mailban.core.records import Event
+    from mailban.core.syslog import Header
+
+    header = Header(NOW, b"mx", b"sm-mta", b"4242", 20)
+    auth = Event(NOW, "submission", "sendmail", "auth", ip="192.0.2.7", user="alice")
+    queued = Event(NOW + 1, "queued", "sendmail-queue", "from", ip=queued_ip, sender="a@example.test",
+                   queue_id="4AB12CD34", recipients=2)
+    fast, slow = Correlator(), Correlator()
+    for events in ([auth], [queued]):
+        got = C.correlate(fast, list(events), header, Message, Event)
+        want = [e for e in (slow.process(e, header) for e in events) if e is not None]
+        assert got == want
+    assert got[0].user == ("alice" if queued_ip == "192.0.2.7" else None)

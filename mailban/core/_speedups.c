@@ -173,7 +173,7 @@ parse_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* --- tally and match_lines ----------------------------------------------------------------- */
 
 typedef struct {
-    PyObject *bsd_cache, *parse, *dispatch, *rules_for, *ip_cache, *ip_fn, *header_type;
+    PyObject *bsd_cache, *bsd_time, *parse, *dispatch, *rules_for, *ip_cache, *ip_fn, *header_type;
 } Ctx;
 
 /* What a loop over lines remembers from one line to the next (all owned). */
@@ -212,10 +212,24 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
         when = cached_bsd_time(x->bsd_cache, s, n);
         if (when != NULL) {
             Py_INCREF(when);
-            Py_XSETREF(memo->when, when);
-            memcpy(memo->stamp, s, 15);
         } else if (PyErr_Occurred()) {
             return -1;
+        } else if (n >= 20 && s[0] >= 'A' && s[0] <= 'Z' && s[15] == ' ') {
+            /* A new second: SyslogParser._bsd_time converts (and caches) the stamp, as
+             * parse_py would; None means no header, which is parse_py's answer too. */
+            PyObject *stamp = PyBytes_FromStringAndSize(s, 15);
+            when = stamp == NULL ? NULL : PyObject_CallOneArg(x->bsd_time, stamp);
+            Py_XDECREF(stamp);
+            if (when == NULL)
+                return -1;
+            if (when == Py_None) {
+                Py_DECREF(when);
+                return 0;
+            }
+        }
+        if (when != NULL) {
+            Py_XSETREF(memo->when, when);
+            memcpy(memo->stamp, s, 15);
         }
     }
     if (when != NULL && cut_host_tag(s, n, 16, &h->cut)) {
@@ -368,11 +382,145 @@ contains(const char *s, Py_ssize_t n, const char *lit, Py_ssize_t llen)
     return 0;
 }
 
+/* A field of an Event from its group: NULL with no error when the group did not take part or
+ * is empty (the builder's `if raw:`), NULL with an error on failure. */
+static PyObject *
+event_field(PyObject *m, PyObject *name, PyObject **raw)
+{
+    *raw = NULL;
+    if (name == Py_None)
+        return NULL;
+    PyObject *r = match_group(m, name);
+    if (r == NULL)
+        return NULL;
+    if (r == Py_None || !PyBytes_Check(r) || PyBytes_GET_SIZE(r) == 0) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    *raw = r;
+    return r;
+}
+
+/* filters._builder's closure in C, from filters.event_spec: the Event a rule's match makes, or
+ * Py_None when the rule promised an address and the line holds none. New reference. */
+static PyObject *
+event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, PyObject *source,
+           PyObject *lineno)
+{
+    PyObject *type = PyTuple_GET_ITEM(spec, 0);
+    PyObject *f[14] = {NULL};  /* the Event's fields, owned */
+    PyObject *raw;
+    PyObject *result = NULL;
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "an event spec starts with the Event type");
+        return NULL;
+    }
+    PyObject *g_ip = PyTuple_GET_ITEM(spec, 5), *g_user = PyTuple_GET_ITEM(spec, 6);
+    PyObject *g_sender = PyTuple_GET_ITEM(spec, 7), *g_uid = PyTuple_GET_ITEM(spec, 8);
+    PyObject *g_qid = PyTuple_GET_ITEM(spec, 9), *g_nrcpt = PyTuple_GET_ITEM(spec, 10);
+    PyObject *g_status = PyTuple_GET_ITEM(spec, 11), *no_user = PyTuple_GET_ITEM(spec, 12);
+    if (g_ip != Py_None) {
+        PyObject *r = match_group(m, g_ip);
+        if (r == NULL)
+            return NULL;
+        PyObject *ip = r == Py_None ? NULL : PyDict_GetItemWithError(x->ip_cache, r);
+        if (ip != NULL)
+            Py_INCREF(ip);
+        else if (!PyErr_Occurred())
+            ip = PyObject_CallOneArg(x->ip_fn, r);
+        Py_DECREF(r);
+        if (ip == NULL || ip == Py_None)
+            return ip;
+        f[4] = ip;
+    }
+    if (g_user != Py_None) {
+        PyObject *r = match_group(m, g_user);
+        if (r == NULL)
+            goto done;
+        int skip = r == Py_None || !PyBytes_Check(r);
+        if (!skip) {
+            int in = PySet_Contains(no_user, r);
+            if (in < 0) {
+                Py_DECREF(r);
+                goto done;
+            }
+            skip = in;
+        }
+        if (!skip && (f[5] = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(r), PyBytes_GET_SIZE(r), "replace")) == NULL) {
+            Py_DECREF(r);
+            goto done;
+        }
+        Py_DECREF(r);
+    }
+    if (event_field(m, g_sender, &raw) != NULL) {
+        f[7] = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), "replace");
+        Py_DECREF(raw);
+        if (f[7] == NULL)
+            goto done;
+    } else if (PyErr_Occurred()) {
+        goto done;
+    }
+    if (event_field(m, g_uid, &raw) != NULL) {
+        f[6] = PyNumber_Long(raw);  /* int(raw) */
+        Py_DECREF(raw);
+        if (f[6] == NULL)
+            goto done;
+    } else if (PyErr_Occurred()) {
+        goto done;
+    }
+    if (event_field(m, g_qid, &raw) != NULL) {
+        f[8] = PyUnicode_DecodeASCII(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), NULL);
+        Py_DECREF(raw);
+        if (f[8] == NULL)
+            goto done;
+    } else if (PyErr_Occurred()) {
+        goto done;
+    }
+    if (event_field(m, g_nrcpt, &raw) != NULL) {
+        f[9] = PyNumber_Long(raw);
+        Py_DECREF(raw);
+        if (f[9] == NULL)
+            goto done;
+    } else if (PyErr_Occurred()) {
+        goto done;
+    }
+    if (event_field(m, g_status, &raw) != NULL) {
+        f[10] = PyUnicode_DecodeASCII(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), NULL);
+        Py_DECREF(raw);
+        if (f[10] == NULL)
+            goto done;
+    } else if (PyErr_Occurred()) {
+        goto done;
+    }
+    f[13] = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), "replace");
+    if (f[13] == NULL)
+        goto done;
+    f[0] = Py_NewRef(when);
+    f[1] = Py_NewRef(PyTuple_GET_ITEM(spec, 1));
+    f[2] = Py_NewRef(PyTuple_GET_ITEM(spec, 2));
+    f[3] = Py_NewRef(PyTuple_GET_ITEM(spec, 3));
+    if (f[10] == NULL)
+        f[10] = Py_NewRef(PyTuple_GET_ITEM(spec, 4));  /* the rule's fixed status, or None */
+    f[11] = Py_NewRef(source);
+    f[12] = Py_NewRef(lineno);
+    result = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 14);
+    if (result == NULL)
+        goto done;
+    for (int i = 0; i < 14; i++) {
+        PyTuple_SET_ITEM(result, i, f[i] != NULL ? f[i] : Py_NewRef(Py_None));
+        f[i] = NULL;
+    }
+done:
+    for (int i = 0; i < 14; i++)
+        Py_XDECREF(f[i]);
+    return result;
+}
+
 /* The filter's first rule whose literal is in the line and whose regex matches there, as
  * filters._one_by_one (the same rule the combined regex of FilterSet.match picks; checking the
  * literals first, in C, costs less than that regex: most lines hold the literal of one rule of
- * a filter, or of none). What it yields: the tally built from the rule's spec (TallySet), or
- * the rule's Python builder's Event (FilterSet, whose specs are None); Py_None for nothing. */
+ * a filter, or of none). What it yields: what the rule's spec says, the tally (TallySet) or the
+ * Event (FilterSet), as their Python builders would; Py_None for nothing. */
 static PyObject *
 first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n, PyObject *start,
            PyObject *when, PyObject *source, PyObject *lineno)
@@ -394,8 +542,10 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
             continue;
         }
         PyObject *spec = PyTuple_GET_ITEM(rule, 2), *result;
-        if (spec != Py_None) {
+        if (PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) == 4) {
             result = tally_from(x, spec, m);
+        } else if (PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) == 13 && x->ip_cache != NULL) {
+            result = event_from(x, spec, m, when, line, source, lineno);
         } else {
             PyObject *build = PyTuple_GET_ITEM(PyTuple_GET_ITEM(PyTuple_GET_ITEM(group, 3), r), 2);
             PyObject *bargs[] = {m, when, line, source, lineno};
@@ -436,8 +586,8 @@ tally(PyObject *module, PyObject *args)
                           &PyList_Type, &pending, &PyDict_Type, &same))
         return NULL;
     Ctx x = {0};
-    if (!PyArg_ParseTuple(ctx_t, "O!OO!OO!O", &PyDict_Type, &x.bsd_cache, &x.parse, &PyDict_Type,
-                          &x.dispatch, &x.rules_for, &PyDict_Type, &x.ip_cache, &x.ip_fn))
+    if (!PyArg_ParseTuple(ctx_t, "O!OOO!OO!O", &PyDict_Type, &x.bsd_cache, &x.bsd_time, &x.parse,
+                          &PyDict_Type, &x.dispatch, &x.rules_for, &PyDict_Type, &x.ip_cache, &x.ip_fn))
         return NULL;
     PyObject *it = PyObject_GetIter(lines);
     if (it == NULL)
@@ -530,31 +680,35 @@ error:
     return NULL;
 }
 
-/* FilterSet.match over up to `limit` lines of an iterator, for replay: the lines with an event
- * (or, with all_lines, every line with a header) as (time, line number, line, Header, events). */
+/* FilterSet.match over lines, for replay: appends to `items` the lines with an event (or, with
+ * all_lines, every line with a header) as (time, line number, line, Header, events). Returns
+ * (last line number, lines with a header, time of the last of them or None). */
 static PyObject *
 match_lines(PyObject *module, PyObject *args)
 {
-    PyObject *it, *ctx_t, *source, *items;
-    Py_ssize_t lineno, limit, parsed = 0, count = 0;
+    PyObject *lines, *ctx_t, *source, *items;
+    Py_ssize_t lineno, parsed = 0;
     int all_lines;
-    if (!PyArg_ParseTuple(args, "OnnO!UpO!", &it, &lineno, &limit, &PyTuple_Type, &ctx_t, &source,
+    if (!PyArg_ParseTuple(args, "OnO!UpO!", &lines, &lineno, &PyTuple_Type, &ctx_t, &source,
                           &all_lines, &PyList_Type, &items))
         return NULL;
     Ctx x = {0};
-    if (!PyArg_ParseTuple(ctx_t, "O!OO!OO", &PyDict_Type, &x.bsd_cache, &x.parse, &PyDict_Type,
-                          &x.dispatch, &x.rules_for, &x.header_type))
+    if (!PyArg_ParseTuple(ctx_t, "O!OOO!OO!OO", &PyDict_Type, &x.bsd_cache, &x.bsd_time, &x.parse,
+                          &PyDict_Type, &x.dispatch, &x.rules_for, &PyDict_Type, &x.ip_cache, &x.ip_fn,
+                          &x.header_type))
         return NULL;
-    if (!PyIter_Check(it) || !PyType_Check(x.header_type)) {
-        PyErr_SetString(PyExc_TypeError, "match_lines() needs an iterator and the Header type");
+    if (!PyType_Check(x.header_type)) {
+        PyErr_SetString(PyExc_TypeError, "match_lines() needs the Header type");
         return NULL;
     }
+    PyObject *it = PyObject_GetIter(lines);
+    if (it == NULL)
+        return NULL;
     Memo memo = {0};
     Line h = {0};
     PyObject *line = NULL, *groups = NULL, *start = NULL, *number = NULL, *events = NULL;
     PyObject *last = Py_NewRef(Py_None);
-    while (count < limit && (line = PyIter_Next(it)) != NULL) {
-        count++;
+    while ((line = PyIter_Next(it)) != NULL) {
         lineno++;
         if (!PyBytes_Check(line)) {
             PyErr_SetString(PyExc_TypeError, "lines must be bytes");
@@ -625,11 +779,12 @@ match_lines(PyObject *module, PyObject *args)
         Py_CLEAR(line);
     }
     memo_clear(&memo);
+    Py_DECREF(it);
     if (PyErr_Occurred()) {
         Py_DECREF(last);
         return NULL;
     }
-    PyObject *res = Py_BuildValue("(nnnO)", lineno, count, parsed, last);
+    PyObject *res = Py_BuildValue("(nnO)", lineno, parsed, last);
     Py_DECREF(last);
     return res;
 
@@ -641,6 +796,7 @@ error:
     Py_XDECREF(h.header);
     Py_XDECREF(line);
     Py_DECREF(last);
+    Py_DECREF(it);
     memo_clear(&memo);
     return NULL;
 }
@@ -825,14 +981,250 @@ merge(PyObject *module, PyObject *args)
     return Py_BuildValue("(nn)", dropped, head);
 }
 
+/* --- correlate ------------------------------------------------------------------------------ */
+
+static PyObject *str_user, *str_uid, *str_ip, *str_sender, *str_queued, *str_submission,
+    *str_removed, *str_queued_kind, *str_store, *str_remember, *str_messages, *str_sessions;
+
+/* Correlator.process for the events of one line (Pipeline._correlated): the kept events, with
+ * user, uid, ip and sender filled from the message's record. The record keeping that allocates
+ * or evicts (Correlator._store, _remember_session, the _Message class) stays in Python, called
+ * from here; so do the records themselves. Event fields by position: time 0, kind 1, ip 4,
+ * user 5, uid 6, sender 7, queue id 8. */
+static PyObject *
+correlate(PyObject *module, PyObject *args)
+{
+    PyObject *correlator, *events, *header, *message_type, *event_type;
+    if (!PyArg_ParseTuple(args, "OO!O!OO", &correlator, &PyList_Type, &events, &PyTuple_Type, &header,
+                          &message_type, &event_type))
+        return NULL;
+    if (PyTuple_GET_SIZE(header) != 5 || !PyType_Check(event_type)) {
+        PyErr_SetString(PyExc_TypeError, "correlate() needs a Header and the Event type");
+        return NULL;
+    }
+    PyObject *messages = PyObject_GetAttr(correlator, str_messages);
+    if (messages == NULL)
+        return NULL;
+    if (!PyDict_Check(messages)) {
+        Py_DECREF(messages);
+        PyErr_SetString(PyExc_TypeError, "Correlator.messages must be a dict");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0), *key = NULL, *msg = NULL;
+    if (out == NULL)
+        goto error;
+    PyObject *host = PyTuple_GET_ITEM(header, 1);
+    for (Py_ssize_t e = 0; e < PyList_GET_SIZE(events); e++) {
+        PyObject *event = PyList_GET_ITEM(events, e);
+        if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != 14) {
+            PyErr_SetString(PyExc_TypeError, "an Event has 14 fields");
+            goto error;
+        }
+        PyObject *kind = PyTuple_GET_ITEM(event, 1), *qid = PyTuple_GET_ITEM(event, 8);
+        PyObject *result = event;  /* borrowed unless replaced */
+        int owned = 0;
+        if (qid == Py_None) {
+            if (PyUnicode_Compare(kind, str_submission) == 0 && PyTuple_GET_ITEM(event, 5) != Py_None) {
+                PyObject *r = PyObject_CallMethodObjArgs(correlator, str_remember, event, header, NULL);
+                if (r == NULL)
+                    goto error;
+                Py_DECREF(r);
+            }
+            if (PyErr_Occurred() || PyList_Append(out, event) < 0)
+                goto error;
+            continue;
+        }
+        if ((key = PyTuple_Pack(2, host, qid)) == NULL)
+            goto error;
+        PyObject *when = PyTuple_GET_ITEM(event, 0);
+        if (PyUnicode_Compare(kind, str_submission) == 0) {
+            msg = PyObject_CallFunctionObjArgs(message_type, when, PyTuple_GET_ITEM(event, 5),
+                                               PyTuple_GET_ITEM(event, 6), PyTuple_GET_ITEM(event, 4),
+                                               PyTuple_GET_ITEM(event, 7), NULL);
+            PyObject *r = msg == NULL ? NULL : PyObject_CallMethodObjArgs(correlator, str_store, key, msg, when, NULL);
+            if (r == NULL)
+                goto error;
+            Py_DECREF(r);
+            Py_CLEAR(msg);
+            Py_CLEAR(key);
+            if (PyList_Append(out, event) < 0)
+                goto error;
+            continue;
+        }
+        int removed = PyUnicode_Compare(kind, str_removed) == 0;
+        msg = PyDict_GetItemWithError(messages, key);
+        if (msg == NULL && PyErr_Occurred())
+            goto error;
+        Py_XINCREF(msg);
+        if (removed && msg != NULL && PyDict_DelItem(messages, key) < 0)
+            goto error;
+        if (PyUnicode_Compare(kind, str_queued_kind) == 0) {
+            if (msg == NULL) {
+                /* sendmail: the `from=` line opens the record; its session may know the user. */
+                PyObject *sessions = PyObject_GetAttr(correlator, str_sessions);
+                PyObject *skey = sessions == NULL ? NULL : PyTuple_Pack(3, host, PyTuple_GET_ITEM(header, 2),
+                                                                         PyTuple_GET_ITEM(header, 3));
+                PyObject *session = skey == NULL ? NULL : PyObject_GetItem(sessions, skey);
+                Py_XDECREF(skey);
+                Py_XDECREF(sessions);
+                PyObject *user = Py_None;
+                if (session == NULL) {
+                    if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                        goto error;
+                    PyErr_Clear();
+                } else {
+                    /* session[1] if session and session[2] in (None, event.ip) */
+                    if (PyTuple_Check(session) && PyTuple_GET_SIZE(session) == 3 && PyObject_IsTrue(session)) {
+                        PyObject *sip = PyTuple_GET_ITEM(session, 2);
+                        int same = sip == Py_None;
+                        if (!same) {
+                            same = PyObject_RichCompareBool(sip, PyTuple_GET_ITEM(event, 4), Py_EQ);
+                            if (same < 0) {
+                                Py_DECREF(session);
+                                goto error;
+                            }
+                        }
+                        if (same)
+                            user = PyTuple_GET_ITEM(session, 1);
+                    }
+                }
+                msg = PyObject_CallFunctionObjArgs(message_type, when, user, PyTuple_GET_ITEM(event, 6),
+                                                   PyTuple_GET_ITEM(event, 4), PyTuple_GET_ITEM(event, 7), NULL);
+                Py_XDECREF(session);
+                PyObject *r = msg == NULL ? NULL : PyObject_CallMethodObjArgs(correlator, str_store, key, msg, when, NULL);
+                if (r == NULL)
+                    goto error;
+                Py_DECREF(r);
+            } else {
+                PyObject *queued = PyObject_GetAttr(msg, str_queued);
+                int already = queued == NULL ? -1 : PyObject_IsTrue(queued);
+                Py_XDECREF(queued);
+                if (already < 0)
+                    goto error;
+                if (already) {  /* a retry of a message already counted */
+                    Py_CLEAR(msg);
+                    Py_CLEAR(key);
+                    continue;
+                }
+            }
+            if (PyObject_SetAttr(msg, str_queued, Py_True) < 0)
+                goto error;
+            PyObject *sender = PyObject_GetAttr(msg, str_sender);
+            if (sender == NULL)
+                goto error;
+            int rc = sender == Py_None ? PyObject_SetAttr(msg, str_sender, PyTuple_GET_ITEM(event, 7)) : 0;
+            Py_DECREF(sender);
+            if (rc < 0)
+                goto error;
+        }
+        if (msg != NULL) {
+            /* fill user, uid, ip and sender that the event lacks from the record */
+            PyObject *fill[4] = {NULL, NULL, NULL, NULL};
+            static const int pos[4] = {5, 6, 4, 7};
+            PyObject *names[4] = {str_user, str_uid, str_ip, str_sender};
+            int changed = 0, failed = 0;
+            for (int i = 0; i < 4 && !failed; i++) {
+                PyObject *mine = PyTuple_GET_ITEM(event, pos[i]);
+                if (mine != Py_None)
+                    continue;
+                fill[i] = PyObject_GetAttr(msg, names[i]);
+                if (fill[i] == NULL)
+                    failed = 1;
+                else if (fill[i] != Py_None)
+                    changed = 1;
+            }
+            if (!failed && changed) {
+                PyObject *made = ((PyTypeObject *)event_type)->tp_alloc((PyTypeObject *)event_type, 14);
+                if (made == NULL) {
+                    failed = 1;
+                } else {
+                    for (Py_ssize_t i = 0; i < 14; i++)
+                        PyTuple_SET_ITEM(made, i, Py_NewRef(PyTuple_GET_ITEM(event, i)));
+                    for (int i = 0; i < 4; i++) {
+                        if (fill[i] != NULL && fill[i] != Py_None) {
+                            Py_SETREF(((PyTupleObject *)made)->ob_item[pos[i]], Py_NewRef(fill[i]));
+                        }
+                    }
+                    result = made;
+                    owned = 1;
+                }
+            }
+            for (int i = 0; i < 4; i++)
+                Py_XDECREF(fill[i]);
+            if (failed)
+                goto error;
+        }
+        int rc = PyList_Append(out, result);
+        if (owned)
+            Py_DECREF(result);
+        Py_CLEAR(msg);
+        Py_CLEAR(key);
+        if (rc < 0)
+            goto error;
+    }
+    Py_DECREF(messages);
+    return out;
+
+error:
+    Py_XDECREF(msg);
+    Py_XDECREF(key);
+    Py_XDECREF(out);
+    Py_DECREF(messages);
+    return NULL;
+}
+
+/* --- seen ----------------------------------------------------------------------------------- */
+
+/* replay's tally of the keys the logs show: for each event (a tuple), for each (field index,
+ * set): str(event[index]) into the set unless it is None or the set holds `cap` keys. */
+static PyObject *
+seen(PyObject *module, PyObject *args)
+{
+    PyObject *events, *fields;
+    Py_ssize_t cap;
+    if (!PyArg_ParseTuple(args, "O!O!n", &PyList_Type, &events, &PyTuple_Type, &fields, &cap))
+        return NULL;
+    Py_ssize_t nfields = PyTuple_GET_SIZE(fields);
+    for (Py_ssize_t e = 0; e < PyList_GET_SIZE(events); e++) {
+        PyObject *event = PyList_GET_ITEM(events, e);
+        if (!PyTuple_Check(event)) {
+            PyErr_SetString(PyExc_TypeError, "events must be tuples");
+            return NULL;
+        }
+        for (Py_ssize_t f = 0; f < nfields; f++) {
+            PyObject *pair = PyTuple_GET_ITEM(fields, f);
+            Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 0));
+            PyObject *store = PyTuple_GET_ITEM(pair, 1);
+            if (index < 0 || index >= PyTuple_GET_SIZE(event) || !PySet_Check(store)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_IndexError, "seen(): bad field");
+                return NULL;
+            }
+            PyObject *value = PyTuple_GET_ITEM(event, index);
+            if (value == Py_None || PySet_GET_SIZE(store) >= cap)
+                continue;
+            PyObject *text = PyUnicode_CheckExact(value) ? Py_NewRef(value) : PyObject_Str(value);
+            int rc = text == NULL ? -1 : PySet_Add(store, text);
+            Py_XDECREF(text);
+            if (rc < 0)
+                return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"parse_header", (PyCFunction)(void (*)(void))parse_header, METH_FASTCALL,
      "parse_header(cache, fallback, header_type, line): SyslogParser.parse's common case."},
     {"tally", tally, METH_VARARGS,
      "tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same): scan.tally_lines' loop."},
     {"match_lines", match_lines, METH_VARARGS,
-     "match_lines(lines, lineno, limit, ctx, source, all_lines, items) -> (lineno, lines read, "
-     "lines with a header, time of the last one): FilterSet.match over up to `limit` lines."},
+     "match_lines(lines, lineno, ctx, source, all_lines, items) -> (lineno, lines with a header, "
+     "time of the last one): FilterSet.match over lines, for replay."},
+    {"correlate", correlate, METH_VARARGS,
+     "correlate(correlator, events, header, Message, Event): Pipeline._correlated for one line."},
+    {"seen", seen, METH_VARARGS,
+     "seen(events, ((field index, set), ...), cap): replay's tally of the keys the logs show."},
     {"merge", merge, METH_VARARGS,
      "merge(pending, fileno, offset, messages, order, head, ttl, max_messages, per_rule, per_ip, "
      "first): run_test's queue-id correlation and counting of pending events; returns "
@@ -853,6 +1245,21 @@ PyInit__speedups(void)
 {
     str_group = PyUnicode_InternFromString("group");
     int_one = PyLong_FromLong(1);
+    str_user = PyUnicode_InternFromString("user");
+    str_uid = PyUnicode_InternFromString("uid");
+    str_ip = PyUnicode_InternFromString("ip");
+    str_sender = PyUnicode_InternFromString("sender");
+    str_queued = PyUnicode_InternFromString("queued");
+    str_submission = PyUnicode_InternFromString("submission");
+    str_removed = PyUnicode_InternFromString("removed");
+    str_queued_kind = str_queued;
+    str_store = PyUnicode_InternFromString("_store");
+    str_remember = PyUnicode_InternFromString("_remember_session");
+    str_messages = PyUnicode_InternFromString("messages");
+    str_sessions = PyUnicode_InternFromString("sessions");
+    if (!str_user || !str_uid || !str_ip || !str_sender || !str_queued || !str_submission ||
+        !str_removed || !str_store || !str_remember || !str_messages || !str_sessions)
+        return NULL;
     if (str_group == NULL || int_one == NULL)
         return NULL;
     return PyModule_Create(&module);

@@ -27,7 +27,9 @@ SESSION_TTL = 3600.0
 MAX_SESSIONS = 20_000
 
 
-class _Message:
+class Message:
+    """A message's record: who submitted it, and whether qmgr queued it already."""
+
     __slots__ = ("time", "user", "uid", "ip", "sender", "queued")
 
     def __init__(self, time: float, user: str | None, uid: int | None, ip: str | None,
@@ -47,7 +49,7 @@ class Correlator:
         self.ttl = ttl
         self.max_messages = max_messages
         # (host, queue id) -> record; insertion order is age order, so expiry looks at the front.
-        self.messages: dict[tuple[bytes | None, str], _Message] = {}
+        self.messages: dict[tuple[bytes | None, str], Message] = {}
         self.sessions: dict[tuple[bytes | None, bytes, bytes | None], tuple[float, str | None, str | None]] = {}
         self.dropped = 0  # records evicted by the cap before their message left the queue
 
@@ -60,7 +62,7 @@ class Correlator:
             return event
         key = (header.host, qid)
         if kind == "submission":
-            self._store(key, _Message(event.time, event.user, event.uid, event.ip, event.sender), event.time)
+            self._store(key, Message(event.time, event.user, event.uid, event.ip, event.sender), event.time)
             return event
         msg = self.messages.pop(key, None) if kind == "removed" else self.messages.get(key)
         if kind == "queued":
@@ -68,7 +70,7 @@ class Correlator:
                 # sendmail: the `from=` line opens the record; its session may know the user.
                 session = self.sessions.get((header.host, header.program, header.pid))
                 user = session[1] if session and session[2] in (None, event.ip) else None
-                msg = _Message(event.time, user, event.uid, event.ip, event.sender)
+                msg = Message(event.time, user, event.uid, event.ip, event.sender)
                 self._store(key, msg, event.time)
             elif msg.queued:
                 return None  # a retry of a message already counted
@@ -103,12 +105,12 @@ class Correlator:
         (~400,000 in the 1M-line benchmark log), the serial part of a multi-process summary."""
         key = (host, qid)
         if kind == "submission":
-            self._store(key, _Message(when, None, None, ip, None), when)
+            self._store(key, Message(when, None, None, ip, None), when)
             return True, ip
         msg = self.messages.pop(key, None) if kind == "removed" else self.messages.get(key)
         if kind == "queued":
             if msg is None:
-                msg = _Message(when, None, None, ip, None)
+                msg = Message(when, None, None, ip, None)
                 self._store(key, msg, when)
             elif msg.queued:
                 return False, ip  # a retry of a message already counted
@@ -117,7 +119,7 @@ class Correlator:
             return True, ip
         return True, msg.ip
 
-    def _store(self, key: tuple[bytes | None, str], msg: _Message, now: float) -> None:
+    def _store(self, key: tuple[bytes | None, str], msg: Message, now: float) -> None:
         messages = self.messages
         messages.pop(key, None)
         messages[key] = msg

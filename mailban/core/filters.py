@@ -179,7 +179,7 @@ class FilterSet:
     # lineno)`; what they return is what match() returns (Events here, see TallySet). Looked up
     # through a lambda because the builders are defined further down.
     _make_builder: Callable[..., Callable[..., Any]] = staticmethod(lambda rule, suffix="": _builder(rule, suffix))
-    _make_spec: Callable[..., Any] = staticmethod(lambda rule, suffix="": None)
+    _make_spec: Callable[..., Any] = staticmethod(lambda rule, suffix="": event_spec(rule, suffix))
 
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = tuple(filters)
@@ -256,20 +256,28 @@ def _group(f: Filter, make: Callable[..., Callable[..., Any]], spec: Callable[..
     return combined.match, markers, joined, rules, solo
 
 
+def event_spec(rule: Rule, suffix: str = "") -> tuple[Any, ...]:
+    """What `_builder`'s closure and the C matcher (`_speedups.match_lines`) build an Event
+    from: (Event, kind, filter, rule id, fixed status, then the group names of ip, user,
+    sender, uid, qid, nrcpt and status, None for fields the rule does not capture, then the
+    user values that mean "no user")."""
+    fields = rule.pattern.fields
+    groups = tuple(name + suffix if name in fields else None
+                   for name in ("ip", "user", "sender", "uid", "qid", "nrcpt", "status"))
+    return (Event, rule.kind, rule.filter, rule.id, rule.status, *groups, _NO_USER)
+
+
 def _builder(rule: Rule, suffix: str = "") -> Callable[[re.Match[bytes], float, bytes, str, int], Event | None]:
     """An event builder specialised to the fields the rule's pattern captures.
 
     Deciding once per rule which groups to read keeps the per-line work to the fields that
     exist; the rule's kind was validated when the filter was loaded, so the event is built
     without checking it again. `suffix` names the rule's groups within a combined regex."""
-    fields = rule.pattern.fields
-    want_ip, want_user, want_sender = "ip" in fields, "user" in fields, "sender" in fields
-    want_uid, want_qid, want_nrcpt = "uid" in fields, "qid" in fields, "nrcpt" in fields
-    want_status = "status" in fields
-    kind, fname, rid, fixed_status = rule.kind, rule.filter, rule.id, rule.status
-    g_ip, g_user, g_sender, g_uid, g_qid, g_nrcpt, g_status = (
-        name + suffix for name in ("ip", "user", "sender", "uid", "qid", "nrcpt", "status"))
-    no_user = _NO_USER
+    (_, kind, fname, rid, fixed_status, g_ip, g_user, g_sender, g_uid, g_qid, g_nrcpt, g_status,
+     no_user) = event_spec(rule, suffix)
+    want_ip, want_user, want_sender = g_ip is not None, g_user is not None, g_sender is not None
+    want_uid, want_qid, want_nrcpt = g_uid is not None, g_qid is not None, g_nrcpt is not None
+    want_status = g_status is not None
 
     def build(m: re.Match[bytes], when: float, line: bytes, source: str, lineno: int) -> Event | None:
         ip = user = sender = uid = qid = nrcpt = None

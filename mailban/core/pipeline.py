@@ -13,8 +13,9 @@ Must never: perform I/O or read the clock (see mailban.core).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from .correlate import Correlator
+from .correlate import Correlator, Message
 from .filters import FilterSet
 from .jails import Jail
 from .records import Ban, Event
@@ -27,6 +28,12 @@ class Pipeline:
     filters: FilterSet
     jails: list[Jail]
     correlator: Correlator = field(default_factory=Correlator)
+    # The C module (mailban.speedups), whose correlate() stands in for _correlated's loop.
+    fast: Any = None
+    # Per event kind, the jails an event of that kind goes to, in order, each with whether it
+    # wants the kind (else it is offered the event only while it holds addresses on
+    # probation, which only ban_ips jails do: see Jail._ip_ban). Built on first use per kind.
+    _routes: dict[str, tuple[tuple[Jail, bool], ...]] = field(default_factory=dict, init=False, repr=False)
 
     def events(self, line: bytes, source: str = "", lineno: int = 0) -> list[Event]:
         """Filters and correlation only (what `mailban test` shows)."""
@@ -36,6 +43,8 @@ class Pipeline:
         return self._correlated(self.filters.match(line, header, source, lineno), header)
 
     def _correlated(self, events: list[Event], header: Header) -> list[Event]:
+        if self.fast is not None:
+            return self.fast.correlate(self.correlator, events, header, Message, Event)  # type: ignore[no-any-return]
         out = []
         process = self.correlator.process
         for event in events:
@@ -60,15 +69,26 @@ class Pipeline:
         events = self.filters.match(line, header, source, lineno)
         if not events:
             return events, []
+        return self.feed_events(events, header, now)
+
+    def feed_events(self, events: list[Event], header: Header, now: float | None = None
+                    ) -> tuple[list[Event], list[Ban]]:
+        """As feed_parsed(), for a line whose events the caller already matched (replay matches
+        whole batches of lines in C, see offline.matched_lines)."""
         events = self._correlated(events, header)
         bans: list[Ban] = []
+        routes = self._routes
         for event in events:
             when = event.time if now is None else now
             kind = event.kind
-            for jail in self.jails:
+            route = routes.get(kind)
+            if route is None:
+                route = routes[kind] = tuple((j, kind in j.wants) for j in self.jails
+                                             if kind in j.wants or j.spec.ban_ips)
+            for jail, wanted in route:
                 # Most events (deliveries, queue lines) concern one jail or none: skip the call
                 # where offer() would do nothing (see Jail.wants).
-                if kind in jail.wants or jail.probation:
+                if wanted or jail.probation:
                     new = jail.offer(event, when)
                     if new:
                         bans.extend(new)

@@ -28,6 +28,8 @@ KINDS = frozenset(
 FAILURE_KINDS = frozenset({"auth-failure", "reject", "rate-limit", "protocol"})
 # `net`: a whole prefix (2001:db8:1:2::/64), decided by an ip jail's prefix counting.
 KEY_TYPES = frozenset({"ip", "user", "uid", "sender", "net"})
+# What a jail counts by: an event's field (`net` is a kind of ban, an ip jail's prefix).
+JAIL_KEY_TYPES = frozenset({"ip", "user", "uid", "sender"})
 STATUSES = frozenset({"sent", "bounced", "deferred", "expired"})
 
 

@@ -451,10 +451,11 @@ class Watcher:
         self.inotify.close()
 
 
-def chunk_lines(read: Callable[[], bytes]) -> Iterator[bytes]:
-    """The lines in the chunks `read()` returns until it returns b"": newlines dropped, lines
-    longer than MAX_LINE cut, a last line without a newline still a line. The one place where
-    test, replay and the worker processes of mailban test cut bytes into lines."""
+def chunk_line_lists(read: Callable[[], bytes]) -> Iterator[list[bytes]]:
+    """The lines in the chunks `read()` returns until it returns b"", a list per chunk:
+    newlines dropped, lines longer than MAX_LINE cut, a last line without a newline still a
+    line. The one place where test, replay and the worker processes of mailban test cut bytes
+    into lines (lists, so that a C loop can take a chunk's lines in one call)."""
     rest = b""
     while True:
         chunk = read()
@@ -466,10 +467,18 @@ def chunk_lines(read: Callable[[], bytes]) -> Iterator[bytes]:
         rest = lines.pop()
         if len(rest) > MAX_LINE * 4:
             rest = rest[:MAX_LINE]
-        for line in lines:
-            yield line if len(line) <= MAX_LINE else line[:MAX_LINE]
+        if lines and max(map(len, lines)) > MAX_LINE:
+            lines = [line if len(line) <= MAX_LINE else line[:MAX_LINE] for line in lines]
+        if lines:
+            yield lines
     if rest:
-        yield rest[:MAX_LINE]
+        yield [rest[:MAX_LINE]]
+
+
+def chunk_lines(read: Callable[[], bytes]) -> Iterator[bytes]:
+    """chunk_line_lists(), a line at a time."""
+    for lines in chunk_line_lists(read):
+        yield from lines
 
 
 def iter_file_lines(path: str) -> Iterator[bytes]:
@@ -477,9 +486,15 @@ def iter_file_lines(path: str) -> Iterator[bytes]:
 
     A last line without a newline is still a line; lines longer than MAX_LINE are cut.
     """
+    for lines in iter_file_line_lists(path):
+        yield from lines
+
+
+def iter_file_line_lists(path: str) -> Iterator[list[bytes]]:
+    """iter_file_lines(), a list of lines per 1 MB read."""
     fh = sys.stdin.buffer if path == "-" else open(path, "rb")
     try:
-        yield from chunk_lines(lambda: fh.read(1 << 20))
+        yield from chunk_line_lists(lambda: fh.read(1 << 20))
     finally:
         if fh is not sys.stdin.buffer:
             fh.close()
