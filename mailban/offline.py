@@ -212,8 +212,7 @@ def _file_events(path: str, parser: SyslogParser, filters: FilterSet, count: Rea
     batches = progress.batches_of(source) if progress is not None else source
     fast = speedups()
     if fast is not None:
-        ctx = (parser._bsd_cache, parser._bsd_time, parser.parse_py, filters._dispatch,
-               filters.rules_for, _filters._ip_cache, _filters._ip, Header)
+        ctx = (parser, filters._dispatch, filters.rules_for, _filters._ip_cache, _filters._ip, Header)
         lineno = 0
         items: list[tuple[float, int, bytes, Header, list[Event]]] = []
         for batch in batches:

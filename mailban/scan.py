@@ -128,8 +128,7 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
     same: dict[Any, Any] = {}
     if fast is not None:
         # The same loop in C (mailban/core/_speedups.c), with the same results.
-        ctx = (parser._bsd_cache, parser._bsd_time, parser.parse_py, filters._dispatch, filters.rules_for,
-               _filters._ip_cache, _filters._ip)
+        ctx = (parser, filters._dispatch, filters.rules_for, _filters._ip_cache, _filters._ip)
         lines, parsed, matched = fast.tally(source, 0, ctx, per_rule, per_ip, first, pending, same)
         return lines, parsed, matched, per_rule, per_ip, first, pending
     parse = parser.parse

@@ -53,3 +53,12 @@ def test_installed_package_runs_outside_the_source_tree(wheel: Path, tmp_path: P
                            "from mailban import config; print(config.shipped_dir('filters.d'))", str(site)],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert proc.stdout.strip() == str(site / "mailban" / "filters.d")
+
+
+def test_wheel_carries_the_compiled_c_module(wheel: Path) -> None:
+    # hatch_build.py compiles mailban/core/_speedups.c into the wheel, which is then tagged for
+    # this interpreter and platform; the C source itself stays out.
+    names = zipfile.ZipFile(wheel).namelist()
+    assert [n for n in names if n.startswith("mailban/core/_speedups") and n.endswith(".so")], names
+    assert "mailban/core/_speedups.c" not in names
+    assert "-py3-none-any" not in wheel.name

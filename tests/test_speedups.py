@@ -124,6 +124,17 @@ HOSTILE = [
     b"Nov 20 08:00:01 mx dovecot: imap-login: Login: user=<\xff>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1",
     b"2026-11-20T08:00:01.123456+00:00 mx postfix/qmgr[2]: BCDEF12345: removed",
 ]
+# RFC 3339 stamps at the edges of parse_py/_iso_time: fractions of every length, a comma, a dot
+# without digits, Z and z, no zone, a stamp that ends past byte 40, invalid dates and times.
+RFC_STAMPS = [b"2026-11-20T08:00:01", b"2026-11-20T08:00:01Z", b"2026-11-20T08:00:01z",
+              b"2026-11-20T08:00:01.5+01:00", b"2026-11-20T08:00:01,25-05:30",
+              b"2026-11-20T08:00:01.+00:00", b"2026-11-20T08:00:01.123456789012345678+00:00",
+              b"2026-11-20T08:00:01.000001", b"2026-02-30T08:00:01+00:00", b"2026-11-20T25:00:01+00:00",
+              b"2026-11-20 08:00:01", b"2026-11-20T08:00:01.12x+00:00", b"20261120T080001Z",
+              b"2026-11-20T08:00:01.9999999999999999999+00:00", b"2026-11-20T08:00:01+00:00"]
+HOSTILE += [stamp + b" mx postfix/qmgr[2]: ABCDE12345: removed" for stamp in RFC_STAMPS]
+HOSTILE += [stamp + b" mx postfix/smtpd[1]: warning: unknown[192.0.2.44]: SASL LOGIN authentication failed: x"
+            for stamp in RFC_STAMPS]
 
 
 @needs_c
@@ -135,6 +146,16 @@ def test_tally_equals_the_python_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     slow = _tally(lines, monkeypatch, pure=True)
     assert fast == slow
     assert fast[2] > 10_000  # type: ignore[index]  # lines with an event: the test tested something
+
+
+@needs_c
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(RFC_STAMPS), st.binary(max_size=30), st.sampled_from([b" ", b"", b"  "]),
+       st.sampled_from([b"mx postfix/qmgr[2]: ABCDE12345: removed", b"", b"mx x"]))
+def test_tally_on_rfc3339_stamps(monkeypatch: pytest.MonkeyPatch, stamp: bytes, noise: bytes, gap: bytes,
+                                 rest: bytes) -> None:
+    lines = [stamp + gap + rest, stamp + noise + gap + rest, stamp[:19] + noise + b" " + rest, stamp + gap + rest]
+    assert _tally(lines, monkeypatch, pure=False) == _tally(lines, monkeypatch, pure=True)
 
 
 @needs_c

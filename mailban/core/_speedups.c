@@ -173,13 +173,45 @@ parse_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* --- tally and match_lines ----------------------------------------------------------------- */
 
 typedef struct {
-    PyObject *bsd_cache, *bsd_time, *parse, *dispatch, *rules_for, *ip_cache, *ip_fn, *header_type;
+    PyObject *parser;  /* the SyslogParser; the five below are its (owned) */
+    PyObject *bsd_cache, *bsd_time, *iso_cache, *iso_time, *parse;
+    PyObject *dispatch, *rules_for, *ip_cache, *ip_fn, *header_type;
 } Ctx;
+
+static void
+ctx_clear(Ctx *x)
+{
+    Py_CLEAR(x->bsd_cache);
+    Py_CLEAR(x->bsd_time);
+    Py_CLEAR(x->iso_cache);
+    Py_CLEAR(x->iso_time);
+    Py_CLEAR(x->parse);
+}
+
+/* The parser's caches and methods that read_header() uses. 0, or -1 with an error set. */
+static int
+ctx_parser(Ctx *x)
+{
+    x->bsd_cache = PyObject_GetAttrString(x->parser, "_bsd_cache");
+    x->bsd_time = PyObject_GetAttrString(x->parser, "_bsd_time");
+    x->iso_cache = PyObject_GetAttrString(x->parser, "_iso_cache");
+    x->iso_time = PyObject_GetAttrString(x->parser, "_iso_time");
+    x->parse = PyObject_GetAttrString(x->parser, "parse_py");
+    if (x->bsd_cache == NULL || x->bsd_time == NULL || x->iso_cache == NULL || x->iso_time == NULL ||
+        x->parse == NULL || !PyDict_Check(x->bsd_cache) || !PyDict_Check(x->iso_cache)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "not a SyslogParser");
+        ctx_clear(x);
+        return -1;
+    }
+    return 0;
+}
 
 /* What a loop over lines remembers from one line to the next (all owned). */
 typedef struct {
     PyObject *host, *tag, *when;
-    char stamp[15];
+    char stamp[15];  /* the BSD stamp `when` belongs to, when has_stamp */
+    int has_stamp;
 } Memo;
 
 static void
@@ -202,12 +234,60 @@ typedef struct {
 static int
 read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Line *h)
 {
-    PyObject *when;
+    PyObject *when = NULL;
+    Py_ssize_t pos = 16;
     h->header = NULL;
     /* Consecutive lines mostly share their second: reuse the last stamp's time (the cache
      * cannot change its mind within one call, `now` being fixed). */
-    if (memo->when != NULL && n >= 20 && s[15] == ' ' && memcmp(s, memo->stamp, 15) == 0) {
+    if (memo->has_stamp && n >= 20 && s[15] == ' ' && memcmp(s, memo->stamp, 15) == 0) {
         when = memo->when;
+    } else if (n >= 20 && s[0] >= '0' && s[0] <= '9') {
+        /* RFC 3339, as parse_py and _iso_time: the stamp ends at the first space within 40
+         * bytes; its whole seconds and zone are cached, the fraction added. */
+        const char *space = memchr(s, ' ', n < 40 ? (size_t)n : 40);
+        Py_ssize_t end = space == NULL ? -1 : space - s;
+        if (end < 19)
+            return 0;
+        Py_ssize_t zone = 19;
+        double frac = 0.0;
+        if (end > 19 && (s[19] == '.' || s[19] == ',')) {
+            Py_ssize_t d = 20;
+            while (d < end && s[d] >= '0' && s[d] <= '9')
+                d++;
+            if (d > 20) {
+                char digits[48] = "0.";
+                memcpy(digits + 2, s + 20, (size_t)(d - 20));  /* d - 20 < 20: end < 40 */
+                digits[2 + d - 20] = '\0';
+                frac = PyOS_string_to_double(digits, NULL, NULL);
+                if (frac == -1.0 && PyErr_Occurred())
+                    return -1;
+            }
+            zone = d;
+        }
+        char key[40];
+        memcpy(key, s, 19);
+        memcpy(key + 19, s + zone, (size_t)(end - zone));
+        PyObject *k = PyBytes_FromStringAndSize(key, 19 + end - zone);
+        PyObject *whole = k == NULL ? NULL : PyDict_GetItemWithError(x->iso_cache, k);
+        Py_XDECREF(k);
+        if (whole != NULL) {
+            when = PyFloat_FromDouble(PyFloat_AsDouble(whole) + frac);
+        } else {
+            if (PyErr_Occurred())
+                return -1;
+            PyObject *stamp = PyBytes_FromStringAndSize(s, end);
+            when = stamp == NULL ? NULL : PyObject_CallOneArg(x->iso_time, stamp);
+            Py_XDECREF(stamp);
+        }
+        if (when == NULL)
+            return -1;
+        if (when == Py_None) {
+            Py_DECREF(when);
+            return 0;
+        }
+        Py_XSETREF(memo->when, when);
+        memo->has_stamp = 0;
+        pos = end + 1;
     } else {
         when = cached_bsd_time(x->bsd_cache, s, n);
         if (when != NULL) {
@@ -230,9 +310,10 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
         if (when != NULL) {
             Py_XSETREF(memo->when, when);
             memcpy(memo->stamp, s, 15);
+            memo->has_stamp = 1;
         }
     }
-    if (when != NULL && cut_host_tag(s, n, 16, &h->cut)) {
+    if (when != NULL && cut_host_tag(s, n, pos, &h->cut)) {
         h->when = when;
         h->host = memo_bytes(&memo->host, s, h->cut.host, h->cut.host_end);
         h->tag = memo_bytes(&memo->tag, s, h->cut.tag, h->cut.tag_end);
@@ -586,12 +667,14 @@ tally(PyObject *module, PyObject *args)
                           &PyList_Type, &pending, &PyDict_Type, &same))
         return NULL;
     Ctx x = {0};
-    if (!PyArg_ParseTuple(ctx_t, "O!OOO!OO!O", &PyDict_Type, &x.bsd_cache, &x.bsd_time, &x.parse,
-                          &PyDict_Type, &x.dispatch, &x.rules_for, &PyDict_Type, &x.ip_cache, &x.ip_fn))
+    if (!PyArg_ParseTuple(ctx_t, "OO!OO!O", &x.parser, &PyDict_Type, &x.dispatch, &x.rules_for,
+                          &PyDict_Type, &x.ip_cache, &x.ip_fn) || ctx_parser(&x) < 0)
         return NULL;
     PyObject *it = PyObject_GetIter(lines);
-    if (it == NULL)
+    if (it == NULL) {
+        ctx_clear(&x);
         return NULL;
+    }
     Memo memo = {0};
     Line h = {0};
     PyObject *line, *groups = NULL, *start = NULL;
@@ -666,6 +749,7 @@ tally(PyObject *module, PyObject *args)
     }
     Py_DECREF(it);
     memo_clear(&memo);
+    ctx_clear(&x);
     if (PyErr_Occurred())
         return NULL;
     return Py_BuildValue("(nnn)", lineno, parsed, matched);
@@ -677,6 +761,7 @@ error:
     Py_XDECREF(line);
     Py_DECREF(it);
     memo_clear(&memo);
+    ctx_clear(&x);
     return NULL;
 }
 
@@ -693,17 +778,20 @@ match_lines(PyObject *module, PyObject *args)
                           &all_lines, &PyList_Type, &items))
         return NULL;
     Ctx x = {0};
-    if (!PyArg_ParseTuple(ctx_t, "O!OOO!OO!OO", &PyDict_Type, &x.bsd_cache, &x.bsd_time, &x.parse,
-                          &PyDict_Type, &x.dispatch, &x.rules_for, &PyDict_Type, &x.ip_cache, &x.ip_fn,
-                          &x.header_type))
+    if (!PyArg_ParseTuple(ctx_t, "OO!OO!OO", &x.parser, &PyDict_Type, &x.dispatch, &x.rules_for,
+                          &PyDict_Type, &x.ip_cache, &x.ip_fn, &x.header_type))
         return NULL;
     if (!PyType_Check(x.header_type)) {
         PyErr_SetString(PyExc_TypeError, "match_lines() needs the Header type");
         return NULL;
     }
-    PyObject *it = PyObject_GetIter(lines);
-    if (it == NULL)
+    if (ctx_parser(&x) < 0)
         return NULL;
+    PyObject *it = PyObject_GetIter(lines);
+    if (it == NULL) {
+        ctx_clear(&x);
+        return NULL;
+    }
     Memo memo = {0};
     Line h = {0};
     PyObject *line = NULL, *groups = NULL, *start = NULL, *number = NULL, *events = NULL;
@@ -779,6 +867,7 @@ match_lines(PyObject *module, PyObject *args)
         Py_CLEAR(line);
     }
     memo_clear(&memo);
+    ctx_clear(&x);
     Py_DECREF(it);
     if (PyErr_Occurred()) {
         Py_DECREF(last);
@@ -798,6 +887,7 @@ error:
     Py_DECREF(last);
     Py_DECREF(it);
     memo_clear(&memo);
+    ctx_clear(&x);
     return NULL;
 }
 
