@@ -497,9 +497,7 @@ event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, 
         return NULL;
     }
     PyObject *g_ip = PyTuple_GET_ITEM(spec, 5), *g_user = PyTuple_GET_ITEM(spec, 6);
-    PyObject *g_sender = PyTuple_GET_ITEM(spec, 7), *g_uid = PyTuple_GET_ITEM(spec, 8);
-    PyObject *g_qid = PyTuple_GET_ITEM(spec, 9), *g_nrcpt = PyTuple_GET_ITEM(spec, 10);
-    PyObject *g_status = PyTuple_GET_ITEM(spec, 11), *no_user = PyTuple_GET_ITEM(spec, 12);
+    PyObject *no_user = PyTuple_GET_ITEM(spec, 12);
     if (g_ip != Py_None) {
         PyObject *r = match_group(m, g_ip);
         if (r == NULL)
@@ -533,45 +531,29 @@ event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, 
         }
         Py_DECREF(r);
     }
-    if (event_field(m, g_sender, &raw) != NULL) {
-        f[7] = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), "replace");
+    /* The fields a non-empty group gives (the builder's `if raw:`), each converted as there. */
+    static const struct { int spec, pos; char as; } converted[] = {
+        {7, 7, 'u'},   /* sender, decoded with replacement: the null sender <> is nobody */
+        {8, 6, 'i'},   /* uid, int(raw) */
+        {9, 8, 'a'},   /* queue id, ASCII */
+        {10, 9, 'i'},  /* recipients */
+        {11, 10, 'a'}, /* status */
+    };
+    for (size_t c = 0; c < sizeof converted / sizeof converted[0]; c++) {
+        if (event_field(m, PyTuple_GET_ITEM(spec, converted[c].spec), &raw) == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            continue;
+        }
+        const char *text = PyBytes_AS_STRING(raw);
+        Py_ssize_t size = PyBytes_GET_SIZE(raw);
+        PyObject *value = converted[c].as == 'i' ? PyNumber_Long(raw)
+                        : converted[c].as == 'a' ? PyUnicode_DecodeASCII(text, size, NULL)
+                        : PyUnicode_DecodeUTF8(text, size, "replace");
         Py_DECREF(raw);
-        if (f[7] == NULL)
+        if (value == NULL)
             goto done;
-    } else if (PyErr_Occurred()) {
-        goto done;
-    }
-    if (event_field(m, g_uid, &raw) != NULL) {
-        f[6] = PyNumber_Long(raw);  /* int(raw) */
-        Py_DECREF(raw);
-        if (f[6] == NULL)
-            goto done;
-    } else if (PyErr_Occurred()) {
-        goto done;
-    }
-    if (event_field(m, g_qid, &raw) != NULL) {
-        f[8] = PyUnicode_DecodeASCII(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), NULL);
-        Py_DECREF(raw);
-        if (f[8] == NULL)
-            goto done;
-    } else if (PyErr_Occurred()) {
-        goto done;
-    }
-    if (event_field(m, g_nrcpt, &raw) != NULL) {
-        f[9] = PyNumber_Long(raw);
-        Py_DECREF(raw);
-        if (f[9] == NULL)
-            goto done;
-    } else if (PyErr_Occurred()) {
-        goto done;
-    }
-    if (event_field(m, g_status, &raw) != NULL) {
-        f[10] = PyUnicode_DecodeASCII(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), NULL);
-        Py_DECREF(raw);
-        if (f[10] == NULL)
-            goto done;
-    } else if (PyErr_Occurred()) {
-        goto done;
+        f[converted[c].pos] = value;
     }
     f[13] = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), "replace");
     if (f[13] == NULL)
@@ -657,112 +639,183 @@ count_one(PyObject *dict, PyObject *key, Py_ssize_t by)
     return rc;
 }
 
+/* The walk over lines that tally() and match_lines() share: each line with a header comes out
+ * with its header, the filter groups covering its program and its message start. */
+typedef struct {
+    Ctx x;
+    Memo memo;
+    PyObject *it;
+    Py_ssize_t lineno, parsed;
+    /* the current line (owned, released by scan_next and scan_close) */
+    PyObject *line, *groups, *start;
+    const char *s;
+    Py_ssize_t n;
+    Line h;
+} Scan;
+
+/* ctx: (parser, FilterSet._dispatch, rules_for, filters._ip_cache, filters._ip[, Header]). */
+static int
+scan_open(Scan *sc, PyObject *lines, PyObject *ctx_t, Py_ssize_t lineno, int with_header_type)
+{
+    memset(sc, 0, sizeof *sc);
+    sc->lineno = lineno;
+    Ctx *x = &sc->x;
+    int ok = with_header_type
+        ? PyArg_ParseTuple(ctx_t, "OO!OO!OO", &x->parser, &PyDict_Type, &x->dispatch, &x->rules_for,
+                           &PyDict_Type, &x->ip_cache, &x->ip_fn, &x->header_type)
+        : PyArg_ParseTuple(ctx_t, "OO!OO!O", &x->parser, &PyDict_Type, &x->dispatch, &x->rules_for,
+                           &PyDict_Type, &x->ip_cache, &x->ip_fn);
+    if (!ok)
+        return -1;
+    if (with_header_type && !PyType_Check(x->header_type)) {
+        PyErr_SetString(PyExc_TypeError, "the context needs the Header type");
+        return -1;
+    }
+    if (ctx_parser(x) < 0)
+        return -1;
+    if ((sc->it = PyObject_GetIter(lines)) == NULL) {
+        ctx_clear(x);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+scan_release(Scan *sc)
+{
+    Py_CLEAR(sc->start);
+    Py_CLEAR(sc->groups);
+    Py_CLEAR(sc->h.header);
+    Py_CLEAR(sc->line);
+}
+
+/* 1: the next line with a header is current; 0: no more lines; -1: error. */
+static int
+scan_next(Scan *sc)
+{
+    scan_release(sc);
+    while ((sc->line = PyIter_Next(sc->it)) != NULL) {
+        sc->lineno++;
+        if (!PyBytes_Check(sc->line)) {
+            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
+            return -1;
+        }
+        sc->s = PyBytes_AS_STRING(sc->line);
+        sc->n = PyBytes_GET_SIZE(sc->line);
+        int got = read_header(&sc->x, &sc->memo, sc->line, sc->s, sc->n, &sc->h);
+        if (got < 0)
+            return -1;
+        if (got == 0) {
+            Py_CLEAR(sc->line);
+            continue;
+        }
+        sc->parsed++;
+        if ((sc->groups = groups_for(&sc->x, sc->h.tag)) == NULL)
+            return -1;
+        if (PyTuple_GET_SIZE(sc->groups) > 0 && (sc->start = PyLong_FromSsize_t(sc->h.msg)) == NULL)
+            return -1;
+        return 1;
+    }
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static void
+scan_close(Scan *sc)
+{
+    scan_release(sc);
+    Py_CLEAR(sc->it);
+    memo_clear(&sc->memo);
+    ctx_clear(&sc->x);
+}
+
+/* Count one tally (key, ip, qid) of line `lineno`, the j-th of its line: an event with a queue
+ * id is left to the caller's correlation (with one object per host and queue id), the others
+ * are counted per rule and per address. */
+static int
+count_tally(Scan *sc, PyObject *result, Py_ssize_t j, PyObject *per_rule, PyObject *per_ip,
+            PyObject *first, PyObject *pending, PyObject *same)
+{
+    PyObject *key = PyTuple_GET_ITEM(result, 0), *ip = PyTuple_GET_ITEM(result, 1);
+    PyObject *qid = PyTuple_GET_ITEM(result, 2);
+    int rc = 0;
+    if (qid != Py_None) {
+        PyObject *hs = PyDict_SetDefault(same, sc->h.host, sc->h.host);
+        PyObject *q = hs == NULL ? NULL : PyDict_SetDefault(same, qid, qid);
+        PyObject *p = q == NULL ? NULL : Py_BuildValue("(OOOOOnn)", sc->h.when, key, ip, hs, q, sc->lineno, j);
+        rc = p == NULL ? -1 : PyList_Append(pending, p);
+        Py_XDECREF(p);
+        return rc;
+    }
+    if (count_one(per_rule, key, 1) < 0)
+        return -1;
+    if (ip == Py_None || !PyObject_IsTrue(ip))
+        return 0;
+    PyObject *old = PyDict_GetItemWithError(per_ip, ip);
+    if (old != NULL)
+        return count_one(per_ip, ip, 1);
+    if (PyErr_Occurred())
+        return -1;
+    PyObject *pos = Py_BuildValue("(nn)", sc->lineno, j);
+    rc = pos == NULL ? -1 : PyDict_SetItem(first, ip, pos);
+    Py_XDECREF(pos);
+    return rc < 0 ? -1 : PyDict_SetItem(per_ip, ip, int_one);
+}
+
 static PyObject *
 tally(PyObject *module, PyObject *args)
 {
     PyObject *lines, *ctx_t, *per_rule, *per_ip, *first, *pending, *same;
-    Py_ssize_t lineno, parsed = 0, matched = 0;
+    Py_ssize_t lineno, matched = 0;
     if (!PyArg_ParseTuple(args, "OnO!O!O!O!O!O!", &lines, &lineno, &PyTuple_Type, &ctx_t,
                           &PyDict_Type, &per_rule, &PyDict_Type, &per_ip, &PyDict_Type, &first,
                           &PyList_Type, &pending, &PyDict_Type, &same))
         return NULL;
-    Ctx x = {0};
-    if (!PyArg_ParseTuple(ctx_t, "OO!OO!O", &x.parser, &PyDict_Type, &x.dispatch, &x.rules_for,
-                          &PyDict_Type, &x.ip_cache, &x.ip_fn) || ctx_parser(&x) < 0)
+    Scan sc;
+    if (scan_open(&sc, lines, ctx_t, lineno, 0) < 0)
         return NULL;
-    PyObject *it = PyObject_GetIter(lines);
-    if (it == NULL) {
-        ctx_clear(&x);
-        return NULL;
-    }
-    Memo memo = {0};
-    Line h = {0};
-    PyObject *line, *groups = NULL, *start = NULL;
-    while ((line = PyIter_Next(it)) != NULL) {
-        lineno++;
-        if (!PyBytes_Check(line)) {
-            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
-            goto error;
-        }
-        const char *s = PyBytes_AS_STRING(line);
-        Py_ssize_t n = PyBytes_GET_SIZE(line);
-        int got = read_header(&x, &memo, line, s, n, &h);
-        if (got < 0)
-            goto error;
-        if (got == 0) {
-            Py_DECREF(line);
-            continue;
-        }
-        parsed++;
-        if ((groups = groups_for(&x, h.tag)) == NULL)
-            goto error;
-        Py_ssize_t ngroups = PyTuple_GET_SIZE(groups), j = 0;
-        if (ngroups > 0 && (start = PyLong_FromSsize_t(h.msg)) == NULL)
-            goto error;
-        for (Py_ssize_t g = 0; g < ngroups; g++) {
-            PyObject *result = first_rule(&x, PyTuple_GET_ITEM(groups, g), line, s, n, start,
-                                          h.when, Py_None, Py_None);
-            if (result == NULL)
-                goto error;
-            if (result == Py_None) {
-                Py_DECREF(result);
-                continue;
+    int more;
+    while ((more = scan_next(&sc)) > 0) {
+        Py_ssize_t j = 0;
+        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(sc.groups) && more > 0; g++) {
+            PyObject *result = first_rule(&sc.x, PyTuple_GET_ITEM(sc.groups, g), sc.line, sc.s, sc.n,
+                                          sc.start, sc.h.when, Py_None, Py_None);
+            if (result == NULL) {
+                more = -1;
+            } else if (result != Py_None) {
+                matched += j == 0;
+                if (count_tally(&sc, result, j++, per_rule, per_ip, first, pending, same) < 0)
+                    more = -1;
             }
-            /* result: (key, ip, qid) */
-            PyObject *key = PyTuple_GET_ITEM(result, 0), *ip = PyTuple_GET_ITEM(result, 1);
-            PyObject *qid = PyTuple_GET_ITEM(result, 2);
-            if (j == 0)
-                matched++;
-            int rc = 0;
-            if (qid != Py_None) {
-                /* left to the caller's correlation, with one object per host and queue id */
-                PyObject *hs = PyDict_SetDefault(same, h.host, h.host);
-                PyObject *q = hs == NULL ? NULL : PyDict_SetDefault(same, qid, qid);
-                PyObject *p = q == NULL ? NULL : Py_BuildValue("(OOOOOnn)", h.when, key, ip, hs, q, lineno, j);
-                rc = p == NULL ? -1 : PyList_Append(pending, p);
-                Py_XDECREF(p);
-            } else if (count_one(per_rule, key, 1) < 0) {
-                rc = -1;
-            } else if (ip != Py_None && PyObject_IsTrue(ip)) {
-                PyObject *old = PyDict_GetItemWithError(per_ip, ip);
-                if (old != NULL) {
-                    rc = count_one(per_ip, ip, 1);
-                } else if (PyErr_Occurred()) {
-                    rc = -1;
-                } else {
-                    PyObject *pos = Py_BuildValue("(nn)", lineno, j);
-                    rc = pos == NULL ? -1 : PyDict_SetItem(first, ip, pos);
-                    Py_XDECREF(pos);
-                    if (rc == 0)
-                        rc = PyDict_SetItem(per_ip, ip, int_one);
-                }
-            }
-            Py_DECREF(result);
-            if (rc < 0)
-                goto error;
-            j++;
+            Py_XDECREF(result);
         }
-        Py_CLEAR(start);
-        Py_CLEAR(groups);
-        Py_CLEAR(h.header);
-        Py_DECREF(line);
+        if (more < 0)
+            break;
     }
-    Py_DECREF(it);
-    memo_clear(&memo);
-    ctx_clear(&x);
-    if (PyErr_Occurred())
-        return NULL;
-    return Py_BuildValue("(nnn)", lineno, parsed, matched);
+    PyObject *res = more < 0 ? NULL : Py_BuildValue("(nnn)", sc.lineno, sc.parsed, matched);
+    scan_close(&sc);
+    return res;
+}
 
-error:
-    Py_XDECREF(start);
-    Py_XDECREF(groups);
-    Py_XDECREF(h.header);
-    Py_XDECREF(line);
-    Py_DECREF(it);
-    memo_clear(&memo);
-    ctx_clear(&x);
-    return NULL;
+/* The (time, line number, line, Header, events) item of the current line. */
+static PyObject *
+line_item(Scan *sc, PyObject *number, PyObject *events)
+{
+    PyObject *header = sc->h.header;
+    if (header != NULL) {
+        Py_INCREF(header);
+    } else {
+        Cut *c = &sc->h.cut;
+        PyObject *pid = c->pid >= 0 ? PyBytes_FromStringAndSize(sc->s + c->pid, c->pid_end - c->pid)
+                                    : Py_NewRef(Py_None);
+        header = pid == NULL ? NULL : new_header((PyTypeObject *)sc->x.header_type, sc->h.when, sc->h.host,
+                                                 sc->h.tag, pid, sc->h.msg);
+        Py_XDECREF(pid);
+        if (header == NULL)
+            return NULL;
+    }
+    PyObject *item = PyTuple_Pack(5, sc->h.when, number, sc->line, header, events);
+    Py_DECREF(header);
+    return item;
 }
 
 /* FilterSet.match over lines, for replay: appends to `items` the lines with an event (or, with
@@ -772,123 +825,44 @@ static PyObject *
 match_lines(PyObject *module, PyObject *args)
 {
     PyObject *lines, *ctx_t, *source, *items;
-    Py_ssize_t lineno, parsed = 0;
+    Py_ssize_t lineno;
     int all_lines;
     if (!PyArg_ParseTuple(args, "OnO!UpO!", &lines, &lineno, &PyTuple_Type, &ctx_t, &source,
                           &all_lines, &PyList_Type, &items))
         return NULL;
-    Ctx x = {0};
-    if (!PyArg_ParseTuple(ctx_t, "OO!OO!OO", &x.parser, &PyDict_Type, &x.dispatch, &x.rules_for,
-                          &PyDict_Type, &x.ip_cache, &x.ip_fn, &x.header_type))
+    Scan sc;
+    if (scan_open(&sc, lines, ctx_t, lineno, 1) < 0)
         return NULL;
-    if (!PyType_Check(x.header_type)) {
-        PyErr_SetString(PyExc_TypeError, "match_lines() needs the Header type");
-        return NULL;
-    }
-    if (ctx_parser(&x) < 0)
-        return NULL;
-    PyObject *it = PyObject_GetIter(lines);
-    if (it == NULL) {
-        ctx_clear(&x);
-        return NULL;
-    }
-    Memo memo = {0};
-    Line h = {0};
-    PyObject *line = NULL, *groups = NULL, *start = NULL, *number = NULL, *events = NULL;
-    PyObject *last = Py_NewRef(Py_None);
-    while ((line = PyIter_Next(it)) != NULL) {
-        lineno++;
-        if (!PyBytes_Check(line)) {
-            PyErr_SetString(PyExc_TypeError, "lines must be bytes");
-            goto error;
+    PyObject *last = Py_NewRef(Py_None), *number = NULL, *events = NULL;
+    int more;
+    while ((more = scan_next(&sc)) > 0) {
+        Py_SETREF(last, Py_NewRef(sc.h.when));
+        if ((number = PyLong_FromSsize_t(sc.lineno)) == NULL || (events = PyList_New(0)) == NULL)
+            break;
+        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(sc.groups) && more > 0; g++) {
+            PyObject *event = first_rule(&sc.x, PyTuple_GET_ITEM(sc.groups, g), sc.line, sc.s, sc.n,
+                                         sc.start, sc.h.when, source, number);
+            if (event == NULL || (event != Py_None && PyList_Append(events, event) < 0))
+                more = -1;
+            Py_XDECREF(event);
         }
-        const char *s = PyBytes_AS_STRING(line);
-        Py_ssize_t n = PyBytes_GET_SIZE(line);
-        int got = read_header(&x, &memo, line, s, n, &h);
-        if (got < 0)
-            goto error;
-        if (got == 0) {
-            Py_CLEAR(line);
-            continue;
-        }
-        parsed++;
-        Py_INCREF(h.when);
-        Py_SETREF(last, h.when);
-        if ((groups = groups_for(&x, h.tag)) == NULL || (number = PyLong_FromSsize_t(lineno)) == NULL)
-            goto error;
-        Py_ssize_t ngroups = PyTuple_GET_SIZE(groups);
-        if (ngroups > 0 && (start = PyLong_FromSsize_t(h.msg)) == NULL)
-            goto error;
-        for (Py_ssize_t g = 0; g < ngroups; g++) {
-            PyObject *event = first_rule(&x, PyTuple_GET_ITEM(groups, g), line, s, n, start, h.when,
-                                         source, number);
-            if (event == NULL)
-                goto error;
-            if (event == Py_None) {
-                Py_DECREF(event);
-                continue;
-            }
-            if (events == NULL && (events = PyList_New(0)) == NULL) {
-                Py_DECREF(event);
-                goto error;
-            }
-            int rc = PyList_Append(events, event);
-            Py_DECREF(event);
-            if (rc < 0)
-                goto error;
-        }
-        if (events != NULL || all_lines) {
-            if (events == NULL && (events = PyList_New(0)) == NULL)
-                goto error;
-            PyObject *header = h.header;
-            if (header != NULL) {
-                Py_INCREF(header);
-            } else {
-                PyObject *pid = h.cut.pid >= 0 ? PyBytes_FromStringAndSize(s + h.cut.pid, h.cut.pid_end - h.cut.pid)
-                                               : Py_NewRef(Py_None);
-                header = pid == NULL ? NULL : new_header((PyTypeObject *)x.header_type, h.when, h.host, h.tag, pid, h.msg);
-                Py_XDECREF(pid);
-                if (header == NULL)
-                    goto error;
-            }
-            PyObject *item = PyTuple_Pack(5, h.when, number, line, header, events);
-            Py_DECREF(header);
-            if (item == NULL || PyList_Append(items, item) < 0) {
-                Py_XDECREF(item);
-                goto error;
-            }
-            Py_DECREF(item);
-            Py_CLEAR(events);
+        if (more > 0 && (PyList_GET_SIZE(events) > 0 || all_lines)) {
+            PyObject *item = line_item(&sc, number, events);
+            if (item == NULL || PyList_Append(items, item) < 0)
+                more = -1;
+            Py_XDECREF(item);
         }
         Py_CLEAR(number);
-        Py_CLEAR(start);
-        Py_CLEAR(groups);
-        Py_CLEAR(h.header);
-        Py_CLEAR(line);
+        Py_CLEAR(events);
+        if (more < 0)
+            break;
     }
-    memo_clear(&memo);
-    ctx_clear(&x);
-    Py_DECREF(it);
-    if (PyErr_Occurred()) {
-        Py_DECREF(last);
-        return NULL;
-    }
-    PyObject *res = Py_BuildValue("(nnO)", lineno, parsed, last);
-    Py_DECREF(last);
-    return res;
-
-error:
-    Py_XDECREF(events);
     Py_XDECREF(number);
-    Py_XDECREF(start);
-    Py_XDECREF(groups);
-    Py_XDECREF(h.header);
-    Py_XDECREF(line);
+    Py_XDECREF(events);
+    PyObject *res = PyErr_Occurred() ? NULL : Py_BuildValue("(nnO)", sc.lineno, sc.parsed, last);
     Py_DECREF(last);
-    Py_DECREF(it);
-    memo_clear(&memo);
-    ctx_clear(&x);
-    return NULL;
+    scan_close(&sc);
+    return res;
 }
 
 /* --- merge ------------------------------------------------------------------------------- */
