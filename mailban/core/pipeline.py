@@ -87,11 +87,16 @@ class Pipeline:
                                              if kind in j.wants or j.spec.ban_ips)
             for jail, wanted in route:
                 # Most events (deliveries, queue lines) concern one jail or none: skip the call
-                # where offer() would do nothing (see Jail.wants).
-                if wanted or jail.probation:
+                # where offer() would do nothing (see Jail.wants). For a kind the jail does not
+                # want, offer() only lets time pass on its probation: tick() itself.
+                if wanted:
                     new = jail.offer(event, when)
-                    if new:
-                        bans.extend(new)
+                elif jail.probation:
+                    new = jail.tick(event.time, when)
+                else:
+                    continue
+                if new:
+                    bans.extend(new)
         return events, bans
 
     def tick(self, log_now: float, now: float | None = None) -> list[Ban]:
