@@ -1048,12 +1048,75 @@ merge(PyObject *module, PyObject *args)
 /* --- correlate ------------------------------------------------------------------------------ */
 
 static PyObject *str_user, *str_uid, *str_ip, *str_sender, *str_queued, *str_submission,
-    *str_removed, *str_queued_kind, *str_store, *str_remember, *str_messages, *str_sessions;
+    *str_removed, *str_queued_kind, *str_remember, *str_messages, *str_sessions;
+
+static PyObject *str_ttl, *str_max_messages, *str_dropped, *str_time;
+
+/* Correlator._store: (re)insert the record last, then drop the oldest records (dict order)
+ * while there are more than max_messages (counting in `dropped` those qmgr never queued) or the
+ * oldest is older than ttl in log time. 0, or -1 with an error set. */
+static int
+store_message(PyObject *correlator, PyObject *messages, PyObject *key, PyObject *msg, PyObject *when)
+{
+    PyObject *ttl_o = PyObject_GetAttr(correlator, str_ttl);
+    PyObject *max_o = ttl_o == NULL ? NULL : PyObject_GetAttr(correlator, str_max_messages);
+    double ttl = max_o == NULL ? -1.0 : PyFloat_AsDouble(ttl_o);
+    Py_ssize_t max_messages = max_o == NULL ? -1 : PyLong_AsSsize_t(max_o);
+    Py_XDECREF(ttl_o);
+    Py_XDECREF(max_o);
+    double now = PyFloat_AsDouble(when);
+    if (PyErr_Occurred())
+        return -1;
+    if (PyDict_DelItem(messages, key) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+            return -1;
+        PyErr_Clear();
+    }
+    if (PyDict_SetItem(messages, key, msg) < 0)
+        return -1;
+    double horizon = now - ttl;
+    while (PyDict_GET_SIZE(messages) > 0) {
+        Py_ssize_t pos = 0;
+        PyObject *oldest_key, *oldest;
+        if (!PyDict_Next(messages, &pos, &oldest_key, &oldest))
+            break;
+        if (PyDict_GET_SIZE(messages) > max_messages) {
+            PyObject *queued = PyObject_GetAttr(oldest, str_queued);
+            int was_queued = queued == NULL ? -1 : PyObject_IsTrue(queued);
+            Py_XDECREF(queued);
+            if (was_queued < 0)
+                return -1;
+            if (!was_queued) {
+                PyObject *dropped = PyObject_GetAttr(correlator, str_dropped);
+                PyObject *more = dropped == NULL ? NULL : PyNumber_Add(dropped, int_one);
+                int rc = more == NULL ? -1 : PyObject_SetAttr(correlator, str_dropped, more);
+                Py_XDECREF(dropped);
+                Py_XDECREF(more);
+                if (rc < 0)
+                    return -1;
+            }
+        } else {
+            PyObject *t = PyObject_GetAttr(oldest, str_time);
+            double time = t == NULL ? -1.0 : PyFloat_AsDouble(t);
+            Py_XDECREF(t);
+            if (PyErr_Occurred())
+                return -1;
+            if (time >= horizon)
+                break;
+        }
+        Py_INCREF(oldest_key);
+        int rc = PyDict_DelItem(messages, oldest_key);
+        Py_DECREF(oldest_key);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
 
 /* Correlator.process for the events of one line (Pipeline._correlated): the kept events, with
- * user, uid, ip and sender filled from the message's record. The record keeping that allocates
- * or evicts (Correlator._store, _remember_session, the _Message class) stays in Python, called
- * from here; so do the records themselves. Event fields by position: time 0, kind 1, ip 4,
+ * user, uid, ip and sender filled from the message's record (Correlator._store as
+ * store_message() above; _remember_session and the Message class stay in Python, called from
+ * here, as do the records themselves). Event fields by position: time 0, kind 1, ip 4,
  * user 5, uid 6, sender 7, queue id 8. */
 static PyObject *
 correlate(PyObject *module, PyObject *args)
@@ -1105,10 +1168,8 @@ correlate(PyObject *module, PyObject *args)
             msg = PyObject_CallFunctionObjArgs(message_type, when, PyTuple_GET_ITEM(event, 5),
                                                PyTuple_GET_ITEM(event, 6), PyTuple_GET_ITEM(event, 4),
                                                PyTuple_GET_ITEM(event, 7), NULL);
-            PyObject *r = msg == NULL ? NULL : PyObject_CallMethodObjArgs(correlator, str_store, key, msg, when, NULL);
-            if (r == NULL)
+            if (msg == NULL || store_message(correlator, messages, key, msg, when) < 0)
                 goto error;
-            Py_DECREF(r);
             Py_CLEAR(msg);
             Py_CLEAR(key);
             if (PyList_Append(out, event) < 0)
@@ -1155,10 +1216,8 @@ correlate(PyObject *module, PyObject *args)
                 msg = PyObject_CallFunctionObjArgs(message_type, when, user, PyTuple_GET_ITEM(event, 6),
                                                    PyTuple_GET_ITEM(event, 4), PyTuple_GET_ITEM(event, 7), NULL);
                 Py_XDECREF(session);
-                PyObject *r = msg == NULL ? NULL : PyObject_CallMethodObjArgs(correlator, str_store, key, msg, when, NULL);
-                if (r == NULL)
+                if (msg == NULL || store_message(correlator, messages, key, msg, when) < 0)
                     goto error;
-                Py_DECREF(r);
             } else {
                 PyObject *queued = PyObject_GetAttr(msg, str_queued);
                 int already = queued == NULL ? -1 : PyObject_IsTrue(queued);
@@ -1317,12 +1376,16 @@ PyInit__speedups(void)
     str_submission = PyUnicode_InternFromString("submission");
     str_removed = PyUnicode_InternFromString("removed");
     str_queued_kind = str_queued;
-    str_store = PyUnicode_InternFromString("_store");
+    str_ttl = PyUnicode_InternFromString("ttl");
+    str_max_messages = PyUnicode_InternFromString("max_messages");
+    str_dropped = PyUnicode_InternFromString("dropped");
+    str_time = PyUnicode_InternFromString("time");
     str_remember = PyUnicode_InternFromString("_remember_session");
     str_messages = PyUnicode_InternFromString("messages");
     str_sessions = PyUnicode_InternFromString("sessions");
     if (!str_user || !str_uid || !str_ip || !str_sender || !str_queued || !str_submission ||
-        !str_removed || !str_store || !str_remember || !str_messages || !str_sessions)
+        !str_removed || !str_remember || !str_messages || !str_sessions || !str_ttl ||
+        !str_max_messages || !str_dropped || !str_time)
         return NULL;
     if (str_group == NULL || int_one == NULL)
         return NULL;
