@@ -208,6 +208,8 @@ class ReadCount:
 
 def _file_events(path: str, parser: SyslogParser, filters: FilterSet, count: ReadCount,
                  all_lines: bool, progress: Progress | None) -> Iterator[tuple[float, int, bytes, Header, list[Event]]]:
+    """One log's lines with events (with all_lines, every line with a header), matched a read
+    chunk at a time by `_speedups.match_lines` where the C module is built."""
     source = iter_file_line_lists(path)
     batches = progress.batches_of(source) if progress is not None else source
     fast = speedups()
