@@ -168,7 +168,7 @@ class PendingCounter:
 
     The same records, evictions and retry drops as `Correlator.address_of`; in C where the
     `_speedups` module is built (which keeps its records, [time, address, queued], in a dict
-    of its own), in Python through a Correlator otherwise."""
+    of its own), in Python through the Correlator otherwise."""
 
     def __init__(self, per_rule: dict[tuple[str, str, str], int], per_ip: dict[str, int],
                  first: dict[str, tuple[int, int, int]], ttl: float = DEFAULT_TTL,
@@ -177,17 +177,13 @@ class PendingCounter:
         self.correlator = Correlator(ttl, max_messages)
         self._fast = speedups()
         self._records: dict[Any, list[Any]] = {}
-        self._order: list[Any] = []
-        self._head = 0
 
     def add(self, pending: list[Pending], fileno: int, offset: int) -> None:
         """Count one range's pending events; `offset`: the file's lines in the ranges before."""
         c = self.correlator
         if self._fast is not None:
-            dropped, self._head = self._fast.merge(pending, fileno, offset, self._records, self._order,
-                                                   self._head, c.ttl, c.max_messages, self.per_rule,
-                                                   self.per_ip, self.first)
-            c.dropped += dropped
+            c.dropped += self._fast.merge(pending, fileno, offset, self._records, c.ttl, c.max_messages,
+                                          self.per_rule, self.per_ip, self.first)
             return
         correlate = c.address_of
         per_rule, per_ip, first = self.per_rule, self.per_ip, self.first

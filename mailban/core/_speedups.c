@@ -12,7 +12,7 @@
  *       line and whose regex matches (Python's own `re` objects, called from here, so every
  *       rule means what it means in Python), the tally of the match, and the counting.
  *
- *   merge(pending, fileno, offset, messages, order, head, ttl, max_messages, per_rule, per_ip, first)
+ *   merge(pending, fileno, offset, messages, ttl, max_messages, per_rule, per_ip, first)
  *       scan.PendingCounter.add: queue-id correlation (Correlator.address_of's records, evictions
  *       and retry drops) and counting of the events tally() left pending, in file order.
  *
@@ -867,17 +867,54 @@ match_lines(PyObject *module, PyObject *args)
 
 /* --- merge ------------------------------------------------------------------------------- */
 
-/* Correlator._store for merge(): (re)insert the record at the end, then drop records from the
- * front while there are more than max_messages, or the oldest is older than ttl in log time.
- *
- * "The front" is the dict's insertion order. Finding it with PyDict_Next from position 0 scans
- * every hole left by earlier deletions (qmgr's `removed` lines delete from the front all the
- * time), so the order is kept alongside in `order`, a list of (key, record) from `*head` on: an
- * entry whose key no longer maps to that very record was deleted or stored again later, and is
- * skipped. Same order as the dict's, found in amortised constant time. */
+/* Correlator._store, for the two kinds of record: merge()'s [time, address, queued] lists and
+ * correlate()'s Message objects. */
+typedef struct {
+    int (*queued)(PyObject *record);     /* 1, 0, or -1 with an error set */
+    double (*time)(PyObject *record);    /* -1.0 with an error set on failure */
+} RecordKind;
+
 static int
-store_record(PyObject *messages, PyObject *order, Py_ssize_t *head, PyObject *key, PyObject *record,
-             double now, double ttl, Py_ssize_t max_messages, Py_ssize_t *dropped)
+list_queued(PyObject *record)
+{
+    return PyObject_IsTrue(PyList_GET_ITEM(record, 2));
+}
+
+static double
+list_time(PyObject *record)
+{
+    return PyFloat_AsDouble(PyList_GET_ITEM(record, 0));
+}
+
+static PyObject *str_queued, *str_time;
+
+static int
+message_queued(PyObject *record)
+{
+    PyObject *queued = PyObject_GetAttr(record, str_queued);
+    int truth = queued == NULL ? -1 : PyObject_IsTrue(queued);
+    Py_XDECREF(queued);
+    return truth;
+}
+
+static double
+message_time(PyObject *record)
+{
+    PyObject *t = PyObject_GetAttr(record, str_time);
+    double time = t == NULL ? -1.0 : PyFloat_AsDouble(t);
+    Py_XDECREF(t);
+    return time;
+}
+
+static const RecordKind LIST_RECORDS = {list_queued, list_time};
+static const RecordKind MESSAGE_RECORDS = {message_queued, message_time};
+
+/* (Re)insert the record last, then drop the oldest records (dict order) while there are more
+ * than max_messages (counting in *dropped those qmgr never queued) or the oldest is older than
+ * ttl in log time. 0, or -1 with an error set. */
+static int
+store_record(PyObject *messages, PyObject *key, PyObject *record, double now, double ttl,
+             Py_ssize_t max_messages, Py_ssize_t *dropped, const RecordKind *kind)
 {
     if (PyDict_DelItem(messages, key) < 0) {
         if (!PyErr_ExceptionMatches(PyExc_KeyError))
@@ -886,38 +923,29 @@ store_record(PyObject *messages, PyObject *order, Py_ssize_t *head, PyObject *ke
     }
     if (PyDict_SetItem(messages, key, record) < 0)
         return -1;
-    PyObject *entry = PyTuple_Pack(2, key, record);
-    if (entry == NULL || PyList_Append(order, entry) < 0) {
-        Py_XDECREF(entry);
-        return -1;
-    }
-    Py_DECREF(entry);
     double horizon = now - ttl;
-    while (*head < PyList_GET_SIZE(order)) {
-        PyObject *front = PyList_GET_ITEM(order, *head);
-        PyObject *oldest_key = PyTuple_GET_ITEM(front, 0), *oldest = PyTuple_GET_ITEM(front, 1);
-        PyObject *live = PyDict_GetItemWithError(messages, oldest_key);
-        if (live != oldest) {
-            if (live == NULL && PyErr_Occurred())
-                return -1;
-            (*head)++;
-            continue;
-        }
-        if (PyDict_GET_SIZE(messages) > max_messages) {
-            if (!PyObject_IsTrue(PyList_GET_ITEM(oldest, 2)))
-                (*dropped)++;
-        } else if (PyFloat_AsDouble(PyList_GET_ITEM(oldest, 0)) >= horizon) {
+    while (PyDict_GET_SIZE(messages) > 0) {
+        Py_ssize_t pos = 0;
+        PyObject *oldest_key, *oldest;
+        if (!PyDict_Next(messages, &pos, &oldest_key, &oldest))
             break;
+        if (PyDict_GET_SIZE(messages) > max_messages) {
+            int queued = kind->queued(oldest);
+            if (queued < 0)
+                return -1;
+            *dropped += !queued;
+        } else {
+            double time = kind->time(oldest);
+            if (time == -1.0 && PyErr_Occurred())
+                return -1;
+            if (time >= horizon)
+                break;
         }
-        if (PyDict_DelItem(messages, oldest_key) < 0)
+        Py_INCREF(oldest_key);
+        int rc = PyDict_DelItem(messages, oldest_key);
+        Py_DECREF(oldest_key);
+        if (rc < 0)
             return -1;
-        (*head)++;
-    }
-    /* Let go of the skipped entries now and then. */
-    if (*head > 4096 && *head * 2 > PyList_GET_SIZE(order)) {
-        if (PyList_SetSlice(order, 0, *head, NULL) < 0)
-            return -1;
-        *head = 0;
     }
     return 0;
 }
@@ -962,11 +990,11 @@ count_event(PyObject *per_rule, PyObject *per_ip, PyObject *first, PyObject *key
 static PyObject *
 merge(PyObject *module, PyObject *args)
 {
-    PyObject *pending, *messages, *order, *per_rule, *per_ip, *first;
-    Py_ssize_t fileno, offset, head, max_messages, dropped = 0;
+    PyObject *pending, *messages, *per_rule, *per_ip, *first;
+    Py_ssize_t fileno, offset, max_messages, dropped = 0;
     double ttl;
-    if (!PyArg_ParseTuple(args, "O!nnO!O!ndnO!O!O!", &PyList_Type, &pending, &fileno, &offset,
-                          &PyDict_Type, &messages, &PyList_Type, &order, &head, &ttl, &max_messages,
+    if (!PyArg_ParseTuple(args, "O!nnO!dnO!O!O!", &PyList_Type, &pending, &fileno, &offset,
+                          &PyDict_Type, &messages, &ttl, &max_messages,
                           &PyDict_Type, &per_rule, &PyDict_Type, &per_ip, &PyDict_Type, &first))
         return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pending); i++) {
@@ -996,7 +1024,7 @@ merge(PyObject *module, PyObject *args)
         int kept = 1;
         if (PyUnicode_CompareWithASCIIString(kind, "submission") == 0) {
             PyObject *record = Py_BuildValue("[OOO]", when, ip, Py_False);
-            int rc = record == NULL ? -1 : store_record(messages, order, &head, mkey, record, now, ttl, max_messages, &dropped);
+            int rc = record == NULL ? -1 : store_record(messages, mkey, record, now, ttl, max_messages, &dropped, &LIST_RECORDS);
             Py_XDECREF(record);
             if (rc < 0)
                 goto fail;
@@ -1014,7 +1042,7 @@ merge(PyObject *module, PyObject *args)
             if (PyUnicode_CompareWithASCIIString(kind, "queued") == 0) {
                 if (record == NULL) {
                     record = Py_BuildValue("[OOO]", when, ip, Py_False);
-                    if (record == NULL || store_record(messages, order, &head, mkey, record, now, ttl, max_messages, &dropped) < 0) {
+                    if (record == NULL || store_record(messages, mkey, record, now, ttl, max_messages, &dropped, &LIST_RECORDS) < 0) {
                         Py_XDECREF(record);
                         goto fail;
                     }
@@ -1042,80 +1070,34 @@ merge(PyObject *module, PyObject *args)
         Py_DECREF(mkey);
         return NULL;
     }
-    return Py_BuildValue("(nn)", dropped, head);
+    return PyLong_FromSsize_t(dropped);
 }
 
 /* --- correlate ------------------------------------------------------------------------------ */
 
-static PyObject *str_user, *str_uid, *str_ip, *str_sender, *str_queued, *str_submission,
-    *str_removed, *str_queued_kind, *str_remember, *str_messages, *str_sessions;
+static PyObject *str_user, *str_uid, *str_ip, *str_sender, *str_submission, *str_removed,
+    *str_queued_kind, *str_remember, *str_messages, *str_sessions, *str_ttl, *str_max_messages,
+    *str_dropped;
 
-static PyObject *str_ttl, *str_max_messages, *str_dropped, *str_time;
-
-/* Correlator._store: (re)insert the record last, then drop the oldest records (dict order)
- * while there are more than max_messages (counting in `dropped` those qmgr never queued) or the
- * oldest is older than ttl in log time. 0, or -1 with an error set. */
+/* correlator.dropped += dropped; 0, or -1 with an error set. */
 static int
-store_message(PyObject *correlator, PyObject *messages, PyObject *key, PyObject *msg, PyObject *when)
+add_dropped(PyObject *correlator, Py_ssize_t dropped)
 {
-    PyObject *ttl_o = PyObject_GetAttr(correlator, str_ttl);
-    PyObject *max_o = ttl_o == NULL ? NULL : PyObject_GetAttr(correlator, str_max_messages);
-    double ttl = max_o == NULL ? -1.0 : PyFloat_AsDouble(ttl_o);
-    Py_ssize_t max_messages = max_o == NULL ? -1 : PyLong_AsSsize_t(max_o);
-    Py_XDECREF(ttl_o);
-    Py_XDECREF(max_o);
-    double now = PyFloat_AsDouble(when);
-    if (PyErr_Occurred())
-        return -1;
-    if (PyDict_DelItem(messages, key) < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_KeyError))
-            return -1;
-        PyErr_Clear();
-    }
-    if (PyDict_SetItem(messages, key, msg) < 0)
-        return -1;
-    double horizon = now - ttl;
-    while (PyDict_GET_SIZE(messages) > 0) {
-        Py_ssize_t pos = 0;
-        PyObject *oldest_key, *oldest;
-        if (!PyDict_Next(messages, &pos, &oldest_key, &oldest))
-            break;
-        if (PyDict_GET_SIZE(messages) > max_messages) {
-            PyObject *queued = PyObject_GetAttr(oldest, str_queued);
-            int was_queued = queued == NULL ? -1 : PyObject_IsTrue(queued);
-            Py_XDECREF(queued);
-            if (was_queued < 0)
-                return -1;
-            if (!was_queued) {
-                PyObject *dropped = PyObject_GetAttr(correlator, str_dropped);
-                PyObject *more = dropped == NULL ? NULL : PyNumber_Add(dropped, int_one);
-                int rc = more == NULL ? -1 : PyObject_SetAttr(correlator, str_dropped, more);
-                Py_XDECREF(dropped);
-                Py_XDECREF(more);
-                if (rc < 0)
-                    return -1;
-            }
-        } else {
-            PyObject *t = PyObject_GetAttr(oldest, str_time);
-            double time = t == NULL ? -1.0 : PyFloat_AsDouble(t);
-            Py_XDECREF(t);
-            if (PyErr_Occurred())
-                return -1;
-            if (time >= horizon)
-                break;
-        }
-        Py_INCREF(oldest_key);
-        int rc = PyDict_DelItem(messages, oldest_key);
-        Py_DECREF(oldest_key);
-        if (rc < 0)
-            return -1;
-    }
-    return 0;
+    if (dropped == 0)
+        return 0;
+    PyObject *old = PyObject_GetAttr(correlator, str_dropped);
+    PyObject *by = old == NULL ? NULL : PyLong_FromSsize_t(dropped);
+    PyObject *sum = by == NULL ? NULL : PyNumber_Add(old, by);
+    int rc = sum == NULL ? -1 : PyObject_SetAttr(correlator, str_dropped, sum);
+    Py_XDECREF(old);
+    Py_XDECREF(by);
+    Py_XDECREF(sum);
+    return rc;
 }
 
 /* Correlator.process for the events of one line (Pipeline._correlated): the kept events, with
  * user, uid, ip and sender filled from the message's record (Correlator._store as
- * store_message() above; _remember_session and the Message class stay in Python, called from
+ * store_record() above; _remember_session and the Message class stay in Python, called from
  * here, as do the records themselves). Event fields by position: time 0, kind 1, ip 4,
  * user 5, uid 6, sender 7, queue id 8. */
 static PyObject *
@@ -1129,6 +1111,14 @@ correlate(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "correlate() needs a Header and the Event type");
         return NULL;
     }
+    PyObject *ttl_o = PyObject_GetAttr(correlator, str_ttl);
+    PyObject *max_o = ttl_o == NULL ? NULL : PyObject_GetAttr(correlator, str_max_messages);
+    double ttl = max_o == NULL ? -1.0 : PyFloat_AsDouble(ttl_o);
+    Py_ssize_t max_messages = max_o == NULL ? -1 : PyLong_AsSsize_t(max_o), dropped = 0;
+    Py_XDECREF(ttl_o);
+    Py_XDECREF(max_o);
+    if (PyErr_Occurred())
+        return NULL;
     PyObject *messages = PyObject_GetAttr(correlator, str_messages);
     if (messages == NULL)
         return NULL;
@@ -1164,11 +1154,15 @@ correlate(PyObject *module, PyObject *args)
         if ((key = PyTuple_Pack(2, host, qid)) == NULL)
             goto error;
         PyObject *when = PyTuple_GET_ITEM(event, 0);
+        double now = PyFloat_AsDouble(when);
+        if (now == -1.0 && PyErr_Occurred())
+            goto error;
         if (PyUnicode_Compare(kind, str_submission) == 0) {
             msg = PyObject_CallFunctionObjArgs(message_type, when, PyTuple_GET_ITEM(event, 5),
                                                PyTuple_GET_ITEM(event, 6), PyTuple_GET_ITEM(event, 4),
                                                PyTuple_GET_ITEM(event, 7), NULL);
-            if (msg == NULL || store_message(correlator, messages, key, msg, when) < 0)
+            if (msg == NULL || store_record(messages, key, msg, now, ttl, max_messages, &dropped,
+                                                      &MESSAGE_RECORDS) < 0)
                 goto error;
             Py_CLEAR(msg);
             Py_CLEAR(key);
@@ -1216,7 +1210,8 @@ correlate(PyObject *module, PyObject *args)
                 msg = PyObject_CallFunctionObjArgs(message_type, when, user, PyTuple_GET_ITEM(event, 6),
                                                    PyTuple_GET_ITEM(event, 4), PyTuple_GET_ITEM(event, 7), NULL);
                 Py_XDECREF(session);
-                if (msg == NULL || store_message(correlator, messages, key, msg, when) < 0)
+                if (msg == NULL || store_record(messages, key, msg, now, ttl, max_messages, &dropped,
+                                                      &MESSAGE_RECORDS) < 0)
                     goto error;
             } else {
                 PyObject *queued = PyObject_GetAttr(msg, str_queued);
@@ -1286,6 +1281,10 @@ correlate(PyObject *module, PyObject *args)
             goto error;
     }
     Py_DECREF(messages);
+    if (add_dropped(correlator, dropped) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
     return out;
 
 error:
@@ -1349,9 +1348,9 @@ static PyMethodDef methods[] = {
     {"seen", seen, METH_VARARGS,
      "seen(events, ((field index, set), ...), cap): replay's tally of the keys the logs show."},
     {"merge", merge, METH_VARARGS,
-     "merge(pending, fileno, offset, messages, order, head, ttl, max_messages, per_rule, per_ip, "
-     "first): run_test's queue-id correlation and counting of pending events; returns "
-     "(records dropped, new head of order)."},
+     "merge(pending, fileno, offset, messages, ttl, max_messages, per_rule, per_ip, first): "
+     "run_test's queue-id correlation and counting of pending events; returns the records "
+     "dropped by the cap."},
     {NULL, NULL, 0, NULL},
 };
 
