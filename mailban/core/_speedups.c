@@ -364,10 +364,13 @@ groups_for(Ctx *x, PyObject *tag)
         return NULL;
     }
     for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++) {
-        PyObject *group = PyTuple_GET_ITEM(groups, g);
-        if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != 5) {
+        /* (combined, markers, joined, rules, specs): first_rule() reads the last two */
+        PyObject *group = PyTuple_GET_ITEM(groups, g), *rules, *specs;
+        if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != 5 ||
+            !PyTuple_Check(rules = PyTuple_GET_ITEM(group, 3)) || !PyTuple_Check(specs = PyTuple_GET_ITEM(group, 4)) ||
+            PyTuple_GET_SIZE(rules) != PyTuple_GET_SIZE(specs)) {
             Py_DECREF(groups);
-            PyErr_SetString(PyExc_TypeError, "a dispatch group must be a 5-tuple");
+            PyErr_SetString(PyExc_TypeError, "a dispatch group must be (combined, markers, joined, rules, specs)");
             return NULL;
         }
     }
@@ -488,14 +491,14 @@ static PyObject *
 event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, PyObject *source,
            PyObject *lineno)
 {
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 13 || !PyType_Check(PyTuple_GET_ITEM(spec, 0))) {
+        PyErr_SetString(PyExc_TypeError, "not an event spec (filters.event_spec)");
+        return NULL;
+    }
     PyObject *type = PyTuple_GET_ITEM(spec, 0);
     PyObject *f[14] = {NULL};  /* the Event's fields, owned */
     PyObject *raw;
     PyObject *result = NULL;
-    if (!PyType_Check(type)) {
-        PyErr_SetString(PyExc_TypeError, "an event spec starts with the Event type");
-        return NULL;
-    }
     PyObject *g_ip = PyTuple_GET_ITEM(spec, 5), *g_user = PyTuple_GET_ITEM(spec, 6);
     PyObject *no_user = PyTuple_GET_ITEM(spec, 12);
     if (g_ip != Py_None) {
@@ -588,10 +591,10 @@ static PyObject *
 first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n, PyObject *start,
            PyObject *when, PyObject *source, PyObject *lineno)
 {
-    PyObject *solo = PyTuple_GET_ITEM(group, 4);
-    Py_ssize_t count = PyTuple_GET_SIZE(solo);
+    PyObject *rules = PyTuple_GET_ITEM(group, 3), *specs = PyTuple_GET_ITEM(group, 4);
+    Py_ssize_t count = PyTuple_GET_SIZE(rules);
     for (Py_ssize_t r = 0; r < count; r++) {
-        PyObject *rule = PyTuple_GET_ITEM(solo, r);
+        PyObject *rule = PyTuple_GET_ITEM(rules, r);  /* (literal, match, Python builder) */
         PyObject *literal = PyTuple_GET_ITEM(rule, 0);
         Py_ssize_t llen = PyBytes_GET_SIZE(literal);
         if (llen > 0 && !contains(s, n, PyBytes_AS_STRING(literal), llen))
@@ -604,16 +607,9 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
             Py_DECREF(m);
             continue;
         }
-        PyObject *spec = PyTuple_GET_ITEM(rule, 2), *result;
-        if (PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) == 4) {
-            result = tally_from(x, spec, m);
-        } else if (PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) == 13 && x->ip_cache != NULL) {
-            result = event_from(x, spec, m, when, line, source, lineno);
-        } else {
-            PyObject *build = PyTuple_GET_ITEM(PyTuple_GET_ITEM(PyTuple_GET_ITEM(group, 3), r), 2);
-            PyObject *bargs[] = {m, when, line, source, lineno};
-            result = PyObject_Vectorcall(build, bargs, 5, NULL);
-        }
+        PyObject *spec = PyTuple_GET_ITEM(specs, r);
+        PyObject *result = PyTuple_GET_SIZE(spec) == 4 ? tally_from(x, spec, m)
+                                                       : event_from(x, spec, m, when, line, source, lineno);
         Py_DECREF(m);
         return result;
     }

@@ -140,7 +140,8 @@ def _only_keys(doc: TomlDoc, where: tuple[Any, ...], table: dict[str, Any], allo
 # The compiled form of one rule for the hot path: (literal, regex match method, event builder).
 Compiled = tuple[bytes, Any, Callable[..., "Event | None"]]
 # One group per filter covering a program: (combined match, marker group -> rule index, rules
-# with the builders the combined regex needs, rules for one-by-one matching).
+# with the builders the combined regex needs, rules for one-by-one matching, and each rule's
+# spec, which the C loops of `_speedups` build from instead of calling the builder).
 Group = tuple[Any, dict[int, int], tuple[Compiled, ...], tuple[Compiled, ...], tuple[Any, ...]]
 # Bounded caches of converted fields, shared by all filters: most lines name a few thousand
 # addresses again and again. Cleared when full (a spray of distinct addresses must not grow it).
@@ -238,11 +239,10 @@ def _one_by_one(rules: tuple[Compiled, ...], first: int, line: bytes, header: He
 
 def _group(f: Filter, make: Callable[..., Callable[..., Any]], spec: Callable[..., Any]) -> Group:
     rules = tuple((r.pattern.literal, r.pattern.regex.match, make(r)) for r in f.rules)
-    # What the C loop of `_speedups.tally` reads instead: each rule's literal, match and spec.
-    solo = tuple((r.pattern.literal, r.pattern.regex.match, spec(r)) for r in f.rules)
+    specs = tuple(spec(r) for r in f.rules)
     sources = [r.pattern.regex.pattern for r in f.rules]
     if any(_NOT_COMBINABLE.search(src) for src in sources):
-        return None, {}, (), rules, solo
+        return None, {}, (), rules, specs
     alternatives = []
     for k, src in enumerate(sources):
         renamed = _GROUP_NAME.sub(lambda m, k=k: b"(?P<%s_%d>" % (m.group(1), k), src)  # type: ignore[misc]
@@ -250,10 +250,10 @@ def _group(f: Filter, make: Callable[..., Callable[..., Any]], spec: Callable[..
     try:
         combined = re.compile(b"|".join(alternatives), re.DOTALL)
     except (re.error, OverflowError, RecursionError):
-        return None, {}, (), rules, solo
+        return None, {}, (), rules, specs
     markers = {combined.groupindex[f"_rule_{k}"]: k for k in range(len(sources))}
     joined = tuple((r.pattern.literal, None, make(r, f"_{k}")) for k, r in enumerate(f.rules))
-    return combined.match, markers, joined, rules, solo
+    return combined.match, markers, joined, rules, specs
 
 
 def event_spec(rule: Rule, suffix: str = "") -> tuple[Any, ...]:
