@@ -20,7 +20,6 @@ from typing import IO, Any, Iterable, Iterator
 from .config import Config
 from .core.durations import format_duration
 from .core.correlate import Correlator
-from .core import filters as _filters
 from .core.filters import Filter, FilterSet, TallySet
 from .core.records import Ban, Event
 from .core.syslog import Header, SyslogParser
@@ -214,7 +213,7 @@ def _file_events(path: str, parser: SyslogParser, filters: FilterSet, count: Rea
     batches = progress.batches_of(source) if progress is not None else source
     fast = speedups()
     if fast is not None:
-        ctx = (parser, filters._dispatch, filters.rules_for, _filters._ip_cache, _filters._ip, Header)
+        ctx = (*filters.scan_context(parser), Header)
         lineno = 0
         items: list[tuple[float, int, bytes, Header, list[Event]]] = []
         for batch in batches:

@@ -20,7 +20,6 @@ import multiprocessing
 import os
 from typing import Any, Callable, Iterator, TypeVar
 
-from .core import filters as _filters
 from .core.correlate import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, Correlator
 from .core.filters import TallySet
 from .core.syslog import SyslogParser
@@ -128,8 +127,8 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
     same: dict[Any, Any] = {}
     if fast is not None:
         # The same loop in C (mailban/core/_speedups.c), with the same results.
-        ctx = (parser, filters._dispatch, filters.rules_for, _filters._ip_cache, _filters._ip)
-        lines, parsed, matched = fast.tally(source, 0, ctx, per_rule, per_ip, first, pending, same)
+        lines, parsed, matched = fast.tally(source, 0, filters.scan_context(parser), per_rule, per_ip, first,
+                                            pending, same)
         return lines, parsed, matched, per_rule, per_ip, first, pending
     parse = parser.parse
     match = filters.match

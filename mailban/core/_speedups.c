@@ -649,7 +649,7 @@ typedef struct {
     Line h;
 } Scan;
 
-/* ctx: (parser, FilterSet._dispatch, rules_for, filters._ip_cache, filters._ip[, Header]). */
+/* ctx: FilterSet.scan_context(parser), with the Header type after it for match_lines(). */
 static int
 scan_open(Scan *sc, PyObject *lines, PyObject *ctx_t, Py_ssize_t lineno, int with_header_type)
 {

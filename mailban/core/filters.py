@@ -197,6 +197,11 @@ class FilterSet:
             self._dispatch[program] = groups
         return groups
 
+    def scan_context(self, parser: Any) -> tuple[Any, ...]:
+        """What the C loops of `_speedups` (tally, match_lines) read from the parser and these
+        filters: (parser, dispatch table, rules_for, the address cache, its conversion)."""
+        return parser, self._dispatch, self.rules_for, _ip_cache, _ip
+
     def match(self, line: bytes, header: Header, source: str = "", lineno: int = 0) -> list[Event]:
         """The events a line produces: at most one per filter, in filter order."""
         groups = self._dispatch.get(header.program)
