@@ -74,6 +74,14 @@ HOSTS = [b"mx1", b"a" * 255, b"a" * 256, b"", b"h:x", b"h\x00st", b"h\xff"]
 TAGS = [b"postfix/smtpd", b"t" * 95, b"t" * 96, b"t" * 97, b"auth-worker", b"p[x", b"p]", b"p(q", b""]
 PIDS = [b"[123]", b"[]", b"[12a]", b"(77)", b"", b"[123", b"[99999999999999999999]"]
 SEPS = [b": ", b":", b" ", b": \xff\x00", b"::", b"]: "]
+# RFC 3339 stamps at the edges of parse_py/_iso_time: fractions of every length, a comma, a dot
+# without digits, Z and z, no zone, a stamp that ends past byte 40, invalid dates and times.
+RFC_STAMPS = [b"2026-11-20T08:00:01", b"2026-11-20T08:00:01Z", b"2026-11-20T08:00:01z",
+              b"2026-11-20T08:00:01.5+01:00", b"2026-11-20T08:00:01,25-05:30",
+              b"2026-11-20T08:00:01.+00:00", b"2026-11-20T08:00:01.123456789012345678+00:00",
+              b"2026-11-20T08:00:01.000001", b"2026-02-30T08:00:01+00:00", b"2026-11-20T25:00:01+00:00",
+              b"2026-11-20 08:00:01", b"2026-11-20T08:00:01.12x+00:00", b"20261120T080001Z",
+              b"2026-11-20T08:00:01.9999999999999999999+00:00", b"2026-11-20T08:00:01+00:00"]
 
 
 @needs_c
@@ -85,6 +93,16 @@ def test_parse_header_at_the_edges(stamp: bytes, gap: bytes, host: bytes, tag: b
     line = stamp + gap + host + b" " + tag + pid + sep + rest
     # Twice: first with the stamp not cached (the Python side decides), then cached (C cuts).
     _both([line, line, line[:20], line[:16], host + b" " + tag + sep + rest])
+
+
+@needs_c
+@settings(max_examples=1000, deadline=None)
+@given(st.sampled_from(RFC_STAMPS), st.sampled_from([b" ", b"  "]), st.sampled_from(HOSTS),
+       st.sampled_from(TAGS), st.sampled_from(PIDS), st.sampled_from(SEPS), st.binary(max_size=20))
+def test_parse_header_on_rfc3339_stamps(stamp: bytes, gap: bytes, host: bytes, tag: bytes, pid: bytes,
+                                        sep: bytes, rest: bytes) -> None:
+    line = stamp + gap + host + b" " + tag + pid + sep + rest
+    _both([line, line, stamp + rest, line[:19] + b" " + line[19:]])
 
 
 @needs_c
@@ -124,14 +142,6 @@ HOSTILE = [
     b"Nov 20 08:00:01 mx dovecot: imap-login: Login: user=<\xff>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1",
     b"2026-11-20T08:00:01.123456+00:00 mx postfix/qmgr[2]: BCDEF12345: removed",
 ]
-# RFC 3339 stamps at the edges of parse_py/_iso_time: fractions of every length, a comma, a dot
-# without digits, Z and z, no zone, a stamp that ends past byte 40, invalid dates and times.
-RFC_STAMPS = [b"2026-11-20T08:00:01", b"2026-11-20T08:00:01Z", b"2026-11-20T08:00:01z",
-              b"2026-11-20T08:00:01.5+01:00", b"2026-11-20T08:00:01,25-05:30",
-              b"2026-11-20T08:00:01.+00:00", b"2026-11-20T08:00:01.123456789012345678+00:00",
-              b"2026-11-20T08:00:01.000001", b"2026-02-30T08:00:01+00:00", b"2026-11-20T25:00:01+00:00",
-              b"2026-11-20 08:00:01", b"2026-11-20T08:00:01.12x+00:00", b"20261120T080001Z",
-              b"2026-11-20T08:00:01.9999999999999999999+00:00", b"2026-11-20T08:00:01+00:00"]
 HOSTILE += [stamp + b" mx postfix/qmgr[2]: ABCDE12345: removed" for stamp in RFC_STAMPS]
 HOSTILE += [stamp + b" mx postfix/smtpd[1]: warning: unknown[192.0.2.44]: SASL LOGIN authentication failed: x"
             for stamp in RFC_STAMPS]

@@ -1,10 +1,11 @@
 /* mailban.core._speedups: mailban's hottest loops in C, with the same results as the
  * Python they stand in for (which stays the reference, and is used where this is not built).
  *
- *   parse_header(cache, fallback, header_type, line) -> Header | None
- *       SyslogParser.parse: the common case (a BSD stamp already in the parser's cache, then
- *       `host prog[pid]: `) is cut here; every other line goes to the Python parser, which
- *       decides it from scratch. So a line gets exactly the Header the Python parser gives it.
+ *   parse_header(bsd_cache, bsd_time, iso_cache, iso_time, parse_py, Header, line) -> Header | None
+ *       SyslogParser.parse: the common case (a BSD or RFC 3339 stamp, converted by the
+ *       parser's own caches and methods, then `host prog[pid]: `) is cut here; every other line
+ *       goes to the Python parser, which decides it from scratch. So a line gets exactly the
+ *       Header the Python parser gives it. read_header() is the same cut inside the loops.
  *
  *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same) -> (lineno, parsed, matched)
  *       scan.tally_lines' loop for `mailban test`'s summary: header, the filters covering the
@@ -133,40 +134,6 @@ new_header(PyTypeObject *type, PyObject *when, PyObject *host, PyObject *tag, Py
     PyTuple_SET_ITEM(h, 2, tag);
     PyTuple_SET_ITEM(h, 3, pid);
     PyTuple_SET_ITEM(h, 4, start);
-    return h;
-}
-
-static PyObject *
-parse_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "parse_header(cache, fallback, header_type, line)");
-        return NULL;
-    }
-    PyObject *cache = args[0], *fallback = args[1], *line = args[3];
-    PyObject *type = args[2];
-    if (!PyDict_Check(cache) || !PyType_Check(type) || !PyBytes_Check(line))
-        return PyObject_CallOneArg(fallback, line);
-    const char *s = PyBytes_AS_STRING(line);
-    Py_ssize_t n = PyBytes_GET_SIZE(line);
-    PyObject *when = cached_bsd_time(cache, s, n);
-    Cut c;
-    if (when == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        return PyObject_CallOneArg(fallback, line);
-    }
-    if (!cut_host_tag(s, n, 16, &c))
-        return PyObject_CallOneArg(fallback, line);
-    PyObject *host = PyBytes_FromStringAndSize(s + c.host, c.host_end - c.host);
-    PyObject *tag = PyBytes_FromStringAndSize(s + c.tag, c.tag_end - c.tag);
-    PyObject *pid = c.pid >= 0 ? PyBytes_FromStringAndSize(s + c.pid, c.pid_end - c.pid) : Py_NewRef(Py_None);
-    PyObject *h = NULL;
-    if (host != NULL && tag != NULL && pid != NULL)
-        h = new_header((PyTypeObject *)type, when, host, tag, pid, c.msg);
-    Py_XDECREF(host);
-    Py_XDECREF(tag);
-    Py_XDECREF(pid);
     return h;
 }
 
@@ -342,6 +309,48 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
         return -1;
     }
     return 1;
+}
+
+/* The Header of a line read_header() accepted: the Python parser's, or one built from the cut
+ * (tuple.__new__(Header, ...)). New reference. */
+static PyObject *
+header_of(PyObject *type, Line *h, const char *s)
+{
+    if (h->header != NULL)
+        return Py_NewRef(h->header);
+    Cut *c = &h->cut;
+    PyObject *pid = c->pid >= 0 ? PyBytes_FromStringAndSize(s + c->pid, c->pid_end - c->pid)
+                                : Py_NewRef(Py_None);
+    PyObject *header = pid == NULL ? NULL : new_header((PyTypeObject *)type, h->when, h->host, h->tag, pid, h->msg);
+    Py_XDECREF(pid);
+    return header;
+}
+
+/* SyslogParser.parse: parse_header(bsd_cache, _bsd_time, iso_cache, _iso_time, parse_py,
+ * Header, line), the parser's own caches and methods bound by functools.partial. */
+static PyObject *
+parse_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_header(bsd_cache, bsd_time, iso_cache, iso_time, parse_py, Header, line)");
+        return NULL;
+    }
+    /* Borrowed from the arguments: not cleared with ctx_clear(). */
+    Ctx x = {.bsd_cache = args[0], .bsd_time = args[1], .iso_cache = args[2], .iso_time = args[3],
+             .parse = args[4], .header_type = args[5]};
+    PyObject *line = args[6];
+    if (!PyDict_Check(x.bsd_cache) || !PyDict_Check(x.iso_cache) || !PyType_Check(x.header_type) ||
+        !PyBytes_Check(line))
+        return PyObject_CallOneArg(x.parse, line);
+    const char *s = PyBytes_AS_STRING(line);
+    Memo memo = {0};
+    Line h = {0};
+    int got = read_header(&x, &memo, line, s, PyBytes_GET_SIZE(line), &h);
+    PyObject *header = got < 0 ? NULL : got == 0 ? Py_NewRef(Py_None) : header_of(x.header_type, &h, s);
+    Py_XDECREF(h.header);
+    memo_clear(&memo);
+    return header;
 }
 
 /* The filter groups covering the line's program (FilterSet._dispatch, else rules_for()). New
@@ -796,19 +805,9 @@ tally(PyObject *module, PyObject *args)
 static PyObject *
 line_item(Scan *sc, PyObject *number, PyObject *events)
 {
-    PyObject *header = sc->h.header;
-    if (header != NULL) {
-        Py_INCREF(header);
-    } else {
-        Cut *c = &sc->h.cut;
-        PyObject *pid = c->pid >= 0 ? PyBytes_FromStringAndSize(sc->s + c->pid, c->pid_end - c->pid)
-                                    : Py_NewRef(Py_None);
-        header = pid == NULL ? NULL : new_header((PyTypeObject *)sc->x.header_type, sc->h.when, sc->h.host,
-                                                 sc->h.tag, pid, sc->h.msg);
-        Py_XDECREF(pid);
-        if (header == NULL)
-            return NULL;
-    }
+    PyObject *header = header_of(sc->x.header_type, &sc->h, sc->s);
+    if (header == NULL)
+        return NULL;
     PyObject *item = PyTuple_Pack(5, sc->h.when, number, sc->line, header, events);
     Py_DECREF(header);
     return item;

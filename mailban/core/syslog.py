@@ -81,8 +81,9 @@ class SyslogParser:
     """Stateful only for speed: caches timestamp conversions (lines share their seconds).
 
     `parse` is `parse_py`, or with `fast` (the C module `_speedups`, see mailban.speedups) its C
-    version: it cuts the common case itself (a cached BSD stamp, then `host prog[pid]: `) and
-    hands every other line to `parse_py`, so both give a line the same Header."""
+    version: it cuts the common case itself (a BSD or RFC 3339 stamp through this parser's
+    caches, then `host prog[pid]: `) and hands every other line to `parse_py`, so both give a
+    line the same Header."""
 
     __slots__ = ("now", "_to_epoch", "_bsd_cache", "_iso_cache", "parse")
 
@@ -92,7 +93,8 @@ class SyslogParser:
         self._bsd_cache: dict[bytes, float] = {}
         self._iso_cache: dict[bytes, float] = {}
         self.parse: Callable[[bytes], Header | None] = (
-            functools.partial(fast.parse_header, self._bsd_cache, self.parse_py, Header)
+            functools.partial(fast.parse_header, self._bsd_cache, self._bsd_time, self._iso_cache,
+                              self._iso_time, self.parse_py, Header)
             if fast is not None else self.parse_py)
 
     def set_now(self, now: float) -> None:
