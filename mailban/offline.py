@@ -176,24 +176,6 @@ def _test_json(paths: list[str], filters: list[Filter], out: IO[str]) -> int:
     return 0
 
 
-def _parsed_lines(path: str, parser: SyslogParser, progress: Progress | None = None) -> Iterator[tuple[float, int, bytes, Header, str]]:
-    lineno = 0
-    source = iter_file_lines(path)
-    for line in progress.lines_of(source) if progress is not None else source:
-        lineno += 1
-        header = parser.parse(line)
-        if header is not None:
-            yield header.time, lineno, line, header, path
-
-
-def merged_lines(paths: list[str], parser: SyslogParser, progress: Progress | None = None
-                 ) -> Iterator[tuple[float, int, bytes, Header, str]]:
-    """(time, line number, line, header, path) of every parsed line of several logs, merged by
-    time as the daemon would have seen them (mail.log and dovecot.log side by side)."""
-    streams = [_parsed_lines(p, parser, progress) for p in paths]
-    return streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda item: item[0])
-
-
 class ReadCount:
     """What matched_lines read besides the events: lines with a header, and the time of the
     last one (in merged order)."""
@@ -239,12 +221,13 @@ def _file_events(path: str, parser: SyslogParser, filters: FilterSet, count: Rea
 def matched_lines(paths: list[str], parser: SyslogParser, filters: FilterSet, count: ReadCount,
                   progress: Progress | None = None) -> Iterator[tuple[float, int, bytes, Header, list[Event]]]:
     """(time, line number, line, header, events) of the lines of several logs that produce
-    events, in the order merged_lines gives them; `count` gets the lines with a header.
+    events, merged by time as the daemon would have seen them (mail.log and dovecot.log side
+    by side); `count` gets the lines with a header.
 
     One log: only the lines with events come out (matched in batches in C where the module is
-    built). Several: every line with a header goes through the merge by time, as in
-    merged_lines (dropping the others first could change the merged order where a log's time
-    goes backwards), and those without events are dropped after it."""
+    built). Several: every line with a header goes through the merge by time (dropping the
+    others first could change the merged order where a log's time goes backwards), and those
+    without events are dropped after it."""
     if len(paths) == 1:
         return _file_events(paths[0], parser, filters, count, False, progress)
     merged = heapq.merge(*(_file_events(p, parser, filters, ReadCount(), True, progress) for p in paths),

@@ -26,7 +26,7 @@ from .config import Config
 from .core.jails import JailSpec
 from .core.records import Event
 from .localtime import local_to_epoch
-from .offline import merged_lines
+from .offline import ReadCount, matched_lines
 
 MAX_KEYS = 500_000
 TOP = 15
@@ -132,12 +132,8 @@ class JailReport:
 def events_from(config: Config, paths: list[str]) -> Iterator[Event]:
     """The daemon's parse, filter and correlation stages over logs merged by time."""
     pipeline = config.pipeline(time.time(), local_to_epoch)
-    fset, correlate = pipeline.filters, pipeline.correlator.process
-    for _t, _n, line, header, _path in merged_lines(paths, pipeline.parser):
-        for event in fset.match(line, header):
-            joined = correlate(event, header)
-            if joined is not None:
-                yield joined
+    for _t, _n, _line, header, events in matched_lines(paths, pipeline.parser, pipeline.filters, ReadCount()):
+        yield from pipeline.correlated(events, header)
 
 
 def build(config: Config, events: Iterable[Event]) -> list[JailReport]:

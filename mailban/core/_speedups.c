@@ -1090,7 +1090,7 @@ add_dropped(PyObject *correlator, Py_ssize_t dropped)
     return rc;
 }
 
-/* Correlator.process for the events of one line (Pipeline._correlated): the kept events, with
+/* Correlator.process for the events of one line (Pipeline.correlated): the kept events, with
  * user, uid, ip and sender filled from the message's record (Correlator._store as
  * store_record() above; _remember_session and the Message class stay in Python, called from
  * here, as do the records themselves). Event fields by position: time 0, kind 1, ip 4,
@@ -1339,7 +1339,7 @@ static PyMethodDef methods[] = {
      "match_lines(lines, lineno, ctx, source, all_lines, items) -> (lineno, lines with a header, "
      "time of the last one): FilterSet.match over lines, for replay."},
     {"correlate", correlate, METH_VARARGS,
-     "correlate(correlator, events, header, Message, Event): Pipeline._correlated for one line."},
+     "correlate(correlator, events, header, Message, Event): Pipeline.correlated for one line."},
     {"seen", seen, METH_VARARGS,
      "seen(events, ((field index, set), ...), cap): replay's tally of the keys the logs show."},
     {"merge", merge, METH_VARARGS,

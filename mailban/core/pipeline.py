@@ -28,7 +28,7 @@ class Pipeline:
     filters: FilterSet
     jails: list[Jail]
     correlator: Correlator = field(default_factory=Correlator)
-    # The C module (mailban.speedups), whose correlate() stands in for _correlated's loop.
+    # The C module (mailban.speedups), whose correlate() stands in for correlated's loop.
     fast: Any = None
     # Per event kind, the jails an event of that kind goes to, in order, each with whether it
     # wants the kind (else it is offered the event only while it holds addresses on
@@ -40,9 +40,11 @@ class Pipeline:
         header = self.parser.parse(line)
         if header is None:
             return []
-        return self._correlated(self.filters.match(line, header, source, lineno), header)
+        return self.correlated(self.filters.match(line, header, source, lineno), header)
 
-    def _correlated(self, events: list[Event], header: Header) -> list[Event]:
+    def correlated(self, events: list[Event], header: Header) -> list[Event]:
+        """A line's events after queue-id correlation (qmgr retries dropped, the submitting
+        account filled in)."""
         if self.fast is not None:
             return self.fast.correlate(self.correlator, events, header, Message, Event)  # type: ignore[no-any-return]
         out = []
@@ -75,7 +77,7 @@ class Pipeline:
                     ) -> tuple[list[Event], list[Ban]]:
         """As feed_parsed(), for a line whose events the caller already matched (replay matches
         whole batches of lines in C, see offline.matched_lines)."""
-        events = self._correlated(events, header)
+        events = self.correlated(events, header)
         bans: list[Ban] = []
         routes = self._routes
         for event in events:
