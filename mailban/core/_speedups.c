@@ -386,9 +386,7 @@ groups_for(Ctx *x, PyObject *tag)
     return groups;
 }
 
-/* TallySet's spec of a rule, (key, ip group name | None, qid group name | None, (key, None,
- * None)), applied to a match: the tally (key, ip, qid) as filters._tally_from builds it, Py_None
- * for "no event", NULL on error. New reference. */
+/* m.group(name) */
 static PyObject *
 match_group(PyObject *m, PyObject *name)
 {
@@ -404,6 +402,26 @@ decoded_qid(PyObject *raw)
     return PyUnicode_DecodeASCII(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), NULL);
 }
 
+/* filters._ip on a rule's `ip` group: the cached conversion, else the Python one (which fills
+ * the cache). New reference: the address, Py_None when the text is no address, NULL on error. */
+static PyObject *
+address_from(Ctx *x, PyObject *m, PyObject *g_ip)
+{
+    PyObject *raw = match_group(m, g_ip);
+    if (raw == NULL)
+        return NULL;
+    PyObject *ip = raw == Py_None ? NULL : PyDict_GetItemWithError(x->ip_cache, raw);
+    if (ip != NULL)
+        Py_INCREF(ip);
+    else if (!PyErr_Occurred())
+        ip = PyObject_CallOneArg(x->ip_fn, raw);
+    Py_DECREF(raw);
+    return ip;
+}
+
+/* TallySet's spec of a rule, (key, ip group name | None, qid group name | None, (key, None,
+ * None)), applied to a match: the tally (key, ip, qid) as filters._tally_builder's closure
+ * builds it, Py_None for "no event", NULL on error. New reference. */
 static PyObject *
 tally_from(Ctx *x, PyObject *spec, PyObject *m)
 {
@@ -413,44 +431,24 @@ tally_from(Ctx *x, PyObject *spec, PyObject *m)
     }
     PyObject *key = PyTuple_GET_ITEM(spec, 0), *g_ip = PyTuple_GET_ITEM(spec, 1);
     PyObject *g_qid = PyTuple_GET_ITEM(spec, 2), *plain = PyTuple_GET_ITEM(spec, 3);
-    PyObject *raw, *ip, *qid = NULL, *t;
-    if (g_ip == Py_None) {
-        if (g_qid == Py_None)
-            return Py_NewRef(plain);
-        if ((raw = match_group(m, g_qid)) == NULL)
-            return NULL;
-        qid = decoded_qid(raw);
-        Py_DECREF(raw);
-        if (qid == NULL)
-            return PyErr_Occurred() ? NULL : Py_NewRef(plain);
-        t = PyTuple_Pack(3, key, Py_None, qid);
-        Py_DECREF(qid);
-        return t;
+    PyObject *ip = Py_NewRef(Py_None), *qid = NULL;
+    if (g_ip != Py_None) {
+        Py_SETREF(ip, address_from(x, m, g_ip));
+        if (ip == NULL || ip == Py_None)
+            return ip;  /* None: the rule promised an address and the line holds none: no event */
     }
-    if ((raw = match_group(m, g_ip)) == NULL)
-        return NULL;
-    /* filters._ip: the cache, else the Python conversion (which also fills the cache) */
-    ip = raw == Py_None ? NULL : PyDict_GetItemWithError(x->ip_cache, raw);
-    if (ip != NULL)
-        Py_INCREF(ip);
-    else if (!PyErr_Occurred())
-        ip = PyObject_CallOneArg(x->ip_fn, raw);
-    Py_DECREF(raw);
-    if (ip == NULL || ip == Py_None)
-        return ip;  /* None: the rule promised an address and the line holds none: no event */
     if (g_qid != Py_None) {
-        if ((raw = match_group(m, g_qid)) == NULL) {
-            Py_DECREF(ip);
-            return NULL;
-        }
-        qid = decoded_qid(raw);
-        Py_DECREF(raw);
-        if (qid == NULL && PyErr_Occurred()) {
+        PyObject *raw = match_group(m, g_qid);
+        qid = raw == NULL ? NULL : decoded_qid(raw);
+        Py_XDECREF(raw);
+        if (PyErr_Occurred()) {
             Py_DECREF(ip);
             return NULL;
         }
     }
-    t = PyTuple_Pack(3, key, ip, qid != NULL ? qid : Py_None);
+    /* (key, None, None) is always the rule's one `plain` tuple, as in _tally_builder */
+    PyObject *t = ip == Py_None && qid == NULL ? Py_NewRef(plain)
+                                               : PyTuple_Pack(3, key, ip, qid != NULL ? qid : Py_None);
     Py_DECREF(ip);
     Py_XDECREF(qid);
     return t;
@@ -511,17 +509,9 @@ event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, 
     PyObject *g_ip = PyTuple_GET_ITEM(spec, 5), *g_user = PyTuple_GET_ITEM(spec, 6);
     PyObject *no_user = PyTuple_GET_ITEM(spec, 12);
     if (g_ip != Py_None) {
-        PyObject *r = match_group(m, g_ip);
-        if (r == NULL)
-            return NULL;
-        PyObject *ip = r == Py_None ? NULL : PyDict_GetItemWithError(x->ip_cache, r);
-        if (ip != NULL)
-            Py_INCREF(ip);
-        else if (!PyErr_Occurred())
-            ip = PyObject_CallOneArg(x->ip_fn, r);
-        Py_DECREF(r);
+        PyObject *ip = address_from(x, m, g_ip);
         if (ip == NULL || ip == Py_None)
-            return ip;
+            return ip;  /* as tally_from */
         f[4] = ip;
     }
     if (g_user != Py_None) {
