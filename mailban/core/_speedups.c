@@ -29,6 +29,9 @@
 #define MAX_TAG 96
 
 static PyObject *str_group, *int_one;
+/* Interned names: Event kinds, and the attributes of Correlator and its Message records. */
+static PyObject *str_submission, *str_removed, *str_queued, *str_user, *str_uid, *str_ip, *str_sender,
+    *str_time, *str_remember, *str_messages, *str_sessions, *str_ttl, *str_max_messages, *str_dropped;
 
 /* Cut `host prog[pid]: ` at `pos` exactly as syslog._HOST_TAG matches it, with parse()'s
  * MAX_TAG check. Returns 0 when the regex (or the check) would not accept the text. */
@@ -871,7 +874,6 @@ list_time(PyObject *record)
     return PyFloat_AsDouble(PyList_GET_ITEM(record, 0));
 }
 
-static PyObject *str_queued, *str_time;
 
 static int
 message_queued(PyObject *record)
@@ -1007,7 +1009,7 @@ merge(PyObject *module, PyObject *args)
         /* Correlator.address_of, with records [time, address, queued] */
         PyObject *address = ip;
         int kept = 1;
-        if (PyUnicode_CompareWithASCIIString(kind, "submission") == 0) {
+        if (PyUnicode_Compare(kind, str_submission) == 0) {
             PyObject *record = Py_BuildValue("[OOO]", when, ip, Py_False);
             int rc = record == NULL ? -1 : store_record(messages, mkey, record, now, ttl, max_messages, &dropped, &LIST_RECORDS);
             Py_XDECREF(record);
@@ -1015,7 +1017,7 @@ merge(PyObject *module, PyObject *args)
                 goto fail;
         } else {
             PyObject *record;
-            int removed = PyUnicode_CompareWithASCIIString(kind, "removed") == 0;
+            int removed = PyUnicode_Compare(kind, str_removed) == 0;
             record = PyDict_GetItemWithError(messages, mkey);
             if (record == NULL && PyErr_Occurred())
                 goto fail;
@@ -1024,7 +1026,7 @@ merge(PyObject *module, PyObject *args)
                 Py_DECREF(record);
                 goto fail;
             }
-            if (PyUnicode_CompareWithASCIIString(kind, "queued") == 0) {
+            if (PyUnicode_Compare(kind, str_queued) == 0) {
                 if (record == NULL) {
                     record = Py_BuildValue("[OOO]", when, ip, Py_False);
                     if (record == NULL || store_record(messages, mkey, record, now, ttl, max_messages, &dropped, &LIST_RECORDS) < 0) {
@@ -1060,9 +1062,6 @@ merge(PyObject *module, PyObject *args)
 
 /* --- correlate ------------------------------------------------------------------------------ */
 
-static PyObject *str_user, *str_uid, *str_ip, *str_sender, *str_submission, *str_removed,
-    *str_queued_kind, *str_remember, *str_messages, *str_sessions, *str_ttl, *str_max_messages,
-    *str_dropped;
 
 /* correlator.dropped += dropped; 0, or -1 with an error set. */
 static int
@@ -1162,7 +1161,7 @@ correlate(PyObject *module, PyObject *args)
         Py_XINCREF(msg);
         if (removed && msg != NULL && PyDict_DelItem(messages, key) < 0)
             goto error;
-        if (PyUnicode_Compare(kind, str_queued_kind) == 0) {
+        if (PyUnicode_Compare(kind, str_queued) == 0) {  /* "queued": the kind and the record's flag */
             if (msg == NULL) {
                 /* sendmail: the `from=` line opens the record; its session may know the user. */
                 PyObject *sessions = PyObject_GetAttr(correlator, str_sessions);
@@ -1359,7 +1358,6 @@ PyInit__speedups(void)
     str_queued = PyUnicode_InternFromString("queued");
     str_submission = PyUnicode_InternFromString("submission");
     str_removed = PyUnicode_InternFromString("removed");
-    str_queued_kind = str_queued;
     str_ttl = PyUnicode_InternFromString("ttl");
     str_max_messages = PyUnicode_InternFromString("max_messages");
     str_dropped = PyUnicode_InternFromString("dropped");
