@@ -17,6 +17,16 @@
  *       scan.PendingCounter.add: queue-id correlation (Correlator.address_of's records, evictions
  *       and retry drops) and counting of the events tally() left pending, in file order.
  *
+ *   match_lines(lines, lineno, ctx, source, all_lines, items) -> (lineno, parsed, last time)
+ *       offline.matched_lines (replay, the tuning report, test --json): the same walk as
+ *       tally(), building the Events themselves from the rules' specs (filters.event_spec).
+ *
+ *   correlate(correlator, events, header, Message, Event) -> events
+ *       Pipeline.correlated: Correlator.process for one line's events.
+ *
+ *   seen(events, ((field index, set), ...), cap)
+ *       replay's sets of the keys the logs show.
+ *
  * Why C: profiling `mailban test` showed ~2.4 us of interpreter work per line around ~1 us of
  * regular-expression matching; this file removes most of the former (bench/README.md).
  * Must never: decide differently from the Python code (tests/test_speedups.py compares both on
