@@ -11,7 +11,9 @@ eviction and retry dropping happen all the time.
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,15 @@ def test_parse_header_on_any_bytes(data: bytes) -> None:
 
 # --- tally ------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _python_only(monkeypatch: pytest.MonkeyPatch, pure: bool) -> Iterator[None]:
+    """MAILBAN_NO_SPEEDUPS=1 inside the block when `pure`: the Python side of a comparison."""
+    with monkeypatch.context() as m:
+        if pure:
+            m.setenv("MAILBAN_NO_SPEEDUPS", "1")
+        yield
+
+
 _loaded: list = []  # type: ignore[type-arg]
 
 
@@ -124,9 +135,7 @@ def _filters() -> list:  # type: ignore[type-arg]
 
 
 def _tally(lines: list[bytes], monkeypatch: pytest.MonkeyPatch, pure: bool) -> object:
-    with monkeypatch.context() as m:
-        if pure:
-            m.setenv("MAILBAN_NO_SPEEDUPS", "1")
+    with _python_only(monkeypatch, pure):
         return scan.tally_lines(iter(lines), TallySet(_filters()), NOW)
 
 
@@ -203,9 +212,7 @@ def test_merge_equals_correlator(monkeypatch: pytest.MonkeyPatch, seed: int) -> 
     ttl, cap = rng.choice([(900.0, 15), (5 * 86400.0, 8), (60.0, 1000), (5 * 86400.0, 200_000)])
     results = []
     for pure in (False, True):
-        with monkeypatch.context() as m:
-            if pure:
-                m.setenv("MAILBAN_NO_SPEEDUPS", "1")
+        with _python_only(monkeypatch, pure):
             per_rule: dict = {}  # type: ignore[type-arg]
             per_ip: dict = {}  # type: ignore[type-arg]
             first: dict = {}  # type: ignore[type-arg]
@@ -229,9 +236,7 @@ def test_summary_is_the_same_with_and_without_c(tmp_path: Path, monkeypatch: pyt
     log.write_text("".join(line + "\n" for line in _genlog().generate(30_000, seed=5, fmt="bsd")))
     outs = []
     for pure in (False, True):
-        with monkeypatch.context() as m:
-            if pure:
-                m.setenv("MAILBAN_NO_SPEEDUPS", "1")
+        with _python_only(monkeypatch, pure):
             out = io.StringIO()
             assert run_test([str(log)], _filters(), False, out, jobs=1) == 0
             outs.append("".join(line for line in out.getvalue().splitlines(True) if not line.startswith("Time:")))
@@ -253,9 +258,7 @@ def _replay_json(paths: list[str], monkeypatch: pytest.MonkeyPatch, pure: bool) 
 
     from mailban.offline import run_replay
 
-    with monkeypatch.context() as m:
-        if pure:
-            m.setenv("MAILBAN_NO_SPEEDUPS", "1")
+    with _python_only(monkeypatch, pure):
         out = io.StringIO()
         assert run_replay(paths, config.load(None), True, out) == 0
         text = io.StringIO()
