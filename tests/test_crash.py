@@ -11,32 +11,20 @@ Needs root; skipped otherwise.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
+
+from .bench_modules import load
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, nftables)"),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _bench(name: str):  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_kill_9_three_times_under_load_with_rotations(tmp_path: Path) -> None:
-    crash = _bench("crash")
+    crash = load("crash")
     figures = crash.scenario(tmp_path, kills=3, seconds=12, rate=3000, rotate=3, banned=150, near=150,
                              seed=int.from_bytes(os.urandom(2), "big"), say=lambda s: print("\n" + s))
     assert not figures["failed"], figures

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_crash import _bench
+from tests.bench_modules import load
 
 pytestmark = [
     pytest.mark.root,
@@ -23,7 +23,7 @@ pytestmark = [
 
 
 def test_rotation_every_5s_at_10000_lines_per_second(tmp_path: Path) -> None:
-    crash = _bench("crash")
+    crash = load("crash")
     figures = crash.scenario(tmp_path, kills=0, seconds=20, rate=10_000, rotate=5, banned=300, near=300,
                              seed=7, say=lambda s: None, rss_every=2.0)
     rss = figures.pop("rss")

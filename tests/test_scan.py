@@ -23,7 +23,7 @@ from mailban.localtime import local_to_epoch
 from mailban.offline import run_test
 from mailban.sources.tail import MAX_LINE, iter_file_lines
 
-from .test_bench_smoke import _genlog
+from .bench_modules import genlog
 
 
 def _oracle(path: str, filters: list[Filter]) -> str:
@@ -63,7 +63,7 @@ def _summary(path: str, filters: list[Filter], jobs: int) -> str:
 
 @pytest.fixture()
 def log(tmp_path: Path) -> Path:
-    lines = list(_genlog().generate(6000, seed=11))
+    lines = list(genlog().generate(6000, seed=11))
     # A deferred message's qmgr line again (a retry: counted once), in another range.
     retry = next(line for line in lines if "postfix/qmgr" in line and "nrcpt=" in line)
     extra = ["garbage", "", "Nov 24 00:00:00 mx1 postfix/smtpd[1]: " + "x" * (MAX_LINE + 10), retry]

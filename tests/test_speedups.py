@@ -25,7 +25,7 @@ from mailban.core.syslog import SyslogParser
 from mailban.localtime import local_to_epoch
 from mailban.speedups import speedups
 
-from .test_bench_smoke import _genlog
+from .bench_modules import genlog
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "tests" / "filters").glob("*.log")) + sorted(Path("/work/shared/samples").glob("*.log"))
@@ -65,8 +65,8 @@ def _sample_lines() -> list[bytes]:
 @needs_c
 def test_parse_header_on_real_and_generated_lines() -> None:
     lines = _sample_lines()
-    lines += [line.encode() for line in _genlog().generate(3000, seed=3, fmt="bsd")]
-    lines += [line.encode() for line in _genlog().generate(1000, seed=3, fmt="rfc3339")]
+    lines += [line.encode() for line in genlog().generate(3000, seed=3, fmt="bsd")]
+    lines += [line.encode() for line in genlog().generate(1000, seed=3, fmt="rfc3339")]
     _both(lines)
 
 
@@ -159,8 +159,8 @@ HOSTILE += [stamp + b" mx postfix/smtpd[1]: warning: unknown[192.0.2.44]: SASL L
 @needs_c
 def test_tally_equals_the_python_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = _sample_lines() + HOSTILE
-    lines += [line.encode() for line in _genlog().generate(20_000, seed=11, fmt="bsd")]
-    lines += [line.encode() for line in _genlog().generate(3_000, seed=12, fmt="rfc3339")]
+    lines += [line.encode() for line in genlog().generate(20_000, seed=11, fmt="bsd")]
+    lines += [line.encode() for line in genlog().generate(3_000, seed=12, fmt="rfc3339")]
     fast = _tally(lines, monkeypatch, pure=False)
     slow = _tally(lines, monkeypatch, pure=True)
     assert fast == slow
@@ -233,7 +233,7 @@ def test_summary_is_the_same_with_and_without_c(tmp_path: Path, monkeypatch: pyt
     from mailban.offline import run_test
 
     log = tmp_path / "mixed.log"
-    log.write_text("".join(line + "\n" for line in _genlog().generate(30_000, seed=5, fmt="bsd")))
+    log.write_text("".join(line + "\n" for line in genlog().generate(30_000, seed=5, fmt="bsd")))
     outs = []
     for pure in (False, True):
         with _python_only(monkeypatch, pure):
@@ -269,7 +269,7 @@ def _replay_json(paths: list[str], monkeypatch: pytest.MonkeyPatch, pure: bool) 
 @needs_c
 def test_replay_is_the_same_with_and_without_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "mixed.log"
-    lines = list(_genlog().generate(40_000, seed=9, fmt="bsd"))
+    lines = list(genlog().generate(40_000, seed=9, fmt="bsd"))
     log.write_text("".join(line + "\n" for line in lines))
     fast = _replay_json([str(log)], monkeypatch, pure=False)
     assert fast == _replay_json([str(log)], monkeypatch, pure=True)
@@ -279,9 +279,9 @@ def test_replay_is_the_same_with_and_without_c(tmp_path: Path, monkeypatch: pyte
 @needs_c
 def test_replay_of_several_logs_and_hostile_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = tmp_path / "a.log", tmp_path / "b.log"
-    a.write_bytes(b"\n".join(line.encode() for line in _genlog().generate(8_000, seed=21, fmt="bsd"))
+    a.write_bytes(b"\n".join(line.encode() for line in genlog().generate(8_000, seed=21, fmt="bsd"))
                   + b"\n" + b"\n".join(HOSTILE) + b"\n" + b"\n".join(_sample_lines()))
-    b.write_bytes(b"\n".join(line.encode() for line in _genlog().generate(8_000, seed=22, fmt="rfc3339")))
+    b.write_bytes(b"\n".join(line.encode() for line in genlog().generate(8_000, seed=22, fmt="rfc3339")))
     paths = [str(a), str(b)]
     assert _replay_json(paths, monkeypatch, pure=False) == _replay_json(paths, monkeypatch, pure=True)
 
@@ -307,7 +307,7 @@ def test_correlate_equals_the_correlator(seed: int) -> None:
     from mailban.core.records import Event
 
     rng = random.Random(seed)
-    items = _events_of(_sample_lines() + [line.encode() for line in _genlog().generate(4_000, seed=seed, fmt="bsd")])
+    items = _events_of(_sample_lines() + [line.encode() for line in genlog().generate(4_000, seed=seed, fmt="bsd")])
     rng.shuffle(items)  # out of order: records missing, retries, sessions of other processes
     ttl, cap = rng.choice([(600.0, 20), (5 * 86400.0, 200_000), (60.0, 3)])
     fast, slow = Correlator(ttl, cap), Correlator(ttl, cap)

@@ -4,24 +4,11 @@ attacker among them is still banned (the short version of bench/spray.py; counts
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _spray():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_spray", ROOT / "bench" / "spray.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_spray"] = module
-    spec.loader.exec_module(module)
-    return module
+from .bench_modules import load
 
 
 def test_spray_is_bounded_and_the_attacker_is_banned() -> None:
-    spray = _spray()
+    spray = load("spray")
     max_keys = 5000
     r = spray.run(50_000, failures=5, max_keys=max_keys)
     assert r["lines"] == 50_005
