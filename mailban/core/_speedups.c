@@ -1089,9 +1089,26 @@ add_dropped(PyObject *correlator, Py_ssize_t dropped)
     return rc;
 }
 
+/* store_record() with the correlator's ttl and max_messages (read here, per record stored, not
+ * per line: most lines store nothing). */
+static int
+store_message(PyObject *correlator, PyObject *messages, PyObject *key, PyObject *msg, double now,
+              Py_ssize_t *dropped)
+{
+    PyObject *ttl_o = PyObject_GetAttr(correlator, str_ttl);
+    PyObject *max_o = ttl_o == NULL ? NULL : PyObject_GetAttr(correlator, str_max_messages);
+    double ttl = max_o == NULL ? -1.0 : PyFloat_AsDouble(ttl_o);
+    Py_ssize_t max_messages = max_o == NULL ? -1 : PyLong_AsSsize_t(max_o);
+    Py_XDECREF(ttl_o);
+    Py_XDECREF(max_o);
+    if (PyErr_Occurred())
+        return -1;
+    return store_record(messages, key, msg, now, ttl, max_messages, dropped, &MESSAGE_RECORDS);
+}
+
 /* Correlator.process for the events of one line (Pipeline.correlated): the kept events, with
  * user, uid, ip and sender filled from the message's record (Correlator._store as
- * store_record() above; _remember_session and the Message class stay in Python, called from
+ * store_message() above; _remember_session and the Message class stay in Python, called from
  * here, as do the records themselves). Event fields by position: time 0, kind 1, ip 4,
  * user 5, uid 6, sender 7, queue id 8. */
 static PyObject *
@@ -1105,14 +1122,7 @@ correlate(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "correlate() needs a Header and the Event type");
         return NULL;
     }
-    PyObject *ttl_o = PyObject_GetAttr(correlator, str_ttl);
-    PyObject *max_o = ttl_o == NULL ? NULL : PyObject_GetAttr(correlator, str_max_messages);
-    double ttl = max_o == NULL ? -1.0 : PyFloat_AsDouble(ttl_o);
-    Py_ssize_t max_messages = max_o == NULL ? -1 : PyLong_AsSsize_t(max_o), dropped = 0;
-    Py_XDECREF(ttl_o);
-    Py_XDECREF(max_o);
-    if (PyErr_Occurred())
-        return NULL;
+    Py_ssize_t dropped = 0;
     PyObject *messages = PyObject_GetAttr(correlator, str_messages);
     if (messages == NULL)
         return NULL;
@@ -1155,8 +1165,7 @@ correlate(PyObject *module, PyObject *args)
             msg = PyObject_CallFunctionObjArgs(message_type, when, PyTuple_GET_ITEM(event, 5),
                                                PyTuple_GET_ITEM(event, 6), PyTuple_GET_ITEM(event, 4),
                                                PyTuple_GET_ITEM(event, 7), NULL);
-            if (msg == NULL || store_record(messages, key, msg, now, ttl, max_messages, &dropped,
-                                                      &MESSAGE_RECORDS) < 0)
+            if (msg == NULL || store_message(correlator, messages, key, msg, now, &dropped) < 0)
                 goto error;
             Py_CLEAR(msg);
             Py_CLEAR(key);
@@ -1204,8 +1213,7 @@ correlate(PyObject *module, PyObject *args)
                 msg = PyObject_CallFunctionObjArgs(message_type, when, user, PyTuple_GET_ITEM(event, 6),
                                                    PyTuple_GET_ITEM(event, 4), PyTuple_GET_ITEM(event, 7), NULL);
                 Py_XDECREF(session);
-                if (msg == NULL || store_record(messages, key, msg, now, ttl, max_messages, &dropped,
-                                                      &MESSAGE_RECORDS) < 0)
+                if (msg == NULL || store_message(correlator, messages, key, msg, now, &dropped) < 0)
                     goto error;
             } else {
                 PyObject *queued = PyObject_GetAttr(msg, str_queued);
