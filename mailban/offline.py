@@ -50,6 +50,7 @@ def event_json(event: Event) -> str:
             "queue_id": event.queue_id,
             "recipients": event.recipients,
             "status": event.status,
+            "count": event.count,
         },
         ensure_ascii=False,
     )

@@ -51,9 +51,9 @@ class JailReport:
         if spec.count == "recipients":
             weight = event.recipients or 0
         elif spec.count == "score":
-            weight = spec.weight_of(event, weights)
+            weight = spec.weight_of(event, weights) * event.count
         else:
-            weight = 1
+            weight = event.count  # a line that reports N attempts counts N times
         if weight <= 0:
             return
         entries = self.times.get(key)

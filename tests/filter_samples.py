@@ -33,6 +33,8 @@ def describe(event: Event) -> str:
         value = getattr(event, name)
         if value is not None:
             parts.append(f"{name}={value}")
+    if event.count != 1:
+        parts.append(f"count={event.count}")
     return " ".join(parts)
 
 

@@ -37,6 +37,9 @@
 #include <string.h>
 
 #define MAX_TAG 96
+/* records.Event: time, kind, filter, rule, ip, user, uid, sender, queue_id, recipients, status,
+ * source, lineno, line, count */
+#define EVENT_FIELDS 15
 
 static PyObject *str_group, *int_one;
 /* Interned names: Event kinds, and the attributes of Correlator and its Message records. */
@@ -511,12 +514,12 @@ static PyObject *
 event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, PyObject *source,
            PyObject *lineno)
 {
-    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 13 || !PyType_Check(PyTuple_GET_ITEM(spec, 0))) {
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 14 || !PyType_Check(PyTuple_GET_ITEM(spec, 0))) {
         PyErr_SetString(PyExc_TypeError, "not an event spec (filters.event_spec)");
         return NULL;
     }
     PyObject *type = PyTuple_GET_ITEM(spec, 0);
-    PyObject *f[14] = {NULL};  /* the Event's fields, owned */
+    PyObject *f[EVENT_FIELDS] = {NULL};  /* the Event's fields, owned */
     PyObject *raw;
     PyObject *result = NULL;
     PyObject *g_ip = PyTuple_GET_ITEM(spec, 5), *g_user = PyTuple_GET_ITEM(spec, 6);
@@ -581,15 +584,34 @@ event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, 
         f[10] = Py_NewRef(PyTuple_GET_ITEM(spec, 4));  /* the rule's fixed status, or None */
     f[11] = Py_NewRef(source);
     f[12] = Py_NewRef(lineno);
-    result = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 14);
+    /* count (<COUNT>): int(raw), at least 1, as the builder; 1 when the rule has none */
+    if (event_field(m, PyTuple_GET_ITEM(spec, 13), &raw) != NULL) {
+        PyObject *value = PyNumber_Long(raw);
+        Py_DECREF(raw);
+        if (value == NULL)
+            goto done;
+        int below = PyObject_RichCompareBool(value, int_one, Py_LT);
+        if (below < 0) {
+            Py_DECREF(value);
+            goto done;
+        }
+        if (below)
+            Py_SETREF(value, Py_NewRef(int_one));
+        f[14] = value;
+    }
+    else if (PyErr_Occurred())
+        goto done;
+    else
+        f[14] = Py_NewRef(int_one);
+    result = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, EVENT_FIELDS);
     if (result == NULL)
         goto done;
-    for (int i = 0; i < 14; i++) {
+    for (int i = 0; i < EVENT_FIELDS; i++) {
         PyTuple_SET_ITEM(result, i, f[i] != NULL ? f[i] : Py_NewRef(Py_None));
         f[i] = NULL;
     }
 done:
-    for (int i = 0; i < 14; i++)
+    for (int i = 0; i < EVENT_FIELDS; i++)
         Py_XDECREF(f[i]);
     return result;
 }
@@ -1137,8 +1159,8 @@ correlate(PyObject *module, PyObject *args)
     PyObject *host = PyTuple_GET_ITEM(header, 1);
     for (Py_ssize_t e = 0; e < PyList_GET_SIZE(events); e++) {
         PyObject *event = PyList_GET_ITEM(events, e);
-        if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != 14) {
-            PyErr_SetString(PyExc_TypeError, "an Event has 14 fields");
+        if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != EVENT_FIELDS) {
+            PyErr_SetString(PyExc_TypeError, "an Event has 15 fields");
             goto error;
         }
         PyObject *kind = PyTuple_GET_ITEM(event, 1), *qid = PyTuple_GET_ITEM(event, 8);
@@ -1254,11 +1276,11 @@ correlate(PyObject *module, PyObject *args)
                     changed = 1;
             }
             if (!failed && changed) {
-                PyObject *made = ((PyTypeObject *)event_type)->tp_alloc((PyTypeObject *)event_type, 14);
+                PyObject *made = ((PyTypeObject *)event_type)->tp_alloc((PyTypeObject *)event_type, EVENT_FIELDS);
                 if (made == NULL) {
                     failed = 1;
                 } else {
-                    for (Py_ssize_t i = 0; i < 14; i++)
+                    for (Py_ssize_t i = 0; i < EVENT_FIELDS; i++)
                         PyTuple_SET_ITEM(made, i, Py_NewRef(PyTuple_GET_ITEM(event, i)));
                     for (int i = 0; i < 4; i++) {
                         if (fill[i] != NULL && fill[i] != Py_None) {

@@ -265,11 +265,12 @@ def event_spec(rule: Rule, suffix: str = "") -> tuple[Any, ...]:
     """What `_builder`'s closure and the C matcher (`_speedups.match_lines`) build an Event
     from: (Event, kind, filter, rule id, fixed status, then the group names of ip, user,
     sender, uid, qid, nrcpt and status, None for fields the rule does not capture, then the
-    user values that mean "no user")."""
+    user values that mean "no user", then the group name of the count (<COUNT>) or None)."""
     fields = rule.pattern.fields
     groups = tuple(name + suffix if name in fields else None
                    for name in ("ip", "user", "sender", "uid", "qid", "nrcpt", "status"))
-    return (Event, rule.kind, rule.filter, rule.id, rule.status, *groups, _NO_USER)
+    return (Event, rule.kind, rule.filter, rule.id, rule.status, *groups, _NO_USER,
+            "count" + suffix if "count" in fields else None)
 
 
 def _builder(rule: Rule, suffix: str = "") -> Callable[[re.Match[bytes], float, bytes, str, int], Event | None]:
@@ -279,14 +280,16 @@ def _builder(rule: Rule, suffix: str = "") -> Callable[[re.Match[bytes], float, 
     exist; the rule's kind was validated when the filter was loaded, so the event is built
     without checking it again. `suffix` names the rule's groups within a combined regex."""
     (_, kind, fname, rid, fixed_status, g_ip, g_user, g_sender, g_uid, g_qid, g_nrcpt, g_status,
-     no_user) = event_spec(rule, suffix)
+     no_user, g_count) = event_spec(rule, suffix)
     want_ip, want_user, want_sender = g_ip is not None, g_user is not None, g_sender is not None
     want_uid, want_qid, want_nrcpt = g_uid is not None, g_qid is not None, g_nrcpt is not None
     want_status = g_status is not None
+    want_count = g_count is not None
 
     def build(m: re.Match[bytes], when: float, line: bytes, source: str, lineno: int) -> Event | None:
         ip = user = sender = uid = qid = nrcpt = None
         status = fixed_status
+        count = 1
         if want_ip:
             ip = _ip(m.group(g_ip))
             if ip is None:
@@ -315,8 +318,12 @@ def _builder(rule: Rule, suffix: str = "") -> Callable[[re.Match[bytes], float, 
             raw = m.group(g_status)
             if raw:
                 status = raw.decode("ascii")
+        if want_count:
+            raw = m.group(g_count)
+            if raw:
+                count = max(1, int(raw))  # `0 attempts` still reached the door once
         return _new_event(Event, (when, kind, fname, rid, ip, user, uid, sender, qid, nrcpt, status, source,
-                     lineno, line.decode("utf-8", "replace")))
+                     lineno, line.decode("utf-8", "replace"), count))
 
     return build
 

@@ -262,9 +262,9 @@ class Jail:
         if spec.count == "recipients":
             weight = event.recipients or 0
         elif spec.count == "score":
-            weight = spec.weight_of(event, self.weights)
+            weight = spec.weight_of(event, self.weights) * event.count
         else:
-            weight = 1
+            weight = event.count  # a line that reports N attempts counts N times
         if weight <= 0:
             return []
         horizon = event.time - spec.findtime

@@ -41,14 +41,40 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
     # a bare address, e.g. after `rip=` (dovecot) or inside `[...]` (postscreen)
     "IP": (rf"(?:IPv6:)?{_IP}", frozenset({"ip"})),
     # sendmail `relay=[ip]`, `relay=host [ip]`, `relay=host [ip] (may be forged)`
+    # The value is sendmail's $_ macro: `[ident@]host [ip]` or `[ident@][ip]`, then ` (may be
+    # forged)`. The RFC 1413 ident name is the client's choice, but sendmail keeps only letters,
+    # digits and !#$%&'*+-./^_`{|}~ of it (cleanstrcpy); the host is the reverse DNS name, which
+    # the resolver accepted as a host name. So the value holds no space but the one before the
+    # bracket, no comma, no bracket but the address's, and ends with the address: a value cut
+    # short (`relay=%.100s` with a long ident or host) holds no `]` and gives no address.
     "SMRELAY": (
-        rf"(?:(?P<host>{_HOST}) )?\[(?:IPv6:)?{_IP}\](?: \(may be forged\))?",
+        rf"(?:[\w!#$%&'*+./^`{{|}}~-]{{1,128}}@)?(?:(?P<host>[^\s\[\],@]+) )?\[(?:IPv6:)?{_IP}\]"
+        r"(?: \(may be forged\))?",
         frozenset({"host", "ip"}),
     ),
+    # A client's argument that the program writes twice: once as itself (sendmail `arg1=<...>`)
+    # and once echoed in its reply (`reject=550 5.7.1 <...>... Relaying denied`). <ECHO> must
+    # repeat exactly what <ARG> took, so a forged `, relay=[x], reject=...` inside the argument
+    # cannot end it early: the text before the real relay and the text after the real reply
+    # code must be the same string. Bounded, so that trying every split stays cheap.
+    "ARG": (r"(?P<arg>[^\n]{0,2048})", frozenset({"arg"})),
+    "ECHO": (r"(?P=arg)", frozenset()),
+    # How many times the line says it happened (`5 attempts`): the event counts that many.
+    "COUNT": (r"(?P<count>\d{1,6})", frozenset({"count"})),
     "HOST": (_HOST, frozenset()),
     # attacker-chosen login names: greedy, so the server-written text after it anchors the match
     "USER": (r"(?P<user>.*)", frozenset({"user"})),
+    # An authenticated account name as the server returns it (postfix `sasl_username=`): taken
+    # up to the first `, ` field postfix adds after it (`, sasl_sender=<AUTH= parameter>`),
+    # which is the client's text; an account name holds no `, sasl_`.
+    "ACCOUNT": (r"(?P<user>[^\n]*?)", frozenset({"user"})),
     "SENDER": (r"(?P<sender>[^<>]*)", frozenset({"sender"})),
+    # A sender written as the client sent it, `>` and all (a quoted local part): greedy, so the
+    # server-written fields after it anchor the match.
+    "RAWSENDER": (r"(?P<sender>[^\n]*)", frozenset({"sender"})),
+    # A login name inside a `(name,ip...)` prefix (dovecot's auth lines): no comma, no
+    # parenthesis, so the address after it is always the program's.
+    "LOGIN": (r"(?P<user>[^,()\n]*)", frozenset({"user"})),
     "ADDR": (r"[^<>]*", frozenset()),
     "QID": (r"(?P<qid>[0-9A-Za-z]{5,20})", frozenset({"qid"})),
     "UID": (r"(?P<uid>\d{1,10})", frozenset({"uid"})),
@@ -114,6 +140,8 @@ def compile_pattern(template: str, prefix: str = "", literal: str | None = None)
     fields: set[str] = set()
     for kind, value, loc in tokens:
         if kind == "ph":
+            if value == "ECHO" and "arg" not in fields:
+                raise PatternError("<ECHO> repeats what an earlier <ARG> took; put <ARG> first", loc + 1)
             if value not in PLACEHOLDERS:
                 known = ", ".join(f"<{n}>" for n in PLACEHOLDERS)
                 raise PatternError(f"unknown placeholder <{value}>; known ones are {known}", loc + 1)

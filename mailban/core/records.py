@@ -79,6 +79,9 @@ class _EventFields(NamedTuple):
     source: str = ""
     lineno: int = 0
     line: str = ""
+    # How many times the line says the thing happened: dovecot's `(auth failed, 5 attempts ...)`,
+    # rsyslog's `message repeated 18 times: [...]`. Jails count an event `count` times.
+    count: int = 1
 
 
 class Event(_EventFields):
@@ -88,7 +91,7 @@ class Event(_EventFields):
     1-based line number within its source when known (test/replay), else 0.
 
     A typed named tuple rather than a frozen dataclass because half the lines of a busy mail
-    log become an event: building a 14-field frozen dataclass costs about 1.3 us (one
+    log become an event: building a 15-field frozen dataclass costs about 1.3 us (one
     object.__setattr__ per field), a tuple about 0.1 us. Built through `Event(...)` it checks
     its kind like any record; the filters, whose rules had their kind checked when the filter
     was loaded, build it with `Event.make(...)`, which skips the check.
@@ -100,15 +103,15 @@ class Event(_EventFields):
                 user: str | None = None, uid: int | None = None, sender: str | None = None,
                 queue_id: str | None = None, recipients: int | None = None,
                 status: str | None = None, source: str = "", lineno: int = 0,
-                line: str = "") -> Event:
+                line: str = "", count: int = 1) -> Event:
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         return tuple.__new__(cls, (time, kind, filter, rule, ip, user, uid, sender, queue_id,
-                                   recipients, status, source, lineno, line))
+                                   recipients, status, source, lineno, line, count))
 
     @classmethod
     def make(cls, fields: tuple[Any, ...]) -> Event:
-        """Build from all 14 fields in order, unchecked (the caller validated the kind)."""
+        """Build from all 15 fields in order, unchecked (the caller validated the kind)."""
         return tuple.__new__(cls, fields)
 
     def key(self, key_type: str) -> str | None:
