@@ -252,3 +252,30 @@ def test_shipped_rules_stay_fast_on_adversarial_long_lines() -> None:
         worst = max(worst, time.perf_counter() - started)
     print(f"\nworst shipped-filter time on a 256 KB adversarial line: {worst * 1000:.1f} ms")
     assert worst < 0.5
+
+
+def test_every_rule_matches_its_worst_256_kb_line_within_50_ms() -> None:
+    """Each rule's slowest lines, searched from its own real lines (tests/worst_lines.py), at
+    the longest line the tail hands out: linear rules take a few ms, a quadratic one seconds."""
+    from tests.test_injection import HARMLESS, TEMPLATES
+    from tests.worst_lines import seeds, timed_at, worst_lines
+
+    fset = all_filters()
+    found = worst_lines(fset, seeds(fset, TEMPLATES, HARMLESS))
+    assert set(found) == {f"{f.name}.{r.id}" for f in fset.filters for r in f.rules}
+    timings = timed_at(fset, found, 256 * 1024)
+    slow = {name: round(sec * 1000, 1) for name, (sec, _line) in timings.items() if sec >= 0.05}
+    name, (sec, _line) = max(timings.items(), key=lambda item: item[1][0])
+    print(f"\nslowest rule on its worst 256 KB line: {name} {sec * 1000:.1f} ms")
+    assert not slow, slow
+
+
+@pytest.mark.parametrize("pattern", [
+    # the two shapes that made shipped rules quadratic (docs/security.md): a lazy recipient then
+    # a lazy reply, and a greedy user name then a parenthesised reason
+    r"<QID>: to=.+?, delay=\d+, (?:reply=.*?, )?stat=.*$",
+    r"[\w-]+\(<USER>,<IP>\): unknown user(?: \(.*\))?$",
+])
+def test_wildcard_sequences_are_refused_at_load(pattern: str) -> None:
+    with pytest.raises(PatternError, match="follows another one"):
+        compile_pattern(pattern)

@@ -93,9 +93,9 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "dovecot.auth-failed": ("dovecot", "imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<{a}>, method=PLAIN, rip={ip}, lip=198.51.100.1, TLS, session=<ixm4yRdhC99/AAAa>", "dovecot.auth-failed"),
     "dovecot.auth-failed-aborted": ("dovecot", "pop3-login: Info: Aborted login (auth failed, 2 attempts in 6 secs): user=<{a}>, rip={ip}, lip=198.51.100.1, session=<ixm4yRdhC99/AAAa>", "dovecot.auth-failed"),
     "dovecot.login": ("dovecot", "imap-login: Login: user=<{a}>, method=PLAIN, rip={ip}, lip=198.51.100.1, mpid=4242, TLS, session=<ixm4yRdhC99/AAAa>", "dovecot.login"),
-    "dovecot-passdb.password-mismatch": ("dovecot", "auth-worker(4242): Info: passwd-file({a},{ip}): Password mismatch", "dovecot-passdb.password-mismatch"),
-    "dovecot-passdb.unknown-user": ("dovecot", "auth: Info: passwd-file({a},{ip},<{b}>): unknown user", "dovecot-passdb.unknown-user"),
-    "dovecot-passdb.sql-mismatch": ("dovecot", "auth-worker(4242): sql({a},{ip},<{b}>): Password mismatch (given password: {c})", "dovecot-passdb.password-mismatch"),
+    "dovecot-passdb.password-mismatch": ("dovecot", "auth-worker(4242): Info: passwd-file({u},{ip}): Password mismatch", "dovecot-passdb.password-mismatch"),
+    "dovecot-passdb.unknown-user": ("dovecot", "auth: Info: passwd-file({u},{ip},<{b}>): unknown user", "dovecot-passdb.unknown-user"),
+    "dovecot-passdb.sql-mismatch": ("dovecot", "auth-worker(4242): sql({u},{ip},<{b}>): Password mismatch (given password: {c})", "dovecot-passdb.password-mismatch"),
     "sendmail.auth-failed": ("sm-mta", "6AMBBxgF023550: AUTH failure (PLAIN): authentication failure (-13) SASL(-13): authentication failure: {d}, user={a}, relay=[{ip}]", "sendmail.auth-failed"),
     "sendmail.auth-failed-host": ("sm-mta", "6AMBBxgF023550: AUTH failure (LOGIN): authentication failure (-13) SASL(-13): authentication failure: checkpass failed, user={a}, relay={h} [{ip}] (may be forged)", "sendmail.auth-failed"),
     "sendmail.auth-login": ("sm-mta", "AUTH=server, relay=[{ip}], authid={a}, mech=PLAIN, bits=0", "sendmail.auth-login"),
@@ -112,10 +112,48 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "sendmail-queue.sent": ("sm-mta", "6APBLP2s018515: to=<{a}>, delay=00:00:01, xdelay=00:00:01, mailer=esmtp, pri=30023, relay=mx.example.net. [203.0.113.9], dsn=2.0.0, stat=Sent ({d})", "sendmail-queue.sent"),
     "sendmail-queue.deferred": ("sm-mta", "6APBLP2s018515: to=<{a}>, ctladdr=<{b}> (1001/1001), delay=00:00:00, xdelay=00:00:00, mailer=esmtp, pri=30277, relay={h}., dsn=4.4.3, stat=Deferred: {d}", "sendmail-queue.deferred"),
     "sendmail-queue.bounced": ("sm-mta", "6APBLP2s018515: to=<{a}>, delay=00:00:00, mailer=local, pri=30023, dsn=5.1.1, reply=550 5.1.1 {d}, stat=User unknown", "sendmail-queue.bounced"),
+    # dovecot 2.4 (tests/filters/dovecot24.log): the reason and count of every ending, passdb lines
+    "dovecot.auth-failed-24-mech": ("dovecot", "imap-login: Info: Login aborted: Connection closed (tried to use unsupported auth mechanism, 4 attempts in 18 secs) (invalid_mech): user=<{a}>, method=FOO, rip={ip}, lip=198.51.100.1, secured, session=<nhNMbbdhFdd/AAEL>", "dovecot.auth-failed"),
+    "dovecot.auth-failed-23-base64": ("dovecot", "pop3-login: Disconnected (sent invalid base64 in response): user=<{a}>, method=PLAIN, rip={ip}, lip=198.51.100.1, session=<ixm4yRdhC99/AAAa>", "dovecot.auth-failed"),
+    "dovecot.auth-unfinished": ("dovecot", "imap-login: Info: Login aborted: Connection closed (client didn't finish SASL auth, 4 attempts in 33 secs) (auth_waiting_client): user=<{a}>, method=PLAIN, rip={ip}, lip=198.51.100.1, secured, session=<mU5wbrdh/Zl/AAEM>", "dovecot.auth-unfinished"),
+    "dovecot.login-24": ("dovecot", "imap-login: Info: Logged in: user=<{a}>, method=PLAIN, rip={ip}, lip=198.51.100.1, mpid=21191, secured, session=<sMc0krZhpoR/AAAB>", "dovecot.login"),
+    "dovecot-passdb.verbose-password": ("dovecot", "auth: Info: passwd-file({u},{ip},<nhNMbbdhFdd/AAEL>): Password mismatch (given password: {a})", "dovecot-passdb.password-mismatch"),
+    "dovecot-passdb.next-passdb": ("dovecot", "auth: Info: passwd-file({u},{ip},<nhNMbbdhFdd/AAEL>): Password mismatch (given password: {a}) - trying the next passdb", "dovecot-passdb.password-mismatch"),
+    "dovecot-passdb.password-mismatch-24": ("dovecot", "auth({u},{ip},sasl:plain)<nhNMbbdhFdd/AAEL>: Info: passwd-file: Password mismatch (given password: {a})", "dovecot-passdb.password-mismatch-24"),
+    "dovecot-passdb.unknown-user-24": ("dovecot", "auth({u},{ip},sasl:plain)<jOabkbZhaMt/AAAB>: Info: passwd-file: unknown user", "dovecot-passdb.unknown-user-24"),
+    # postfix: the AUTH= parameter after the account, addresses holding `>`
+    "postfix.sasl-login-sender": ("postfix/submission/smtpd", "4F2A31C0D1: client={h}[{ip}], sasl_method=PLAIN, sasl_username={u}, sasl_sender=<{a}>", "postfix.sasl-login"),
+    "postfix.relay-denied-454": ("postfix/smtpd", "NOQUEUE: reject: RCPT from {h}[{ip}]: 454 4.7.1 <{a}>: Relay access denied; from=<{b}> to=<{a}> proto=ESMTP helo=<{c}>", "postfix.relay-denied"),
+    # sendmail: ident names, the AUTH failure's relay, the reply that does not echo the argument
+    "sendmail.auth-failed-ident": ("sm-mta", "6AMBBxgF023550: AUTH failure (PLAIN): authentication failure (-13) SASL(-13): authentication failure: Password verification failed, user={a}, relay={i}@[{ip}]", "sendmail.auth-failed"),
+    "sendmail.relaying-denied-ident": ("sm-mta", "6AMBCBPc023785: ruleset=check_rcpt, arg1=<{a}>, relay={i}@{h} [{ip}], reject=550 5.7.1 <{a}>... Relaying denied. Proper authentication required.", "sendmail.relaying-denied"),
+    "sendmail.relaying-denied-bare": ("sm-mta", "6AMBCBPc023785: ruleset=check_rcpt, arg1={a}, relay=[{ip}], reject=450 4.4.0 {a}... Relaying temporarily denied. Cannot resolve PTR record for {ip}", "sendmail.relaying-denied"),
+    "sendmail.check-rcpt-single": ("sm-mta", "6AMBCBPc023785: ruleset=check_rcpt, arg1=<{a}>, relay=[{ip}], reject=550 5.7.1 Access denied", "sendmail.check-rcpt-single"),
+    "sendmail.check-mail-single": ("sm-mta", "6AMBCBPc023785: ruleset=check_mail, arg1=<{b}>, relay=[{ip}], reject=553 5.7.1 Access denied", "sendmail.check-mail-single"),
+    "sendmail.smtp-attack-ident": ("sm-mta", "6AMBCBPc023785: {i}@[{ip}]: possible SMTP attack: command=AUTH, count=3", "sendmail.smtp-attack"),
+    "sendmail-queue.queued-quoted": ("sm-mta", "6APBLP2s018515: from=<{b}>, size=18, class=0, nrcpts=1, msgid=<{c}>, proto=ESMTP, daemon=MTA-v4, relay={i}@{h} [{ip}]", "sendmail-queue.queued"),
+    "sendmail-queue.deferred-reply": ("sm-mta", "6APBLP2s018515: to=<{a}>, delay=00:00:05, xdelay=00:00:05, mailer=esmtp, pri=30277, relay=mx.example.net. [203.0.113.9], dsn=4.0.0, reply=451 4.3.0 {d}, stat=Deferred: 451 4.3.0 {d}", "sendmail-queue.deferred"),
+    "sendmail-queue.bounced-reply": ("sm-mta", "6APBLP2s018515: to=<{a}>, delay=00:00:05, xdelay=00:00:05, mailer=esmtp, pri=30277, relay=mx.example.net. [203.0.113.9], dsn=5.1.1, reply=550 5.1.1 {d}, stat=User unknown", "sendmail-queue.bounced"),
     "sendmail.lost-input(none)": ("sm-mta", "6AMBCBPc023785: lost input channel from {h} [{ip}] to MTA-v4 after {a}", None),
 }
 HARMLESS = {"a": "alice@example.test", "b": "bob@example.net", "c": "client.example.net", "d": "whatever text",
-            "h": "mx.example.net"}
+            "h": "mx.example.net", "u": "carol@example.test", "i": "joe"}
+# Templates whose rule must fire, with the real address (and the real account in {u}), whatever
+# the client writes into the other slots: the program's own structure always identifies the
+# client there, so an attacker must not be able to hide from these rules either.
+ALWAYS_FOUND = {
+    "postfix.sasl-auth-failed", "postfix.sasl-login-sender", "postfix.relay-denied", "postfix.relay-denied-454",
+    "postfix.user-unknown", "postfix.sender-domain-not-found", "postfix.reject-other",
+    "dovecot.auth-failed", "dovecot.auth-failed-aborted", "dovecot.auth-failed-24-mech",
+    "dovecot.auth-failed-23-base64", "dovecot.auth-unfinished", "dovecot.login", "dovecot.login-24",
+    "dovecot-passdb.verbose-password", "dovecot-passdb.next-passdb", "dovecot-passdb.password-mismatch-24",
+    "sendmail.auth-failed", "sendmail.auth-failed-ident", "sendmail.relaying-denied",
+    "sendmail.relaying-denied-ident", "sendmail.relaying-denied-bare", "sendmail.check-rcpt", "sendmail.check-mail",
+    "sendmail-queue.queued", "sendmail-queue.queued-quoted",
+}
+# Real account names (dovecot's default auth_username_chars), RFC 1413 names as sendmail keeps them.
+account = st.from_regex(r"[a-z0-9][a-z0-9._@-]{0,24}", fullmatch=True)
+ident = st.from_regex(r"[A-Za-z0-9!#$%&'*+./^_`{|}~-]{1,24}", fullmatch=True)
 
 
 def line(program: str, message: str, ip: str, slots: dict[str, str]) -> bytes:
@@ -152,12 +190,45 @@ def test_every_shipped_rule_has_a_template() -> None:
     assert not missing, missing
 
 
+def imitations(message: str) -> list[str]:
+    """What an attacker who knows the line's format writes into a slot: the rest of the line as
+    the program would write it after that slot (and the start of it before), with a forged
+    address where the real one goes, in IPv4, IPv6 and sendmail's `IPv6:` form."""
+    out = []
+    for forged in ("6.6.6.6", "2001:db8::666", "IPv6:2001:db8::666"):
+        values = {**HARMLESS, "ip": forged}
+        for slot in "abcdu":
+            mark = "{" + slot + "}"
+            at = message.find(mark)
+            if at < 0:
+                continue
+            after = message[at + len(mark):].format(**values)
+            before = message[:at].format(**values)
+            out += [after, after + "x", before, before + "x" + after, after.split(", ")[0] + ", "]
+    return out
+
+
+def attacker_text(message: str) -> st.SearchStrategy[str]:
+    own = imitations(message) or _FRAGMENTS
+    pieces = st.one_of(st.sampled_from(_FRAGMENTS), st.sampled_from(own), st.text(alphabet=_ALPHABET, max_size=6))
+    return st.one_of(hostile, st.lists(pieces, max_size=6).map("".join))
+
+
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(a=hostile, b=hostile, c=hostile, d=hostile, h=dns_name, v6=st.booleans())
-def test_attacker_text_never_moves_the_address(name: str, a: str, b: str, c: str, d: str, h: str, v6: bool) -> None:
-    program, message, _rule = TEMPLATES[name]
+@given(data=st.data(), h=dns_name, u=account, i=ident, v6=st.booleans())
+def test_attacker_text_never_moves_the_address(name: str, data: st.DataObject, h: str, u: str, i: str,
+                                                v6: bool) -> None:
+    program, message, rule = TEMPLATES[name]
+    text = attacker_text(message)
+    slots = {k: data.draw(text, label=k) for k in "abcd"}
     real = REAL6 if v6 else REAL4
-    raw = line(program, message, real, {"a": a, "b": b, "c": c, "d": d, "h": h})
-    for event in events(raw):
+    raw = line(program, message, real, {**slots, "h": h, "u": u, "i": i})
+    found = events(raw)
+    for event in found:
         assert event.ip in (None, real), (name, event.filter, event.rule, event.ip, raw)
+        if "{u}" in message and event.user is not None and f"{event.filter}.{event.rule}" == rule:
+            assert event.user == u, (name, event.user, u, raw)
+    if name in ALWAYS_FOUND and "\n" not in "".join(slots.values()):
+        mine = [e for e in found if f"{e.filter}.{e.rule}" == rule or e.filter == rule.split(".")[0]]
+        assert any(e.ip == real for e in mine) or any(e.ip is None and e.queue_id for e in mine), (name, found, raw)
