@@ -31,3 +31,17 @@ def test_every_shipped_rule_has_a_sample() -> None:
                 covered.add(part.split(" ")[0])
     rules = {f"{f.name}.{r.id}" for f in fset.filters for r in f.rules}
     assert rules - covered == set(), f"rules without a sample line: {sorted(rules - covered)}"
+
+
+def test_red_team_captures_never_name_a_forged_address() -> None:
+    """The real lines captured for issue 20 carry forged addresses in client text (192.0.2.0/24,
+    2001:db8::/32); every event the filters make of them names the real client (127.0.0.0/8)."""
+    import ipaddress
+
+    fset = all_filters()
+    for path in sorted(SAMPLES.glob("*-redteam.log")):
+        for lineno, _expected, actual in expected_and_actual(path, fset):
+            for part in actual.split(" ; "):
+                ip = next((w[3:] for w in part.split(" ") if w.startswith("ip=")), None)
+                if ip is not None:
+                    assert ipaddress.ip_address(ip).is_loopback, (path.name, lineno, part)

@@ -128,9 +128,8 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "sendmail.auth-failed-ident": ("sm-mta", "6AMBBxgF023550: AUTH failure (PLAIN): authentication failure (-13) SASL(-13): authentication failure: Password verification failed, user={a}, relay={i}@[{ip}]", "sendmail.auth-failed"),
     "sendmail.relaying-denied-ident": ("sm-mta", "6AMBCBPc023785: ruleset=check_rcpt, arg1=<{a}>, relay={i}@{h} [{ip}], reject=550 5.7.1 <{a}>... Relaying denied. Proper authentication required.", "sendmail.relaying-denied"),
     "sendmail.relaying-denied-bare": ("sm-mta", "6AMBCBPc023785: ruleset=check_rcpt, arg1={a}, relay=[{ip}], reject=450 4.4.0 {a}... Relaying temporarily denied. Cannot resolve PTR record for {ip}", "sendmail.relaying-denied"),
-    "sendmail.check-rcpt-single": ("sm-mta", "6AMBCBPc023785: ruleset=check_rcpt, arg1=<{a}>, relay=[{ip}], reject=550 5.7.1 Access denied", "sendmail.check-rcpt-single"),
-    "sendmail.check-mail-single": ("sm-mta", "6AMBCBPc023785: ruleset=check_mail, arg1=<{b}>, relay=[{ip}], reject=553 5.7.1 Access denied", "sendmail.check-mail-single"),
     "sendmail.smtp-attack-ident": ("sm-mta", "6AMBCBPc023785: {i}@[{ip}]: possible SMTP attack: command=AUTH, count=3", "sendmail.smtp-attack"),
+    "sendmail-queue.queued-bare": ("sm-mta", "6APBLP2s018515: from={b}, size=0, class=0, nrcpts=0, proto=ESMTP, daemon=MTA-v4, relay=[{ip}]", "sendmail-queue.queued-bare"),
     "sendmail-queue.queued-quoted": ("sm-mta", "6APBLP2s018515: from=<{b}>, size=18, class=0, nrcpts=1, msgid=<{c}>, proto=ESMTP, daemon=MTA-v4, relay={i}@{h} [{ip}]", "sendmail-queue.queued"),
     "sendmail-queue.deferred-reply": ("sm-mta", "6APBLP2s018515: to=<{a}>, delay=00:00:05, xdelay=00:00:05, mailer=esmtp, pri=30277, relay=mx.example.net. [203.0.113.9], dsn=4.0.0, reply=451 4.3.0 {d}, stat=Deferred: 451 4.3.0 {d}", "sendmail-queue.deferred"),
     "sendmail-queue.bounced-reply": ("sm-mta", "6APBLP2s018515: to=<{a}>, delay=00:00:05, xdelay=00:00:05, mailer=esmtp, pri=30277, relay=mx.example.net. [203.0.113.9], dsn=5.1.1, reply=550 5.1.1 {d}, stat=User unknown", "sendmail-queue.bounced"),
@@ -229,6 +228,8 @@ def test_attacker_text_never_moves_the_address(name: str, data: st.DataObject, h
         assert event.ip in (None, real), (name, event.filter, event.rule, event.ip, raw)
         if "{u}" in message and event.user is not None and f"{event.filter}.{event.rule}" == rule:
             assert event.user == u, (name, event.user, u, raw)
-    if name in ALWAYS_FOUND and "\n" not in "".join(slots.values()):
+    # sendmail takes arguments of 255 bytes at most, echoes one of 203 or more shortened, and
+    # cuts msgid= to 100: the model's client stays within what the programs accept unchanged.
+    if name in ALWAYS_FOUND and "\n" not in "".join(slots.values()) and max(map(len, slots.values())) <= 100:
         mine = [e for e in found if f"{e.filter}.{e.rule}" == rule or e.filter == rule.split(".")[0]]
         assert any(e.ip == real for e in mine) or any(e.ip is None and e.queue_id for e in mine), (name, found, raw)

@@ -42,13 +42,14 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
     "IP": (rf"(?:IPv6:)?{_IP}", frozenset({"ip"})),
     # sendmail `relay=[ip]`, `relay=host [ip]`, `relay=host [ip] (may be forged)`
     # The value is sendmail's $_ macro: `[ident@]host [ip]` or `[ident@][ip]`, then ` (may be
-    # forged)`. The RFC 1413 ident name is the client's choice, but sendmail keeps only letters,
-    # digits and !#$%&'*+-./^_`{|}~ of it (cleanstrcpy); the host is the reverse DNS name, which
-    # the resolver accepted as a host name. So the value holds no space but the one before the
+    # forged)`; the ident is `IDENT:name` with some OSTYPEs. The RFC 1413 ident name is the
+    # client's choice, but sendmail drops spaces, commas, brackets, `=`, `@` and `>` from it and
+    # cuts it to 99 characters (seen on the real sendmail, tests/filters/sendmail-redteam.log);
+    # the host is the reverse DNS name, which the resolver accepted as a host name. So the value holds no space but the one before the
     # bracket, no comma, no bracket but the address's, and ends with the address: a value cut
     # short (`relay=%.100s` with a long ident or host) holds no `]` and gives no address.
     "SMRELAY": (
-        rf"(?:[\w!#$%&'*+./^`{{|}}~-]{{1,128}}@)?(?:(?P<host>[^\s\[\],@]+) )?\[(?:IPv6:)?{_IP}\]"
+        rf"(?:(?:IDENT:)?[\w.!#$%&'*+/^`{{|}}~-]{{1,128}}@)?(?:(?P<host>[^\s\[\],@]+) )?\[(?:IPv6:)?{_IP}\]"
         r"(?: \(may be forged\))?",
         frozenset({"host", "ip"}),
     ),
@@ -57,8 +58,12 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
     # repeat exactly what <ARG> took, so a forged `, relay=[x], reject=...` inside the argument
     # cannot end it early: the text before the real relay and the text after the real reply
     # code must be the same string. Bounded, so that trying every split stays cheap.
-    "ARG": (r"(?P<arg>[^\n]{0,2048})", frozenset({"arg"})),
-    "ECHO": (r"(?P=arg)", frozenset()),
+    # sendmail shortens an echo of 203 characters or more to its first 100, `...` and its last
+    # 100 (arg1 stays whole; it accepts 255 at most): the long form is tried first, so the
+    # longest split that the echo confirms wins.
+    "ARG": (r"(?:(?P<arghead>[^\n]{100})[^\n]{3,2048}(?P<argtail>[^\n]{100})|(?P<arg>[^\n]{0,202}))",
+            frozenset({"arg"})),
+    "ECHO": (r"(?:(?P=arg)|(?P=arghead)\.\.\.(?P=argtail))", frozenset()),
     # How many times the line says it happened (`5 attempts`): the event counts that many.
     "COUNT": (r"(?P<count>\d{1,6})", frozenset({"count"})),
     "HOST": (_HOST, frozenset()),

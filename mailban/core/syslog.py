@@ -51,6 +51,8 @@ _new_header = tuple.__new__
 # `host prog[pid]: ` with a plain program name and a numeric pid (or none), as the step-by-step
 # split in parse() would cut it: host up to 255 bytes, the tag and its colon within MAX_TAG.
 _HOST_TAG = re.compile(rb"([^ :]{1,255}) ([^ \[\]():]+)(?:\[([0-9]+)\])?: ").match
+# `auth(user,ip,...)` but not dovecot 2.3's `auth-worker(1234): ` (a pid)
+_DOVECOT24_AUTH = re.compile(rb"(auth(?:-worker)?)\((?![0-9]+\): )").match
 # `.123456` or `,123` after the seconds of an RFC 3339 stamp (the digits may be missing).
 _FRACTION = re.compile(rb"[.,](\d*)").match
 
@@ -137,6 +139,12 @@ class SyslogParser:
         if m is not None and m.end() - m.start(2) <= MAX_TAG + 1:
             host, tag, pid = m.groups()
             return _new_header(Header, (when, host, tag, pid, m.end()))
+        # dovecot 2.4's own log file names an auth request in its tag, user name included:
+        # `auth(user,ip,sasl:plain)<session>: Info: ...`. The user name may hold spaces and
+        # colons, so the tag cannot be cut; the whole text is the message, from `auth`.
+        auth24 = _DOVECOT24_AUTH(line, pos)
+        if auth24 is not None:
+            return _new_header(Header, (when, None, auth24.group(1), None, pos))
         # `host prog[pid]: msg`, or `prog: msg` with no host (dovecot log_path files)
         find = line.find
         sp = find(b" ", pos, pos + 256)
