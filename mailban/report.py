@@ -48,12 +48,7 @@ class JailReport:
         key = event.key(spec.key)
         if key is None or key in spec.ignorekeys:
             return
-        if spec.count == "recipients":
-            weight = event.recipients or 0
-        elif spec.count == "score":
-            weight = spec.weight_of(event, weights) * event.count
-        else:
-            weight = event.count  # a line that reports N attempts counts N times
+        weight = spec.weight(event, weights)
         if weight <= 0:
             return
         entries = self.times.get(key)

@@ -231,5 +231,5 @@ def test_attacker_text_never_moves_the_address(name: str, data: st.DataObject, h
     # sendmail takes arguments of 255 bytes at most, echoes one of 203 or more shortened, and
     # cuts msgid= to 100: the model's client stays within what the programs accept unchanged.
     if name in ALWAYS_FOUND and "\n" not in "".join(slots.values()) and max(map(len, slots.values())) <= 100:
-        mine = [e for e in found if f"{e.filter}.{e.rule}" == rule or e.filter == rule.split(".")[0]]
+        mine = [e for e in found if e.filter == rule.split(".")[0]]
         assert any(e.ip == real for e in mine) or any(e.ip is None and e.queue_id for e in mine), (name, found, raw)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 from typing import Iterator
 
 from mailban.core.filters import FilterSet, Rule
-from tests.filter_samples import SAMPLES
+from mailban.core.syslog import SyslogParser
+from tests.filter_samples import NOW, SAMPLES
 
 _SEPARATORS = set(b" ,;:=<>()[]\"'")
 _MAX_SEGMENT = 96
@@ -39,8 +39,6 @@ def seeds(fset: FilterSet, templates: dict[str, tuple[str, str, str | None]],
             # a reply before the status, another field
             for tail in (" (x", " (x)", ", reply=550 x", ", x=y"):
                 out[rule].append((program.encode(), (text + tail).encode()))
-    from mailban.core.syslog import SyslogParser
-    from tests.filter_samples import NOW
     parser = SyslogParser(NOW)
     for path in sorted(SAMPLES.glob("*.log")):
         expect = None

@@ -126,6 +126,15 @@ class JailSpec:
             text += " [OBSERVE MODE: nothing is acted on]"
         return text
 
+    def weight(self, event: Event, table: dict[str, int]) -> int:
+        """What an event adds to its key's window: its recipients (count = "recipients"), its
+        points times the attempts its line reports ("score"), or those attempts ("events")."""
+        if self.count == "recipients":
+            return event.recipients or 0
+        if self.count == "score":
+            return self.weight_of(event, table) * event.count
+        return event.count
+
     def weight_of(self, event: Event, table: dict[str, int]) -> int:
         """An event's points: by filter.rule, else rule, else filter, else kind; 1 otherwise."""
         for name in (f"{event.filter}.{event.rule}", event.rule, event.filter, event.kind):
@@ -259,12 +268,7 @@ class Jail:
                 return self._ban_followers(key, event, now, until) if spec.ban_ips else []
             del self.banned[key]
             self.ban_started.pop(key, None)
-        if spec.count == "recipients":
-            weight = event.recipients or 0
-        elif spec.count == "score":
-            weight = spec.weight_of(event, self.weights) * event.count
-        else:
-            weight = event.count  # a line that reports N attempts counts N times
+        weight = spec.weight(event, self.weights)
         if weight <= 0:
             return []
         horizon = event.time - spec.findtime

@@ -40,14 +40,15 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
     "CLIENT": (rf"(?P<host>{_HOST})\[{_IP}\]", frozenset({"host", "ip"})),
     # a bare address, e.g. after `rip=` (dovecot) or inside `[...]` (postscreen)
     "IP": (rf"(?:IPv6:)?{_IP}", frozenset({"ip"})),
-    # sendmail `relay=[ip]`, `relay=host [ip]`, `relay=host [ip] (may be forged)`
-    # The value is sendmail's $_ macro: `[ident@]host [ip]` or `[ident@][ip]`, then ` (may be
-    # forged)`; the ident is `IDENT:name` with some OSTYPEs. The RFC 1413 ident name is the
-    # client's choice, but sendmail drops spaces, commas, brackets, `=`, `@` and `>` from it and
-    # cuts it to 99 characters (seen on the real sendmail, tests/filters/sendmail-redteam.log);
-    # the host is the reverse DNS name, which the resolver accepted as a host name. So the value holds no space but the one before the
-    # bracket, no comma, no bracket but the address's, and ends with the address: a value cut
-    # short (`relay=%.100s` with a long ident or host) holds no `]` and gives no address.
+    # sendmail `relay=[ip]`, `relay=host [ip]`, `relay=host [ip] (may be forged)`. The value is
+    # sendmail's $_ macro: `[ident@]host [ip]` or `[ident@][ip]`, then ` (may be forged)`; the
+    # ident is `IDENT:name` with some OSTYPEs. The RFC 1413 ident name is the client's choice,
+    # but sendmail drops spaces, commas, brackets, `=`, `@` and `>` from it and cuts it to 99
+    # characters (seen on the real sendmail, tests/filters/sendmail-redteam.log); the host is the
+    # reverse DNS name, which the resolver accepted as a host name. So the value holds no space
+    # but the one before the bracket, no comma, no bracket but the address's, and ends with the
+    # address: a value cut short (`relay=%.100s` with a long ident or host) holds no `]` and
+    # gives no address.
     "SMRELAY": (
         rf"(?:(?:IDENT:)?[\w.!#$%&'*+/^`{{|}}~-]{{1,128}}@)?(?:(?P<host>[^\s\[\],@]+) )?\[(?:IPv6:)?{_IP}\]"
         r"(?: \(may be forged\))?",

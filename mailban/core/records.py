@@ -79,8 +79,8 @@ class _EventFields(NamedTuple):
     source: str = ""
     lineno: int = 0
     line: str = ""
-    # How many times the line says the thing happened: dovecot's `(auth failed, 5 attempts ...)`,
-    # rsyslog's `message repeated 18 times: [...]`. Jails count an event `count` times.
+    # How many times the line says the thing happened (a rule's <COUNT>, e.g. dovecot's
+    # `(auth failed, 5 attempts ...)`); jails count an event `count` times.
     count: int = 1
 
 
