@@ -252,6 +252,7 @@ def sendmail_events(tmp_path_factory) -> Events:
             ["rcpts", sm.MAIL_REJECT, "spam@spammer.example", ["root@mx.example.test"]],
             ["rcpts", sm.RCPT_REJECT, "ok@sender.example", ["victim@blocked.example.net"]],
             ["smtp_auth", sm.HOSTILE, "PLAIN", "x, relay=[6.6.6.6]", "wrong"],
+            ["smtp_auth", sm.FOLDED, "PLAIN", "alice", "wrong", "client.example.test", FOLDED_TRIES],
         ])
         mta.wait_for_log(f"[{sm.HOSTILE}] did not issue MAIL")
     finally:
@@ -280,3 +281,14 @@ def test_sendmail_successful_login_is_no_failure(sendmail_events: Events) -> Non
 
 def test_sendmail_forged_address_never_used(sendmail_events: Events) -> None:
     assert not sendmail_events.at(FORGED)
+
+
+FOLDED_TRIES = 7
+
+
+def test_sendmail_failures_folded_by_rsyslog_count_every_copy(sendmail_events: Events) -> None:
+    """Seven failed AUTHs in one session: rsyslog logs the first and folds the rest into
+    `message repeated 6 times: [ ...]`; the events must still add up to seven."""
+    found = sendmail_events.find("sendmail.auth-failed", _sm().FOLDED)
+    assert any(e["count"] > 1 for e in found), sendmail_events.describe(_sm().FOLDED)
+    assert sum(e["count"] for e in found) == FOLDED_TRIES, sendmail_events.describe(_sm().FOLDED)

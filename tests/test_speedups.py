@@ -151,6 +151,15 @@ HOSTILE = [
     b"Nov 20 08:00:01 mx dovecot: imap-login: Login: user=<\xff>, method=PLAIN, rip=192.0.2.9, lip=192.0.2.1",
     b"2026-11-20T08:00:01.123456+00:00 mx postfix/qmgr[2]: BCDEF12345: removed",
 ]
+# rsyslog folds, real and malformed: the C loops hand them to syslog.unfold as FilterSet.match does
+_SASL = b"warning: unknown[192.0.2.45]: SASL LOGIN authentication failed: x"
+HOSTILE += [b"Nov 20 08:00:01 mx postfix/smtpd[1]: " + fold for fold in (
+    b"message repeated 18 times: [ " + _SASL + b"]", b"message repeated 2 times: [" + _SASL + b"]",
+    b"message repeated 999999999 times: [ " + _SASL + b"]", b"message repeated 0 times: [ " + _SASL + b"]",
+    b"message repeated 3 times: [ " + _SASL, b"message repeated 3 times: []", b"message repeated 3 times: [ ]",
+    b"message repeated 3 times: [ message repeated 4 times: [ " + _SASL + b"]]",
+    b"message repeated  times: [ " + _SASL + b"]", b"message repeated 3 times: [ \xff" + _SASL + b"]",
+    b"message repeated 3 times: [ " + _SASL + b"]" * 3, b"message repeated ")]
 HOSTILE += [stamp + b" mx postfix/qmgr[2]: ABCDE12345: removed" for stamp in RFC_STAMPS]
 HOSTILE += [stamp + b" mx postfix/smtpd[1]: warning: unknown[192.0.2.44]: SASL LOGIN authentication failed: x"
             for stamp in RFC_STAMPS]

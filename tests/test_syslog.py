@@ -60,3 +60,49 @@ def test_never_raises(data: bytes) -> None:
     p.parse(data)
     p.parse(b"Nov 20 08:00:01 " + data)
     p.parse(b"2026-11-20T08:00:01Z " + data)
+
+
+# --- rsyslog's repeat folding ------------------------------------------------------------------
+FOLD_HEAD = b"Dec  3 10:32:34 vm postfix/smtpd[17169]: "
+SASL = b"warning: unknown[127.0.0.170]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"
+
+
+def _unfold(message: bytes) -> tuple[bytes, int] | None:
+    from mailban.core.syslog import unfold
+
+    line = FOLD_HEAD + message
+    header = SyslogParser(NOW).parse(line)
+    assert header is not None and header.msg_start == len(FOLD_HEAD)
+    return unfold(line, header.msg_start)
+
+
+def test_unfold_gives_the_line_rsyslog_held_back_and_its_copies() -> None:
+    assert _unfold(b"message repeated 18 times: [ " + SASL + b"]") == (FOLD_HEAD + SASL, 18)
+    # the message's own brackets stay; only rsyslog's closing one goes
+    assert _unfold(b"message repeated 2 times: [ a [x] b]]") == (FOLD_HEAD + b"a [x] b]", 2)
+    # a message cut at 800 bytes still ends with rsyslog's bracket
+    assert _unfold(b"message repeated 3 times: [ " + b"x" * 800 + b"]") == (FOLD_HEAD + b"x" * 800, 3)
+
+
+def test_unfold_refuses_what_rsyslog_does_not_write() -> None:
+    for message in (SASL, b"message repeated 0 times: [ " + SASL + b"]",
+                    b"message repeated 3 times: [ " + SASL,  # no closing bracket
+                    b"message repeated x times: [ " + SASL + b"]",
+                    b"message repeated 1234567890 times: [ " + SASL + b"]",  # more than 9 digits
+                    b"warning: message repeated 3 times: [ " + SASL + b"]"):  # not at the start
+        assert _unfold(message) is None, message
+
+
+def test_a_fold_counts_its_copies_in_the_jail() -> None:
+    """The first copy plus `message repeated 18 times` is 19 failures: the default jail
+    (maxretry 5) bans at the fold, which explain shows as logged."""
+    from mailban import config
+    from mailban.core.syslog import utc_to_epoch
+
+    pipe = config.load(None).pipeline(NOW, utc_to_epoch)
+    sasl = SASL.replace(b"127.0.0.170", b"198.51.100.7")  # loopback is never banned
+    assert pipe.feed(FOLD_HEAD + sasl)[1] == []
+    events, bans = pipe.feed(FOLD_HEAD + b"message repeated 18 times: [ " + sasl + b"]")
+    assert [(e.ip, e.count) for e in events] == [("198.51.100.7", 18)]
+    assert [(b.key, b.count) for b in bans] == [("198.51.100.7", 19)]
+    assert bans[0].lines[-1].startswith("Dec  3 10:32:34 vm postfix/smtpd[17169]: message repeated 18 times: [ ")

@@ -158,7 +158,7 @@ new_header(PyTypeObject *type, PyObject *when, PyObject *host, PyObject *tag, Py
 typedef struct {
     PyObject *parser;  /* the SyslogParser; the five below are its (owned) */
     PyObject *bsd_cache, *bsd_time, *iso_cache, *iso_time, *parse;
-    PyObject *dispatch, *rules_for, *ip_cache, *ip_fn, *header_type;
+    PyObject *dispatch, *rules_for, *ip_cache, *ip_fn, *unfold, *refold, *header_type;
 } Ctx;
 
 static void
@@ -681,6 +681,10 @@ typedef struct {
     const char *s;
     Py_ssize_t n;
     Line h;
+    /* an rsyslog fold (syslog.unfold): `line` is the line it stands for, `shown` the line as
+     * logged (owned), `times` the copies; shown NULL otherwise */
+    PyObject *shown;
+    Py_ssize_t times;
 } Scan;
 
 /* ctx: FilterSet.scan_context(parser), with the Header type after it for match_lines(). */
@@ -691,10 +695,10 @@ scan_open(Scan *sc, PyObject *lines, PyObject *ctx_t, Py_ssize_t lineno, int wit
     sc->lineno = lineno;
     Ctx *x = &sc->x;
     int ok = with_header_type
-        ? PyArg_ParseTuple(ctx_t, "OO!OO!OO", &x->parser, &PyDict_Type, &x->dispatch, &x->rules_for,
-                           &PyDict_Type, &x->ip_cache, &x->ip_fn, &x->header_type)
-        : PyArg_ParseTuple(ctx_t, "OO!OO!O", &x->parser, &PyDict_Type, &x->dispatch, &x->rules_for,
-                           &PyDict_Type, &x->ip_cache, &x->ip_fn);
+        ? PyArg_ParseTuple(ctx_t, "OO!OO!OOOO", &x->parser, &PyDict_Type, &x->dispatch, &x->rules_for,
+                           &PyDict_Type, &x->ip_cache, &x->ip_fn, &x->unfold, &x->refold, &x->header_type)
+        : PyArg_ParseTuple(ctx_t, "OO!OO!OOO", &x->parser, &PyDict_Type, &x->dispatch, &x->rules_for,
+                           &PyDict_Type, &x->ip_cache, &x->ip_fn, &x->unfold, &x->refold);
     if (!ok)
         return -1;
     if (with_header_type && !PyType_Check(x->header_type)) {
@@ -717,6 +721,43 @@ scan_release(Scan *sc)
     Py_CLEAR(sc->groups);
     Py_CLEAR(sc->h.header);
     Py_CLEAR(sc->line);
+    Py_CLEAR(sc->shown);
+    sc->times = 1;
+}
+
+/* FilterSet.match's check for rsyslog's fold: when the current line is `message repeated N
+ * times: [ msg]`, match the line it stands for instead (syslog.unfold decides; rare, so the
+ * Python function is called rather than copied). 0, or -1 with an error set. */
+static int
+scan_unfold(Scan *sc)
+{
+    static const char repeated[] = "message repeated ";
+    Py_ssize_t k = sizeof repeated - 1;
+    if (sc->n - sc->h.msg < k || memcmp(sc->s + sc->h.msg, repeated, (size_t)k) != 0)
+        return 0;
+    PyObject *folded = PyObject_CallFunctionObjArgs(sc->x.unfold, sc->line, sc->start, NULL);
+    if (folded == NULL)
+        return -1;
+    if (folded == Py_None) {
+        Py_DECREF(folded);
+        return 0;
+    }
+    PyObject *inner, *times;
+    if (!PyArg_ParseTuple(folded, "O!O!", &PyBytes_Type, &inner, &PyLong_Type, &times)) {
+        Py_DECREF(folded);
+        return -1;
+    }
+    sc->times = PyLong_AsSsize_t(times);
+    if (sc->times == -1 && PyErr_Occurred()) {
+        Py_DECREF(folded);
+        return -1;
+    }
+    sc->shown = sc->line;  /* the reference moves */
+    sc->line = Py_NewRef(inner);
+    sc->s = PyBytes_AS_STRING(inner);
+    sc->n = PyBytes_GET_SIZE(inner);
+    Py_DECREF(folded);
+    return 0;
 }
 
 /* 1: the next line with a header is current; 0: no more lines; -1: error. */
@@ -742,7 +783,8 @@ scan_next(Scan *sc)
         sc->parsed++;
         if ((sc->groups = groups_for(&sc->x, sc->h.tag)) == NULL)
             return -1;
-        if (PyTuple_GET_SIZE(sc->groups) > 0 && (sc->start = PyLong_FromSsize_t(sc->h.msg)) == NULL)
+        if (PyTuple_GET_SIZE(sc->groups) > 0 &&
+            ((sc->start = PyLong_FromSsize_t(sc->h.msg)) == NULL || scan_unfold(sc) < 0))
             return -1;
         return 1;
     }
@@ -833,7 +875,7 @@ line_item(Scan *sc, PyObject *number, PyObject *events)
     PyObject *header = header_of(sc->x.header_type, &sc->h, sc->s);
     if (header == NULL)
         return NULL;
-    PyObject *item = PyTuple_Pack(5, sc->h.when, number, sc->line, header, events);
+    PyObject *item = PyTuple_Pack(5, sc->h.when, number, sc->shown != NULL ? sc->shown : sc->line, header, events);
     Py_DECREF(header);
     return item;
 }
@@ -865,6 +907,17 @@ match_lines(PyObject *module, PyObject *args)
             if (event == NULL || (event != Py_None && PyList_Append(events, event) < 0))
                 more = -1;
             Py_XDECREF(event);
+        }
+        if (more > 0 && sc.shown != NULL && PyList_GET_SIZE(events) > 0) {
+            /* refolded(events, times, line as logged): the counts and the line a fold stands for */
+            PyObject *times = PyLong_FromSsize_t(sc.times);
+            PyObject *fixed = times == NULL ? NULL
+                : PyObject_CallFunctionObjArgs(sc.x.refold, events, times, sc.shown, NULL);
+            Py_XDECREF(times);
+            if (fixed == NULL)
+                more = -1;
+            else
+                Py_SETREF(events, fixed);
         }
         if (more > 0 && (PyList_GET_SIZE(events) > 0 || all_lines)) {
             PyObject *item = line_item(&sc, number, events);

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from .errors import ConfigError
 from .patterns import CompiledPattern, PatternError, compile_pattern
 from .records import KINDS, STATUSES, Event, normalize_ip
-from .syslog import Header
+from .syslog import REPEATED, Header, unfold
 from .tomldoc import TomlDoc
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -197,11 +197,6 @@ class FilterSet:
             self._dispatch[program] = groups
         return groups
 
-    def scan_context(self, parser: Any) -> tuple[Any, ...]:
-        """What the C loops of `_speedups` (tally, match_lines) read from the parser and these
-        filters: (parser, dispatch table, rules_for, the address cache, its conversion)."""
-        return parser, self._dispatch, self.rules_for, _ip_cache, _ip
-
     def match(self, line: bytes, header: Header, source: str = "", lineno: int = 0) -> list[Event]:
         """The events a line produces: at most one per filter, in filter order."""
         groups = self._dispatch.get(header.program)
@@ -209,8 +204,14 @@ class FilterSet:
             groups = self.rules_for(header.program)
         if not groups:
             return []
-        events: list[Event] = []
         start = header.msg_start
+        shown = None
+        if line.startswith(REPEATED, start):  # rsyslog's fold: match the line it stands for
+            folded = unfold(line, start)
+            if folded is not None:
+                shown = line
+                line, times = folded
+        events: list[Event] = []
         for combined, markers, joined, rules, _ in groups:
             if combined is not None:
                 m = combined(line, start)
@@ -226,7 +227,23 @@ class FilterSet:
                 event = _one_by_one(rules, 0, line, header, source, lineno)
             if event is not None:
                 events.append(event)
-        return events
+        return events if shown is None else refolded(events, times, shown)
+
+    def scan_context(self, parser: Any) -> tuple[Any, ...]:
+        """What the C loops of `_speedups` (tally, match_lines) read from the parser and these
+        filters: (parser, dispatch table, rules_for, the address cache, its conversion, and the
+        two halves of rsyslog's folds: syslog.unfold and refolded)."""
+        return parser, self._dispatch, self.rules_for, _ip_cache, _ip, unfold, refolded
+
+
+def refolded(results: list[Any], times: int, line: bytes) -> list[Any]:
+    """A folded line's events (see syslog.unfold): each counts `times` copies and shows the line
+    as logged, so `explain` shows the fold that made the count. A summary's Tallies (plain
+    tuples) count lines, and stay as they are."""
+    if not results:
+        return results
+    shown = line.decode("utf-8", "replace")
+    return [r._replace(count=r.count * times, line=shown) if isinstance(r, Event) else r for r in results]
 
 
 def _one_by_one(rules: tuple[Compiled, ...], first: int, line: bytes, header: Header,

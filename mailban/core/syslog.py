@@ -10,6 +10,8 @@ Formats understood:
 - postfix `maillog_file` (postlogd) writes the BSD form above, so it needs nothing special.
 - dovecot `log_path` files: `Nov 20 08:00:01 auth: Info: msg` (no host, no pid).
 Tags like `auth-worker(1234)` carry the pid in parentheses; both forms are split.
+- rsyslog's repeat folding (`$RepeatedMsgReduction on`): `host prog[pid]: message repeated 18
+  times: [ msg]` stands for 18 more copies of `msg`; `unfold` gives the line it stands for and N.
 
 Must never: raise on any input (garbage, NUL bytes, invalid UTF-8, 100 KB lines), read the clock,
 or decode the message. Security note: everything after the header is attacker-influenced text;
@@ -55,6 +57,23 @@ _HOST_TAG = re.compile(rb"([^ :]{1,255}) ([^ \[\]():]+)(?:\[([0-9]+)\])?: ").mat
 _DOVECOT24_AUTH = re.compile(rb"(auth(?:-worker)?)\((?![0-9]+\): )").match
 # `.123456` or `,123` after the seconds of an RFC 3339 stamp (the digits may be missing).
 _FRACTION = re.compile(rb"[.,](\d*)").match
+
+
+# rsyslog's fold, as rsyslog 8 writes it (`message repeated %d times: [%.800s]` around the message,
+# whose text starts with the space that followed the tag): only at the start of the message,
+# where the program's own text begins, so no client-written text can fold a line.
+REPEATED = b"message repeated "
+_FOLD = re.compile(rb"message repeated ([1-9][0-9]{0,8}) times: \[ ?").match
+
+
+def unfold(line: bytes, msg_start: int) -> tuple[bytes, int] | None:
+    """(the line rsyslog folded, how many copies it stands for) for a `message repeated N
+    times: [ msg]` line, else None. rsyslog cuts a long message at 800 bytes and still closes
+    the bracket, so the last `]` is always its own and the message's own brackets stay."""
+    m = _FOLD(line, msg_start)
+    if m is None or not line.endswith(b"]"):
+        return None
+    return line[:msg_start] + line[m.end():-1], int(m.group(1))
 
 
 # Converts a naive local time tuple (Y, M, D, h, m, s) to epoch seconds. The core defaults to

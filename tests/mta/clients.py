@@ -69,26 +69,32 @@ def swaks(host: str, port: int, src: str, *args: str) -> subprocess.CompletedPro
 
 
 def smtp_auth(host: str, port: int, src: str, mech: str, user: str, password: str,
-              helo: str = "client.example.test") -> bytes:
-    """EHLO, AUTH PLAIN or LOGIN with the given credentials, QUIT. Returns the AUTH answer."""
+              helo: str = "client.example.test", tries: int = 1) -> bytes:
+    """EHLO, AUTH PLAIN or LOGIN with the given credentials (`tries` times in the session), QUIT.
+    Returns the last AUTH answer."""
     with connect(host, port, src) as s:
         read_reply(s)
         s.sendall(f"EHLO {helo}\r\n".encode())
         read_reply(s)
-        if mech == "PLAIN":
-            token = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode())
-            s.sendall(b"AUTH PLAIN " + token + b"\r\n")
-            answer = read_reply(s)
-        else:
-            s.sendall(b"AUTH LOGIN\r\n")
-            read_reply(s)
-            s.sendall(base64.b64encode(user.encode()) + b"\r\n")
-            read_reply(s)
-            s.sendall(base64.b64encode(password.encode()) + b"\r\n")
-            answer = read_reply(s)
+        for _ in range(tries):
+            answer = _auth_once(s, mech, user, password)
         s.sendall(b"QUIT\r\n")
         read_reply(s)
     return answer
+
+
+def _auth_once(s: socket.socket, mech: str, user: str, password: str) -> bytes:
+    """One AUTH PLAIN (initial response) or AUTH LOGIN exchange; the server's answer."""
+    if mech == "PLAIN":
+        token = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode())
+        s.sendall(b"AUTH PLAIN " + token + b"\r\n")
+        return read_reply(s)
+    s.sendall(b"AUTH LOGIN\r\n")
+    read_reply(s)
+    s.sendall(base64.b64encode(user.encode()) + b"\r\n")
+    read_reply(s)
+    s.sendall(base64.b64encode(password.encode()) + b"\r\n")
+    return read_reply(s)
 
 
 def rcpts(host: str, port: int, src: str, sender: str, recipients: list[str],

@@ -8,6 +8,8 @@ host or with other tests:
   - rsyslogd listens on a socket in the work directory instead of /dev/log; sendmail runs in the
     mount namespace `ip netns exec` creates, where that socket is bind-mounted over /dev/log
     (an empty placeholder /dev/log is created on the host only if none exists, and removed);
+  - rsyslogd folds repeated lines (`$RepeatedMsgReduction on`, as many hosts configure it), so
+    the tests see `message repeated N times: [ ...]` as such hosts write it;
   - greet_pause is 300 ms instead of 1 s, and 0 for 127.0.0.1; blocklist_recipients makes
     `To:` access entries reject (a check_rcpt reject other than relaying).
 /etc/sasl2/Sendmail.conf is the one file cyrus-sasl insists on: an existing one is saved and
@@ -50,6 +52,7 @@ MAIL_REJECT = "127.0.0.48"
 RCPT_REJECT = "127.0.0.49"   # has a hosts entry too (a client without PTR gets the 450 first)
 LOGIN_OK = "127.0.0.50"
 HOSTILE = "127.0.0.51"
+FOLDED = "127.0.0.53"        # one session of repeated AUTH failures: rsyslog folds the copies
 
 
 def available() -> str | None:
@@ -152,6 +155,7 @@ MAILER(`smtp')dnl
 global(workDirectory="{w}")
 module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket="{self.sock}" CreatePath="off")
+$RepeatedMsgReduction on
 $template Trad,"%TIMESTAMP% %HOSTNAME% %syslogtag%%msg:::sp-if-no-1st-sp%%msg:::drop-last-lf%\\n"
 mail.*\t{self.log};Trad
 """)
