@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log", help="log file, or - for standard input")
     p.add_argument("filters", nargs="*", metavar="FILTER", help="filter names or .toml files (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object per event")
+    p.add_argument("--missed", action="store_true",
+                   help="instead, the lines of the programs the filters cover that no rule matched, grouped by shape")
     p.add_argument("--jobs", type=int, metavar="N", default=None,
                    help="worker processes for the summary of a large file (default: one per CPU)")
     _add_config(p)
@@ -129,6 +131,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return daemon.run()
 
 
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush of it
+    does not fail again."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -145,7 +155,17 @@ def cmd_test(args: argparse.Namespace) -> int:
         if args.jobs is not None and args.jobs < 1:
             print("mailban: --jobs must be at least 1", file=sys.stderr)
             return 2
+        if args.missed:
+            import time
+
+            from .missed import collect, write_missed
+
+            write_missed(collect([args.log], filters, time.time()), args.json, sys.stdout)
+            return 0
         return run_test([args.log], filters, args.json, jobs=args.jobs)
+    except BrokenPipeError:  # `mailban test LOG | head`: the reader has seen enough
+        _quiet_stdout()
+        return 0
     except OSError as exc:
         print(f"mailban: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ import gc
 import heapq
 import json
 import os
+import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -89,7 +90,7 @@ def no_cycle_collection() -> Iterator[None]:
 def _test_summary(paths: list[str], filters: list[Filter], out: IO[str], jobs: int) -> int:
     tallies = TallySet(filters)
     now = time.time()
-    lines = parsed = matched = 0
+    lines = parsed = matched = missed = 0
     per_rule: dict[tuple[str, str, str], int] = {}
     per_ip: dict[str, int] = {}
     # Where each address was first counted, (file, line, event on the line): ties in "Top
@@ -111,11 +112,12 @@ def _test_summary(paths: list[str], filters: list[Filter], out: IO[str], jobs: i
             results = [tally_lines(progress.lines_of(iter_file_lines(path)), tallies, now)]
             whole = True
         offset = 0  # lines of this file in the ranges before
-        for r_lines, r_parsed, r_matched, r_rules, r_ips, r_first, pending in results:
+        for r_lines, r_parsed, r_matched, r_missed, r_rules, r_ips, r_first, pending in results:
             if not whole and progress.enabled:
                 progress.advance(range_bytes, r_lines)  # a range is done (ranges are of about equal size)
             parsed += r_parsed
             matched += r_matched
+            missed += r_missed
             for key, count in r_rules.items():
                 per_rule[key] = per_rule_get(key, 0) + count
             for ip, count in r_ips.items():
@@ -148,6 +150,10 @@ def _test_summary(paths: list[str], filters: list[Filter], out: IO[str], jobs: i
             write(f"  {per_ip[ip]:>9}  {ip}\n")
     else:
         write("\nNo line matched.\n")
+    if missed:
+        shown = " ".join(shlex.quote(p) for p in paths)
+        write(f"\nHint: {missed} lines of the programs the filters cover matched no rule and read like failures"
+              f" (fail, reject, denied, invalid, ...): `mailban test --missed {shown}` groups them by shape.\n")
     return 0
 
 
@@ -179,7 +185,7 @@ class ReadCount:
         self.last = 0.0
 
 
-def _file_events(path: str, parser: SyslogParser, filters: FilterSet, count: ReadCount,
+def file_events(path: str, parser: SyslogParser, filters: FilterSet, count: ReadCount,
                  all_lines: bool, progress: Progress | None) -> Iterator[tuple[float, int, bytes, Header, list[Event]]]:
     """One log's lines with events (with all_lines, every line with a header), matched a read
     chunk at a time by `_speedups.match_lines` where the C module is built."""
@@ -221,8 +227,8 @@ def matched_lines(paths: list[str], parser: SyslogParser, filters: FilterSet, co
     others first could change the merged order where a log's time goes backwards), and those
     without events are dropped after it."""
     if len(paths) == 1:
-        return _file_events(paths[0], parser, filters, count, False, progress)
-    merged = heapq.merge(*(_file_events(p, parser, filters, ReadCount(), True, progress) for p in paths),
+        return file_events(paths[0], parser, filters, count, False, progress)
+    merged = heapq.merge(*(file_events(p, parser, filters, ReadCount(), True, progress) for p in paths),
                          key=lambda item: item[0])
     return _counted(merged, count)
 

@@ -7,7 +7,8 @@
  *       goes to the Python parser, which decides it from scratch. So a line gets exactly the
  *       Header the Python parser gives it. read_header() is the same cut inside the loops.
  *
- *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same) -> (lineno, parsed, matched)
+ *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same)
+ *       -> (lineno, parsed, matched, missed lines that look like failures)
  *       scan.tally_lines' loop for `mailban test`'s summary: header, the filters covering the
  *       program (TallySet's dispatch table), each filter's first rule whose literal is in the
  *       line and whose regex matches (Python's own `re` objects, called from here, so every
@@ -650,6 +651,30 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
     return Py_NewRef(Py_None);
 }
 
+/* missed.FAILURE_STEMS, the words that make a line no rule matched look like a failure (the
+ * summary's hint to run `mailban test --missed`): lower case, compared with the message lowered. */
+static const char *const failure_stems[] = {
+    "fail", "reject", "denied", "invalid", "abort", "refus", "illegal", "disallow", "too many",
+    "unknown user", "user unknown", "error", "violation", "timeout", "timed out", "not allowed",
+    "mismatch", "no such", "not found", "blocked", "attack", "exceeded", "penalty", NULL};
+
+/* missed.looks_like_failure on s[0:n]: one of failure_stems in the text, ignoring ASCII case. */
+static int
+looks_like_failure(const char *s, Py_ssize_t n)
+{
+    char low[1024];
+    if (n > (Py_ssize_t)sizeof low)
+        n = sizeof low;  /* the words come early: a program's own text precedes long client text */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        low[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    for (const char *const *w = failure_stems; *w != NULL; w++)
+        if (contains(low, n, *w, (Py_ssize_t)strlen(*w)))
+            return 1;
+    return 0;
+}
+
 static int
 count_one(PyObject *dict, PyObject *key, Py_ssize_t by)
 {
@@ -837,7 +862,7 @@ static PyObject *
 tally(PyObject *module, PyObject *args)
 {
     PyObject *lines, *ctx_t, *per_rule, *per_ip, *first, *pending, *same;
-    Py_ssize_t lineno, matched = 0;
+    Py_ssize_t lineno, matched = 0, missed = 0;
     if (!PyArg_ParseTuple(args, "OnO!O!O!O!O!O!", &lines, &lineno, &PyTuple_Type, &ctx_t,
                           &PyDict_Type, &per_rule, &PyDict_Type, &per_ip, &PyDict_Type, &first,
                           &PyList_Type, &pending, &PyDict_Type, &same))
@@ -862,8 +887,14 @@ tally(PyObject *module, PyObject *args)
         }
         if (more < 0)
             break;
+        /* a line of a covered program that no rule matched, and that reads like a failure */
+        if (j == 0 && PyTuple_GET_SIZE(sc.groups) > 0) {
+            PyObject *as_logged = sc.shown != NULL ? sc.shown : sc.line;
+            if (looks_like_failure(PyBytes_AS_STRING(as_logged) + sc.h.msg, PyBytes_GET_SIZE(as_logged) - sc.h.msg))
+                missed++;
+        }
     }
-    PyObject *res = more < 0 ? NULL : Py_BuildValue("(nnn)", sc.lineno, sc.parsed, matched);
+    PyObject *res = more < 0 ? NULL : Py_BuildValue("(nnnn)", sc.lineno, sc.parsed, matched, missed);
     scan_close(&sc);
     return res;
 }
