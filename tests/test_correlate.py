@@ -108,3 +108,54 @@ def test_address_of_keeps_and_joins_as_process_does() -> None:
         joined = full.process(ev(t, kind, qid, ip=ip), hdr(host=host))
         assert slim.address_of(kind, qid, ip, host, t) == (joined is not None, joined.ip if joined else ip)
     assert list(slim.messages) == list(full.messages)
+
+
+# --- failures held until their session names the address (sendmail's cut `relay=%.100s`) -------
+def _pipeline(fast: bool):  # type: ignore[no-untyped-def]
+    from mailban.core.filters import FilterSet
+    from mailban.core.pipeline import Pipeline
+    from mailban.core.syslog import SyslogParser
+    from mailban.speedups import speedups
+    from tests.filter_samples import NOW, all_filters
+
+    c = speedups() if fast else None
+    return Pipeline(SyslogParser(NOW, fast=c), FilterSet(list(all_filters().filters)), [], fast=c)
+
+
+SM = b"Dec  3 09:44:30 vm sm-mta[21997]: "
+CUT = (b"6B39iUVH021997: AUTH failure (PLAIN): authentication failure (-13) SASL(-13): authentication failure: "
+       b"Password verification failed, user=alice, relay=" + b"m" * 60 + b".nnnnnnnnnnnnnnnnnnnnnn.example.net [127")
+END = b"6B39iUVH021997: " + b"m" * 60 + b".nnnnnnnnnnnnnnnnnnnnnn.example.net [198.51.100.61] did not issue MAIL/EXPN/VRFY/ETRN during connection to MTA-v4"
+
+
+def test_a_cut_failure_gets_the_address_its_session_names_later() -> None:
+    for fast in (False, True):
+        pipe = _pipeline(fast)
+        assert pipe.events(SM + CUT) == pipe.events(SM + CUT) == []  # held, twice
+        out = pipe.events(SM + END)
+        assert [(e.rule, e.ip, e.user) for e in out] == [
+            ("no-mail-command", "198.51.100.61", None),
+            ("auth-failed-cut", "198.51.100.61", "alice"), ("auth-failed-cut", "198.51.100.61", "alice")]
+        assert out[1].line.startswith("Dec  3 09:44:30 vm sm-mta[21997]: 6B39iUVH021997: AUTH failure")
+        assert pipe.correlator.held == {} and pipe.correlator.released == []
+
+
+def test_a_held_failure_never_takes_another_session_or_host() -> None:
+    for fast in (False, True):
+        pipe = _pipeline(fast)
+        pipe.events(SM + CUT)
+        other_qid = END.replace(b"6B39iUVH021997", b"6B39iUVH021998")
+        assert [e.rule for e in pipe.events(SM + other_qid)] == ["no-mail-command"]
+        other_host = (SM + END).replace(b" vm ", b" mx2 ")
+        assert [e.rule for e in pipe.events(other_host)] == ["no-mail-command"]
+        assert len(pipe.correlator.held) == 1
+
+
+def test_held_failures_are_bounded_in_time() -> None:
+    c = Correlator()
+    for n in range(5):
+        assert c.process(ev(n * 1000.0, "auth-failure", f"Q{n}"), hdr(b"sm-mta")) is None
+    assert sorted(c.held) == [(b"mail", "Q1"), (b"mail", "Q2"), (b"mail", "Q3"), (b"mail", "Q4")]
+    # a failure with an address, or an event of another kind, is never held
+    assert c.process(ev(5000.0, "auth-failure", "Q9", ip="192.0.2.1"), hdr(b"sm-mta")) is not None
+    assert c.process(ev(5000.0, "delivery", "Q8"), hdr(b"sm-mta")) is not None

@@ -125,6 +125,9 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "postfix.sasl-login-sender": ("postfix/submission/smtpd", "4F2A31C0D1: client={h}[{ip}], sasl_method=PLAIN, sasl_username={u}, sasl_sender=<{a}>", "postfix.sasl-login"),
     "postfix.relay-denied-454": ("postfix/smtpd", "NOQUEUE: reject: RCPT from {h}[{ip}]: 454 4.7.1 <{a}>: Relay access denied; from=<{b}> to=<{a}> proto=ESMTP helo=<{c}>", "postfix.relay-denied"),
     # sendmail: ident names, the AUTH failure's relay, the reply that does not echo the argument
+    # sendmail cut `relay=%.100s` before the address: no address on the line (the session's later
+    # line gives it, see correlate.py), and none that a user name could forge
+    "sendmail.auth-failed-cut": ("sm-mta", "6AMBBxgF023550: AUTH failure (PLAIN): authentication failure (-13) SASL(-13): authentication failure: {d}, user={a}, relay=" + "m" * 86 + ".example.net [", "sendmail.auth-failed-cut"),
     "sendmail.auth-failed-ident": ("sm-mta", "6AMBBxgF023550: AUTH failure (PLAIN): authentication failure (-13) SASL(-13): authentication failure: Password verification failed, user={a}, relay={i}@[{ip}]", "sendmail.auth-failed"),
     "sendmail.relaying-denied-ident": ("sm-mta", "6AMBCBPc023785: ruleset=check_rcpt, arg1=<{a}>, relay={i}@{h} [{ip}], reject=550 5.7.1 <{a}>... Relaying denied. Proper authentication required.", "sendmail.relaying-denied"),
     "sendmail.relaying-denied-bare": ("sm-mta", "6AMBCBPc023785: ruleset=check_rcpt, arg1={a}, relay=[{ip}], reject=450 4.4.0 {a}... Relaying temporarily denied. Cannot resolve PTR record for {ip}", "sendmail.relaying-denied"),

@@ -45,7 +45,8 @@
 static PyObject *str_group, *int_one;
 /* Interned names: Event kinds, and the attributes of Correlator and its Message records. */
 static PyObject *str_submission, *str_removed, *str_queued, *str_user, *str_uid, *str_ip, *str_sender,
-    *str_time, *str_remember, *str_messages, *str_sessions, *str_ttl, *str_max_messages, *str_dropped;
+    *str_time, *str_remember, *str_messages, *str_sessions, *str_ttl, *str_max_messages, *str_dropped,
+    *str_held, *str_unrecorded, *str_auth_failure, *str_reject, *str_rate_limit, *str_protocol;
 
 /* Cut `host prog[pid]: ` at `pos` exactly as syslog._HOST_TAG matches it, with parse()'s
  * MAX_TAG check. Returns 0 when the regex (or the check) would not accept the text. */
@@ -1217,6 +1218,33 @@ store_message(PyObject *correlator, PyObject *messages, PyObject *key, PyObject 
  * store_message() above; _remember_session and the Message class stay in Python, called from
  * here, as do the records themselves). Event fields by position: time 0, kind 1, ip 4,
  * user 5, uid 6, sender 7, queue id 8. */
+/* records.FAILURE_KINDS: 1, 0, or -1 with an error set */
+static int
+is_failure_kind(PyObject *kind)
+{
+    PyObject *kinds[] = {str_auth_failure, str_reject, str_rate_limit, str_protocol};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        int eq = PyUnicode_Compare(kind, kinds[i]);
+        if (eq == -1 && PyErr_Occurred())
+            return -1;
+        if (eq == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether Correlator.held has failures waiting: 1, 0, or -1 with an error set */
+static int
+correlator_holds(PyObject *correlator)
+{
+    PyObject *held = PyObject_GetAttr(correlator, str_held);
+    if (held == NULL)
+        return -1;
+    int holds = PyObject_IsTrue(held);
+    Py_DECREF(held);
+    return holds;
+}
+
 static PyObject *
 correlate(PyObject *module, PyObject *args)
 {
@@ -1342,6 +1370,23 @@ correlate(PyObject *module, PyObject *args)
             Py_DECREF(sender);
             if (rc < 0)
                 goto error;
+        }
+        if (msg == NULL) {
+            /* Correlator.unrecorded: holds a failure without an address, or releases what its
+             * session held; rare, so the Python method decides */
+            int ask = PyTuple_GET_ITEM(event, 4) == Py_None ? is_failure_kind(kind) : correlator_holds(correlator);
+            if (ask < 0)
+                goto error;
+            if (ask) {
+                PyObject *kept = PyObject_CallMethodObjArgs(correlator, str_unrecorded, event, key, NULL);
+                if (kept == NULL)
+                    goto error;
+                Py_DECREF(kept);  /* the event itself, or None */
+                if (kept == Py_None) {
+                    Py_CLEAR(key);
+                    continue;
+                }
+            }
         }
         if (msg != NULL) {
             /* fill user, uid, ip and sender that the event lacks from the record */
@@ -1485,13 +1530,20 @@ PyInit__speedups(void)
     str_ttl = PyUnicode_InternFromString("ttl");
     str_max_messages = PyUnicode_InternFromString("max_messages");
     str_dropped = PyUnicode_InternFromString("dropped");
+    str_held = PyUnicode_InternFromString("held");
+    str_unrecorded = PyUnicode_InternFromString("unrecorded");
+    str_auth_failure = PyUnicode_InternFromString("auth-failure");
+    str_reject = PyUnicode_InternFromString("reject");
+    str_rate_limit = PyUnicode_InternFromString("rate-limit");
+    str_protocol = PyUnicode_InternFromString("protocol");
     str_time = PyUnicode_InternFromString("time");
     str_remember = PyUnicode_InternFromString("_remember_session");
     str_messages = PyUnicode_InternFromString("messages");
     str_sessions = PyUnicode_InternFromString("sessions");
     if (!str_user || !str_uid || !str_ip || !str_sender || !str_queued || !str_submission ||
         !str_removed || !str_remember || !str_messages || !str_sessions || !str_ttl ||
-        !str_max_messages || !str_dropped || !str_time)
+        !str_max_messages || !str_dropped || !str_time || !str_held || !str_unrecorded || !str_auth_failure ||
+        !str_reject || !str_rate_limit || !str_protocol)
         return NULL;
     if (str_group == NULL || int_one == NULL)
         return NULL;

@@ -11,6 +11,13 @@ it, qmgr `removed` closes it. sendmail logs its successful AUTH once per SMTP se
 queue id, so its `AUTH=server` line is remembered per (host, program, pid) and joined to the
 `from=` lines that the same process logs next.
 
+A failure whose line names no address but carries a queue id (sendmail cuts `relay=%.100s` in its
+AUTH failure lines: a client with a long reverse name loses its `[ip]` there) is held until a
+later line of the same session and queue id names the address (sendmail's `did not issue MAIL`
+or `possible SMTP attack` at the latest); it then comes out after that line's event, with the
+address filled in (`released`, drained by the pipeline). It is never counted with a guessed
+address, and a session that never names one drops it after SESSION_TTL.
+
 Memory is bounded: at most `max_messages` records (the oldest go first) and none older than `ttl`
 in log time, so queue ids whose later lines never come cannot accumulate.
 Must never: read the clock or perform I/O; trust a line's text for anything but its own fields.
@@ -18,13 +25,14 @@ Must never: read the clock or perform I/O; trust a line's text for anything but 
 
 from __future__ import annotations
 
-from .records import Event
+from .records import FAILURE_KINDS, Event
 from .syslog import Header
 
 DEFAULT_TTL = 5 * 86400.0  # postfix's maximal_queue_lifetime: a deferred message may live 5 days
 DEFAULT_MAX_MESSAGES = 200_000
 SESSION_TTL = 3600.0
 MAX_SESSIONS = 20_000
+MAX_HELD = 20_000  # held failures waiting for their session's address (see the module doc)
 
 
 class Message:
@@ -43,7 +51,7 @@ class Message:
 
 
 class Correlator:
-    __slots__ = ("ttl", "max_messages", "messages", "sessions", "dropped")
+    __slots__ = ("ttl", "max_messages", "messages", "sessions", "dropped", "held", "released")
 
     def __init__(self, ttl: float = DEFAULT_TTL, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
         self.ttl = ttl
@@ -52,6 +60,10 @@ class Correlator:
         self.messages: dict[tuple[bytes | None, str], Message] = {}
         self.sessions: dict[tuple[bytes | None, bytes, bytes | None], tuple[float, str | None, str | None]] = {}
         self.dropped = 0  # records evicted by the cap before their message left the queue
+        # (host, queue id) -> failures without an address, oldest first; and those a later line
+        # of their session gave an address, for the pipeline to take after the current line.
+        self.held: dict[tuple[bytes | None, str], list[Event]] = {}
+        self.released: list[Event] = []
 
     def process(self, event: Event, header: Header) -> Event | None:
         kind = event.kind
@@ -78,7 +90,7 @@ class Correlator:
             if msg.sender is None:
                 msg.sender = event.sender
         if msg is None:
-            return event
+            return self.unrecorded(event, key) if event.ip is None or self.held else event
         # The event is a tuple (records.Event): fill the four joined fields by position, which
         # costs a fraction of _replace() on the two lines of every message that get here.
         time, kind, filt, rule, ip, user, uid, sender, *rest = event
@@ -118,6 +130,31 @@ class Correlator:
         if msg is None or ip is not None:
             return True, ip
         return True, msg.ip
+
+    def unrecorded(self, event: Event, key: tuple[bytes | None, str]) -> Event | None:
+        """An event with a queue id that no record knows (the C correlate() calls this too): a
+        failure without an address is held (None); an event with one releases what its session
+        held."""
+        if event.ip is None:
+            if event.kind not in FAILURE_KINDS:
+                return event
+            held = self.held
+            waiting = held.get(key)
+            if waiting is None:
+                waiting = held[key] = []
+            waiting.append(event)
+            horizon = event.time - SESSION_TTL
+            while held:
+                first = next(iter(held))
+                if len(held) <= MAX_HELD and held[first][-1].time >= horizon:
+                    break
+                del held[first]
+            return None
+        waiting = self.held.pop(key, None)
+        if waiting:
+            ip = event.ip
+            self.released.extend(e._replace(ip=ip) for e in waiting)
+        return event
 
     def _store(self, key: tuple[bytes | None, str], msg: Message, now: float) -> None:
         messages = self.messages

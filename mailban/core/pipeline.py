@@ -45,14 +45,19 @@ class Pipeline:
     def correlated(self, events: list[Event], header: Header) -> list[Event]:
         """A line's events after queue-id correlation (qmgr retries dropped, the submitting
         account filled in)."""
+        correlator = self.correlator
         if self.fast is not None:
-            return self.fast.correlate(self.correlator, events, header, Message, Event)  # type: ignore[no-any-return]
-        out = []
-        process = self.correlator.process
-        for event in events:
-            joined = process(event, header)
-            if joined is not None:
-                out.append(joined)
+            out: list[Event] = self.fast.correlate(correlator, events, header, Message, Event)
+        else:
+            out = []
+            process = correlator.process
+            for event in events:
+                joined = process(event, header)
+                if joined is not None:
+                    out.append(joined)
+        if correlator.released:  # failures held for their session's address (see correlate.py)
+            out.extend(correlator.released)
+            correlator.released.clear()
         return out
 
     def feed(
