@@ -98,6 +98,7 @@ def main() -> int:
         (tmp / "mail.log").write_text("")
         (conf / "mailban.toml").write_text(
             "[mailban]\n"
+            "shipped_jails = false\n"
             f'logs = ["{tmp / "mail.log"}"]\n'
             f'state_dir = "{tmp / "state"}"\n'
             f'socket = "{tmp / "mailban.sock"}"\n'

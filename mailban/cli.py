@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Any
 
+from . import __version__
+
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
 
@@ -44,6 +46,7 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailban", description="Ban abusive mail clients from their log lines.")
+    parser.add_argument("--version", action="version", version=f"mailban {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the daemon in the foreground")
@@ -116,7 +119,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config_error(exc: Exception) -> int:
-    print(f"mailban: configuration refused: {exc}", file=sys.stderr)
+    errors = getattr(exc, "errors", [exc])
+    if len(errors) == 1:
+        print(f"mailban: configuration refused: {exc}", file=sys.stderr)
+    else:
+        print(f"mailban: configuration refused, {len(errors)} errors:", file=sys.stderr)
+        for error in errors:
+            print(f"  {error.path}:{error.line}:{error.column}: {error.message}", file=sys.stderr)
     return EXIT_CONFIG
 
 
@@ -232,7 +241,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             "speedups": speedups() is not None,
         }, indent=2))
         return 0
-    print(f"configuration OK: {cfg.path}")
+    shipped = str(config.SHIPPED_DEFAULT)
+    on_top = "" if cfg.path == shipped else " (on top of the shipped defaults)"
+    print(f"mailban {__version__}: configuration OK: {cfg.path}{on_top}")
     print(f"  files: {', '.join(cfg.files)}")
     print(f"  filters: {', '.join(f.name for f in cfg.filters)}")
     print(f"  actions: {', '.join(sorted(cfg.actions))}")
@@ -243,10 +254,34 @@ def cmd_check(args: argparse.Namespace) -> int:
         shared = [j.name for j in cfg.jails if j.enabled and j.shared]
         print(f"  cluster: node {cfg.cluster.node}, Redis {redacted(cfg.cluster.url)}, key prefix "
               f"{cfg.cluster.prefix}; shared jails: {', '.join(shared) or 'none'}")
+    _print_keys(cfg, ("mailban",), "  [mailban]")
+    _print_keys(cfg, ("cluster",), "  [cluster]")
     for spec in cfg.jails:
         state = "enabled" if spec.enabled else "disabled"
-        print(f"  jail {spec.name} ({state}): {spec.describe()}")
+        _print_keys(cfg, ("jail", spec.name), f"  jail {spec.name} ({state}): {spec.describe()}")
     return 0
+
+
+def _print_keys(cfg: Any, table: tuple[str, ...], title: str) -> None:
+    """The effective keys of one table, each with where it was set (`mailban check`)."""
+    keys = sorted((k[-1], value, where) for k, (value, where) in cfg.origins.items() if k[:-1] == table)
+    if not keys and table != ("jail",) and table[0] != "jail":
+        return
+    print(title)
+    for key, value, where in keys:
+        text = f"{key} = {_toml_value(value)}"
+        print(f"      {text:<60} # {where}")
+
+
+def _toml_value(value: Any) -> str:
+    """A value as TOML writes it (strings quoted, booleans lower case, inline tables)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 def _socket_path(args: argparse.Namespace) -> str:

@@ -9,6 +9,7 @@ Must never: half-apply a bad file. The daemon keeps its last good Config when lo
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -64,6 +65,10 @@ class Settings:
     # Members of this group may use the control socket (status, ban, unban...); "" for root and
     # mailban's own user only.
     control_group: str = ""
+    # The shipped jails are the base the admin's files change; false starts from none.
+    shipped_jails: bool = True
+    # A configuration without a single enabled jail is refused unless this says it is meant.
+    run_without_jails: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,10 @@ class Config:
     actions: dict[str, ActionDef]
     files: tuple[str, ...] = ()
     cluster: ClusterSettings | None = None
+    # Each key some file sets, with the value that holds and where it was written last:
+    # ("jail", "mail-abuse", "maxretry") -> (3, "/etc/mailban/mailban.toml:4"), or "shipped"
+    # for mailban/default.toml (for `mailban check`).
+    origins: dict[tuple[str, ...], tuple[Any, str]] = field(default_factory=dict, compare=False)
 
     def pipeline(self, now: float, to_epoch: LocalToEpoch, never_ban: tuple[Any, ...] = ()) -> Pipeline:
         """The pipeline this configuration describes; `never_ban` adds networks (the host's own
@@ -171,7 +180,13 @@ def load_actions(confdir: Path) -> dict[str, ActionDef]:
 
 
 def load(path: str | None = None) -> Config:
-    """Load and validate the whole configuration. Raises ConfigError."""
+    """Load and validate the whole configuration. Raises ConfigError (with every error found).
+
+    The admin's files are an overlay on the shipped defaults (mailban/default.toml), as
+    fail2ban's `.local` files are on its `.conf` files: the shipped file is read first, then the
+    main file, then `jail.d/*.toml` in name order; a key written later replaces the same key
+    written earlier, a jail nobody mentions keeps its shipped settings, and `enabled = false`
+    turns one off. `shipped_jails = false` in [mailban] starts from no jails instead."""
     if path is None:
         main = Path(DEFAULT_CONFIG)
         confdir = main.parent
@@ -182,128 +197,195 @@ def load(path: str | None = None) -> Config:
         confdir = main.parent
         if not main.exists():
             raise ConfigError(str(main), 1, 1, "the configuration file does not exist")
-    docs = [_read(main)]
+    shipped = _read(SHIPPED_DEFAULT)
+    admin = [] if main.resolve() == SHIPPED_DEFAULT.resolve() else [_read(main)]
     jail_dir = confdir / "jail.d"
     if jail_dir.is_dir():
-        docs.extend(_read(p) for p in sorted(jail_dir.glob("*.toml")))
+        admin.extend(_read(p) for p in sorted(jail_dir.glob("*.toml")))
     filters = load_filters(confdir)
     actions = load_actions(confdir)
+    keep_shipped_jails = all(d.data.get("mailban", {}).get("shipped_jails", True) is not False
+                             for d in admin if isinstance(d.data.get("mailban", {}), dict))
+    errors: list[ConfigError] = []
+    origins: dict[tuple[str, ...], tuple[Any, str]] = {}
     settings_src: dict[str, tuple[Any, TomlDoc]] = {}
     cluster_src: dict[str, tuple[Any, TomlDoc]] = {}
     jail_src: dict[str, dict[str, tuple[Any, TomlDoc]]] = {}
-    for doc in docs:
+    for doc in [shipped, *admin]:
+        def origin(keys: tuple[str, ...], value: Any, doc: TomlDoc = doc) -> tuple[Any, str]:
+            return value, "shipped" if doc is shipped else f"{doc.path}:{doc.where(keys)[0]}"
+
         for key in doc.data:
             if key not in ("mailban", "jail", "cluster"):
-                raise doc.error((key,), f"unknown table {key!r}; expected [mailban], [cluster] or [jail.NAME]")
+                errors.append(doc.error((key,), f"unknown table {key!r}; expected [mailban], [cluster] or "
+                                                f"[jail.NAME]{_did_you_mean(key, ('mailban', 'cluster', 'jail'))}"))
         section = doc.data.get("mailban", {})
         if not isinstance(section, dict):
-            raise doc.error(("mailban",), "[mailban] must be a table")
+            errors.append(doc.error(("mailban",), "[mailban] must be a table"))
+            section = {}
         for key, value in section.items():
             settings_src[key] = (value, doc)
+            origins[("mailban", key)] = origin(("mailban", key), value)
         cluster = doc.data.get("cluster", {})
         if not isinstance(cluster, dict):
-            raise doc.error(("cluster",), "[cluster] must be a table")
+            errors.append(doc.error(("cluster",), "[cluster] must be a table"))
+            cluster = {}
         for key, value in cluster.items():
             cluster_src[key] = (value, doc)
+            origins[("cluster", key)] = origin(("cluster", key), value)
+        if doc is shipped and not keep_shipped_jails:
+            continue
         jails = doc.data.get("jail", {})
         if not isinstance(jails, dict):
-            raise doc.error(("jail",), "jails are tables: [jail.NAME]")
+            errors.append(doc.error(("jail",), "jails are tables: [jail.NAME]"))
+            continue
         for name, table in jails.items():
             if not isinstance(table, dict):
-                raise doc.error(("jail", name), f"jail {name!r} must be a table")
+                errors.append(doc.error(("jail", name), f"jail {name!r} must be a table"))
+                continue
             entry = jail_src.setdefault(name, {})
             for key, value in table.items():
                 entry[key] = (value, doc)
-    settings = _settings(settings_src)
+                origins[("jail", name, key)] = origin(("jail", name, key), value)
+    settings = _settings(settings_src, errors)
     filter_names = {f.name for f in filters}
     rule_names = {f"{f.name}.{r.id}" for f in filters for r in f.rules} | {r.id for f in filters for r in f.rules}
-    specs = tuple(
-        _jail(name, src, filter_names, rule_names, actions) for name, src in sorted(jail_src.items())
-    )
+    specs = []
+    for name, src in sorted(jail_src.items()):
+        # A shipped jail may name a rule that an admin's filter of the same name no longer has:
+        # that name is dropped there (the admin's own files are still checked name by name).
+        src = {key: (_known_only(key, value, filter_names, rule_names) if doc is shipped else value, doc)
+               for key, (value, doc) in src.items()}
+        spec = _jail(name, src, filter_names, rule_names, actions, errors)
+        if spec is not None:
+            specs.append(spec)
     for spec in specs:
         if spec.enabled:
             for action in spec.actions + (spec.ip_actions if spec.ban_ips else ()):
-                _check_action(actions[action])
-    return Config(str(main), settings, specs, tuple(filters), actions, tuple(d.path for d in docs),
-                  _cluster(cluster_src))
+                try:
+                    _check_action(actions[action])
+                except ConfigError as exc:
+                    errors.append(exc)
+    cluster_settings = None
+    try:
+        cluster_settings = _cluster(cluster_src)
+    except ConfigError as exc:
+        errors.append(exc)
+    if not errors and not any(spec.enabled for spec in specs) and not settings.run_without_jails:
+        # Eight SASL failures banning nothing, silently, is the worst way to find out.
+        doc = admin[0] if admin else shipped
+        where = ("mailban", "shipped_jails") if ("mailban", "shipped_jails") in origins else ("mailban",)
+        errors.append(doc.error(where, "this configuration runs no jail at all, so nothing would ever be banned; "
+                                       "enable one (`enabled = true`), or set `run_without_jails = true` in "
+                                       "[mailban] if that is what you want"))
+    if errors:
+        raise ConfigError.of(errors)
+    return Config(str(main), settings, tuple(specs), tuple(filters), actions,
+                  tuple(d.path for d in [shipped, *admin]), cluster_settings, origins)
+
+
+def _known_only(key: str, value: Any, filter_names: set[str], rule_names: set[str]) -> Any:
+    """A shipped jail's `weights`/`exclude` without the filter and rule names that do not exist."""
+    known = filter_names | rule_names
+    if key == "weights" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k in KINDS or k in known}
+    if key == "exclude" and isinstance(value, list):
+        return [v for v in value if v in known]
+    return value
+
+
+def _did_you_mean(word: str, known: Any) -> str:
+    """`; did you mean 'ignoreip'?` for a misspelt key, or nothing."""
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 _SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from",
                   "journal", "journal_units", "journal_identifiers", "journal_files", "journal_directory",
-                  "journal_trust", "metrics", "protect_own", "max_bans_per_minute", "control_group"}
+                  "journal_trust", "metrics", "protect_own", "max_bans_per_minute", "control_group",
+                  "shipped_jails", "run_without_jails"}
 
 
-def _settings(src: dict[str, tuple[Any, TomlDoc]]) -> Settings:
+def _settings(src: dict[str, tuple[Any, TomlDoc]], errors: list[ConfigError]) -> Settings:
     values: dict[str, Any] = {}
     for key, (value, doc) in src.items():
-        where = ("mailban", key)
-        if key not in _SETTINGS_KEYS:
-            raise doc.error(where, f"unknown setting {key!r}; known: {', '.join(sorted(_SETTINGS_KEYS))}")
-        if key == "logs":
-            if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") for v in value):
-                raise doc.error(where, "`logs` must be a list of absolute file paths")
-            values[key] = tuple(value)
-        elif key in ("state_dir", "socket"):
-            if not isinstance(value, str) or not value.startswith("/"):
-                raise doc.error(where, f"`{key}` must be an absolute path")
-            values[key] = value
-        elif key == "socket_mode":
-            if not isinstance(value, str) or not value.isdigit() or int(value, 8) > 0o777:
-                raise doc.error(where, "`socket_mode` must be an octal string such as \"0600\"")
-            values[key] = int(value, 8)
-        elif key == "ignoreip":
-            values[key] = _networks(value, doc, where)
-        elif key == "loglevel":
-            if value not in ("debug", "info", "warning", "error"):
-                raise doc.error(where, "`loglevel` must be one of debug, info, warning, error")
-            values[key] = value
-        elif key == "journal":
-            if value not in ("auto", True, False):
-                raise doc.error(where, "`journal` must be \"auto\", true or false")
-            values[key] = value
-        elif key in ("journal_units", "journal_identifiers", "journal_files"):
-            if not isinstance(value, list) or not all(isinstance(v, str) and v and not v.startswith("-") for v in value):
-                raise doc.error(where, f"`{key}` must be a list of names")
-            if key == "journal_files" and not all(v.startswith("/") for v in value):
-                raise doc.error(where, "`journal_files` must be absolute paths")
-            values[key] = tuple(value)
-        elif key == "journal_directory":
-            if not isinstance(value, str) or (value and not value.startswith("/")):
-                raise doc.error(where, "`journal_directory` must be an absolute path")
-            values[key] = value
-        elif key == "control_group":
-            if not isinstance(value, str):
-                raise doc.error(where, "`control_group` must be a group name")
-            if value:
-                import grp
-
-                try:
-                    grp.getgrnam(value)
-                except KeyError:
-                    raise doc.error(where, f"there is no group {value!r} on this host") from None
-            values[key] = value
-        elif key == "protect_own":
-            if not isinstance(value, bool):
-                raise doc.error(where, "`protect_own` must be true or false")
-            values[key] = value
-        elif key == "max_bans_per_minute":
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise doc.error(where, "`max_bans_per_minute` must be a whole number of at least 1")
-            values[key] = value
-        elif key == "metrics":
-            host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
-            if value != "" and (not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host):
-                raise doc.error(where, "`metrics` must be HOST:PORT (e.g. \"127.0.0.1:9234\"), or \"\" for none")
-            values[key] = value
-        elif key == "journal_trust":
-            if value not in ("strict", "off"):
-                raise doc.error(where, "`journal_trust` must be \"strict\" or \"off\"")
-            values[key] = value
-        elif key == "read_from":
-            if value not in ("end", "beginning"):
-                raise doc.error(where, "`read_from` must be \"end\" or \"beginning\"")
-            values[key] = value
+        try:
+            _setting(key, value, doc, values)
+        except ConfigError as exc:
+            errors.append(exc)
     return Settings(**values)
+
+
+def _setting(key: str, value: Any, doc: TomlDoc, values: dict[str, Any]) -> None:
+    """Validate one [mailban] key into `values`; raises ConfigError."""
+    where = ("mailban", key)
+    if key not in _SETTINGS_KEYS:
+        raise doc.error(where, f"unknown setting {key!r}{_did_you_mean(key, _SETTINGS_KEYS)}; "
+                               f"known: {', '.join(sorted(_SETTINGS_KEYS))}")
+    if key == "logs":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") for v in value):
+            raise doc.error(where, "`logs` must be a list of absolute file paths")
+        values[key] = tuple(value)
+    elif key in ("state_dir", "socket"):
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise doc.error(where, f"`{key}` must be an absolute path")
+        values[key] = value
+    elif key == "socket_mode":
+        if not isinstance(value, str) or not value.isdigit() or int(value, 8) > 0o777:
+            raise doc.error(where, "`socket_mode` must be an octal string such as \"0600\"")
+        values[key] = int(value, 8)
+    elif key == "ignoreip":
+        values[key] = _networks(value, doc, where)
+    elif key == "loglevel":
+        if value not in ("debug", "info", "warning", "error"):
+            raise doc.error(where, "`loglevel` must be one of debug, info, warning, error")
+        values[key] = value
+    elif key == "journal":
+        if value not in ("auto", True, False):
+            raise doc.error(where, "`journal` must be \"auto\", true or false")
+        values[key] = value
+    elif key in ("journal_units", "journal_identifiers", "journal_files"):
+        if not isinstance(value, list) or not all(isinstance(v, str) and v and not v.startswith("-") for v in value):
+            raise doc.error(where, f"`{key}` must be a list of names")
+        if key == "journal_files" and not all(v.startswith("/") for v in value):
+            raise doc.error(where, "`journal_files` must be absolute paths")
+        values[key] = tuple(value)
+    elif key == "journal_directory":
+        if not isinstance(value, str) or (value and not value.startswith("/")):
+            raise doc.error(where, "`journal_directory` must be an absolute path")
+        values[key] = value
+    elif key == "control_group":
+        if not isinstance(value, str):
+            raise doc.error(where, "`control_group` must be a group name")
+        if value:
+            import grp
+
+            try:
+                grp.getgrnam(value)
+            except KeyError:
+                raise doc.error(where, f"there is no group {value!r} on this host") from None
+        values[key] = value
+    elif key in ("protect_own", "shipped_jails", "run_without_jails"):
+        if not isinstance(value, bool):
+            raise doc.error(where, f"`{key}` must be true or false")
+        values[key] = value
+    elif key == "max_bans_per_minute":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise doc.error(where, "`max_bans_per_minute` must be a whole number of at least 1")
+        values[key] = value
+    elif key == "metrics":
+        host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+        if value != "" and (not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host):
+            raise doc.error(where, "`metrics` must be HOST:PORT (e.g. \"127.0.0.1:9234\"), or \"\" for none")
+        values[key] = value
+    elif key == "journal_trust":
+        if value not in ("strict", "off"):
+            raise doc.error(where, "`journal_trust` must be \"strict\" or \"off\"")
+        values[key] = value
+    elif key == "read_from":
+        if value not in ("end", "beginning"):
+            raise doc.error(where, "`read_from` must be \"end\" or \"beginning\"")
+        values[key] = value
 
 
 _CLUSTER_KEYS = {"url", "password", "password_file", "node", "prefix", "stream_maxlen", "timeout",
@@ -321,7 +403,8 @@ def _cluster(src: dict[str, tuple[Any, TomlDoc]]) -> ClusterSettings | None:
     for key, (value, doc) in src.items():
         where = ("cluster", key)
         if key not in _CLUSTER_KEYS:
-            raise doc.error(where, f"unknown cluster setting {key!r}; known: {', '.join(sorted(_CLUSTER_KEYS))}")
+            raise doc.error(where, f"unknown cluster setting {key!r}{_did_you_mean(key, _CLUSTER_KEYS)}; "
+                                   f"known: {', '.join(sorted(_CLUSTER_KEYS))}")
         if key == "url":
             if not isinstance(value, str) or not re.match(r"(rediss?|unix)://", value):
                 raise doc.error(where, "`url` must be a redis://, rediss:// (TLS) or unix:// URL")
@@ -384,12 +467,17 @@ def _jail(
     filter_names: set[str],
     rule_names: set[str],
     actions: dict[str, ActionDef],
-) -> JailSpec:
+    errors: list[ConfigError],
+) -> JailSpec | None:
+    """The jail's spec, or None with its errors appended to `errors`."""
     values: dict[str, Any] = {"name": name, "kinds": frozenset()}
+    failed = len(errors)
     for key, (value, doc) in src.items():
         where = ("jail", name, key)
         if key not in _JAIL_KEYS:
-            raise doc.error(where, f"unknown jail setting {key!r}; known: {', '.join(sorted(_JAIL_KEYS))}")
+            errors.append(doc.error(where, f"unknown jail setting {key!r}{_did_you_mean(key, _JAIL_KEYS)}; "
+                                           f"known: {', '.join(sorted(_JAIL_KEYS))}"))
+            continue
         try:
             if key in ("enabled", "ban_ips", "shared"):
                 if not isinstance(value, bool):
@@ -464,7 +552,20 @@ def _jail(
             elif key == "ignoreip":
                 values[key] = _networks(value, doc, where)
         except ValueError as exc:
-            raise doc.error(where, str(exc)) from None
+            errors.append(doc.error(where, str(exc)))
+        except ConfigError as exc:
+            errors.append(exc)
+    if len(errors) > failed:
+        return None
+    try:
+        return _checked_jail(name, src, values)
+    except ConfigError as exc:
+        errors.append(exc)
+        return None
+
+
+def _checked_jail(name: str, src: dict[str, tuple[Any, TomlDoc]], values: dict[str, Any]) -> JailSpec:
+    """The spec of a jail whose keys are each valid, checked as a whole."""
     if not values["kinds"] and not values.get("filters") and not values.get("rules"):
         doc = next(iter(src.values()))[1] if src else None
         if doc is not None:

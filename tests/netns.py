@@ -169,6 +169,7 @@ def write_config(
     path = directory / "mailban.toml"
     path.write_text(
         "[mailban]\n"
+        "shipped_jails = false\n"  # only the jail below
         f"logs = {json.dumps(logs)}\n"
         f'state_dir = "{directory / "state"}"\n'
         f'socket = "{directory / "mailban.sock"}"\n'

@@ -50,7 +50,7 @@ def test_replay_warns_about_a_jail_that_would_ban_everyone(tmp_path: Path) -> No
     path = tmp_path / "mail.log"
     path.write_text(log.text())
     cfg = tmp_path / "mailban.toml"
-    cfg.write_text('[mailban]\nlogs = ["/x"]\n[jail.everyone]\nkinds = ["submission"]\nmaxretry = 1\nactions = ["nft"]\n')
+    cfg.write_text('[mailban]\nshipped_jails = false\nlogs = ["/x"]\n[jail.everyone]\nkinds = ["submission"]\nmaxretry = 1\nactions = ["nft"]\n')
     proc = mailban("replay", "--config", str(cfg), str(path))
     assert "WARNING: jail everyone would act on 60 of the 60 ips in these logs (100%)" in proc.stderr
     quiet = mailban("replay", "--config", str(config.SHIPPED_DEFAULT), str(path))

@@ -119,3 +119,98 @@ def test_bad_action_option_is_refused(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(str(tmp_path / "nope.toml"))
+
+
+# --- the admin's files are an overlay on the shipped defaults (issue 14) -----------------------
+SASL_FAIL = "Nov 20 08:00:{s:02d} mx postfix/smtpd[1]: warning: unknown[198.51.100.9]: SASL LOGIN authentication failed: x\n"
+SHIPPED_JAILS = {"mail-abuse", "slow-guess", "account-guess", "outbound-user", "outbound-uid"}
+
+
+def _bans(cfg: config.Config, lines: str) -> list[str]:
+    from mailban.core.syslog import utc_to_epoch
+
+    pipe = cfg.pipeline(1795600000.0, utc_to_epoch)
+    return [ban.key for line in lines.splitlines() for ban in pipe.feed(line.encode())[1]]
+
+
+def test_a_main_file_with_only_settings_keeps_the_shipped_jails(tmp_path: Path) -> None:
+    """Adding `ignoreip` must not silently leave the daemon without jails: eight SASL failures ban."""
+    main = write(tmp_path / "mailban.toml", '[mailban]\nignoreip = ["192.0.2.0/24"]\n')
+    cfg = config.load(str(main))
+    assert {j.name for j in cfg.jails if j.enabled} == SHIPPED_JAILS
+    assert [str(n) for n in cfg.settings.ignoreip] == ["192.0.2.0/24"]
+    assert _bans(cfg, "".join(SASL_FAIL.format(s=s) for s in range(8))) == ["198.51.100.9"]
+
+
+def test_tuning_one_key_of_a_shipped_jail_keeps_the_others(tmp_path: Path) -> None:
+    main = write(tmp_path / "mailban.toml", "[jail.mail-abuse]\nmaxretry = 3\n")
+    cfg = config.load(str(main))
+    jail = {j.name: j for j in cfg.jails}["mail-abuse"]
+    assert (jail.maxretry, jail.findtime, jail.bantime, jail.actions) == (3, 600, 3600, ("nft",))
+    assert jail.kinds == {"auth-failure", "reject", "rate-limit", "protocol"}
+    assert cfg.origins[("jail", "mail-abuse", "maxretry")] == (3, f"{main}:2")
+    assert cfg.origins[("jail", "mail-abuse", "findtime")] == ("10m", "shipped")
+    assert _bans(cfg, "".join(SASL_FAIL.format(s=s) for s in range(3))) == ["198.51.100.9"]
+
+
+def test_enabled_false_turns_one_jail_off_and_no_jail_at_all_is_refused(tmp_path: Path) -> None:
+    main = write(tmp_path / "mailban.toml", "[jail.slow-guess]\nenabled = false\n")
+    assert {j.name for j in config.load(str(main)).jails if j.enabled} == SHIPPED_JAILS - {"slow-guess"}
+    off = "".join(f"[jail.{name}]\nenabled = false\n" for name in sorted(SHIPPED_JAILS))
+    write(main, off)
+    with pytest.raises(ConfigError, match="runs no jail at all"):
+        config.load(str(main))
+    write(main, "[mailban]\nshipped_jails = false\n")
+    with pytest.raises(ConfigError, match="runs no jail at all") as exc:
+        config.load(str(main))
+    assert (exc.value.line, exc.value.column) == (2, 17)
+    write(main, "[mailban]\nrun_without_jails = true\n" + off)
+    assert not any(j.enabled for j in config.load(str(main)).jails)
+
+
+def test_shipped_jails_false_starts_from_the_admins_jails_only(tmp_path: Path) -> None:
+    main = write(tmp_path / "mailban.toml", '[mailban]\nshipped_jails = false\n[jail.mine]\nkinds = ["reject"]\n')
+    assert [j.name for j in config.load(str(main)).jails] == ["mine"]
+
+
+def test_every_error_of_a_file_is_reported_with_suggestions(tmp_path: Path) -> None:
+    main = write(tmp_path / "mailban.toml", '[mailban]\nignorip = ["192.0.2.1"]\n\n[jail.mail-abuse]\n'
+                                             'findtme = "5m"\nbantime = "forever"\nactions = ["nope"]\n')
+    with pytest.raises(ConfigError) as exc:
+        config.load(str(main))
+    found = [(e.line, e.message.split(";")[0] + (";" + e.message.split(";")[1] if "did you mean" in e.message else ""))
+             for e in exc.value.errors]
+    assert found == [
+        (2, "unknown setting 'ignorip'; did you mean 'ignoreip'?"),
+        (5, "unknown jail setting 'findtme'; did you mean 'findtime'?"),
+        (6, "cannot read 'forever' as a duration"),
+        (7, "unknown action 'nope'"),
+    ]
+    assert str(exc.value).count("\n") == 3  # one line per error
+
+
+def test_an_unquoted_duration_gets_a_sentence_not_a_parser_message(tmp_path: Path) -> None:
+    main = write(tmp_path / "mailban.toml", "[jail.mail-abuse]\nfindtime = 10m   # ten minutes\n")
+    with pytest.raises(ConfigError) as exc:
+        config.load(str(main))
+    assert exc.value.line == 2
+    assert exc.value.message == 'durations are strings in TOML: write findtime = "10m" (with the quotes)'
+
+
+def test_check_prints_the_effective_configuration_and_where_each_key_came_from(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mailban import __version__
+
+    main = write(tmp_path / "mailban.toml", '[mailban]\nignoreip = ["192.0.2.0/24"]\n\n[jail.mail-abuse]\nmaxretry = 3\n')
+    out = subprocess.run([sys.executable, "-m", "mailban", "check", "--config", str(main)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith(f"mailban {__version__}: configuration OK: {main} (on top of the shipped defaults)\n")
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert f'ignoreip = ["192.0.2.0/24"] # {main}:2' in lines
+    assert 'logs = ["/var/log/mail.log"] # shipped' in lines
+    assert f"maxretry = 3 # {main}:5" in lines
+    assert 'findtime = "10m" # shipped' in lines
+    version = subprocess.run([sys.executable, "-m", "mailban", "--version"], capture_output=True, text=True)
+    assert version.stdout == f"mailban {__version__}\n"

@@ -85,5 +85,20 @@ def parse_toml(text: str, path: str) -> TomlDoc:
             m = _POS.search(str(exc))
             line, col = (int(m.group(1)), int(m.group(2))) if m else (1, 1)
             msg = _POS.sub("", str(exc)).strip()
-        raise ConfigError(path, line, col or 1, f"TOML syntax error: {msg}") from None
+        raise ConfigError(path, line, col or 1, _explained(text, line, msg)) from None
     return TomlDoc(path, text, data)
+
+
+# `findtime = 10m`: a duration written as the admin says it, without the quotes TOML wants.
+_BARE_DURATION = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=\s*(\d+(?:\.\d+)?\s*[A-Za-z]+)\s*(?:#.*)?$")
+
+
+def _explained(text: str, line: int, msg: str) -> str:
+    """tomli's message, or a sentence an admin acts on for the mistakes they make most."""
+    lines = text.splitlines()
+    source = lines[line - 1] if 0 < line <= len(lines) else ""
+    bare = _BARE_DURATION.match(source)
+    if bare:
+        key, value = bare.group(1), bare.group(2)
+        return f"durations are strings in TOML: write {key} = \"{value}\" (with the quotes)"
+    return f"TOML syntax error: {msg}"
