@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jail", default="manual", help="jail to record the ban under (default: manual; "
                    "for --user/--uid/--sender the jail's actions are used)")
     p.add_argument("--for", dest="duration", default="1h", metavar="DURATION", help="e.g. 30m, 1h, 2d (default 1h)")
+    p.add_argument("--force", action="store_true",
+                   help="ban even loopback, this host's own addresses, mynetworks or an ignored address")
     _add_socket(p)
 
     p = sub.add_parser("unban", help="lift a ban: release an address, re-enable an account, release its mail")
@@ -356,7 +358,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_ban(args: argparse.Namespace) -> int:
-    return _do(args, {"cmd": "ban", **_target(args), "jail": args.jail, "for": args.duration}, "banned")
+    return _do(args, {"cmd": "ban", **_target(args), "jail": args.jail, "for": args.duration,
+                      "force": bool(args.force)}, "banned")
 
 
 def cmd_unban(args: argparse.Namespace) -> int:

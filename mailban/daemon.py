@@ -43,7 +43,7 @@ from .core.records import Ban
 from .daemon_cluster import ClusterHooks
 from .daemon_commands import ControlCommands
 from .localtime import local_to_epoch
-from .hostaddrs import never_ban
+from .hostaddrs import labelled
 from .metrics import Metrics
 from .sources import journal as journal_mod
 from .sources.tail import FileTail, Position, Watcher
@@ -214,7 +214,8 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         return pipeline
 
     def _new_pipeline(self, cfg: config_mod.Config, active: list[Ban]) -> Pipeline:
-        protected = tuple(never_ban()) if cfg.settings.protect_own else ()
+        self.protected = tuple(labelled()) if cfg.settings.protect_own else ()
+        protected = tuple(net for net, _why in self.protected)
         if protected:
             log.info("never banned: this host's addresses and postfix's mynetworks (%s)",
                      ", ".join(str(n) for n in protected[:12]) + (" ..." if len(protected) > 12 else ""))

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import __version__
 from .core.durations import parse_duration
+from .core.jails import ALWAYS_IGNORED
 from .core.records import Ban, normalize_ip
 
 
@@ -118,6 +119,14 @@ class ControlCommands:
             raise ValueError("the ban duration must be longer than zero")
         jail_name = str(req.get("jail") or "manual")
         jail = self.pipeline.jail(jail_name)
+        if jail is None and jail_name != "manual":
+            known = ", ".join(j.spec.name for j in self.pipeline.jails)
+            raise ValueError(f"there is no jail {jail_name!r}; the jails are: {known} (or \"manual\")")
+        if key_type in ("ip", "net") and not req.get("force"):
+            why = self._never_banned(key_type, key, jail)
+            if why:
+                raise ValueError(f"refused: {key} {why}, which mailban never bans; give --force if you "
+                                 f"really mean it")
         if jail is None and key_type != "ip":
             jail = next((j for j in self.pipeline.jails if j.spec.key == key_type), None)
             if jail is None:
@@ -140,6 +149,20 @@ class ControlCommands:
                              f"({self.state_error}); it is kept in memory and committed when it works again")
         self._notify_status()
         return {"message": f"banned {key_type} {key} for {seconds:g}s (jail {jail_name}, via {', '.join(actions)})"}
+
+    def _never_banned(self, key_type: str, key: str, jail: Any) -> str | None:
+        """Why the automatic path would never ban this address or network, or None: loopback,
+        the host's own addresses, postfix's mynetworks, `ignoreip` (global or the jail's)."""
+        target = ipaddress.ip_network(key, strict=False)
+        labelled: list[tuple[Any, str]] = [(n, "loopback") for n in ALWAYS_IGNORED]
+        labelled += [(n, "in `ignoreip`") for n in self.config.settings.ignoreip]
+        labelled += list(getattr(self, "protected", ()))
+        if jail is not None:
+            labelled += [(n, f"in jail {jail.spec.name}'s `ignoreip`") for n in jail.spec.ignoreip]
+        for net, why in labelled:
+            if net.version == target.version and target.overlaps(net):
+                return f"is {why}" if target.subnet_of(net) else f"holds {net} ({why})"  # type: ignore[arg-type]
+        return None
 
     def _cmd_explain(self, req: dict[str, Any]) -> dict[str, Any]:
         """Every decision on a key, its cause and lines, what the actions did, how to undo."""

@@ -59,3 +59,11 @@ def never_ban(include_mynetworks: bool = True) -> list[Any]:
     if include_mynetworks:
         nets += postfix_mynetworks()
     return nets
+
+
+def labelled(include_mynetworks: bool = True) -> list[tuple[Any, str]]:
+    """never_ban()'s networks, each with why it is protected (for refusals an admin reads)."""
+    out = [(net, "one of this host's own addresses") for net in host_addresses()]
+    if include_mynetworks:
+        out += [(net, "in postfix's mynetworks") for net in postfix_mynetworks()]
+    return out

@@ -161,6 +161,7 @@ def write_config(
     maxretry: int = 3,
     read_from: str = "end",
     extra: str = "",
+    ignoreip: tuple[str, ...] = (),
 ) -> Path:
     """A config dir: mailban.toml (one jail, keyed by ip) and an admin actions.d/nft.toml."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -175,6 +176,7 @@ def write_config(
         f'socket = "{directory / "mailban.sock"}"\n'
         f'read_from = "{read_from}"\n'
         "journal = false\n"
+        f"ignoreip = {json.dumps(list(ignoreip))}\n"
         "\n[jail.auth]\n"
         'kinds = ["auth-failure"]\n'
         f'findtime = "{findtime}"\n'

@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from tests.netns import (
-    CLIENT4, CLIENT6, OTHER4, Daemon, Link, append, failure_line, wait_for, write_config,
+    CLIENT4, CLIENT6, OTHER4, SERVER4, Daemon, Link, append, failure_line, wait_for, write_config,
 )
 
 pytestmark = [
@@ -275,3 +275,23 @@ def test_rotation_under_load_bans_every_address_once(env: tuple[Link, Path]) -> 
     print(f"\n{len(lines)} lines, {len(addrs)} addresses banned through a rename rotation and a "
           f"copytruncate in {took:.2f}s")
     assert d.stop() == 0
+
+
+def test_a_manual_ban_refuses_what_mailban_never_bans(env: tuple[Link, Path]) -> None:
+    """A typo must not cut the host off from its own submission port: loopback, the host's own
+    addresses, a network holding them and ignored addresses are refused with the reason;
+    `--force` insists; an unknown `--jail` is refused."""
+    link, tmp = env
+    log = tmp / "mail.log"
+    log.write_bytes(b"")
+    d = start(link, write_config(tmp / "etc", [str(log)], ignoreip=(OTHER4,)))
+    for target, why in (("127.0.0.1", "is loopback"), (SERVER4, "is one of this host's own addresses"),
+                        ("198.51.100.0/31", f"holds {SERVER4}/32 (one of this host's own addresses)"),
+                        (OTHER4, "is in `ignoreip`")):
+        res = d.cli("ban", target, check=False)
+        assert res.returncode != 0 and f"refused: {target} {why}" in res.stderr and "--force" in res.stderr, res.stderr
+    assert link.nft_elements() == {}
+    res = d.cli("ban", CLIENT4, "--jail", "nosuch", check=False)
+    assert res.returncode != 0 and "there is no jail 'nosuch'" in res.stderr, res.stderr
+    d.cli("ban", OTHER4, "--force", "--for", "1m")
+    assert OTHER4 in link.nft_elements()
