@@ -51,6 +51,8 @@ from .state import State
 
 log = logging.getLogger("mailban")
 BATCH_LINES = 5000
+# A burst of too-old lines is logged once; a new burst after this long a quiet spell logs again.
+STALE_QUIET = 60.0
 HISTORY_DAYS = 180  # `explain` and repeat-offender history older than this is dropped
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
 CHECK_EVERY = 5.0  # seconds between action self-checks (an nft table deleted behind our back)
@@ -81,6 +83,10 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         self.last_read: dict[str, float] = {}
         self.recent_bans: dict[str, deque[float]] = {}
         self.suppressed: dict[str, int] = {}
+        # Per jail, events not counted because their line was older than the find time when
+        # read (Pipeline.stale, summed over reloads); when the last burst of them was logged.
+        self.stale: dict[str, int] = {}
+        self.stale_logged = 0.0
         self.next_prune = 0.0
         self.next_check = 0.0
         # Lines read from each source since it was first followed (persisted with its position).
@@ -331,6 +337,8 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                         queued.extend(e for e in events if e.kind == "queued" and e.queue_id)
                 if new:
                     bans.extend(new)
+            if pipeline.stale:
+                self._note_stale(pipeline.stale, tail.path, now)
             if counted:
                 checkpoint.touched(pipeline, counted, self.unsaved_windows)
             self.lines_read[tail.path] = self.lines_read.get(tail.path, 0) + len(lines)
@@ -348,6 +356,19 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             self._cluster_batch(bans)
             if len(lines) < BATCH_LINES:
                 return
+
+    def _note_stale(self, stale: dict[str, int], path: str, now: float) -> None:
+        """Count the events the jails skipped as too old, and say so once per burst: a restored
+        backup or a late log must not ban hundreds of addresses for what happened days ago, and
+        the admin must not wonder why nothing is counted."""
+        for name, count in stale.items():
+            self.stale[name] = self.stale.get(name, 0) + count
+        if now - self.stale_logged > STALE_QUIET:
+            log.warning("not counting lines of %s that are older than the find time (%s events so far); "
+                        "a restored backup, a late log or a clock jump? `mailban replay` counts them in log time",
+                        path, ", ".join(f"{n}: {c}" for n, c in sorted(stale.items())))
+        self.stale_logged = now
+        stale.clear()
 
     def _fold(self, nets: list[Ban]) -> None:
         """A prefix ban covers the single-address bans of its jail inside it: lift those."""

@@ -48,7 +48,7 @@ class ControlCommands:
             jails.append({
                 "name": spec.name, "key": spec.key, "findtime": spec.findtime, "maxretry": spec.maxretry,
                 "bantime": spec.bantime, "actions": list(spec.actions), "tracked": len(jail.windows),
-                "suppressed": self.suppressed.get(spec.name, 0),
+                "suppressed": self.suppressed.get(spec.name, 0), "stale": self.stale.get(spec.name, 0),
                 "banned": sum(1 for b in bans if b.jail == spec.name), "top": top,
             })
         return {

@@ -40,6 +40,8 @@ def render_status(st: dict[str, Any]) -> str:
             f"{jail['bantime']:g}s via {', '.join(jail['actions'])}; {jail['tracked']} keys counting, "
             f"{jail['banned']} banned"
         )
+        if jail.get("stale"):
+            out.append(f"    {jail['stale']} events not counted: their lines were older than the find time when read")
         if jail.get("suppressed"):
             out.append(f"    SAFETY VALVE: {jail['suppressed']} decisions held back (too many per minute)")
         for key, count in jail["top"]:

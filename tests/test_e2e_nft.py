@@ -295,3 +295,21 @@ def test_a_manual_ban_refuses_what_mailban_never_bans(env: tuple[Link, Path]) ->
     assert res.returncode != 0 and "there is no jail 'nosuch'" in res.stderr, res.stderr
     d.cli("ban", OTHER4, "--force", "--for", "1m")
     assert OTHER4 in link.nft_elements()
+
+
+def test_an_old_log_appended_bans_nothing_and_says_so_once(env: tuple[Link, Path]) -> None:
+    """Days-old lines appended to a followed log (a restored backup) count nowhere: status shows
+    how many were skipped, the log says it once, and fresh failures still ban."""
+    link, tmp = env
+    log = tmp / "mail.log"
+    log.write_bytes(b"")
+    d = start(link, write_config(tmp / "etc", [str(log)]))
+    two_days_ago = time.time() - 2 * 86400
+    append(log, b"".join(failure_line(f"198.51.100.{n}", two_days_ago + n) for n in range(100, 140) for _ in range(3)))
+    wait_for(lambda: d.lines_read() == 120, what="the old lines read")
+    assert link.nft_elements() == {}
+    (jail,) = d.status()["jails"]
+    assert jail["stale"] == 120
+    assert d.log().count("older than the find time") == 1
+    fail(log, CLIENT4)
+    wait_for(lambda: CLIENT4 in link.nft_elements(), what="a fresh ban")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 
 from mailban.core.jails import IgnoreList, Jail, JailSpec
 from mailban.core.records import Event
@@ -83,3 +84,24 @@ def test_forget_restarts_counting() -> None:
         j.offer(ev(t), t)
     j.forget("192.0.2.1")
     assert j.offer(ev(2), 2) == []
+
+
+def test_the_daemon_does_not_count_lines_older_than_the_find_time_when_read() -> None:
+    """A restored backup appended to a followed log must not ban for what happened days ago;
+    replay (now=None) keeps log time and counts them."""
+    from mailban import config
+    from mailban.core.syslog import utc_to_epoch
+
+    now = 1795600000.0  # 2026-11-25 07:06:40 UTC
+    def line(t: float) -> bytes:
+        stamp = time.strftime("%b %d %H:%M:%S", time.gmtime(t))
+        return f"{stamp} mx postfix/smtpd[1]: warning: unknown[198.51.100.9]: SASL LOGIN authentication failed: x".encode()
+
+    old = [line(now - 2 * 86400 + s) for s in range(8)]
+    daemon = config.load(None).pipeline(now, utc_to_epoch)
+    assert [b for ln in old for b in daemon.feed(ln, now)[1]] == []
+    assert daemon.stale == {"mail-abuse": 8, "slow-guess": 8}  # older than a day too; no user: not account-guess
+    replay = config.load(None).pipeline(now, utc_to_epoch)
+    assert [b.key for ln in old for b in replay.feed(ln)[1]] == ["198.51.100.9"]
+    fresh = [line(now - 60 + s) for s in range(5)]
+    assert [b.key for ln in fresh for b in daemon.feed(ln, now)[1]] == ["198.51.100.9"]

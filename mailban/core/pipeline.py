@@ -5,8 +5,10 @@ time. Outputs: the events each line produced and the bans the jails decided.
 Stages: syslog header -> filters (typed events) -> queue-id correlation (the submitting account
 attached to later lines of the same message) -> jails.
 `now=None` means "use the event's own log time" (replay); the daemon passes wall time, which is
-only used for ban expiry, never for counting: windows always count log timestamps, so the daemon
-and replay reach the same decisions on the same lines.
+used for ban expiry and to skip lines already older than a jail's find time when read (a restored
+backup must not ban for days-old lines; `stale` counts them), never for counting: windows always
+count log timestamps, so the daemon and replay reach the same decisions on lines read as they
+are written.
 Must never: perform I/O or read the clock (see mailban.core).
 """
 
@@ -33,7 +35,11 @@ class Pipeline:
     # Per event kind, the jails an event of that kind goes to, in order, each with whether it
     # wants the kind (else it is offered the event only while it holds addresses on
     # probation, which only ban_ips jails do: see Jail._ip_ban). Built on first use per kind.
-    _routes: dict[str, tuple[tuple[Jail, bool], ...]] = field(default_factory=dict, init=False, repr=False)
+    _routes: dict[str, tuple[tuple[Jail, bool, float], ...]] = field(default_factory=dict, init=False, repr=False)
+    # Per jail, the events it did not count because their line was already older than its find
+    # time when read (a restored backup, a log shipped late, a clock jump): the daemon's only
+    # (replay, with now=None, keeps log time and counts them all).
+    stale: dict[str, int] = field(default_factory=dict, init=False)
 
     def events(self, line: bytes, source: str = "", lineno: int = 0) -> list[Event]:
         """Filters and correlation only (what `mailban test` shows)."""
@@ -90,13 +96,18 @@ class Pipeline:
             kind = event.kind
             route = routes.get(kind)
             if route is None:
-                route = routes[kind] = tuple((j, kind in j.wants) for j in self.jails
+                route = routes[kind] = tuple((j, kind in j.wants, j.spec.findtime) for j in self.jails
                                              if kind in j.wants or j.spec.ban_ips)
-            for jail, wanted in route:
+            for jail, wanted, findtime in route:
                 # Most events (deliveries, queue lines) concern one jail or none: skip the call
                 # where offer() would do nothing (see Jail.wants). For a kind the jail does not
                 # want, offer() only lets time pass on its probation: tick() itself.
                 if wanted:
+                    if now is not None and event.time < now - findtime:
+                        if getattr(event, jail.spec.key) is not None:  # an event the jail counts
+                            name = jail.spec.name
+                            self.stale[name] = self.stale.get(name, 0) + 1
+                        continue
                     new = jail.offer(event, when)
                 elif jail.probation:
                     new = jail.tick(event.time, when)
