@@ -26,10 +26,13 @@ def _add_socket(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", metavar="PATH", help="control socket (default: from the configuration)")
 
 
-def _add_target(p: argparse.ArgumentParser, ip: bool = True) -> Any:
+def _add_target(p: argparse.ArgumentParser, ip: bool = True, several: bool = False) -> Any:
     target = p.add_mutually_exclusive_group(required=True)
     if ip:
-        target.add_argument("ip", nargs="?", help="client address")
+        if several:
+            target.add_argument("ip", nargs="*", default=[], help="client addresses or networks")
+        else:
+            target.add_argument("ip", nargs="?", help="client address")
     target.add_argument("--user", metavar="USER", help="SASL user name")
     target.add_argument("--uid", metavar="N", help="local uid (mail through sendmail(1)/pickup)")
     target.add_argument("--sender", metavar="ADDRESS", help="envelope sender")
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_socket(p)
 
     p = sub.add_parser("unban", help="lift a ban: release an address, re-enable an account, release its mail")
-    target = _add_target(p)
+    target = _add_target(p, several=True)
     target.add_argument("--all", action="store_true", help="lift every ban")
     _add_socket(p)
 
@@ -363,8 +366,16 @@ def cmd_ban(args: argparse.Namespace) -> int:
 
 
 def cmd_unban(args: argparse.Namespace) -> int:
-    payload = {"cmd": "unban", "all": True} if args.all else {"cmd": "unban", **_target(args)}
-    return _do(args, payload, "unbanned")
+    if args.all:
+        return _do(args, {"cmd": "unban", "all": True}, "unbanned")
+    target = _target(args)
+    if target["key_type"] != "ip":
+        return _do(args, {"cmd": "unban", **target}, "unbanned")
+    # several addresses or networks: one request each, every answer shown, non-zero if any failed
+    rc = 0
+    for ip in target["key"]:
+        rc = max(rc, _do(args, {"cmd": "unban", "key_type": "ip", "key": ip}, "unbanned"))
+    return rc
 
 
 def cmd_purge_held(args: argparse.Namespace) -> int:

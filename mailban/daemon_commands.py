@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from . import __version__
-from .core.durations import parse_duration
+from .core.durations import format_duration, parse_duration
 from .core.jails import ALWAYS_IGNORED
 from .core.records import Ban, normalize_ip
 
@@ -127,8 +127,11 @@ class ControlCommands:
             if why:
                 raise ValueError(f"refused: {key} {why}, which mailban never bans; give --force if you "
                                  f"really mean it")
-        if jail is None and key_type != "ip":
-            jail = next((j for j in self.pipeline.jails if j.spec.key == key_type), None)
+        if jail is None and key_type not in ("ip", "net"):
+            # What an admin means by `ban --user`: the outbound jail's actions (hold the mail,
+            # disable the account), not those of a jail that only watches guessing.
+            keyed = [j for j in self.pipeline.jails if j.spec.key == key_type and j.spec.enabled]
+            jail = next((j for j in keyed if "submission" in j.spec.kinds), keyed[0] if keyed else None)
             if jail is None:
                 raise ValueError(f"no jail counts per {key_type}: give --jail, or configure one")
         if key_type == "ip":
@@ -148,7 +151,10 @@ class ControlCommands:
             raise ValueError(f"banned {key_type} {key} in the actions, but the database failed "
                              f"({self.state_error}); it is kept in memory and committed when it works again")
         self._notify_status()
-        return {"message": f"banned {key_type} {key} for {seconds:g}s (jail {jail_name}, via {', '.join(actions)})"}
+        label = key if key_type in ("ip", "net") else f"{key_type} {key}"
+        chosen = f", the actions of jail {jail.spec.name}" if jail is not None and jail.spec.name != jail_name else ""
+        return {"message": f"banned {label} for {format_duration(seconds)} via {', '.join(actions)} "
+                           f"(jail {jail_name}{chosen})"}
 
     def _never_banned(self, key_type: str, key: str, jail: Any) -> str | None:
         """Why the automatic path would never ban this address or network, or None: loopback,
@@ -214,13 +220,22 @@ class ControlCommands:
             return {"message": f"lifted {len(removed)} bans"}
         key_type, key = self._target(req)
         removed = self.state.remove(key_type, key)
-        self.unsaved_bans = [b for b in self.unsaved_bans if (b.key_type, b.key) != (key_type, key)]
-        self.pipeline.forget(key_type, key)
-        self.unsaved_windows.update((j.spec.name, "net" if key_type == "net" else "key", key)
-                                    for j in self.pipeline.jails if j.spec.key == key_type or key_type in ("ip", "net"))
+        if key_type == "net":
+            # An unbanned network also frees the addresses banned one by one inside it.
+            net = ipaddress.ip_network(key)
+            for ban in self.state.active(time.time()):
+                if ban.key_type == "ip" and ipaddress.ip_address(ban.key) in net:
+                    removed += self.state.remove("ip", ban.key)
+        lifted = {(b.key_type, b.key) for b in removed} | {(key_type, key)}
+        self.unsaved_bans = [b for b in self.unsaved_bans if (b.key_type, b.key) not in lifted]
+        # Counting starts afresh only in the jails whose ban is lifted: an unban by mail-abuse
+        # must not reset what slow-guess has counted for the same address.
+        for ban in removed:
+            self.pipeline.forget(ban.key_type, ban.key, ban.jail)
+            self.unsaved_windows.add((ban.jail, "net" if ban.key_type == "net" else "key", ban.key))
         self._commit()
         peer = req.get("_peer") or {}
-        self._record([(time.time(), "unban", b.jail, key_type, key, {"by_uid": peer.get("uid"), "by_pid": peer.get("pid")})
+        self._record([(time.time(), "unban", b.jail, b.key_type, b.key, {"by_uid": peer.get("uid"), "by_pid": peer.get("pid")})
                       for b in removed or [Ban(jail="-", key_type=key_type, key=key, time=0, until=0, count=0,
                                                findtime=0, actions=())]])
         # Undo in every action even when the database had no ban (a left-over kernel element, a
@@ -230,7 +245,15 @@ class ControlCommands:
         self._unapply(removed + [stub])
         self._cluster_unbanned(req, key_type, key)
         self._notify_status()
-        label = key if key_type == "ip" else f"{key_type} {key}"
+        label = key if key_type in ("ip", "net") else f"{key_type} {key}"
         if not removed:
-            return {"message": f"{label} had no ban in the database; removed it from the actions anyway"}
-        return {"message": f"unbanned {label} ({', '.join(sorted({b.jail for b in removed}))})"}
+            raise ValueError(f"nothing to lift: {label} has no ban (anything left of one in the actions was "
+                             f"removed all the same)")
+        inside = [b for b in removed if (b.key_type, b.key) != (key_type, key)]
+        bans_inside = f"{len(inside)} address ban{'s' if len(inside) != 1 else ''}"
+        undone = sorted({a for b in removed for a in b.actions if a in self.actions})
+        jails = sorted({b.jail for b in removed})
+        what = (f"lifted {bans_inside} inside {label}" if len(inside) == len(removed) else
+                f"unbanned {label}" + (f" and {bans_inside} inside it" if inside else ""))
+        return {"message": f"{what} (jail{'s' if len(jails) > 1 else ''} {', '.join(jails)}); "
+                           f"undone: {', '.join(undone) or 'nothing'}"}

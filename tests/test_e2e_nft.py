@@ -313,3 +313,59 @@ def test_an_old_log_appended_bans_nothing_and_says_so_once(env: tuple[Link, Path
     assert d.log().count("older than the find time") == 1
     fail(log, CLIENT4)
     wait_for(lambda: CLIENT4 in link.nft_elements(), what="a fresh ban")
+
+
+SLOW_AND_USER_JAILS = """
+[jail.slow]
+kinds = ["auth-failure"]
+findtime = "1h"
+maxretry = 6
+actions = ["nft"]
+
+[jail.guessing]
+kinds = ["auth-failure"]
+key = "user"
+maxretry = 50
+actions = ["notify"]
+
+[jail.outbound]
+kinds = ["submission"]
+key = "user"
+maxretry = 50
+actions = ["notify"]
+"""
+
+
+def test_unban_semantics(env: tuple[Link, Path]) -> None:
+    """Several keys at once; a network frees the addresses banned inside it; only the lifting
+    jail forgets its count; the message names the actions undone; a second unban fails."""
+    link, tmp = env
+    log = tmp / "mail.log"
+    log.write_bytes(b"")
+    etc = tmp / "etc"
+    config = write_config(etc, [str(log)], extra=SLOW_AND_USER_JAILS)
+    (etc / "actions.d" / "notify.toml").write_text(
+        '[action]\ntype = "notify"\nto = "root"\nsender = "mailban"\nsendmail = ["/bin/true"]\n')
+    d = start(link, config)
+    fail(log, CLIENT4)  # jail auth bans at 3; jail slow has counted 3 of 6
+    wait_for(lambda: CLIENT4 in link.nft_elements(), what="the ban")
+    res = d.cli("unban", "198.51.100.0/24")
+    assert res.stdout == "lifted 1 address ban inside 198.51.100.0/24 (jail auth); undone: nft\n", res.stdout
+    assert CLIENT4 not in link.nft_elements()
+    explained = json.loads(d.cli("explain", CLIENT4, "--json").stdout)
+    assert [(c["jail"], c["count"]) for c in explained["counting"]] == [("slow", 3)]
+
+    d.cli("ban", OTHER4, "--for", "1m")
+    fail(log, CLIENT4)
+    wait_for(lambda: CLIENT4 in link.nft_elements(), what="the second ban")  # auth: 3 again; slow: 6
+    res = d.cli("unban", CLIENT4, OTHER4)
+    assert res.stdout.splitlines() == [f"unbanned {CLIENT4} (jails auth, slow); undone: nft",
+                                       f"unbanned {OTHER4} (jail manual); undone: nft"], res.stdout
+    assert link.nft_elements() == {}
+    res = d.cli("unban", CLIENT4, check=False)
+    assert res.returncode != 0 and f"nothing to lift: {CLIENT4} has no ban" in res.stderr, res.stderr
+
+    # ban --user without --jail takes the outbound jail's actions and says so
+    res = d.cli("ban", "--user", "alice@example.test", "--for", "2h")
+    assert res.stdout.strip() == ("banned user alice@example.test for 2h via notify "
+                                  "(jail manual, the actions of jail outbound)"), res.stdout
