@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (("status", "show jails, counts, bans and action errors"), ("list", "list bans and their causes")):
         p = sub.add_parser(name, help=text)
+        if name == "status":
+            p.add_argument("jail", nargs="?", help="only this jail (its counts, top keys and bans)")
         p.add_argument("--json", action="store_true")
         _add_socket(p)
 
@@ -349,7 +351,26 @@ def _do(args: argparse.Namespace, payload: dict[str, Any], done: str) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    return _show(args, {"cmd": "status"}, "render_status")
+    if not args.jail:
+        return _show(args, {"cmd": "status"}, "render_status")
+    answer = _call(args, {"cmd": "status"})
+    if answer is None:
+        return EXIT_UNREACHABLE
+    jails = [j for j in answer["jails"] if j["name"] == args.jail]
+    if not jails:
+        print(f"mailban: there is no jail {args.jail!r}; the jails are: "
+              f"{', '.join(j['name'] for j in answer['jails'])}", file=sys.stderr)
+        return 1
+    bans = [b for b in answer["bans"] if b["jail"] == args.jail]
+    if args.json:
+        print(json.dumps({**jails[0], "bans": bans}, indent=2))
+        return 0
+    from . import render
+
+    print(render.render_status(answer, args.jail))
+    if bans:
+        print(render.render_list(bans))
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from . import __version__, checkpoint, config as config_mod
 from .actions import registry
 from .actions.base import ActionContext
 from .control import ControlServer
+from .core.durations import format_duration
 from .core.errors import ConfigError
 from .core.pipeline import Pipeline
 from .core.records import Ban
@@ -446,8 +447,11 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
 
     def _apply(self, bans: list[Ban]) -> None:
         for ban in bans:
-            log.warning("ban %s %s (jail %s: %d events in %gs) for %gs via %s", ban.key_type, ban.key,
-                        ban.jail, ban.count, ban.findtime, ban.until - ban.time, ", ".join(ban.actions))
+            # An address banned for an account's attack is banned until the account's ban ends,
+            # so its duration is what is left of that one, not the jail's bantime.
+            log.warning("ban %s %s (jail %s: %d events in %s) for %s via %s", ban.key_type, ban.key,
+                        ban.jail, ban.count, format_duration(ban.findtime), format_duration(ban.until - ban.time),
+                        ", ".join(ban.actions))
         now = time.time()
         rows: list[Any] = []
         fresh = set(bans)

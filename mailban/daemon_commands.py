@@ -184,8 +184,9 @@ class ControlCommands:
         for name, slot in self.actions.items():
             if hasattr(slot.impl, "held_for"):
                 held += slot.impl.held_for(key_type, key)
+        never = self._never_banned(key_type, key, None) if key_type in ("ip", "net") else None
         return {"key_type": key_type, "key": key, "active": active, "history": self.state.history(key_type, key),
-                "counting": counting, "held": held}
+                "counting": counting, "held": held, "never_banned": never}
 
     def _cmd_purge(self, req: dict[str, Any]) -> dict[str, Any]:
         key_type, key = self._target(req)

@@ -5,6 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from .core.durations import format_duration as _d
+
+
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    """`1 event`, `2 events`."""
+    return f"{count} {word if count == 1 else plural or word + 's'}"
+
 
 def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -22,7 +29,10 @@ def _shown(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def render_status(st: dict[str, Any]) -> str:
+def render_status(st: dict[str, Any], jail_name: str | None = None) -> str:
+    """The daemon's status; with `jail_name`, that jail's part (fail2ban's `status JAIL`)."""
+    if jail_name is not None:
+        return "\n".join(_render_jail(j) for j in st["jails"] if j["name"] == jail_name)
     out = [f"mailban {st['version']}, up since {_when(st['started'])}, config {st['config']}"]
     for src in st["sources"]:
         if src["path"] == "journal":
@@ -35,17 +45,7 @@ def render_status(st: dict[str, Any]) -> str:
         out.append(f"  log {src['path']}: {state}, {src['lines']} lines read{total}")
     out.append("")
     for jail in st["jails"]:
-        out.append(
-            f"jail {jail['name']}: {jail['maxretry']} events in {jail['findtime']:g}s -> ban "
-            f"{jail['bantime']:g}s via {', '.join(jail['actions'])}; {jail['tracked']} keys counting, "
-            f"{jail['banned']} banned"
-        )
-        if jail.get("stale"):
-            out.append(f"    {jail['stale']} events not counted: their lines were older than the find time when read")
-        if jail.get("suppressed"):
-            out.append(f"    SAFETY VALVE: {jail['suppressed']} decisions held back (too many per minute)")
-        for key, count in jail["top"]:
-            out.append(f"    {count:>4}  {_shown(key)}")
+        out.append(_render_jail(jail))
     out.append("")
     out.append(f"active bans: {len(st['bans'])}")
     for action in st["actions"]:
@@ -62,6 +62,20 @@ def render_status(st: dict[str, Any]) -> str:
     if st.get("cluster"):
         out.append("")
         out.extend(render_cluster(st["cluster"]))
+    return "\n".join(out)
+
+
+def _render_jail(jail: dict[str, Any]) -> str:
+    out = [f"jail {jail['name']}: {_n(jail['maxretry'], 'event')} per {jail.get('key', 'ip')} in "
+           f"{_d(jail['findtime'])} -> ban for {_d(jail['bantime'])} via {', '.join(jail['actions'])}; "
+           f"{_n(jail['tracked'], 'key')} counting, {jail['banned']} banned"]
+    if jail.get("stale"):
+        out.append(f"    {_n(jail['stale'], 'event')} not counted: their lines were older than the find time "
+                   "when read")
+    if jail.get("suppressed"):
+        out.append(f"    SAFETY VALVE: {_n(jail['suppressed'], 'decision')} held back (too many per minute)")
+    for key, count in jail["top"]:
+        out.append(f"    {count:>4}  {_shown(key)}")
     return "\n".join(out)
 
 
@@ -94,7 +108,7 @@ def render_list(bans: list[dict[str, Any]]) -> str:
     for ban in bans:
         out.append(
             f"{ban['key_type']} {_shown(ban['key'])}  jail {ban['jail']}  until {_when(ban['until'])} "
-            f"({_left(ban['left'])} left)  {'manual' if ban['manual'] else str(ban['count']) + ' events'}"
+            f"({_left(ban['left'])} left)  {'manual' if ban['manual'] else _n(ban['count'], 'event')}"
             + (f"  via {', '.join(ban['actions'])}" if ban["actions"] else "")
             + ("  [observe mode: not acted on]" if ban.get("observe") else "")
             + (f"  (repeat offender: {ban['repeat']} earlier)" if ban.get("repeat") else "")
@@ -103,7 +117,7 @@ def render_list(bans: list[dict[str, Any]]) -> str:
             out.append(f"    because of {_shown(ban['cause'])}")
         if ban.get("ips"):
             shown = ", ".join(ban["ips"][:20]) + (f" and {len(ban['ips']) - 20} more" if len(ban["ips"]) > 20 else "")
-            out.append(f"    from {len(ban['ips'])} addresses: {shown}")
+            out.append(f"    from {_n(len(ban['ips']), 'address', 'addresses')}: {shown}")
         for line in ban["lines"]:
             out.append(f"    {_shown(line)}")
     return "\n".join(out)
@@ -118,6 +132,8 @@ def render_explain(ex: dict[str, Any]) -> str:
 
     label = f"{ex['key_type']} {_shown(ex['key'])}"
     out = [f"{label}:"]
+    if ex.get("never_banned"):
+        out.append(f"  never banned: it {ex['never_banned']} (mailban counts nothing for it)")
     if not ex["history"] and not ex["active"] and not ex["counting"]:
         out.append("  mailban has no record of it.")
     for row in ex["history"]:
@@ -127,13 +143,13 @@ def render_explain(ex: dict[str, Any]) -> str:
                 out.append(f"  {when}  banned by hand in jail {row['jail']} until {_when(row['until'])}")
             else:
                 acts = "observe mode: not acted on" if row.get("observe") else f"via {', '.join(row['actions'])}"
-                out.append(f"  {when}  jail {row['jail']} decided: {row['count']} events within "
-                           f"{row['findtime']:g}s; until {_when(row['until'])}, {acts}"
+                out.append(f"  {when}  jail {row['jail']} decided: {_n(row['count'], 'event')} within "
+                           f"{_d(row['findtime'])}; until {_when(row['until'])}, {acts}"
                            + (f"; repeat offender ({row['repeat']} earlier)" if row.get("repeat") else ""))
             if row.get("cause"):
                 out.append(f"      because of {_shown(row['cause'])}")
             if row.get("ips"):
-                out.append(f"      from {len(row['ips'])} addresses: {', '.join(row['ips'][:20])}")
+                out.append(f"      from {_n(len(row['ips']), 'address', 'addresses')}: {', '.join(row['ips'][:20])}")
             for line in row.get("lines", []):
                 out.append(f"      | {_shown(line)}")
         elif row["what"] == "action":
@@ -150,7 +166,7 @@ def render_explain(ex: dict[str, Any]) -> str:
         elif row["what"] == "suppressed":
             out.append(f"  {when}  NOT acted on: {row['reason']}")
     for c in ex["counting"]:
-        out.append(f"  now counting in jail {c['jail']}: {c['count']} of {c['maxretry']} within {c['findtime']:g}s")
+        out.append(f"  now counting in jail {c['jail']}: {c['count']} of {c['maxretry']} within {_d(c['findtime'])}")
     if ex.get("held"):
         out.append(f"  mail on hold: {', '.join(ex['held'])}")
     if ex["active"]:

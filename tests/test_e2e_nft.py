@@ -369,3 +369,20 @@ def test_unban_semantics(env: tuple[Link, Path]) -> None:
     res = d.cli("ban", "--user", "alice@example.test", "--for", "2h")
     assert res.stdout.strip() == ("banned user alice@example.test for 2h via notify "
                                   "(jail manual, the actions of jail outbound)"), res.stdout
+
+
+def test_status_of_one_jail_durations_plurals_and_explain_of_an_ignored_address(env: tuple[Link, Path]) -> None:
+    link, tmp = env
+    log = tmp / "mail.log"
+    log.write_bytes(b"")
+    d = start(link, write_config(tmp / "etc", [str(log)]))
+    fail(log, CLIENT4)
+    wait_for(lambda: CLIENT4 in link.nft_elements(), what="the ban")
+    out = d.cli("status", "auth").stdout.splitlines()
+    assert out[0] == "jail auth: 3 events per ip in 10m -> ban for 1h via nft; 0 keys counting, 1 banned", out
+    assert out[1].startswith(f"ip {CLIENT4}  jail auth  until ") and out[1].endswith("3 events  via nft"), out
+    res = d.cli("status", "nosuch", check=False)
+    assert res.returncode == 1 and "there is no jail 'nosuch'; the jails are: auth" in res.stderr
+    assert json.loads(d.cli("status", "auth", "--json").stdout)["bans"][0]["key"] == CLIENT4
+    explained = d.cli("explain", "127.0.0.1").stdout
+    assert "never banned: it is loopback (mailban counts nothing for it)" in explained, explained

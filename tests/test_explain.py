@@ -27,7 +27,7 @@ def test_explain_tells_the_whole_story(link: Link, tmp_path: Path) -> None:
         assert (action["what"], action["action"], action["result"]) == ("action", "nft", "ok")
         assert ex["active"] and ex["active"][0]["jail"] == "auth"
         text = daemon.cli("explain", "198.51.100.40").stdout
-        assert "jail auth decided: 3 events within 600s" in text
+        assert "jail auth decided: 3 events within 10m" in text
         assert "Undo: mailban unban 198.51.100.40" in text
         daemon.cli("unban", "198.51.100.40")
         ex = json.loads(daemon.cli("explain", "198.51.100.40", "--json").stdout)

@@ -105,3 +105,12 @@ def test_the_daemon_does_not_count_lines_older_than_the_find_time_when_read() ->
     assert [b.key for ln in old for b in replay.feed(ln)[1]] == ["198.51.100.9"]
     fresh = [line(now - 60 + s) for s in range(5)]
     assert [b.key for ln in fresh for b in daemon.feed(ln, now)[1]] == ["198.51.100.9"]
+
+
+def test_durations_are_printed_as_admins_write_them() -> None:
+    from mailban.core.durations import format_duration, parse_duration
+
+    cases = {600: "10m", 3600: "1h", 5400: "1h30m", 6283: "1h44m43s", 86400: "1d", 604800: "1w", 30: "30s"}
+    for seconds, text in cases.items():
+        assert format_duration(seconds) == text
+        assert parse_duration(text) == seconds

@@ -34,8 +34,16 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
+    """A duration as an admin writes it: `1h`, `10m`, `1w`, `1h30m`, `1h44m43s` (rounded to the
+    second; the largest units first, only those that are not zero)."""
     seconds = int(round(seconds))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    if seconds <= 0:
+        return "0s"
+    if seconds % 604800 == 0:
+        return f"{seconds // 604800}w"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
