@@ -310,7 +310,9 @@ def _socket_path(args: argparse.Namespace) -> str:
     return value if isinstance(value, str) else Settings.socket
 
 
-def _call(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any] | None:
+def _call(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any] | int:
+    """The daemon's answer, or the exit code of a failure already reported on stderr: 3 when
+    the daemon cannot be reached, 2 when it refused a configuration, 1 for any other refusal."""
     from .control import request
 
     path = _socket_path(args)
@@ -318,18 +320,18 @@ def _call(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any] |
         answer = request(path, payload)
     except (OSError, ValueError) as exc:
         print(f"mailban: cannot reach the daemon at {path}: {exc}", file=sys.stderr)
-        return None
+        return EXIT_UNREACHABLE
     if not answer.get("ok"):
         print(f"mailban: {answer.get('error', 'request failed')}", file=sys.stderr)
-        return None
+        return EXIT_CONFIG if answer.get("config_refused") else 1
     return answer
 
 
 def _show(args: argparse.Namespace, payload: dict[str, Any], renderer: str, part: str | None = None) -> int:
     """A read command: the daemon's answer as JSON, or rendered for people by render.<renderer>."""
     answer = _call(args, payload)
-    if answer is None:
-        return EXIT_UNREACHABLE
+    if isinstance(answer, int):
+        return answer
     answer.pop("ok", None)
     data = answer[part] if part else answer
     if args.json:
@@ -344,8 +346,8 @@ def _show(args: argparse.Namespace, payload: dict[str, Any], renderer: str, part
 def _do(args: argparse.Namespace, payload: dict[str, Any], done: str) -> int:
     """A command that changes something: the daemon's message, or its refusal on stderr."""
     answer = _call(args, payload)
-    if answer is None:
-        return 1
+    if isinstance(answer, int):
+        return answer
     print(answer.get("message", done))
     return 0
 
@@ -354,8 +356,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not args.jail:
         return _show(args, {"cmd": "status"}, "render_status")
     answer = _call(args, {"cmd": "status"})
-    if answer is None:
-        return EXIT_UNREACHABLE
+    if isinstance(answer, int):
+        return answer
     jails = [j for j in answer["jails"] if j["name"] == args.jail]
     if not jails:
         print(f"mailban: there is no jail {args.jail!r}; the jails are: "

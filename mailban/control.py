@@ -24,6 +24,10 @@ import struct
 from typing import Any, Callable
 
 log = logging.getLogger("mailban.control")
+
+
+class ConfigRefused(ValueError):
+    """A command refused because the configuration was (reload): the CLI exits with 2."""
 MAX_REQUEST = 64 * 1024
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -129,6 +133,8 @@ class ControlServer:
         request["_peer"] = {"uid": uid, "pid": pid}  # who asked, for the history
         try:
             return {"ok": True, **handler(request)}
+        except ConfigRefused as exc:
+            return {"ok": False, "error": str(exc), "config_refused": True}
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # a bug in a handler must not take the daemon down

@@ -36,7 +36,7 @@ from typing import Any, Iterable
 from . import __version__, checkpoint, config as config_mod
 from .actions import registry
 from .actions.base import ActionContext
-from .control import ControlServer
+from .control import ConfigRefused, ControlServer
 from .core.durations import format_duration
 from .core.errors import ConfigError
 from .core.pipeline import Pipeline
@@ -656,7 +656,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.notify("READY=1")
-            raise ValueError(f"reload refused, the running configuration stays: {exc}") from None
+            raise ConfigRefused(f"reload refused, the running configuration stays: {exc}") from None
         active = self.state.active(time.time())
         self._build_actions(new, active)
         old = self.pipeline

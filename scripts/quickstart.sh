@@ -22,6 +22,10 @@ python=${PYTHON:-python3}
 ln -sf /opt/mailban/bin/mailban /usr/local/sbin/mailban
 install -d -m 0755 /usr/local/share/doc/mailban
 cp -r README.md docs/. /usr/local/share/doc/mailban/
+# `man mailban` and `man mailban.toml` (man-db looks under /usr/local/share/man by itself)
+install -D -m 0644 docs/man/mailban.1 /usr/local/share/man/man1/mailban.1
+install -D -m 0644 docs/man/mailban.toml.5 /usr/local/share/man/man5/mailban.toml.5
+command -v mandb >/dev/null && mandb -q 2>/dev/null || true
 install -d -m 0755 /etc/mailban /etc/mailban/jail.d /etc/mailban/filters.d /etc/mailban/actions.d
 install -d -m 0750 /var/lib/mailban
 mailban check

@@ -80,3 +80,19 @@ def test_every_command_is_in_the_man_page() -> None:
     page = (DOCS / "man" / "mailban.1").read_text()
     missing = [c for c in COMMANDS if f"mailban {c}".replace("-", "\\-") not in page and f"B {c}".replace("-", "\\-") not in page]
     assert missing == []
+
+
+def test_every_option_of_every_command_is_in_the_man_page() -> None:
+    """`replay --report`, `--html`, `check --config`, `ban --force`...: the page a 3 a.m. admin
+    reads must name every option the commands take."""
+    import argparse
+
+    from mailban.cli import build_parser
+
+    page = (DOCS / "man" / "mailban.1").read_text().replace("\\-", "-")
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = sorted({f"{name} {opt}" for name, p in sub.choices.items() for action in p._actions
+                      for opt in action.option_strings if opt.startswith("--") and opt != "--help"
+                      and opt not in page})
+    assert missing == []

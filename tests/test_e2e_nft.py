@@ -188,7 +188,7 @@ def test_sighup_with_a_broken_config_keeps_the_old_one(env: tuple[Link, Path]) -
     assert d.proc is not None and d.proc.poll() is None, d.log()
     assert d.status()["jails"][0]["maxretry"] == 3
     res = d.cli("reload", check=False)
-    assert res.returncode == 1
+    assert res.returncode == 2  # as the man page's EXIT STATUS says: the configuration was refused
     assert "refused" in res.stderr and "mailban.toml:" in res.stderr and "maxretry" in res.stderr, res.stderr
     # The old configuration still runs: three failures ban.
     fail(log, CLIENT4)
