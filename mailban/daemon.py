@@ -68,6 +68,9 @@ class ActionSlot:
     pending_bans: list[Ban] = field(default_factory=list)
     pending_unbans: list[Ban] = field(default_factory=list)
     error: str | None = None
+    # Why it could not start while no decision needed it (its MTA is not running here): shown
+    # as idle, not failing, and started again when a decision needs it.
+    idle: str | None = None
     retry_at: float = 0.0
     backoff: float = RETRY_MIN
 
@@ -165,10 +168,16 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             mine = [b for b in active if name in b.actions]
             try:
                 impl.start(mine)
-                slot.error = None
+                slot.error = slot.idle = None
             except Exception as exc:
-                self._action_failed(slot, name, "start", exc)
-                slot.pending_bans.extend(mine)
+                if mine:
+                    self._action_failed(slot, name, "start", exc)
+                    slot.pending_bans.extend(mine)
+                else:
+                    # Nothing needs it yet (e.g. queue-hold on a host whose postfix is stopped):
+                    # idle, not failing; a decision that needs it starts it and tells.
+                    slot.error, slot.idle = None, str(exc)
+                    log.info("action %s idle until a decision needs it: %s", name, exc)
         self.actions = slots
 
     def _refresh_holding(self, active: list[Ban]) -> None:
@@ -468,6 +477,9 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                 mine += [b for b in self.state.active_on(keys, now) if name in b.actions]
             started = time.monotonic()
             try:
+                if slot.idle is not None:
+                    slot.impl.start([b for b in self.state.active(now) if name in b.actions and b not in fresh])
+                    slot.idle = None
                 slot.impl.ban(mine)
                 self._action_ok(slot, name)
                 result = "ok"
@@ -524,6 +536,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         self._notify_status()
 
     def _action_ok(self, slot: ActionSlot, name: str) -> None:
+        slot.idle = None
         if slot.error is not None:
             log.info("action %s works again", name)
             slot.error = None
@@ -583,7 +596,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             self.next_check = mono + CHECK_EVERY
             for name, slot in self.actions.items():
                 check = getattr(slot.impl, "check", None)
-                if check is not None and slot.error is None:
+                if check is not None and slot.error is None and slot.idle is None:
                     try:
                         check()
                     except Exception as exc:

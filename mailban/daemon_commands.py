@@ -66,6 +66,7 @@ class ControlCommands:
             "actions": [
                 {"name": n, "type": self.config.actions[n].type,
                  "error": s.error or (s.impl.health() if hasattr(s.impl, "health") else None),
+                 "idle": s.idle,
                  "pending": len(s.pending_bans) + len(s.pending_unbans)}
                 for n, s in self.actions.items()
             ],

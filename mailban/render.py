@@ -49,7 +49,8 @@ def render_status(st: dict[str, Any], jail_name: str | None = None) -> str:
     out.append("")
     out.append(f"active bans: {len(st['bans'])}")
     for action in st["actions"]:
-        health = "ok" if not action["error"] else f"FAILING: {action['error']}"
+        health = (f"FAILING: {action['error']}" if action["error"] else
+                  f"idle (started when a decision needs it): {action['idle']}" if action.get("idle") else "ok")
         if action.get("pending"):
             health += f" ({action['pending']} bans/unbans owed, retried with backoff)"
         out.append(f"action {action['name']} ({action['type']}): {health}")

@@ -386,3 +386,22 @@ def test_status_of_one_jail_durations_plurals_and_explain_of_an_ignored_address(
     assert json.loads(d.cli("status", "auth", "--json").stdout)["bans"][0]["key"] == CLIENT4
     explained = d.cli("explain", "127.0.0.1").stdout
     assert "never banned: it is loopback (mailban counts nothing for it)" in explained, explained
+
+
+def test_an_action_whose_mta_is_absent_is_idle_until_a_decision_needs_it(env: tuple[Link, Path]) -> None:
+    link, tmp = env
+    log = tmp / "mail.log"
+    log.write_bytes(b"")
+    etc = tmp / "etc"
+    config = write_config(etc, [str(log)], extra='\n[jail.slowdown]\nkinds = ["reject"]\nactions = ["defer"]\n')
+    (etc / "actions.d" / "defer.toml").write_text(
+        f'[action]\ntype = "defer"\nclient_map = "{tmp / "clients"}"\nsender_map = "{tmp / "senders"}"\n'
+        'postmap = ["/bin/false"]\n')  # as on a host without postfix
+    d = start(link, config)
+    (action,) = [a for a in d.status()["actions"] if a["name"] == "defer"]
+    assert action["error"] is None and action["idle"], action
+    assert "defer (defer): idle (started when a decision needs it)" in d.cli("status").stdout
+    d.cli("ban", CLIENT4, "--jail", "slowdown", "--for", "1m")  # decided, recorded; the action fails
+    (action,) = [a for a in d.status()["actions"] if a["name"] == "defer"]
+    assert action["error"] and "/bin/false" in action["error"], action
+    assert "defer (defer): FAILING" in d.cli("status").stdout
