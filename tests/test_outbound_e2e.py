@@ -13,6 +13,12 @@ instance (`-c DIR`). Then:
 - hostile user names: no command runs, no map line is written for names that cannot be written
   safely, and a ban of the user "*" does not kick everyone's IMAP sessions.
 
+Every test runs on Debian 12's programs (bookworm: postfix 3.7, dovecot 2.3, installed on this
+host) and on Debian 13's (trixie: postfix 3.10, dovecot 2.4, chrooted in a network namespace,
+tests/mta/trixie.py): the actions reach the chrooted programs through `chroot ROOT ...` argv lists,
+the clients open their sockets inside the namespace, and dovecot 2.4 reads the deny passdb in its
+2.4 form (docs/outbound.md).
+
 Set MAILBAN_MTA_KEEP_LOGS=DIR to keep the logs the MTA wrote.
 """
 
@@ -34,6 +40,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.mta import clients as c
+from tests.mta import trixie
 
 pytestmark = [pytest.mark.mta, pytest.mark.root]
 
@@ -55,12 +62,15 @@ PHP_USER = "mbphp"
 H = "127.0.0.1"
 
 
-def _skip_unless_ready() -> None:
+def _skip_unless_ready(version: str = "bookworm") -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root: starts postfix/dovecot and creates a system user")
-    for tool in ("postfix", "dovecot", "doveadm", "postqueue", "postsuper", "postcat", "unshare", "useradd"):
+    for tool in ("unshare", "useradd"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (run tests/mta/install.sh)")
+    reason = trixie.skip_reason(version)
+    if reason:
+        pytest.skip(reason)
 
 
 def wait_for(what: str, pred: Callable[[], Any], timeout: float = 10.0, every: float = 0.05) -> Any:
@@ -81,14 +91,40 @@ class Env:
         self.mta = mta
         self.tmp = tmp
         self.etc = str(mta.etc)
-        self.dovecot_conf = str(mta.work / "dovecot.conf")
+        self.trixie = hasattr(mta, "inside")  # the Debian 13 root: programs run chrooted in it
+        # dovecot's configuration as doveadm (run chrooted on trixie) names it
+        self.dovecot_conf = ("/" + str(mta.dovecot_conf.relative_to(mta.root)) if self.trixie
+                             else str(mta.work / "dovecot.conf"))
         self.config = tmp / "mailban.toml"
         self.proc: subprocess.Popen | None = None
         self.php_uid: int | None = None
 
+    def tool(self, name: str, *args: str) -> list[str]:
+        """argv of one of the MTA's programs, on its configuration."""
+        if self.trixie:
+            return self.mta.tool(name, *args)
+        return [name, "-C" if name.endswith("sendmail") else "-c", self.etc, *args]
+
+    def net(self):
+        """Open client sockets where the MTA listens (trixie: inside its network namespace)."""
+        return trixie.clients_of(self.mta)
+
+    def smtp(self, src: str) -> smtplib.SMTP:
+        with self.net():
+            return smtplib.SMTP(H, self.mta.smtp_port, source_address=(src, 0), timeout=10)
+
     # ---- configuration and daemon ------------------------------------------------------------
     def write_config(self) -> None:
-        t, m, etc = self.tmp, self.mta, self.etc
+        t, m = self.tmp, self.mta
+        argv = json.dumps
+        if self.trixie:
+            kick = m.tool("doveadm", "-c", self.dovecot_conf, "kick")
+            doveconf = m.tool("doveconf", "-c", self.dovecot_conf)
+            reload = m.tool("postfix", "reload")
+        else:
+            kick = ["doveadm", "-c", self.dovecot_conf, "kick"]
+            doveconf = ["doveconf", "-c", self.dovecot_conf]
+            reload = ["postfix", "-c", self.etc, "reload"]
         (t / "actions.d").mkdir()
         (t / "actions.d" / "sasl-disable.toml").write_text(f"""\
 [action]
@@ -97,23 +133,24 @@ dovecot_deny_file = "{m.deny_file}"
 postfix_map = "{m.sasl_map}"
 map_type = "hash"
 reject_text = "account disabled by mailban, contact support"
-postmap = ["postmap", "-c", "{etc}"]
-postfix_reload = ["postfix", "-c", "{etc}", "reload"]
-kick = ["doveadm", "-c", "{self.dovecot_conf}", "kick"]
+postmap = {argv(self.tool("postmap"))}
+postfix_reload = {argv(reload)}
+kick = {argv(kick)}
+doveconf = {argv(doveconf)}
 """)
         (t / "actions.d" / "queue-hold.toml").write_text(f"""\
 [action]
 type = "queue-hold"
-postqueue = ["postqueue", "-c", "{etc}"]
-postsuper = ["postsuper", "-c", "{etc}"]
-postcat = ["postcat", "-c", "{etc}"]
+postqueue = {argv(self.tool("postqueue"))}
+postsuper = {argv(self.tool("postsuper"))}
+postcat = {argv(self.tool("postcat"))}
 """)
         (t / "actions.d" / "notify.toml").write_text(f"""\
 [action]
 type = "notify"
 to = "mbadmin@mail.example.test"
 sender = "mailban@mail.example.test"
-sendmail = ["/usr/sbin/sendmail", "-C", "{etc}"]
+sendmail = {argv(self.tool("/usr/sbin/sendmail"))}
 interval = "1s"
 max_lines = 3
 hostname = "mail.example.test"
@@ -184,7 +221,7 @@ actions = ["notify", "queue-hold"]
 
     # ---- the MTA -----------------------------------------------------------------------------
     def queue(self) -> list[dict]:
-        out = subprocess.run(["postqueue", "-c", self.etc, "-j"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(self.tool("postqueue", "-j"), capture_output=True, text=True, timeout=30)
         return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
     def queued_from(self, sender: str) -> list[dict]:
@@ -193,7 +230,7 @@ actions = ["notify", "queue-hold"]
     def auth(self, user: str, password: str, src: str) -> tuple[bool, str]:
         """(AUTH accepted, the reply)."""
         try:
-            with smtplib.SMTP(H, self.mta.smtp_port, source_address=(src, 0), timeout=10) as s:
+            with self.smtp(src) as s:
                 s.ehlo("client.example.test")
                 code, text = s.login(user, password)
                 return True, f"{code} {text.decode(errors='replace')}"
@@ -204,7 +241,7 @@ actions = ["notify", "queue-hold"]
              after_each: Callable[[int], None] | None = None, sender: str | None = None) -> int:
         """Authenticated sends, one message per transaction; returns how many were accepted."""
         accepted = 0
-        with smtplib.SMTP(H, self.mta.smtp_port, source_address=(src, 0), timeout=10) as s:
+        with self.smtp(src) as s:
             s.ehlo("client.example.test")
             s.login(user, password)
             for i in range(count):
@@ -217,7 +254,7 @@ actions = ["notify", "queue-hold"]
     def can_send(self, user: str, password: str, src: str) -> bool:
         """AUTH and one RCPT to a remote domain accepted (nothing is sent: RSET, QUIT)."""
         try:
-            with smtplib.SMTP(H, self.mta.smtp_port, source_address=(src, 0), timeout=10) as s:
+            with self.smtp(src) as s:
                 s.ehlo("client.example.test")
                 s.login(user, password)
                 s.mail(user)
@@ -228,13 +265,20 @@ actions = ["notify", "queue-hold"]
             return False
 
     def imap(self, user: str, password: str, src: str) -> bool:
-        return c.imap_login(H, self.mta.imap_port, src, user, password)
+        with self.net():
+            return c.imap_login(H, self.mta.imap_port, src, user, password)
 
     def admin_mail(self) -> str:
         return self.mta.admin_mbox.read_text(errors="replace")
 
     # ---- a local user sending through pickup -------------------------------------------------
     def create_php_user(self) -> int:
+        if self.trixie:  # a user of the root: pickup logs the uid the root's passwd gives it
+            subprocess.run(self.mta.tool("useradd", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", PHP_USER),
+                           check=True, capture_output=True)
+            self.php_uid = int(subprocess.run(self.mta.tool("id", "-u", PHP_USER), check=True, capture_output=True,
+                                              text=True).stdout)
+            return self.php_uid
         try:
             pwd.getpwnam(PHP_USER)
             subprocess.run(["userdel", PHP_USER], capture_output=True)
@@ -253,6 +297,13 @@ actions = ["notify", "queue-hold"]
 
     def sendmail_as_php(self, count: int, start: int = 0) -> None:
         assert self.php_uid is not None
+        if self.trixie:
+            for n in range(start, start + count):
+                subprocess.run(["chroot", f"--userspec={PHP_USER}:{PHP_USER}", str(self.mta.root),
+                                "/usr/sbin/sendmail", "-i", "-f", "www@example.test", f"victim{n}@remote.example.net"],
+                               input=f"Subject: newsletter {n}\n\nbuy now {n}\n".encode(), check=True,
+                               capture_output=True, timeout=60, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+            return
         helper = ("import os, subprocess, sys\n"
                   "conf, uid, gid, start, count, *argv = sys.argv[1:]\n"
                   "subprocess.run(['mount', '--bind', conf, '/etc/postfix/main.cf'], check=True)\n"
@@ -268,20 +319,21 @@ actions = ["notify", "queue-hold"]
                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
     def remove_php_user(self) -> None:
-        if self.php_uid is not None:
+        if self.php_uid is not None and not self.trixie:  # trixie: the overlay goes with its user
             subprocess.run(["userdel", PHP_USER], capture_output=True)
             self.php_uid = None
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> Any:
-    _skip_unless_ready()
-    from tests.mta.postfix_dovecot import PostfixDovecot
+@pytest.fixture(scope="module", params=trixie.VERSIONS)
+def env(request, tmp_path_factory) -> Any:
+    version = request.param
+    _skip_unless_ready(version)
 
-    tmp = tmp_path_factory.mktemp("outbound")
+    tmp = tmp_path_factory.mktemp(f"outbound-{version}")
     # anvil's connection rate limit would refuse the tests' polling connections
     # (and dovecot's default auth_username_chars would refuse the hostile account's name)
-    mta = PostfixDovecot(sasl_disable=True, main_extra={"smtpd_client_event_limit_exceptions": "127.0.0.0/8"},
+    mta = trixie.new_mta(version, sasl_disable=True,
+                         main_extra={"smtpd_client_event_limit_exceptions": "127.0.0.0/8"},
                          dovecot_extra="auth_username_chars =\n", extra_users={HOSTILE: HOSTILE_PW})
     e = Env(mta, tmp)
     for p in PWNED:
@@ -300,17 +352,22 @@ def env(tmp_path_factory) -> Any:
             Path(dest).mkdir(parents=True, exist_ok=True)
             for name in ("postfix.log", "dovecot.log", "daemon.log"):
                 if (tmp / name).exists():
-                    shutil.copy(tmp / name, Path(dest) / f"outbound-{name}")
+                    prefix = "trixie-" if version == "trixie" else ""
+                    shutil.copy(tmp / name, Path(dest) / f"{prefix}outbound-{name}")
 
 
 # --------------------------------------------------------------------------------------------------
 def test_user_over_threshold_is_disabled_held_and_reported(env: Env) -> None:
     # ordinary traffic first: bob sends a little, an unauthenticated client delivers inbound mail
     assert env.send(BOB, BOB_PW, "127.0.0.61", 3) == 3
-    c.rcpts(H, env.mta.smtp_port, "127.0.0.62", "friend@elsewhere.example", ["mbadmin@mail.example.test"])
-    with smtplib.SMTP(H, env.mta.smtp_port, source_address=("127.0.0.62", 0), timeout=10) as s:
+    with env.net():
+        c.rcpts(H, env.mta.smtp_port, "127.0.0.62", "friend@elsewhere.example", ["mbadmin@mail.example.test"])
+    with env.smtp("127.0.0.62") as s:
         s.sendmail("friend@elsewhere.example", ["mbadmin@mail.example.test"], b"Subject: inbound\r\n\r\nhello\r\n")
     assert env.auth(ALICE, ALICE_PW, "127.0.0.63")[0] and env.imap(ALICE, ALICE_PW, "127.0.0.63")
+    # alice (or the thief) has an IMAP session open: the decision closes it (`doveadm kick`)
+    session = _imap_session(env, ALICE, ALICE_PW, "127.0.0.63")
+    assert session.noop()[0] == "OK"
 
     # alice's password is stolen: the spammer sends up to the threshold in one session
     crossed: list[float] = []
@@ -342,8 +399,16 @@ def test_user_over_threshold_is_disabled_held_and_reported(env: Env) -> None:
     ok, reply = env.auth(ALICE, ALICE_PW, "127.0.0.65")
     assert not ok and reply.startswith("535"), reply
     assert not env.imap(ALICE, ALICE_PW, "127.0.0.65")
+
+    def kicked() -> bool:
+        try:
+            session.noop()
+        except (imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError):
+            return True
+        return False
+    wait_for("alice's open IMAP session to be kicked", kicked, timeout=5)
     assert env.mta.deny_file.read_text().splitlines() == [ALICE]
-    q = subprocess.run(["postmap", "-c", env.etc, "-q", ALICE, f"hash:{env.mta.sasl_map}"],
+    q = subprocess.run(env.tool("postmap", "-q", ALICE, f"hash:{env.mta.sasl_map}"),
                        capture_output=True, text=True)
     assert q.stdout.startswith("REJECT account disabled by mailban"), q
     # bob is untouched: he logs in, sends, and his mail is not held
@@ -371,7 +436,8 @@ def test_unban_user_gives_everything_back(env: Env) -> None:
     assert env.ban_of("user", ALICE) is not None
     out = env.mailban("unban", "--user", ALICE)
     assert out.returncode == 0 and "unbanned user" in out.stdout, out.stdout + out.stderr
-    assert env.auth(ALICE, ALICE_PW, "127.0.0.66")[0]
+    # dovecot looks at the deny file's mtime at most once a second (passwd-file sync)
+    wait_for("alice's AUTH to work again", lambda: env.auth(ALICE, ALICE_PW, "127.0.0.66")[0], timeout=5)
     assert env.imap(ALICE, ALICE_PW, "127.0.0.66")
     mine = env.queued_from(ALICE)
     assert len(mine) == USER_LIMIT and all(q["queue_name"] != "hold" for q in mine), mine
@@ -411,10 +477,36 @@ def test_uid_over_threshold_is_held_including_later_mail(env: Env) -> None:
     assert len(mine) == UID_LIMIT + 3 and all(q["queue_name"] != "hold" for q in mine), mine
 
 
+def test_dovecot_check_gives_the_deny_passdb_in_the_versions_syntax(env: Env) -> None:
+    """The daemon's sasl-disable found its deny passdb through the real doveconf (no warning in
+    status, checked above); on a configuration without it, the block to add is 2.3's or 2.4's."""
+    from mailban.actions.sasl_disable import SaslDisableAction
+
+    conf = Path(env.dovecot_conf)
+    host_conf = env.mta.root / str(conf).lstrip("/") if env.trixie else conf
+    stripped = host_conf.with_name("no-deny.conf")
+    stripped.write_text(host_conf.read_text().replace("  deny = yes\n", ""))
+    base = env.mta.tool("doveconf") if env.trixie else ["doveconf"]
+    opts = {"dovecot_deny_file": str(env.mta.deny_file), "postfix_map": "", "kick": []}
+    ok = SaslDisableAction("s", {**opts, "doveconf": [*base, "-c", str(conf)]})
+    assert ok.check_dovecot() is None
+    bad = SaslDisableAction("s", {**opts, "doveconf": [*base, "-c", str(conf.with_name("no-deny.conf"))]})
+    warning = bad.check_dovecot() or ""
+    if env.trixie:
+        # (the action names its own path for the file: here the root's host path, which the root's
+        # symlink makes valid inside it too)
+        assert warning.startswith("dovecot 2.4.1") and "passdb mailban-deny { driver = passwd-file " \
+            f"passwd_file_path = {env.mta.deny_file} deny = yes }}" in warning, warning
+    else:
+        assert warning.startswith("dovecot 2.3.") and \
+            f"passdb {{ driver = passwd-file args = {env.mta.deny_file} deny = yes }}" in warning, warning
+
+
 def _imap_session(env: Env, user: str, password: str, src: str) -> imaplib.IMAP4:
     class IMAP(imaplib.IMAP4):
         def _create_socket(self, timeout=None):  # type: ignore[override]
-            return c.connect(H, env.mta.imap_port, src)
+            with env.net():
+                return c.connect(H, env.mta.imap_port, src)
     m = IMAP(H, env.mta.imap_port)
     m.login(user, password)
     return m
@@ -428,15 +520,16 @@ def test_hostile_user_names_run_nothing_and_write_nothing(env: Env) -> None:
     # its mail is held all the same (found through the envelopes' sasl_username)
     wait_for("the hostile account's mail on hold", lambda: len(env.queued_from(EVIL_SENDER)) == USER_LIMIT
              and all(q["queue_name"] == "hold" for q in env.queued_from(EVIL_SENDER)))
-    # more hostile names, banned by hand through the control socket (argv, no shell)
+    # more hostile names, banned by hand through the control socket (argv, no shell), in the jail
+    # whose actions disable accounts (the first jail counting per user may be another one)
     for name in HOSTILE_MANUAL:
-        out = env.mailban("ban", "--user", name, "--for", "1h")
+        out = env.mailban("ban", "--user", name, "--jail", "outbound-user", "--for", "1h")
         assert out.returncode == 0, out.stderr
     # a user named "*" (doveadm kick takes masks): bob's open IMAP session must survive its ban
     session = _imap_session(env, BOB, BOB_PW, "127.0.0.68")
     try:
         for name in ("*", "127.0.0.0/8"):
-            out = env.mailban("ban", "--user", name, "--for", "1h")
+            out = env.mailban("ban", "--user", name, "--jail", "outbound-user", "--for", "1h")
             assert out.returncode == 0, out.stderr
         wait_for("every decision listed", lambda: {HOSTILE, "*", "127.0.0.0/8", *HOSTILE_MANUAL}
                  <= {b["key"] for b in env.bans()})
@@ -458,7 +551,7 @@ def test_hostile_user_names_run_nothing_and_write_nothing(env: Env) -> None:
     # reads them), so such an account is disabled like any other
     for name in ("semi;colon$(touch${IFS}/tmp/mb-pwned-3)@example.test",):
         assert name in deny
-        q = subprocess.run(["postmap", "-c", env.etc, "-q", name, f"hash:{env.mta.sasl_map}"],
+        q = subprocess.run(env.tool("postmap", "-q", name, f"hash:{env.mta.sasl_map}"),
                            capture_output=True, text=True)
         assert q.stdout.startswith("REJECT"), q
     # the refusal is visible to the admin
@@ -492,26 +585,27 @@ def _replay(cfg: Path, *logs: Path) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
-def test_account_guessing_from_real_lines(tmp_path: Path) -> None:
-    _skip_unless_ready()
-    from tests.mta.postfix_dovecot import PostfixDovecot
+@pytest.mark.parametrize("version", trixie.VERSIONS)
+def test_account_guessing_from_real_lines(tmp_path: Path, version: str) -> None:
+    _skip_unless_ready(version)
 
-    mta = PostfixDovecot(main_extra={"smtpd_client_event_limit_exceptions": "127.0.0.0/8"})
+    mta = trixie.new_mta(version, main_extra={"smtpd_client_event_limit_exceptions": "127.0.0.0/8"})
     try:
         mta.start()
         port, imap = mta.smtp_port, mta.imap_port
-        for i, src in enumerate(ATTACKERS):
-            if src == "127.0.0.45":  # the owner mistypes once in the middle of the attack
-                assert b"535" in c.smtp_auth(H, port, OWNER, "PLAIN", ALICE, "S3cret-alcie")
-                assert c.imap_login(H, imap, OWNER, ALICE, ALICE_PW)
-                with smtplib.SMTP(H, port, source_address=(OWNER, 0), timeout=10) as s:
-                    s.login(ALICE, ALICE_PW)
-                    s.sendmail(ALICE, ["friend@remote.example.net"], b"Subject: hi\r\n\r\nhi\r\n")
-            assert b"535" in c.smtp_auth(H, port, src, "PLAIN", ALICE, f"guess{i}a")
-            if i % 2:
-                assert not c.imap_login(H, imap, src, ALICE, f"guess{i}b")
-            else:
-                assert b"535" in c.smtp_auth(H, port, src, "LOGIN", ALICE, f"guess{i}b")
+        with trixie.clients_of(mta):
+            for i, src in enumerate(ATTACKERS):
+                if src == "127.0.0.45":  # the owner mistypes once in the middle of the attack
+                    assert b"535" in c.smtp_auth(H, port, OWNER, "PLAIN", ALICE, "S3cret-alcie")
+                    assert c.imap_login(H, imap, OWNER, ALICE, ALICE_PW)
+                    with smtplib.SMTP(H, port, source_address=(OWNER, 0), timeout=10) as s:
+                        s.login(ALICE, ALICE_PW)
+                        s.sendmail(ALICE, ["friend@remote.example.net"], b"Subject: hi\r\n\r\nhi\r\n")
+                assert b"535" in c.smtp_auth(H, port, src, "PLAIN", ALICE, f"guess{i}a")
+                if i % 2:
+                    assert not c.imap_login(H, imap, src, ALICE, f"guess{i}b")
+                else:
+                    assert b"535" in c.smtp_auth(H, port, src, "LOGIN", ALICE, f"guess{i}b")
     finally:
         mta.cleanup(keep_logs_in=tmp_path)  # the logs are complete once the daemons stopped
     logs = [tmp_path / "postfix.log", tmp_path / "dovecot.log"]

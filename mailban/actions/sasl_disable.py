@@ -1,14 +1,19 @@
 """The `sasl-disable` action: stop a compromised SASL account from sending, reversibly.
 
 Config (actions.d/sasl-disable.toml): dovecot_deny_file, postfix_map, map_type, reject_text,
-postmap, postfix_reload, kick, timeout (seconds a program may run before it is killed and the
-action marked failing; default 30). Handles `user` bans only.
+postmap, postfix_reload, kick, doveconf, timeout (seconds a program may run before it is killed
+and the action marked failing; default 30). Handles `user` bans only.
 do: add the user to a dovecot deny passdb file (dovecot re-reads it when its mtime changes: the
 next AUTH fails, through dovecot and through postfix's SASL), kick the user's open IMAP/POP
 sessions (`doveadm kick`), and add `USER REJECT text` to a postfix `check_sasl_access` map
 (postmap + reload), so that an already authenticated session cannot send either.
 undo: remove the user from both files. start: rewrite both files from the database's active bans
-(a crash between a ban and its write cannot leave a user disabled forever, nor enabled).
+(a crash between a ban and its write cannot leave a user disabled forever, nor enabled), and,
+when `doveconf` is set, check with `doveconf -n` that dovecot reads the deny file as a deny
+passdb: if not, the warning (log and status) gives the passdb block in the syntax of the
+dovecot version found there (2.3: `args = FILE`; 2.4 refuses that and wants a named block with
+`passwd_file_path = FILE`, see `dovecot_snippet`). The deny file and `doveadm kick USER` are
+the same on both versions.
 Security note: user names come from logs. They are written into the files only when
 executor.safe_token accepts them (no whitespace, control characters, ':', '#', '"' or '\\', no
 leading '-'); a refused name is recorded, logged and shown in `health()` (status) until its ban
@@ -34,8 +39,47 @@ MAX_REFUSED_SHOWN = 20
 
 _OPTIONS: dict[str, Any] = {
     "dovecot_deny_file": str, "postfix_map": str, "map_type": str, "reject_text": str,
-    "postmap": list, "postfix_reload": list, "kick": list, "timeout": (int, float),
+    "postmap": list, "postfix_reload": list, "kick": list, "doveconf": list, "timeout": (int, float),
 }
+
+
+def dovecot_snippet(version: str, path: str) -> str:
+    """The deny passdb block for this dovecot version (checked against the real 2.3.19 and
+    2.4.1: 2.4 refuses `args =` in a passdb and names its blocks)."""
+    try:
+        major_minor = tuple(int(x) for x in version.split("-")[0].split(".")[:2])
+    except ValueError:
+        major_minor = (2, 4)
+    if major_minor >= (2, 4):
+        return (f"passdb mailban-deny {{\n  driver = passwd-file\n  passwd_file_path = {path}\n"
+                f"  deny = yes\n}}\n")
+    return f"passdb {{\n  driver = passwd-file\n  args = {path}\n  deny = yes\n}}\n"
+
+
+def parse_doveconf(text: str) -> tuple[str, list[str]]:
+    """(dovecot's version, the files of its deny passwd-file passdbs) from `doveconf -n`, whose
+    first line is `# VERSION (build): CONFIG FILE` on both 2.3 and 2.4."""
+    lines = text.splitlines()
+    first = lines[0].split() if lines else []
+    version = first[1] if len(first) > 1 and first[0] == "#" else ""
+    paths: list[str] = []
+    block: dict[str, str] | None = None
+    for line in lines:
+        stripped = line.strip()
+        if line.startswith("passdb") and stripped.endswith("{"):
+            name = stripped[len("passdb"):-1].strip()
+            block = {"driver": name} if name else {}  # 2.4: the driver defaults to the block's name
+        elif block is not None and line.startswith("}"):
+            if block.get("deny") == "yes" and block.get("driver") == "passwd-file":
+                # 2.4: passwd_file_path; 2.3: the last word of args (options such as scheme= first)
+                path = block.get("passwd_file_path") or (block.get("args", "").split() or [""])[-1]
+                if path:
+                    paths.append(path)
+            block = None
+        elif block is not None and " = " in stripped and line.startswith("  ") and not line.startswith("   "):
+            key, _, value = stripped.partition(" = ")
+            block[key] = value
+    return version, paths
 
 
 class SaslDisableAction:
@@ -51,6 +95,14 @@ class SaslDisableAction:
         self.postmap = list(options.get("postmap", ["postmap"]))
         self.reload = options.get("postfix_reload", ["postfix", "reload"])
         self.kick = options.get("kick", ["doveadm", "kick"])
+        # `doveconf` argv (e.g. ["doveconf"]): check at start that dovecot reads the deny file;
+        # empty: no check (the shipped actions.d/sasl-disable.toml sets it)
+        self.doveconf = list(options.get("doveconf", []))
+        self.config_warning: str | None = None
+        # What failed in the last ban although the accounts were disabled (reload, kick): its
+        # result says so, and status until a later ban works in full.
+        self.problems: list[str] = []
+        self.last_problems: list[str] = []
         # Seconds a program may take before it is killed and the action marked failing (the
         # daemon's loop waits for it: a hanging postmap must not stall detection for long).
         self.timeout = float(options.get("timeout", 30))
@@ -74,8 +126,38 @@ class SaslDisableAction:
     def start(self, active: list[Ban]) -> None:
         self.users = {b.key for b in active if b.key_type == "user" and self._safe(b.key)}
         self._write()
+        self.check_dovecot()
 
-    def ban(self, bans: list[Ban]) -> None:
+    def check_dovecot(self) -> str | None:
+        """Does dovecot read the deny file as a deny passdb? Sets (and returns) the warning with
+        the block to add, in the syntax of the version `doveconf` reports; None when it does
+        (or when there is nothing to check: no `doveconf`, no deny file, dovecot not running)."""
+        self.config_warning = None
+        if not self.doveconf or not self.deny_file:
+            return None
+        try:
+            out = run([*self.doveconf, "-n"], timeout=min(10, self.timeout))
+        except ActionError as exc:
+            log.info("not checking dovecot's deny passdb: %s", exc)
+            return None
+        text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
+        version, paths = parse_doveconf(text)
+        # a chrooted dovecot names the file from inside its root: /srv/root/etc/x is /etc/x there
+        if any(p == self.deny_file or self.deny_file.endswith(p) for p in paths if p.startswith("/")):
+            return None
+        shown = next((p for p in paths if self.deny_file.endswith(os.path.basename(p))), self.deny_file)
+        snippet = dovecot_snippet(version, shown)
+        log.warning("dovecot %s does not read %s as a deny passdb, so a disabled account can still log "
+                    "in: add this before its other passdbs (docs/outbound.md):\n%s", version or "?",
+                    self.deny_file, snippet)
+        self.config_warning = (f"dovecot {version or '?'} does not read {self.deny_file} as a deny passdb "
+                               f"(add: {' '.join(snippet.split())})")
+        return self.config_warning
+
+    def ban(self, bans: list[Ban]) -> list[str]:
+        """Disable the accounts; returns what did not work although the accounts are disabled
+        (a failed postfix reload or doveadm kick), for the daemon to report with the result."""
+        self.problems = []
         new = {b.key for b in bans if b.key_type == "user"}
         unsafe = [u for u in new if not self._safe(u)]
         new -= set(unsafe)
@@ -88,6 +170,8 @@ class SaslDisableAction:
             self._write()
         for user in sorted(new):
             self._kick(user)
+        self.last_problems = list(self.problems)
+        return self.last_problems
 
     def unban(self, bans: list[Ban]) -> None:
         gone = {b.key for b in bans if b.key_type == "user"}
@@ -106,7 +190,7 @@ class SaslDisableAction:
         """Disabled accounts stay disabled while mailban is down: the files are left as they are."""
 
     def health(self) -> str | None:
-        problems = [self.warning] if self.warning else []
+        problems = [w for w in (self.config_warning, self.warning, *self.last_problems) if w]
         if self.refused:
             problems.append(f"not disabled (unsafe names, recorded only; act by hand): {list(self.refused)!r}")
         return "; ".join(problems) or None
@@ -149,8 +233,9 @@ class SaslDisableAction:
                 # The map itself is in place: postfix daemons notice a changed map by themselves
                 # (and a postfix that is not running reads it when it starts). The reload only
                 # makes it immediate, so its failure is reported, not retried.
-                self.warning = f"postfix reload failed (the map still applies within a minute): {exc}"
-                log.warning("%s", self.warning)
+                problem = f"postfix reload failed (the map still applies within a minute): {exc}"
+                self.problems.append(problem)
+                log.warning("%s", problem)
 
     @staticmethod
     def _is_mask(user: str) -> bool:
@@ -172,10 +257,10 @@ class SaslDisableAction:
             return
         try:
             run([*self.kick, user], timeout=min(10, self.timeout))
-            self.warning = None
         except ActionError as exc:
             # dovecot down or no session: the deny file already blocks every new login.
             if "not running" in str(exc) or "exited with 68" in str(exc):
                 return
-            self.warning = f"kick {user!r} failed: {exc}"
-            log.warning("%s", self.warning)
+            problem = f"doveadm kick {user!r} failed (its open sessions may go on): {exc}"
+            self.problems.append(problem)
+            log.warning("%s", problem)

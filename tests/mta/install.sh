@@ -17,6 +17,7 @@ packages=(
     redis-server                                # the fleet tests share one (tests/test_cluster.py)
     openssl                                     # throwaway CA and certificates (tests/test_cluster_tls.py)
     gcc libc6-dev python3-dev                   # mailban's C module (mailban/core/_speedups.c)
+    debootstrap                                 # the Debian 13 root (tests/mta/trixie.py)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -36,3 +37,6 @@ if [ ! -x "$SM/root/usr/libexec/sendmail/sendmail" ]; then
     (cd "$SM/debs" && $APT download sendmail-bin sendmail-base sendmail-cf)
     for d in "$SM"/debs/*.deb; do dpkg -x "$d" "$SM/root"; done
 fi
+
+# The Debian 13 (trixie) root for tests/mta/trixie.py is built by the tests themselves on first use
+# (debootstrap from this machine's mirror, about 45 s) and cached in /var/cache/mailban-test/trixie-root.
