@@ -91,6 +91,8 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         # read (Pipeline.stale, summed over reloads); when the last burst of them was logged.
         self.stale: dict[str, int] = {}
         self.stale_logged = 0.0
+        # (key type, key) -> action -> what did not work when it acted (list, explain)
+        self.action_problems: dict[tuple[str, str], dict[str, str]] = {}
         self.next_prune = 0.0
         self.next_check = 0.0
         # Lines read from each source since it was first followed (persisted with its position).
@@ -480,9 +482,15 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                 if slot.idle is not None:
                     slot.impl.start([b for b in self.state.active(now) if name in b.actions and b not in fresh])
                     slot.idle = None
-                slot.impl.ban(mine)
+                problems = slot.impl.ban(mine)
                 self._action_ok(slot, name)
-                result = "ok"
+                # Done, but not in full (sasl-disable: the account is disabled, the postfix
+                # reload or the kick failed): said as such in explain, list and status.
+                result = f"done, but: {'; '.join(problems)}" if problems else "ok"
+                for b in mine if problems else ():
+                    self.action_problems.setdefault((b.key_type, b.key), {})[name] = result
+                for b in mine if not problems else ():
+                    self.action_problems.get((b.key_type, b.key), {}).pop(name, None)
             except Exception as exc:
                 slot.pending_bans.extend(mine)
                 self._action_failed(slot, name, "ban", exc)

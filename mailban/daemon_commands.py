@@ -75,13 +75,14 @@ class ControlCommands:
                       "unsaved_windows": len(self.unsaved_windows)},
         }
 
-    @staticmethod
-    def _ban_dict(ban: Ban, now: float) -> dict[str, Any]:
+    def _ban_dict(self, ban: Ban, now: float) -> dict[str, Any]:
         return {
             "jail": ban.jail, "key_type": ban.key_type, "key": ban.key, "time": ban.time,
             "until": ban.until, "left": ban.until - now, "count": ban.count, "findtime": ban.findtime,
             "actions": list(ban.actions), "lines": list(ban.lines), "manual": ban.manual,
             "ips": list(ban.ips), "cause": ban.cause, "repeat": ban.repeat, "observe": ban.observe,
+            # what an action did not do in full when it acted on this key (sasl-disable's reload)
+            "problems": dict(self.action_problems.get((ban.key_type, ban.key), {})),
         }
 
     def _cmd_list(self, _req: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +230,8 @@ class ControlCommands:
                 if ban.key_type == "ip" and ipaddress.ip_address(ban.key) in net:
                     removed += self.state.remove("ip", ban.key)
         lifted = {(b.key_type, b.key) for b in removed} | {(key_type, key)}
+        for lifted_key in lifted:
+            self.action_problems.pop(lifted_key, None)
         self.unsaved_bans = [b for b in self.unsaved_bans if (b.key_type, b.key) not in lifted]
         # Counting starts afresh only in the jails whose ban is lifted: an unban by mail-abuse
         # must not reset what slow-guess has counted for the same address.

@@ -116,6 +116,8 @@ def render_list(bans: list[dict[str, Any]]) -> str:
         )
         if ban.get("cause"):
             out.append(f"    because of {_shown(ban['cause'])}")
+        for action, problem in sorted((ban.get("problems") or {}).items()):
+            out.append(f"    action {action}: {_shown(problem)}")
         if ban.get("ips"):
             shown = ", ".join(ban["ips"][:20]) + (f" and {len(ban['ips']) - 20} more" if len(ban["ips"]) > 20 else "")
             out.append(f"    from {_n(len(ban['ips']), 'address', 'addresses')}: {shown}")

@@ -310,3 +310,40 @@ print("locked", flush=True)
 sys.stdin.read()
 db.execute("ROLLBACK")
 """
+
+
+def test_a_reload_and_kick_that_fail_are_reported_not_called_ok(env: tuple[Link, Path, Notify, list[Daemon]]) -> None:
+    """sasl-disable writes its files (the account is disabled) but postfix's reload and
+    doveadm kick fail: the action's result, explain, list and status say so."""
+    link, tmp, notify, daemons = env
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mode").write_text("ok")
+    for name, body in (("postmap", FAKE), ("reload", FAKE.replace("mode = open", "mode = 'fail' or open")),
+                       ("doveadm", FAKE.replace("mode = open", "mode = 'fail' or open"))):
+        (bin_dir / name).write_text(f"#!{sys.executable}\n{body}")
+        (bin_dir / name).chmod(0o755)
+    (tmp / "dovecot").mkdir()
+    (tmp / "postfix").mkdir()
+    etc = tmp / "etc"
+    log = tmp / "mail.log"
+    log.touch()
+    config = write_config(etc, [str(log)], extra=(
+        "\n[jail.accounts]\nkinds = [\"auth-failure\"]\nkey = \"user\"\nmaxretry = 3\nactions = [\"sasl-disable\"]\n"))
+    (etc / "actions.d" / "sasl-disable.toml").write_text(
+        '[action]\ntype = "sasl-disable"\n'
+        f'dovecot_deny_file = "{tmp / "dovecot" / "deny"}"\npostfix_map = "{tmp / "postfix" / "sasl_access"}"\n'
+        f'postmap = ["{bin_dir / "postmap"}"]\npostfix_reload = ["{bin_dir / "reload"}"]\n'
+        f'kick = ["{bin_dir / "doveadm"}", "kick"]\ntimeout = 5\n')
+    d = start(daemons, link, config)
+    append(log, b"".join(failure_line(ip, user="bob") for ip in (CLIENT4, OTHER4, THIRD4)))
+    wait_for(lambda: any(b["key"] == "bob" for b in d.status()["bans"]), what="the decision on bob")
+    wait_for(lambda: (tmp / "dovecot" / "deny").exists() and "bob" in (tmp / "dovecot" / "deny").read_text(),
+             what="bob disabled")
+    explained = d.cli("explain", "--user", "bob").stdout
+    assert "action sasl-disable: done, but: postfix reload failed" in explained, explained
+    assert "doveadm kick 'bob' failed" in explained, explained
+    assert "action: ok" not in explained.replace("action nft: ok", "")
+    listed = d.cli("list").stdout
+    assert "action sasl-disable: done, but: postfix reload failed" in listed, listed
+    assert "postfix reload failed" in (action(d, "sasl-disable")["error"] or ""), action(d, "sasl-disable")
