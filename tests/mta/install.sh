@@ -27,7 +27,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo 'postfix postfix/main_mailer_type select Local only' | debconf-set-selections
     echo 'postfix postfix/mailname string mail.example.test' | debconf-set-selections
     $APT update -q
+    # Debian starts and enables the services it installs; the tests start their own instances
+    # on loopback, so none of these may run or come back at boot (a test machine, not a mail host).
+    cleanup_rc=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; cleanup_rc=1
+    fi
     $APT install -y -q --no-install-recommends "${missing[@]}"
+    [ -z "$cleanup_rc" ] || rm -f /usr/sbin/policy-rc.d
+    if [ -d /run/systemd/system ]; then
+        for unit in postfix dovecot redis-server rsyslog; do
+            systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+        done
+    fi
 fi
 
 # sendmail: its .debs are unpacked into a private tree (installing them would replace postfix).
