@@ -36,7 +36,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     $APT install -y -q --no-install-recommends "${missing[@]}"
     [ -z "$cleanup_rc" ] || rm -f /usr/sbin/policy-rc.d
     if [ -d /run/systemd/system ]; then
-        for unit in postfix dovecot redis-server rsyslog; do
+        # only the services of packages installed just now: a host's own rsyslog stays as it was
+        for p in "${missing[@]}"; do
+            case "$p" in
+                postfix|redis-server|rsyslog) unit=$p ;;
+                dovecot-core) unit=dovecot ;;
+                *) continue ;;
+            esac
             systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
         done
     fi
