@@ -192,12 +192,17 @@ def file_events(path: str, parser: SyslogParser, filters: FilterSet, count: Read
     source = iter_file_line_lists(path)
     batches = progress.batches_of(source) if progress is not None else source
     fast = speedups()
+    # A line without a time takes the last time of its own file (parser.last): several logs
+    # share the parser while a merge interleaves them, so each keeps its own between batches.
+    mine = parser.now
     if fast is not None:
         ctx = (*filters.scan_context(parser), Header)
         lineno = 0
         items: list[tuple[float, int, bytes, Header, list[Event]]] = []
         for batch in batches:
+            parser.last = mine
             lineno, parsed, last = fast.match_lines(batch, lineno, ctx, path, all_lines, items)
+            mine = parser.last
             if parsed:
                 count.parsed += parsed
                 count.last = last
@@ -206,7 +211,9 @@ def file_events(path: str, parser: SyslogParser, filters: FilterSet, count: Read
         return
     match = filters.match
     for lineno, line in enumerate((line for batch in batches for line in batch), 1):
+        parser.last = mine
         header = parser.parse(line)
+        mine = parser.last
         if header is None:
             continue
         count.parsed += 1

@@ -53,6 +53,7 @@ def _both(lines: list[bytes]) -> None:
         a, b = fast.parse(line), slow.parse_py(line)
         assert a == b, line
         assert type(a) is type(b), line
+    assert fast.last == slow.last  # what the next line without a time would get
 
 
 def _sample_lines() -> list[bytes]:
@@ -71,7 +72,12 @@ def test_parse_header_on_real_and_generated_lines() -> None:
 
 
 STAMPS = [b"Nov 20 08:00:01", b"Feb 29 10:00:00", b"Feb 30 10:00:00", b"Nov  2 08:00:01",
-          b"Nov 20 24:00:00", b"nov 20 08:00:01", b"2026-11-20T08:00:01.5+01:00", b"Xyz 20 08:00:01"]
+          b"Nov 20 24:00:00", b"nov 20 08:00:01", b"2026-11-20T08:00:01.5+01:00", b"Xyz 20 08:00:01",
+          # the rarer forms parse_py reads (syslog.py's docstring), and no stamp at all
+          b"Sep 8 08:00:01", b"Sep 08 08:00:01", b"<22>Nov 20 08:00:01", b"<22>2026-11-20T08:00:01Z",
+          b"Nov 20 08:00:01 <mail.info>", b"Nov 2 08:00:01 <2.6>", b"@400000006b114bd328de0364",
+          b"@400000006b114bd328de0364 Dec 03 09:00:00", b"2019-10-15 08:08:52.5", b"2019-10-15 08:08:52",
+          b"<22>1 2026-11-20T08:00:01Z", b"<22>1 -", b""]
 HOSTS = [b"mx1", b"a" * 255, b"a" * 256, b"", b"h:x", b"h\x00st", b"h\xff"]
 TAGS = [b"postfix/smtpd", b"t" * 95, b"t" * 96, b"t" * 97, b"auth-worker", b"p[x", b"p]", b"p(q", b""]
 PIDS = [b"[123]", b"[]", b"[12a]", b"(77)", b"", b"[123", b"[99999999999999999999]"]
@@ -83,7 +89,8 @@ RFC_STAMPS = [b"2026-11-20T08:00:01", b"2026-11-20T08:00:01Z", b"2026-11-20T08:0
               b"2026-11-20T08:00:01.+00:00", b"2026-11-20T08:00:01.123456789012345678+00:00",
               b"2026-11-20T08:00:01.000001", b"2026-02-30T08:00:01+00:00", b"2026-11-20T25:00:01+00:00",
               b"2026-11-20 08:00:01", b"2026-11-20T08:00:01.12x+00:00", b"20261120T080001Z",
-              b"2026-11-20T08:00:01.9999999999999999999+00:00", b"2026-11-20T08:00:01+00:00"]
+              b"2026-11-20T08:00:01.9999999999999999999+00:00", b"2026-11-20T08:00:01+00:00",
+              b"2026-11-20T08:00:01+0000", b"2026-11-20T08:00:01.25-0000", b"2026-11-20 08:00:01.5Z"]
 
 
 @needs_c
@@ -112,6 +119,51 @@ def test_parse_header_on_rfc3339_stamps(stamp: bytes, gap: bytes, host: bytes, t
 @given(st.binary(max_size=300))
 def test_parse_header_on_any_bytes(data: bytes) -> None:
     _both([data, b"Nov 20 08:00:01 " + data, b"Nov 20 08:00:01 mx " + data])
+
+
+# Lines with and without a time in any order: a line without one gets the time of the last line
+# that had one (`last`, which C stores on the parser for the lines it cuts itself), or `now` once
+# the daemon has moved it.
+TIMED = [b"Nov 20 08:00:01 mx postfix/smtpd[1]: x", b"Nov 20 08:00:01 mx postfix/smtpd[1]: y",
+         b"Nov 20 08:00:02 auth: Info: x", b"2026-11-20T08:00:03.5Z mx p[2]: x", b"2026-11-20T08:00:03.75Z mx p: x",
+         b"Sep 8 08:00:01 mx p: x", b"<22>1 2026-11-20T08:00:04Z mx app 3 - - x", b"<22>1 - mx app 3 - - x",
+         b"@400000006b114bd328de0364 auth: x", b"Nov 20 08:00:05 no header", b"Nov 20 08:00:06 mx p[1]: ",
+         b"auth: Info: x", b"auth-worker(3): x", b"garbage", b"2019-10-15 08:08:52 auth: x", b""]
+
+
+@needs_c
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(TIMED), max_size=12), st.booleans())
+def test_parse_header_times_lines_without_a_stamp_alike(lines: list[bytes], follow: bool) -> None:
+    fast, slow = SyslogParser(NOW, fast=C), SyslogParser(NOW)
+    if follow:
+        fast.set_now(NOW + 5)
+        slow.set_now(NOW + 5)
+    got = [(fast.parse(line), slow.parse_py(line)) for line in lines]
+    assert [a for a, _ in got] == [b for _, b in got]
+    assert follow or fast.last == slow.last  # following, `last` is not used (nor kept by C)
+
+
+@needs_c
+def test_match_lines_carries_the_last_time_across_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """replay's walk (offline.file_events): C reads a batch (1 MB) at a time, Python a line; a
+    line without a time, first in a batch, still gets the time of the last line before it."""
+    from mailban.core.filters import FilterSet
+    from mailban.offline import ReadCount, file_events
+
+    log = tmp_path / "dovecot.log"
+    rng = random.Random(4)
+    lines = [rng.choice(TIMED[:9] + [b"auth: passwd-file(a@example.test,192.0.2.9): unknown user"] * 4) + b" " * 200
+             for _ in range(20_000)]
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    got = []
+    for pure in (False, True):
+        with _python_only(monkeypatch, pure):
+            parser = SyslogParser(NOW, local_to_epoch, speedups())
+            got.append([(t, n, h) for t, n, _l, h, _e in file_events(str(log), parser, FilterSet(_filters()),
+                                                                      ReadCount(), True, None)])
+    assert got[0] == got[1]
+    assert len(got[0]) > 15_000 and len({t for t, _n, _h in got[0]}) > 5
 
 
 # --- tally ------------------------------------------------------------------------------------
@@ -161,6 +213,13 @@ HOSTILE += [b"Nov 20 08:00:01 mx postfix/smtpd[1]: " + fold for fold in (
     b"message repeated  times: [ " + _SASL + b"]", b"message repeated 3 times: [ \xff" + _SASL + b"]",
     b"message repeated 3 times: [ " + _SASL + b"]" * 3, b"message repeated ")]
 HOSTILE += [stamp + b" mx postfix/qmgr[2]: ABCDE12345: removed" for stamp in RFC_STAMPS]
+# the rarer header forms (tests/filters/headers-*.log), lines without a time among them
+_AUTH = b"auth: passwd-file(alice@example.test,192.0.2.46): Password mismatch"
+HOSTILE += [b"Sep 8 08:00:02 " + _AUTH, _AUTH, b"imap-login: " + _AUTH, b"@400000006b114bd328de0364 " + _AUTH,
+            b"<22>1 2026-11-20T08:00:01.003Z mx postfix/smtpd 4242 - [a b=\"\\]\"] \xef\xbb\xbf" + _SASL,
+            b"<22>1 - - dovecot - - -  " + _AUTH, b"2019-10-15 08:08:52.123456 " + _AUTH,
+            b"Nov 20 08:00:01 <mail.info> mx postfix/smtpd[1]: " + _SASL, b"<22>Nov 20 08:00:01 mx postfix/smtpd[1]: " + _SASL,
+            b"@400000006b114bd328de0364 Dec 03 09:00:00 " + _AUTH, b"<22>1 - mx postfix/smtpd 1 - -", b"auth:" + b" " * 300]
 HOSTILE += [stamp + b" mx postfix/smtpd[1]: warning: unknown[192.0.2.44]: SASL LOGIN authentication failed: x"
             for stamp in RFC_STAMPS]
 

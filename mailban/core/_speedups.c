@@ -1,11 +1,15 @@
 /* mailban.core._speedups: mailban's hottest loops in C, with the same results as the
  * Python they stand in for (which stays the reference, and is used where this is not built).
  *
- *   parse_header(bsd_cache, bsd_time, iso_cache, iso_time, parse_py, Header, line) -> Header | None
+ *   parse_header(bsd_cache, bsd_time, iso_cache, iso_time, parse_py, Header, [parser,] line)
+ *       -> Header | None
  *       SyslogParser.parse: the common case (a BSD or RFC 3339 stamp, converted by the
  *       parser's own caches and methods, then `host prog[pid]: `) is cut here; every other line
- *       goes to the Python parser, which decides it from scratch. So a line gets exactly the
- *       Header the Python parser gives it. read_header() is the same cut inside the loops.
+ *       (the rarer stamps, none at all) goes to the Python parser, which decides it from
+ *       scratch. So a line gets exactly the Header the Python parser gives it. read_header() is
+ *       the same cut inside the loops. The time of the last line cut here is stored in the
+ *       parser's `last` (what parse_py gives a line without a time) before parse_py runs and
+ *       when a loop ends; parse_header does so when given the parser (reading in order).
  *
  *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same)
  *       -> (lineno, parsed, matched, missed lines that look like failures)
@@ -46,7 +50,7 @@ static PyObject *str_group, *int_one;
 /* Interned names: Event kinds, and the attributes of Correlator and its Message records. */
 static PyObject *str_submission, *str_removed, *str_queued, *str_user, *str_uid, *str_ip, *str_sender,
     *str_time, *str_remember, *str_messages, *str_sessions, *str_ttl, *str_max_messages, *str_dropped,
-    *str_held, *str_unrecorded, *str_auth_failure, *str_reject, *str_rate_limit, *str_protocol;
+    *str_held, *str_unrecorded, *str_auth_failure, *str_reject, *str_rate_limit, *str_protocol, *str_last;
 
 /* Cut `host prog[pid]: ` at `pos` exactly as syslog._HOST_TAG matches it, with parse()'s
  * MAX_TAG check. Returns 0 when the regex (or the check) would not accept the text. */
@@ -197,6 +201,9 @@ typedef struct {
     PyObject *host, *tag, *when;
     char stamp[15];  /* the BSD stamp `when` belongs to, when has_stamp */
     int has_stamp;
+    /* the time of the last line cut here, not yet stored in the parser's `last` (dirty) */
+    PyObject *last;
+    int dirty;
 } Memo;
 
 static void
@@ -205,6 +212,19 @@ memo_clear(Memo *memo)
     Py_CLEAR(memo->host);
     Py_CLEAR(memo->tag);
     Py_CLEAR(memo->when);
+    Py_CLEAR(memo->last);
+}
+
+/* SyslogParser.last, the time a line without one gets while a file is read in order: parse_py
+ * keeps it for the lines it decides; this stores the time of the last line cut here, before
+ * parse_py runs and when a loop ends. 0, or -1 with an error set. */
+static int
+memo_sync(Ctx *x, Memo *memo)
+{
+    if (!memo->dirty || x->parser == NULL)
+        return 0;
+    memo->dirty = 0;
+    return PyObject_SetAttr(x->parser, str_last, memo->last);
 }
 
 /* One line's header, as SyslogParser.parse gives it. Borrowed references: from the memo on the
@@ -232,7 +252,7 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
         const char *space = memchr(s, ' ', n < 40 ? (size_t)n : 40);
         Py_ssize_t end = space == NULL ? -1 : space - s;
         if (end < 19)
-            return 0;
+            goto python;  /* `2019-10-15 08:08:52`, or no header: parse_py decides */
         Py_ssize_t zone = 19;
         double frac = 0.0;
         if (end > 19 && (s[19] == '.' || s[19] == ',')) {
@@ -268,7 +288,7 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
             return -1;
         if (when == Py_None) {
             Py_DECREF(when);
-            return 0;
+            goto python;  /* not RFC 3339: parse_py tries the other forms */
         }
         Py_XSETREF(memo->when, when);
         memo->has_stamp = 0;
@@ -289,7 +309,7 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
                 return -1;
             if (when == Py_None) {
                 Py_DECREF(when);
-                return 0;
+                goto python;  /* e.g. `Sep 8 08:00:01  h`: parse_py tries the other forms */
             }
         }
         if (when != NULL) {
@@ -303,8 +323,16 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
         h->host = memo_bytes(&memo->host, s, h->cut.host, h->cut.host_end);
         h->tag = memo_bytes(&memo->tag, s, h->cut.tag, h->cut.tag_end);
         h->msg = h->cut.msg;
+        if (x->parser != NULL) {
+            Py_XSETREF(memo->last, Py_NewRef(when));
+            memo->dirty = 1;
+        }
         return h->host == NULL || h->tag == NULL ? -1 : 1;
     }
+python:
+    /* parse_py reads `last` (a line without a time) and keeps it (a line with one) */
+    if (memo_sync(x, memo) < 0)
+        return -1;
     PyObject *header = PyObject_CallOneArg(x->parse, line);
     if (header == NULL)
         return -1;
@@ -345,19 +373,20 @@ header_of(PyObject *type, Line *h, const char *s)
 }
 
 /* SyslogParser.parse: parse_header(bsd_cache, _bsd_time, iso_cache, _iso_time, parse_py,
- * Header, line), the parser's own caches and methods bound by functools.partial. */
+ * Header, [parser,] line), the parser's own caches and methods bound by functools.partial; with
+ * the parser (reading a file in order), a line cut here stores its time in the parser's `last`. */
 static PyObject *
 parse_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7) {
+    if (nargs != 7 && nargs != 8) {
         PyErr_SetString(PyExc_TypeError,
-                        "parse_header(bsd_cache, bsd_time, iso_cache, iso_time, parse_py, Header, line)");
+                        "parse_header(bsd_cache, bsd_time, iso_cache, iso_time, parse_py, Header, [parser,] line)");
         return NULL;
     }
     /* Borrowed from the arguments: not cleared with ctx_clear(). */
     Ctx x = {.bsd_cache = args[0], .bsd_time = args[1], .iso_cache = args[2], .iso_time = args[3],
-             .parse = args[4], .header_type = args[5]};
-    PyObject *line = args[6];
+             .parse = args[4], .header_type = args[5], .parser = nargs == 8 ? args[6] : NULL};
+    PyObject *line = args[nargs - 1];
     if (!PyDict_Check(x.bsd_cache) || !PyDict_Check(x.iso_cache) || !PyType_Check(x.header_type) ||
         !PyBytes_Check(line))
         return PyObject_CallOneArg(x.parse, line);
@@ -366,6 +395,8 @@ parse_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Line h = {0};
     int got = read_header(&x, &memo, line, s, PyBytes_GET_SIZE(line), &h);
     PyObject *header = got < 0 ? NULL : got == 0 ? Py_NewRef(Py_None) : header_of(x.header_type, &h, s);
+    if (header != NULL && memo_sync(&x, &memo) < 0)
+        Py_CLEAR(header);
     Py_XDECREF(h.header);
     memo_clear(&memo);
     return header;
@@ -814,7 +845,8 @@ scan_next(Scan *sc)
             return -1;
         return 1;
     }
-    return PyErr_Occurred() ? -1 : 0;
+    /* the end of the lines: the parser's `last` is the time of the last of them that had one */
+    return PyErr_Occurred() || memo_sync(&sc->x, &sc->memo) < 0 ? -1 : 0;
 }
 
 static void
@@ -1349,6 +1381,18 @@ correlate(PyObject *module, PyObject *args)
                 Py_XDECREF(session);
                 if (msg == NULL || store_message(correlator, messages, key, msg, now, &dropped) < 0)
                     goto error;
+                /* the envelope's failures (`<rcpt>... User unknown`) came before it: release them */
+                if (PyTuple_GET_ITEM(event, 4) != Py_None) {
+                    int holds = correlator_holds(correlator);
+                    if (holds < 0)
+                        goto error;
+                    if (holds) {
+                        PyObject *kept = PyObject_CallMethodObjArgs(correlator, str_unrecorded, event, key, NULL);
+                        if (kept == NULL)
+                            goto error;
+                        Py_DECREF(kept);
+                    }
+                }
             } else {
                 PyObject *queued = PyObject_GetAttr(msg, str_queued);
                 int already = queued == NULL ? -1 : PyObject_IsTrue(queued);
@@ -1536,6 +1580,7 @@ PyInit__speedups(void)
     str_reject = PyUnicode_InternFromString("reject");
     str_rate_limit = PyUnicode_InternFromString("rate-limit");
     str_protocol = PyUnicode_InternFromString("protocol");
+    str_last = PyUnicode_InternFromString("last");
     str_time = PyUnicode_InternFromString("time");
     str_remember = PyUnicode_InternFromString("_remember_session");
     str_messages = PyUnicode_InternFromString("messages");
@@ -1543,7 +1588,7 @@ PyInit__speedups(void)
     if (!str_user || !str_uid || !str_ip || !str_sender || !str_queued || !str_submission ||
         !str_removed || !str_remember || !str_messages || !str_sessions || !str_ttl ||
         !str_max_messages || !str_dropped || !str_time || !str_held || !str_unrecorded || !str_auth_failure ||
-        !str_reject || !str_rate_limit || !str_protocol)
+        !str_reject || !str_rate_limit || !str_protocol || !str_last)
         return NULL;
     if (str_group == NULL || int_one == NULL)
         return NULL;

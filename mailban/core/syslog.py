@@ -4,12 +4,24 @@ Inputs: one raw line (bytes, no newline) and the reference time `now` (epoch sec
 Output: a `Header` tuple (time, host, program, pid, msg_start) or None for anything that is not a
 log line we understand. The message is not copied: callers match it in place from `msg_start`.
 
-Formats understood:
-- BSD syslog:  `Nov 20 08:00:01 host prog[pid]: msg` (no year: inferred, never in the future)
-- RFC 3339:    `2026-11-20T08:00:01.123456+00:00 host prog[pid]: msg`
+Formats understood (docs/configuration.md, "Log line formats", lists them with their sources):
+- BSD syslog:  `Nov 20 08:00:01 host prog[pid]: msg` (no year: inferred, never in the future);
+  the day padded with a space, a zero (`Sep 08`, dovecot's own stamp) or not at all (`Sep 8`).
+- RFC 3339:    `2026-11-20T08:00:01.123456+00:00 host prog[pid]: msg` (`Z`, `+0000`, or no zone:
+  local time), and with a space for the `T` (`2019-10-15 08:08:52[.usecs]`, a dovecot
+  `log_timestamp` of `%Y-%m-%d %H:%M:%S`).
 - postfix `maillog_file` (postlogd) writes the BSD form above, so it needs nothing special.
 - dovecot `log_path` files: `Nov 20 08:00:01 auth: Info: msg` (no host, no pid).
 Tags like `auth-worker(1234)` carry the pid in parentheses; both forms are split.
+- A `<PRI>` before either stamp (forwarding templates), and RFC 5424:
+  `<22>1 2026-11-20T08:00:01.003Z host app procid msgid [sd] msg` (app -> program, procid ->
+  pid, `-` for none; the structured data skipped, a BOM before the message skipped).
+- FreeBSD syslogd -v/-vv: `Nov 20 08:00:01 <mail.info> host prog[pid]: msg` (`<2.6>` with -v).
+- TAI64N (daemontools multilog `t`): `@4000000067a1b2c3d4e5f607 prog: msg`.
+- No time at all: `prog: msg` (dovecot's `log_timestamp = ""`, multilog without `t`), only with
+  no host. Such a line, and an RFC 5424 line whose time is `-`, is timed by the last line that
+  had a time (`last`: `mailban test`/`replay`, a file read in order) or, once the daemon moves
+  `now` with set_now (lines read as they arrive), by `now`.
 - rsyslog's repeat folding (`$RepeatedMsgReduction on`): `host prog[pid]: message repeated 18
   times: [ msg]` stands for 18 more copies of `msg`; `unfold` gives the line it stands for and N.
 
@@ -57,6 +69,30 @@ _HOST_TAG = re.compile(rb"([^ :]{1,255}) ([^ \[\]():]+)(?:\[([0-9]+)\])?: ").mat
 _DOVECOT24_AUTH = re.compile(rb"(auth(?:-worker)?)\((?![0-9]+\): )").match
 # `.123456` or `,123` after the seconds of an RFC 3339 stamp (the digits may be missing).
 _FRACTION = re.compile(rb"[.,](\d*)").match
+# The rarer stamps (parse_py's slow path). A BSD stamp whose day is not padded to two bytes
+# (`Sep 8 08:00:01`: some syslog daemons and templates); read as the padded one.
+_BSD_UNPADDED = re.compile(rb"([A-Z][a-z]{2}) ([1-9]) ([0-9]{2}:[0-9]{2}:[0-9]{2}) ").match
+# An RFC 3339 stamp with a space for the `T` (dovecot's `log_timestamp = "%Y-%m-%d %H:%M:%S "`,
+# with `.%{usecs}` or a zone after it or not), then the space that ends it.
+_ISO_SPACE = re.compile(rb"([0-9]{4}-[0-9]{2}-[0-9]{2}) ([0-9]{2}:[0-9]{2}:[0-9]{2}[^ ]{0,20}) ").match
+# `<PRI>` (0..191) that forwarding templates put before the stamp; `1 ` after it is RFC 5424.
+_PRI = re.compile(rb"<(?:[0-9]|[1-9][0-9]|1[0-8][0-9]|19[01])>").match
+# TAI64N: `@`, 2^62 + 10 + the Unix second in 16 hex digits, the nanoseconds in 8, a space.
+_TAI64N = re.compile(rb"@(4[0-9a-f]{15})([0-9a-f]{8}) ").match
+TAI64_UNIX = (1 << 62) + 10  # the label of Unix time 0, as daemontools' tai64n writes it
+# RFC 5424 after `<PRI>1 `: TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA [MSG], each
+# `-` when absent; SD is `-` or `[id name="value" ...]` elements (`\"`, `\\`, `\]` escaped in a
+# value), written strictly so that the match stays linear, and bounded (10 elements of 10
+# parameters of 256 bytes: a forged 256 KB line costs a few ms, not tens).
+_RFC5424 = re.compile(
+    rb"(-|[0-9]{4}-[0-9]{2}-[0-9]{2}T[^ ]{8,32}) ([!-~]{1,255}) ([!-~]{1,48}) ([!-~]{1,128}) [!-~]{1,32} "
+    rb"(?:-|(?:\[[^\]\x22= ]{1,32}(?: [^\]\x22= ]{1,32}=\x22(?:[^\x22\\]|\\.){0,256}\x22){0,10}\]){1,10})"
+    rb"(?: |$)", re.S).match
+# FreeBSD syslogd -v (`<2.6>`) and -vv (`<mail.info>`): facility.level between stamp and host.
+_FACPRI = re.compile(rb"<[a-z0-9]{1,10}\.[a-z0-9]{1,10}> ").match
+BOM = b"\xef\xbb\xbf"
+# What a line with no stamp may start with (its program's name).
+_TAG_START = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 # rsyslog's fold, as rsyslog 8 writes it (`message repeated %d times: [%.800s]` around the message,
@@ -106,63 +142,98 @@ class SyslogParser:
     caches, then `host prog[pid]: `) and hands every other line to `parse_py`, so both give a
     line the same Header."""
 
-    __slots__ = ("now", "_to_epoch", "_bsd_cache", "_iso_cache", "parse")
+    __slots__ = ("now", "last", "follow", "_to_epoch", "_bsd_cache", "_iso_cache", "_fast", "parse")
 
     def __init__(self, now: float, to_epoch: LocalToEpoch = utc_to_epoch, fast: Any = None) -> None:
         self.now = now
+        # The time of the last line that had one: what a line without a time gets while the
+        # parser reads a file in order (`test`, `replay`). The C loops keep it too (they write
+        # it here before they hand a line to parse_py, and when they end).
+        self.last = now
+        # Set by set_now: the parser follows live logs, and a line without a time gets `now`
+        # (its arrival), never a time another line (of any file, perhaps forged) carried;
+        # `last` is then not used (and C no longer keeps it).
+        self.follow = False
         self._to_epoch = to_epoch
         self._bsd_cache: dict[bytes, float] = {}
         self._iso_cache: dict[bytes, float] = {}
-        self.parse: Callable[[bytes], Header | None] = (
-            functools.partial(fast.parse_header, self._bsd_cache, self._bsd_time, self._iso_cache,
-                              self._iso_time, self.parse_py, Header)
-            if fast is not None else self.parse_py)
+        self._fast = fast
+        self.parse: Callable[[bytes], Header | None] = self._bind()
+
+    def _bind(self) -> Callable[[bytes], Header | None]:
+        fast = self._fast
+        if fast is None:
+            return self.parse_py
+        # Reading in order, C stores each stamped line's time in `last` (the parser passed last).
+        args = (self._bsd_cache, self._bsd_time, self._iso_cache, self._iso_time, self.parse_py, Header)
+        return functools.partial(fast.parse_header, *args) if self.follow else \
+            functools.partial(fast.parse_header, *args, self)
 
     def set_now(self, now: float) -> None:
-        """Move the reference time (the daemon calls this as wall time advances)."""
+        """Move the reference time (the daemon calls this as wall time advances); from the
+        first call on, a line without a time of its own is timed by `now`."""
         if int(now) // 3600 != int(self.now) // 3600:
             # Year inference depends on `now`; drop cached conversions when the hour turns.
             self._bsd_cache.clear()
         self.now = now
+        if not self.follow:
+            self.follow = True
+            self.parse = self._bind()
 
     def parse_py(self, line: bytes) -> Header | None:
         # The hot path of the whole daemon: every line comes through here, so the common case
         # (a cached BSD timestamp, then `host prog[pid]: `) is written out inline, with the
-        # rarer forms handled by the same checks further down.
+        # rarer forms handled by _rest and _other.
         if len(line) < 20:
-            return None
+            return self._other(line)
         first = line[0]
-        if 65 <= first <= 90:  # 'A'..'Z': a month name, BSD format
-            if line[15] != 32:
-                return None
+        if 65 <= first <= 90 and line[15] == 32:  # 'A'..'Z': a month name, BSD format
             stamp = line[:15]
             when = self._bsd_cache.get(stamp)
             if when is None:
                 when = self._bsd_time(stamp)
                 if when is None:
-                    return None
+                    return self._other(line)
             pos = 16
         elif 48 <= first <= 57:  # a digit: RFC 3339
             end = line.find(b" ", 0, 40)
             if end < 19:
-                return None
+                return self._other(line)
             when = self._iso_time(line[:end])
             if when is None:
-                return None
+                return self._other(line)
             pos = end + 1
         else:
-            return None
+            return self._other(line)
         # The common form, `host prog[pid]: msg` or `host prog: msg`, in one regex match; the
-        # step-by-step split below handles the others and decides every edge case.
+        # step-by-step split in _rest handles the others and decides every edge case.
         m = _HOST_TAG(line, pos)
         if m is not None and m.end() - m.start(2) <= MAX_TAG + 1:
+            self.last = when
             host, tag, pid = m.groups()
             return _new_header(Header, (when, host, tag, pid, m.end()))
+        if first >= 65 and line.startswith(b"<", pos):  # after a BSD stamp: FreeBSD syslogd -v's `<mail.info> `
+            fp = _FACPRI(line, pos)
+            if fp is not None:
+                pos = fp.end()
+        return self._rest(line, when, pos, True)
+
+    def _rest(self, line: bytes, when: float, pos: int, hosted: bool) -> Header | None:
+        """The header after its stamp: `host prog[pid]: msg`, or (also when not `hosted`: a
+        line with no stamp) `prog: msg` with no host, dovecot log_path's form."""
+        if hosted:
+            m = _HOST_TAG(line, pos)
+            if m is not None and m.end() - m.start(2) <= MAX_TAG + 1:
+                self.last = when
+                host, tag, pid = m.groups()
+                return _new_header(Header, (when, host, tag, pid, m.end()))
         # dovecot 2.4's own log file names an auth request in its tag, user name included:
         # `auth(user,ip,sasl:plain)<session>: Info: ...`. The user name may hold spaces and
         # colons, so the tag cannot be cut; the whole text is the message, from `auth`.
         auth24 = _DOVECOT24_AUTH(line, pos)
         if auth24 is not None:
+            if hosted:
+                self.last = when
             return _new_header(Header, (when, None, auth24.group(1), None, pos))
         # `host prog[pid]: msg`, or `prog: msg` with no host (dovecot log_path files)
         find = line.find
@@ -174,6 +245,8 @@ class SyslogParser:
                 return None  # `: msg`: no program name
             host = None
             tag = line[pos : sp - 1]
+        elif not hosted:
+            return None
         else:
             host = line[pos:sp]
             sp2 = find(b" ", sp + 1, sp + 2 + MAX_TAG)
@@ -196,7 +269,95 @@ class SyslogParser:
                 tag = tag[:open_at]
         if not tag:
             return None
+        if hosted:
+            self.last = when
         return _new_header(Header, (when, host, tag, pid, sp + 1))
+
+    def _other(self, line: bytes) -> Header | None:
+        """The rarer forms: `<PRI>` and RFC 5424, unpadded BSD days, a space for the `T`,
+        TAI64N, and no stamp at all."""
+        pos = 0
+        pri = _PRI(line)
+        if pri is not None:
+            pos = pri.end()
+            if line.startswith(b"1 ", pos):
+                return self._rfc5424(line, pos + 2)
+        got = self._stamp(line, pos)
+        if got is not None:
+            when, pos, bsd = got
+            if bsd and line.startswith(b"<", pos):  # FreeBSD syslogd -v
+                fp = _FACPRI(line, pos)
+                if fp is not None:
+                    pos = fp.end()
+            elif line[0] == 64 and not line.startswith(b"@", pos):
+                # multilog's stamp before the program's own (dovecot's log_timestamp): the
+                # TAI64N time stays, the program's stamp (local, no year) is skipped
+                inner = self._stamp(line, pos)
+                if inner is not None:
+                    pos = inner[1]
+            return self._rest(line, when, pos, True)
+        if pri is not None or not line or line[0] not in _TAG_START:
+            return None
+        # No stamp: only `prog: msg` (a tag and its message) qualifies, timed by its neighbours.
+        return self._rest(line, self.now if self.follow else self.last, 0, False)
+
+    def _stamp(self, line: bytes, pos: int) -> tuple[float, int, bool] | None:
+        """(time, where the text after it starts, whether BSD) for a stamp at `pos`, or None."""
+        if len(line) < pos + 2:
+            return None
+        first = line[pos]
+        if first == 64:  # `@`: TAI64N
+            m = _TAI64N(line, pos)
+            if m is None:
+                return None
+            nano = int(m.group(2), 16)
+            if nano > 999_999_999:
+                return None
+            return int(m.group(1), 16) - TAI64_UNIX + nano / 1e9, m.end(), False
+        if 65 <= first <= 90:
+            if line[pos + 15 : pos + 16] == b" ":
+                when = self._bsd_time(line[pos : pos + 15])
+                if when is not None:
+                    return when, pos + 16, True
+            m = _BSD_UNPADDED(line, pos)
+            if m is None:
+                return None
+            when = self._bsd_time(b"%s  %s %s" % m.groups())
+            return None if when is None else (when, m.end(), True)
+        if 48 <= first <= 57:
+            end = line.find(b" ", pos, pos + 40)
+            if end >= pos + 19:
+                when = self._iso_time(line[pos:end])
+                if when is not None:
+                    return when, end + 1, False
+            m = _ISO_SPACE(line, pos)
+            if m is None:
+                return None
+            when = self._iso_time(m.group(1) + b"T" + m.group(2))
+            return None if when is None else (when, m.end(), False)
+        return None
+
+    def _rfc5424(self, line: bytes, pos: int) -> Header | None:
+        m = _RFC5424(line, pos)
+        if m is None:
+            return None
+        stamp, host, app, procid = m.groups()
+        if app == b"-":
+            return None  # no program: no filter could cover it
+        if stamp == b"-":
+            when = self.now if self.follow else self.last
+        else:
+            when = self._iso_time(stamp)
+            if when is None:
+                return None
+            self.last = when
+        start = m.end()
+        if line.startswith(b" ", start):
+            start += 1  # rsyslog keeps the space that followed a BSD tag: `- -  msg`
+        if line.startswith(BOM, start):
+            start += 3
+        return _new_header(Header, (when, None if host == b"-" else host, app,
+                                    None if procid == b"-" else procid, start))
 
     def _bsd_time(self, stamp: bytes) -> float | None:
         when = self._bsd_cache.get(stamp)
