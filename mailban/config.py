@@ -508,7 +508,7 @@ def _jail(
             elif key == "exclude":
                 values[key] = frozenset(_names(value, filter_names | rule_names, "filter or rule"))
             elif key == "key":
-                if value not in JAIL_KEY_TYPES:
+                if not isinstance(value, str) or value not in JAIL_KEY_TYPES:
                     raise ValueError(f"`key` must be one of {', '.join(sorted(JAIL_KEY_TYPES))}")
                 values[key] = value
             elif key in ("owner_grace", "resolution", "bantime_max", "repeat_window"):

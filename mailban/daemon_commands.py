@@ -47,6 +47,7 @@ class ControlCommands:
             top = sorted(((k, c) for k, c in counts.items() if c), key=lambda kv: -kv[1])[:10]
             jails.append({
                 "name": spec.name, "key": spec.key, "findtime": spec.findtime, "maxretry": spec.maxretry,
+                "count": spec.count,
                 "bantime": spec.bantime, "actions": list(spec.actions), "tracked": len(jail.windows),
                 "suppressed": self.suppressed.get(spec.name, 0), "stale": self.stale.get(spec.name, 0),
                 "banned": sum(1 for b in bans if b.jail == spec.name), "top": top,
@@ -65,7 +66,10 @@ class ControlCommands:
             "bans": [self._ban_dict(b, now) for b in bans],
             "actions": [
                 {"name": n, "type": self.config.actions[n].type,
-                 "error": s.error or (s.impl.health() if hasattr(s.impl, "health") else None),
+                 # failing (a program failed; retried) apart from what the action reports
+                 # about itself (not set up, done but not in full)
+                 "error": s.error,
+                 "warning": s.impl.health() if hasattr(s.impl, "health") else None,
                  "idle": s.idle,
                  "pending": len(s.pending_bans) + len(s.pending_unbans)}
                 for n, s in self.actions.items()

@@ -50,6 +50,7 @@ def render_status(st: dict[str, Any], jail_name: str | None = None) -> str:
     out.append(f"active bans: {len(st['bans'])}")
     for action in st["actions"]:
         health = (f"FAILING: {action['error']}" if action["error"] else
+                  f"WARNING: {action['warning']}" if action.get("warning") else
                   f"idle (started when a decision needs it): {action['idle']}" if action.get("idle") else "ok")
         if action.get("pending"):
             health += f" ({action['pending']} bans/unbans owed, retried with backoff)"
@@ -67,7 +68,8 @@ def render_status(st: dict[str, Any], jail_name: str | None = None) -> str:
 
 
 def _render_jail(jail: dict[str, Any]) -> str:
-    out = [f"jail {jail['name']}: {_n(jail['maxretry'], 'event')} per {jail.get('key', 'ip')} in "
+    unit = {"score": "point", "recipients": "recipient"}.get(jail.get("count", "events"), "event")
+    out = [f"jail {jail['name']}: {_n(jail['maxretry'], unit)} per {jail.get('key', 'ip')} in "
            f"{_d(jail['findtime'])} -> ban for {_d(jail['bantime'])} via {', '.join(jail['actions'])}; "
            f"{_n(jail['tracked'], 'key')} counting, {jail['banned']} banned"]
     if jail.get("stale"):

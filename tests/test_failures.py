@@ -346,4 +346,5 @@ def test_a_reload_and_kick_that_fail_are_reported_not_called_ok(env: tuple[Link,
     assert "action: ok" not in explained.replace("action nft: ok", "")
     listed = d.cli("list").stdout
     assert "action sasl-disable: done, but: postfix reload failed" in listed, listed
-    assert "postfix reload failed" in (action(d, "sasl-disable")["error"] or ""), action(d, "sasl-disable")
+    assert "postfix reload failed" in (action(d, "sasl-disable")["warning"] or ""), action(d, "sasl-disable")
+    assert "WARNING: postfix reload failed" in d.cli("status").stdout
