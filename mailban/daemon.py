@@ -376,9 +376,9 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         for name, count in stale.items():
             self.stale[name] = self.stale.get(name, 0) + count
         if now - self.stale_logged > STALE_QUIET:
-            log.warning("not counting lines of %s that are older than the find time (%s events so far); "
-                        "a restored backup, a late log or a clock jump? `mailban replay` counts them in log time",
-                        path, ", ".join(f"{n}: {c}" for n, c in sorted(stale.items())))
+            log.warning("not counting lines of %s that were already older than the find time when read "
+                        "(a restored backup, a late log or a clock jump?); `mailban status` shows how many, "
+                        "`mailban replay` counts them in log time", path)
         self.stale_logged = now
         stale.clear()
 

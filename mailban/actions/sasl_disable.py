@@ -82,6 +82,16 @@ def parse_doveconf(text: str) -> tuple[str, list[str]]:
     return version, paths
 
 
+def _unchanged(path: str, text: str) -> bool:
+    """The map already holds `text` and postmap built it (its database lies beside it)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            same = fh.read() == text
+    except (OSError, UnicodeDecodeError):
+        return False
+    return same and any(os.path.exists(f"{path}.{ext}") for ext in ("db", "cdb", "lmdb"))
+
+
 class SaslDisableAction:
     self_expiring = False
 
@@ -225,6 +235,8 @@ class SaslDisableAction:
         if postfix:
             text = "# maintained by mailban (sasl-disable): do not edit, use `mailban unban --user`\n"
             text += "".join(f"{u} REJECT {self.reject_text}\n" for u in users)
+            if _unchanged(self.postfix_map, text):
+                return  # nothing to rebuild or reload (a start with the same accounts disabled)
             write_atomically(self.postfix_map, text)
             run([*self.postmap, f"{self.map_type}:{self.postfix_map}"], timeout=self.timeout)
             try:
