@@ -140,6 +140,23 @@ def test_a_cut_failure_gets_the_address_its_session_names_later() -> None:
         assert pipe.correlator.held == {} and pipe.correlator.released == []
 
 
+def test_unknown_users_get_the_address_of_their_envelope_line() -> None:
+    """sendmail names a RCPT to an unknown local user by queue id only; the envelope's `from=`
+    line, written when the transaction ends, names the client (real lines, sendmail 8.17)."""
+    rcpt = [b"6AMBCeTu023991: <nouser%d@mx.example.test>... User unknown" % n for n in range(3)]
+    env = (b"6AMBCeTu023991: from=<spam@spammer.example>, size=0, class=0, nrcpts=0, proto=ESMTP, "
+           b"daemon=MTA-v4, relay=[198.51.100.35]")
+    for fast in (False, True):
+        pipe = _pipeline(fast)
+        assert [e for r in rcpt for e in pipe.events(SM + r)] == []
+        out = pipe.events(SM + env)
+        assert [(e.rule, e.ip) for e in out] == [("queued", "198.51.100.35")] + [("user-unknown", "198.51.100.35")] * 3
+        assert pipe.correlator.held == {} and pipe.correlator.released == []
+        # another envelope's line releases nothing
+        pipe.events(SM + rcpt[0])
+        assert [e.rule for e in pipe.events(SM + env.replace(b"6AMBCeTu023991", b"6AMBCeTu023992"))] == ["queued"]
+
+
 def test_a_held_failure_never_takes_another_session_or_host() -> None:
     for fast in (False, True):
         pipe = _pipeline(fast)

@@ -84,6 +84,9 @@ class Correlator:
                 user = session[1] if session and session[2] in (None, event.ip) else None
                 msg = Message(event.time, user, event.uid, event.ip, event.sender)
                 self._store(key, msg, event.time)
+                if self.held and event.ip is not None:
+                    # the envelope's failures (`<rcpt>... User unknown`) came before it
+                    self.unrecorded(event, key)
             elif msg.queued:
                 return None  # a retry of a message already counted
             msg.queued = True
