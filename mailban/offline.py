@@ -91,6 +91,7 @@ def _test_summary(paths: list[str], filters: list[Filter], out: IO[str], jobs: i
     tallies = TallySet(filters)
     now = time.time()
     lines = parsed = matched = missed = 0
+    failing = False
     per_rule: dict[tuple[str, str, str], int] = {}
     per_ip: dict[str, int] = {}
     # Where each address was first counted, (file, line, event on the line): ties in "Top
@@ -112,12 +113,13 @@ def _test_summary(paths: list[str], filters: list[Filter], out: IO[str], jobs: i
             results = [tally_lines(progress.lines_of(iter_file_lines(path)), tallies, now)]
             whole = True
         offset = 0  # lines of this file in the ranges before
-        for r_lines, r_parsed, r_matched, r_missed, r_rules, r_ips, r_first, pending in results:
+        for r_lines, r_parsed, r_matched, r_missed, r_failing, r_rules, r_ips, r_first, pending in results:
             if not whole and progress.enabled:
                 progress.advance(range_bytes, r_lines)  # a range is done (ranges are of about equal size)
             parsed += r_parsed
             matched += r_matched
             missed += r_missed
+            failing = failing or r_failing
             for key, count in r_rules.items():
                 per_rule[key] = per_rule_get(key, 0) + count
             for ip, count in r_ips.items():
@@ -150,10 +152,11 @@ def _test_summary(paths: list[str], filters: list[Filter], out: IO[str], jobs: i
             write(f"  {per_ip[ip]:>9}  {ip}\n")
     else:
         write("\nNo line matched.\n")
-    if missed:
+    if failing:
         shown = " ".join(shlex.quote(p) for p in paths)
-        write(f"\nHint: {missed} lines of the programs the filters cover matched no rule and read like failures"
-              f" (fail, reject, denied, invalid, ...): `mailban test --missed {shown}` groups them by shape.\n")
+        write(f"\nHint: {missed:,} lines of the programs the filters cover matched no rule, and some read like "
+              f"failures (fail, reject, denied, invalid, ...): `mailban test --missed {shown}` groups them by "
+              f"shape.\n")
     return 0
 
 

@@ -40,7 +40,7 @@ _READ = 1 << 20
 # each address's first counted event, and the events that do (in order):
 # (time, rule key, address, host, queue id, lineno, index of the event on its line).
 Pending = tuple[float, tuple[str, str, str], "str | None", "bytes | None", str, int, int]
-RangeTally = tuple[int, int, int, int, dict[tuple[str, str, str], int], dict[str, int],
+RangeTally = tuple[int, int, int, int, bool, dict[tuple[str, str, str], int], dict[str, int],
                    dict[str, tuple[int, int]], list[Pending]]
 # The words that make a line no rule matched look like a failure, worth `mailban test --missed`:
 # the programs' vocabulary for a client doing something wrong (lower case, compared with the
@@ -139,12 +139,13 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
     same: dict[Any, Any] = {}
     if fast is not None:
         # The same loop in C (mailban/core/_speedups.c), with the same results.
-        lines, parsed, matched, missed = fast.tally(source, 0, filters.scan_context(parser), per_rule, per_ip,
-                                                    first, pending, same)
-        return lines, parsed, matched, missed, per_rule, per_ip, first, pending
+        lines, parsed, matched, missed, failing = fast.tally(source, 0, filters.scan_context(parser), per_rule,
+                                                             per_ip, first, pending, same)
+        return lines, parsed, matched, missed, bool(failing), per_rule, per_ip, first, pending
     parse = parser.parse
     match = filters.match
     lines = parsed = matched = missed = 0
+    failing = False
     per_rule_get, per_ip_get, add_pending = per_rule.get, per_ip.get, pending.append
     shared = same.setdefault
     for line in source:
@@ -155,9 +156,10 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
         parsed += 1
         tallies = match(line, header)
         if not tallies:
-            # a line of a covered program that no rule matched, and that reads like a failure
-            if filters.rules_for(header.program) and looks_like_failure(line[header.msg_start:]):
+            # a line of a covered program that no rule matched (does one read like a failure?)
+            if filters.rules_for(header.program):
                 missed += 1
+                failing = failing or looks_like_failure(line[header.msg_start:])
             continue
         matched += 1
         for j, (key, ip, qid) in enumerate(tallies):
@@ -173,7 +175,7 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
                     first[ip] = (lines, j)
                 else:
                     per_ip[ip] = count + 1
-    return lines, parsed, matched, missed, per_rule, per_ip, first, pending
+    return lines, parsed, matched, missed, failing, per_rule, per_ip, first, pending
 
 
 class PendingCounter:

@@ -89,8 +89,8 @@ def test_summary_hints_at_missed_failures(tmp_path: Path, monkeypatch: pytest.Mo
     out = io.StringIO()
     assert run_test([_log(tmp_path, LINES)], filters, False, out, jobs=1) == 0
     assert out.getvalue().endswith(
-        f"Hint: 2 lines of the programs the filters cover matched no rule and read like failures (fail, reject, "
-        f"denied, invalid, ...): `mailban test --missed {tmp_path / 'mail.log'}` groups them by shape.\n")
+        f"Hint: 5 lines of the programs the filters cover matched no rule, and some read like failures (fail, "
+        f"reject, denied, invalid, ...): `mailban test --missed {tmp_path / 'mail.log'}` groups them by shape.\n")
     out = io.StringIO()
     assert run_test([_log(tmp_path, LINES[:4])], filters, False, out, jobs=1) == 0
     assert "Hint" not in out.getvalue()

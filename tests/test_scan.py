@@ -29,6 +29,7 @@ from .bench_modules import genlog
 def _oracle(path: str, filters: list[Filter]) -> str:
     fset, parser, correlate = FilterSet(filters), SyslogParser(time.time(), local_to_epoch), Correlator().process
     lines = parsed = matched = missed = 0
+    failing = False
     per_rule: Counter[tuple[str, str, str]] = Counter()
     per_ip: dict[str, int] = {}
     for line in iter_file_lines(path):
@@ -40,7 +41,8 @@ def _oracle(path: str, filters: list[Filter]) -> str:
         events = fset.match(line, header, path, lines)
         matched += bool(events)
         if not events and fset.rules_for(header.program):
-            missed += any(w in line[header.msg_start:][:1024].lower() for w in (b"fail", b"reject", b"denied",
+            missed += 1
+            failing |= any(w in line[header.msg_start:][:1024].lower() for w in (b"fail", b"reject", b"denied",
                           b"invalid", b"abort", b"refus", b"illegal", b"disallow", b"too many", b"unknown user",
                           b"user unknown", b"error", b"violation", b"timeout", b"timed out", b"not allowed",
                           b"mismatch", b"no such", b"not found", b"blocked", b"attack", b"exceeded", b"penalty"))
@@ -56,9 +58,9 @@ def _oracle(path: str, filters: list[Filter]) -> str:
     out += [f"  {c:>9}  {f + '.' + r:<{width}}  {k}"
             for (f, r, k), c in sorted(per_rule.items(), key=lambda kv: (-kv[1], kv[0]))]
     out += ["", "Top addresses:"] + [f"  {c:>9}  {ip}" for ip, c in Counter(per_ip).most_common(10)]
-    if missed:
-        out += ["", f"Hint: {missed} lines of the programs the filters cover matched no rule and read like failures "
-                    f"(fail, reject, denied, invalid, ...): `mailban test --missed {path}` groups them by shape."]
+    if failing:
+        out += ["", f"Hint: {missed:,} lines of the programs the filters cover matched no rule, and some read like "
+                    f"failures (fail, reject, denied, invalid, ...): `mailban test --missed {path}` groups them by shape."]
     return "\n".join(out) + "\n"
 
 

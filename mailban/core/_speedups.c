@@ -12,7 +12,8 @@
  *       when a loop ends; parse_header does so when given the parser (reading in order).
  *
  *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same)
- *       -> (lineno, parsed, matched, missed lines that look like failures)
+ *       -> (lineno, parsed, matched, lines of covered programs no rule matched, whether one of
+ *           them reads like a failure)
  *       scan.tally_lines' loop for `mailban test`'s summary: header, the filters covering the
  *       program (TallySet's dispatch table), each filter's first rule whose literal is in the
  *       line and whose regex matches (Python's own `re` objects, called from here, so every
@@ -896,6 +897,7 @@ tally(PyObject *module, PyObject *args)
 {
     PyObject *lines, *ctx_t, *per_rule, *per_ip, *first, *pending, *same;
     Py_ssize_t lineno, matched = 0, missed = 0;
+    int failing = 0;
     if (!PyArg_ParseTuple(args, "OnO!O!O!O!O!O!", &lines, &lineno, &PyTuple_Type, &ctx_t,
                           &PyDict_Type, &per_rule, &PyDict_Type, &per_ip, &PyDict_Type, &first,
                           &PyList_Type, &pending, &PyDict_Type, &same))
@@ -920,14 +922,19 @@ tally(PyObject *module, PyObject *args)
         }
         if (more < 0)
             break;
-        /* a line of a covered program that no rule matched, and that reads like a failure */
+        /* a line of a covered program that no rule matched; whether one reads like a failure
+         * is looked for until one does (the summary's hint needs no more, and the words cost
+         * more than the rest of an unmatched line) */
         if (j == 0 && PyTuple_GET_SIZE(sc.groups) > 0) {
-            PyObject *as_logged = sc.shown != NULL ? sc.shown : sc.line;
-            if (looks_like_failure(PyBytes_AS_STRING(as_logged) + sc.h.msg, PyBytes_GET_SIZE(as_logged) - sc.h.msg))
-                missed++;
+            missed++;
+            if (!failing) {
+                PyObject *as_logged = sc.shown != NULL ? sc.shown : sc.line;
+                failing = looks_like_failure(PyBytes_AS_STRING(as_logged) + sc.h.msg,
+                                             PyBytes_GET_SIZE(as_logged) - sc.h.msg);
+            }
         }
     }
-    PyObject *res = more < 0 ? NULL : Py_BuildValue("(nnnn)", sc.lineno, sc.parsed, matched, missed);
+    PyObject *res = more < 0 ? NULL : Py_BuildValue("(nnnni)", sc.lineno, sc.parsed, matched, missed, failing);
     scan_close(&sc);
     return res;
 }
