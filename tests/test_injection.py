@@ -170,7 +170,7 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "postfix.sasl-auth-failed-mech": ("postfix/smtpd", "warning: {h}[{ip}]: SASL {c} authentication failed: Invalid authentication mechanism: '{c}', sasl_username=(unavailable)", "postfix.sasl-auth-failed"),
     "postfix.relay-denied-310": ("postfix-out/smtpd", "NOQUEUE: reject: RCPT from {h}[{ip}]:40000: 554 5.7.1 <{a}>: Relay access denied; from=<{b}> to=<{a}> proto=ESMTP helo=<{c}> sasl_method=PLAIN sasl_username={d}", "postfix.relay-denied"),
     "postfix.milter-reject": ("postfix/smtpd", "NOQUEUE: milter-reject: RCPT from {h}[{ip}]:40000: 550 5.7.1 {d}; from=<{b}> to=<{a}> proto=ESMTP helo=<{c}>", "postfix.milter-reject"),
-    "postfix.milter-reject-cleanup": ("postfix/cleanup", "4F2A31C0D5: milter-reject: END-OF-MESSAGE from {h}[{ip}]: 5.7.1 {d}; from=<{b}> to=<{a}> proto=ESMTP helo=<{c}>", "postfix.milter-reject"),
+    "postfix.milter-reject-cleanup": ("postfix/cleanup", "4F2A31C0D5: milter-reject: END-OF-MESSAGE from {h}[{ip}]: 5.7.1 {d}; from=<{b}> to=<{a}> proto=ESMTP helo=<{c}>", "postfix-cleanup.milter-reject"),
     "postfix.too-many-errors-310": ("postfix/smtpd", "NOQUEUE: too many errors after RCPT from {h}[{ip}]:40000", "postfix.too-many-errors"),
     "postfix.improper-pipelining-notail": ("postfix/smtpd", "improper command pipelining after CONNECT from {h}[{ip}]", "postfix.improper-pipelining"),
     "postfix.lost-connection-auth": ("postfix/submission/smtpd", "NOQUEUE: lost connection after AUTH from {h}[{ip}]", "postfix.lost-connection-auth"),
