@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import __version__
+from .core.durations import format_duration
 from .core.jails import IgnoreList
 from .core.records import Ban
 from .hostaddrs import never_ban
@@ -126,7 +127,7 @@ class ClusterHooks:
                 continue
             ban = jail.decide_shared(key, now, when, total, tuple(lines))
             if ban is not None:
-                bans.append(replace(ban, cause=f"fleet: {total} in {jail.spec.findtime:g}s on {nodes} nodes"))
+                bans.append(replace(ban, cause=f"fleet: {total} in {format_duration(jail.spec.findtime)} on {nodes} nodes"))
                 self.unsaved_windows.add((name, "key", key))
         if bans:
             bans = self._valve(bans, now)  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Iterable, Iterator
 
 from .config import Config
+from .core.durations import format_duration
 from .core.jails import JailSpec
 from .core.records import Event
 from .localtime import local_to_epoch
@@ -153,7 +154,7 @@ def render_text(reports: list[JailReport], out: IO[str]) -> None:
         spec = r.spec
         acted = sum(1 for p in r.peaks.values() if p >= spec.maxretry)
         out.write(f"\n== jail {spec.name}: {len(r.peaks)} {spec.key}s seen; at maxretry {spec.maxretry} "
-                  f"({unit[spec.count]} within {spec.findtime:g}s) {acted} would be acted on\n")
+                  f"({unit[spec.count]} within {format_duration(spec.findtime)}) {acted} would be acted on\n")
         if r.dropped:
             out.write(f"   ({r.dropped} events of keys beyond the first {MAX_KEYS} were not followed)\n")
         if spec.min_ips:

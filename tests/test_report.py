@@ -51,7 +51,7 @@ def test_cli_text_and_html(traffic: Path, tmp_path: Path) -> None:
                            "--config", str(config.SHIPPED_DEFAULT), str(traffic)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "== jail mail-abuse: 40 ips seen; at maxretry 5 (points within 600s) 36 would be acted on" in proc.stdout
+    assert "== jail mail-abuse: 40 ips seen; at maxretry 5 (points within 10m) 36 would be acted on" in proc.stdout
     assert "<- configured" in proc.stdout and "newsletter@example.test (150)" in proc.stdout
     text = page.read_text()
     assert text.startswith("<!DOCTYPE html>") and "<script" not in text
