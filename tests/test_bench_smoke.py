@@ -43,7 +43,8 @@ def test_mailban_test_finds_every_category(tmp_path: Path) -> None:
         text = out.getvalue()
         assert f"Lines: {LINES} read, {LINES} with a syslog header" in text
         per_rule = re.findall(r"^\s+\d+\s+([\w-]+)\.([\w.-]+)\s+([\w-]+)$", text, re.M)
-        assert {f for f, _, _ in per_rule} == {f.name for f in filters}
+        # every filter finds something, but cleanup's milter rejects (the generator runs no milter)
+        assert {f.name for f in filters} - {f for f, _, _ in per_rule} == {"postfix-cleanup"}
         kinds = {k for _, _, k in per_rule}
         assert {"auth-failure", "reject", "rate-limit", "protocol", "login", "submission", "queued",
                 "delivery", "removed"} <= kinds
