@@ -43,6 +43,9 @@ def _ip_or(m: re.Match[bytes], replacement: bytes, group: int = 1) -> bytes:
 
 
 _REPLACEMENTS: tuple[tuple[re.Pattern[bytes], Any], ...] = (
+    # a queue id opening the message (postfix `4F2A31C0D5:`, its long form, sendmail's
+    # `6AMBC3nP023582:`), with or without a digit in it
+    (re.compile(rb"\A(?:[0-9A-F]{6,12}|[0-9A-Za-z]{12,20}): "), b"QID: "),
     # `<...>` holds addresses, user names, session ids (no nesting, bounded: linear)
     (re.compile(rb"<[^<>\n]{0,512}>"), b"<*>"),
     # key=value pairs whose value is a name or an address chosen elsewhere
