@@ -84,6 +84,36 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+
+def master_cf(smtp_port: int, postscreen_port: int) -> str:
+    """The master.cf both harnesses run (Debian 12 here, Debian 13 in tests/mta/trixie.py): smtpd
+    and postscreen on loopback ports, and the chroot column "n" everywhere (the private queue
+    directory holds no /etc copies)."""
+    return f"""\
+127.0.0.1:{smtp_port} inet n - n - - smtpd
+127.0.0.1:{postscreen_port} inet n - n - 1 postscreen
+smtpd     pass  - - n - - smtpd -o syslog_name=postfix/ps
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+local     unix  - n n - - local
+smtp      unix  - - n - - smtp
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
 class Service:
     """A started-for-the-test MTA as a context manager: start(), and cleanup() afterwards even
     when the start itself failed half-way (subclasses provide both)."""
@@ -213,30 +243,7 @@ class PostfixDovecot(Service):
         main.update(self.main_extra)
         (etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()))
         # chroot column "n" everywhere: the private queue directory holds no /etc copies
-        master = f"""\
-127.0.0.1:{self.smtp_port} inet n - n - - smtpd
-127.0.0.1:{self.postscreen_port} inet n - n - 1 postscreen
-smtpd     pass  - - n - - smtpd -o syslog_name=postfix/ps
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-local     unix  - n n - - local
-smtp      unix  - - n - - smtp
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
+        master = master_cf(self.smtp_port, self.postscreen_port)
         (etc / "master.cf").write_text(master)
         run(["postalias", "-c", str(etc), f"hash:{etc}/aliases"])
         run(["postmap", "-c", str(etc), f"hash:{etc}/sasl_access"])

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from tests.mta.postfix_dovecot import USERS, Service, pid_alive, start_daemon
+from tests.mta.postfix_dovecot import USERS, Service, master_cf, pid_alive, start_daemon
 
 ROOT = Path(os.environ.get("MAILBAN_TRIXIE_ROOT", "/var/cache/mailban-test/trixie-root"))
 BASE = Path("/var/lib/mbmta")
@@ -291,30 +291,7 @@ class Trixie(Service):
         main.update(self.main_extra)
         (self.etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()))
         # postfix's own chroot column "n": the Debian 12 harness does the same, the lines are alike
-        (self.etc / "master.cf").write_text(f"""\
-127.0.0.1:{self.smtp_port} inet n - n - - smtpd
-127.0.0.1:{self.postscreen_port} inet n - n - 1 postscreen
-smtpd     pass  - - n - - smtpd -o syslog_name=postfix/ps
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-local     unix  - n n - - local
-smtp      unix  - - n - - smtp
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-""")
+        (self.etc / "master.cf").write_text(master_cf(self.smtp_port, self.postscreen_port))
         _run(self.tool("postalias", f"hash:{etc}/aliases"))
         for f in ("sasl_access", "mailban_sasl_access"):
             _run(self.tool("postmap", f"hash:{etc}/{f}"))
