@@ -136,16 +136,18 @@ sys.exit(0)
 """
 
 
-def test_postmap_postsuper_doveadm_failing_then_hanging_then_working(
-        env: tuple[Link, Path, Notify, list[Daemon]]) -> None:
-    link, tmp, notify, daemons = env
+def _account_setup(tmp: Path, mode: str, fakes: tuple[str, ...], failing: tuple[str, ...], actions: list[str],
+                   timeout: float) -> tuple[Path, Path, Path, Path]:
+    """Fake MTA programs in tmp/bin (`fakes` follow tmp/bin/mode, `failing` always exit 1), a
+    jail keyed by user acting with `actions`, and a sasl-disable action run by those programs:
+    (bin dir, etc dir, log, config)."""
     bin_dir = tmp / "bin"
     bin_dir.mkdir()
-    (bin_dir / "mode").write_text("fail")
-    for name in ("postmap", "postqueue", "postsuper", "postcat", "doveadm", "reload"):
-        script = bin_dir / name
-        script.write_text(f"#!{sys.executable}\n{FAKE}")
-        script.chmod(0o755)
+    (bin_dir / "mode").write_text(mode)
+    for name in fakes + failing:
+        body = FAKE if name in fakes else FAKE.replace("mode = open", "mode = 'fail' or open")
+        (bin_dir / name).write_text(f"#!{sys.executable}\n{body}")
+        (bin_dir / name).chmod(0o755)
     (tmp / "dovecot").mkdir()
     (tmp / "postfix").mkdir()
     etc = tmp / "etc"
@@ -153,12 +155,21 @@ def test_postmap_postsuper_doveadm_failing_then_hanging_then_working(
     log.touch()
     config = write_config(etc, [str(log)], extra=(
         "\n[jail.accounts]\nkinds = [\"auth-failure\"]\nkey = \"user\"\nmaxretry = 3\nfindtime = \"10m\"\n"
-        "bantime = \"1h\"\nactions = [\"sasl-disable\", \"queue-hold\"]\n"))
+        f"bantime = \"1h\"\nactions = {json.dumps(actions)}\n"))
     (etc / "actions.d" / "sasl-disable.toml").write_text(
         '[action]\ntype = "sasl-disable"\n'
         f'dovecot_deny_file = "{tmp / "dovecot" / "deny"}"\npostfix_map = "{tmp / "postfix" / "sasl_access"}"\n'
         f'postmap = ["{bin_dir / "postmap"}"]\npostfix_reload = ["{bin_dir / "reload"}"]\n'
-        f'kick = ["{bin_dir / "doveadm"}", "kick"]\ntimeout = 1\n')
+        f'kick = ["{bin_dir / "doveadm"}", "kick"]\ntimeout = {timeout}\n')
+    return bin_dir, etc, log, config
+
+
+def test_postmap_postsuper_doveadm_failing_then_hanging_then_working(
+        env: tuple[Link, Path, Notify, list[Daemon]]) -> None:
+    link, tmp, notify, daemons = env
+    bin_dir, etc, log, config = _account_setup(
+        tmp, "fail", ("postmap", "postqueue", "postsuper", "postcat", "doveadm", "reload"), (),
+        ["sasl-disable", "queue-hold"], timeout=1)
     (etc / "actions.d" / "queue-hold.toml").write_text(
         '[action]\ntype = "queue-hold"\n'
         f'postqueue = ["{bin_dir / "postqueue"}"]\npostsuper = ["{bin_dir / "postsuper"}"]\n'
@@ -316,25 +327,8 @@ def test_a_reload_and_kick_that_fail_are_reported_not_called_ok(env: tuple[Link,
     """sasl-disable writes its files (the account is disabled) but postfix's reload and
     doveadm kick fail: the action's result, explain, list and status say so."""
     link, tmp, notify, daemons = env
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "mode").write_text("ok")
-    for name, body in (("postmap", FAKE), ("reload", FAKE.replace("mode = open", "mode = 'fail' or open")),
-                       ("doveadm", FAKE.replace("mode = open", "mode = 'fail' or open"))):
-        (bin_dir / name).write_text(f"#!{sys.executable}\n{body}")
-        (bin_dir / name).chmod(0o755)
-    (tmp / "dovecot").mkdir()
-    (tmp / "postfix").mkdir()
-    etc = tmp / "etc"
-    log = tmp / "mail.log"
-    log.touch()
-    config = write_config(etc, [str(log)], extra=(
-        "\n[jail.accounts]\nkinds = [\"auth-failure\"]\nkey = \"user\"\nmaxretry = 3\nactions = [\"sasl-disable\"]\n"))
-    (etc / "actions.d" / "sasl-disable.toml").write_text(
-        '[action]\ntype = "sasl-disable"\n'
-        f'dovecot_deny_file = "{tmp / "dovecot" / "deny"}"\npostfix_map = "{tmp / "postfix" / "sasl_access"}"\n'
-        f'postmap = ["{bin_dir / "postmap"}"]\npostfix_reload = ["{bin_dir / "reload"}"]\n'
-        f'kick = ["{bin_dir / "doveadm"}", "kick"]\ntimeout = 5\n')
+    _bin, _etc, log, config = _account_setup(tmp, "ok", ("postmap",), ("reload", "doveadm"), ["sasl-disable"],
+                                             timeout=5)
     d = start(daemons, link, config)
     append(log, b"".join(failure_line(ip, user="bob") for ip in (CLIENT4, OTHER4, THIRD4)))
     wait_for(lambda: any(b["key"] == "bob" for b in d.status()["bans"]), what="the decision on bob")
