@@ -85,6 +85,69 @@ def pid_alive(pid: int) -> bool:
 
 
 
+def main_cf(etc: Path, own: dict[str, str], sasl_map: Path | None, extra: dict[str, str]) -> str:
+    """The main.cf both harnesses run (Debian 12 here, Debian 13 in tests/mta/trixie.py): every
+    category the tests provoke, on loopback, without DNS. `etc` is the configuration directory as
+    postfix sees it, `own` the harness's own keys (directories, log file), `sasl_map` the
+    sasl-disable map to check first (None: not configured), `extra` a test's own keys, last."""
+    main = {
+        "compatibility_level": "3.6",
+        "myhostname": "mail.example.test",
+        "mydomain": "example.test",
+        "myorigin": "mail.example.test",
+        "mydestination": "mail.example.test, localhost",
+        "mynetworks": "127.0.0.1/32",
+        "inet_interfaces": "127.0.0.1",
+        "inet_protocols": "ipv4",
+        "alias_maps": f"hash:{etc}/aliases",
+        "alias_database": f"hash:{etc}/aliases",
+        "syslog_name": "postfix",
+        "smtpd_peername_lookup": "no",
+        "smtp_dns_support_level": "disabled",
+        "default_transport": "smtp",
+        "relay_transport": "smtp",
+        "relayhost": "[127.0.0.1]:1",
+        "smtpd_sasl_auth_enable": "yes",
+        "smtpd_sasl_type": "dovecot",
+        "smtpd_sasl_path": "private/auth",
+        "smtpd_sasl_security_options": "noanonymous",
+        "broken_sasl_auth_clients": "yes",
+        "smtpd_helo_required": "yes",
+        # real "cannot find your hostname" rejects without DNS: with peername lookups off,
+        # every client is "unknown"; the map applies the restriction to two test addresses
+        "smtpd_client_restrictions": f"check_client_access cidr:{etc}/client_access",
+        "smtpd_helo_restrictions": "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname",
+        "smtpd_data_restrictions": "reject_unauth_pipelining",
+        "smtpd_relay_restrictions": f"permit_mynetworks, check_sasl_access hash:{etc}/sasl_access, "
+        "permit_sasl_authenticated, reject_unauth_destination",
+        "smtpd_client_connection_rate_limit": "5",
+        "anvil_rate_time_unit": "60s",
+        "smtpd_client_event_limit_exceptions": "127.0.0.1",
+        "smtpd_soft_error_limit": "3",
+        "smtpd_hard_error_limit": "5",
+        "smtpd_error_sleep_time": "0",
+        # postscreen: every loopback client is a stranger (the default permits mynetworks)
+        "postscreen_access_list": "",
+        "postscreen_greet_action": "enforce",
+        "postscreen_greet_wait": "1s",
+        "postscreen_pipelining_enable": "yes",
+        "postscreen_pipelining_action": "enforce",
+        "postscreen_non_smtp_command_enable": "yes",
+        "postscreen_non_smtp_command_action": "drop",
+        "postscreen_bare_newline_enable": "yes",
+        "postscreen_bare_newline_action": "enforce",
+        "postscreen_command_count_limit": "5",
+        "postscreen_dnsbl_sites": "",
+        **own,
+    }
+    if sasl_map is not None:
+        first = f"check_sasl_access hash:{sasl_map}"
+        main["smtpd_relay_restrictions"] = f"{first}, {main['smtpd_relay_restrictions']}"
+        main["smtpd_recipient_restrictions"] = f"{first}, permit"
+    main.update(extra)
+    return "".join(f"{k} = {v}\n" for k, v in main.items())
+
+
 def master_cf(smtp_port: int, postscreen_port: int) -> str:
     """The master.cf both harnesses run (Debian 12 here, Debian 13 in tests/mta/trixie.py): smtpd
     and postscreen on loopback ports, and the chroot column "n" everywhere (the private queue
@@ -181,67 +244,15 @@ class PostfixDovecot(Service):
             f"{UNKNOWN_CLIENT}/32 reject_unknown_client_hostname\n"
             f"{UNKNOWN_REVERSE}/32 reject_unknown_reverse_client_hostname\n"
         )
-        main = {
-            "compatibility_level": "3.6",
-            "myhostname": "mail.example.test",
-            "mydomain": "example.test",
-            "myorigin": "mail.example.test",
-            "mydestination": "mail.example.test, localhost",
-            "mynetworks": "127.0.0.1/32",
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
+        own = {
             "queue_directory": str(self.queue),
             "data_directory": str(self.data),
-            "alias_maps": f"hash:{etc}/aliases",
-            "alias_database": f"hash:{etc}/aliases",
             "maillog_file": str(self.maillog),
             "maillog_file_prefixes": f"/var, /dev/stdout, {w}",
-            "syslog_name": "postfix",
-            "smtpd_peername_lookup": "no",
-            "smtp_dns_support_level": "disabled",
             "disable_dns_lookups": "yes",
-            "default_transport": "smtp",
-            "relay_transport": "smtp",
-            "relayhost": "[127.0.0.1]:1",
-            "smtpd_sasl_auth_enable": "yes",
-            "smtpd_sasl_type": "dovecot",
-            "smtpd_sasl_path": "private/auth",
-            "smtpd_sasl_security_options": "noanonymous",
-            "broken_sasl_auth_clients": "yes",
-            "smtpd_helo_required": "yes",
-            # real "cannot find your hostname" rejects without DNS: with peername lookups off,
-            # every client is "unknown"; the map applies the restriction to two test addresses
-            "smtpd_client_restrictions": f"check_client_access cidr:{etc}/client_access",
-            "smtpd_helo_restrictions": "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname",
-            "smtpd_data_restrictions": "reject_unauth_pipelining",
-            "smtpd_relay_restrictions": f"permit_mynetworks, check_sasl_access hash:{etc}/sasl_access, "
-            "permit_sasl_authenticated, reject_unauth_destination",
-            "smtpd_client_connection_rate_limit": "5",
-            "anvil_rate_time_unit": "60s",
-            "smtpd_client_event_limit_exceptions": "127.0.0.1",
-            "smtpd_soft_error_limit": "3",
-            "smtpd_hard_error_limit": "5",
-            "smtpd_error_sleep_time": "0",
-            # postscreen: every loopback client is a stranger (the default permits mynetworks)
-            "postscreen_access_list": "",
             "postscreen_cache_map": f"btree:{self.data}/postscreen_cache",
-            "postscreen_greet_action": "enforce",
-            "postscreen_greet_wait": "1s",
-            "postscreen_pipelining_enable": "yes",
-            "postscreen_pipelining_action": "enforce",
-            "postscreen_non_smtp_command_enable": "yes",
-            "postscreen_non_smtp_command_action": "drop",
-            "postscreen_bare_newline_enable": "yes",
-            "postscreen_bare_newline_action": "enforce",
-            "postscreen_command_count_limit": "5",
-            "postscreen_dnsbl_sites": "",
         }
-        if self.sasl_disable:
-            first = f"check_sasl_access hash:{self.sasl_map}"
-            main["smtpd_relay_restrictions"] = f"{first}, {main['smtpd_relay_restrictions']}"
-            main["smtpd_recipient_restrictions"] = f"{first}, permit"
-        main.update(self.main_extra)
-        (etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()))
+        (etc / "main.cf").write_text(main_cf(etc, own, self.sasl_map if self.sasl_disable else None, self.main_extra))
         # chroot column "n" everywhere: the private queue directory holds no /etc copies
         master = master_cf(self.smtp_port, self.postscreen_port)
         (etc / "master.cf").write_text(master)

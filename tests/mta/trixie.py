@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from tests.mta.postfix_dovecot import USERS, Service, master_cf, pid_alive, start_daemon
+from tests.mta.postfix_dovecot import USERS, Service, main_cf, master_cf, pid_alive, start_daemon
 
 ROOT = Path(os.environ.get("MAILBAN_TRIXIE_ROOT", "/var/cache/mailban-test/trixie-root"))
 BASE = Path("/var/lib/mbmta")
@@ -234,62 +234,14 @@ class Trixie(Service):
             (self.etc / f).write_text("")
         (self.etc / "client_access").write_text("127.0.0.28/32 reject_unknown_client_hostname\n"
                                                 "127.0.0.29/32 reject_unknown_reverse_client_hostname\n")
-        main = {
-            "compatibility_level": "3.6",
-            "myhostname": "mail.example.test",
-            "mydomain": "example.test",
-            "myorigin": "mail.example.test",
-            "mydestination": "mail.example.test, localhost",
-            "mynetworks": "127.0.0.1/32",
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
-            "alias_maps": f"hash:{etc}/aliases",
-            "alias_database": f"hash:{etc}/aliases",
+        own = {
             "maillog_file": "/var/log/mailban-test/postfix.log",
-            "syslog_name": "postfix",
-            "smtpd_peername_lookup": "no",
-            "smtp_dns_support_level": "disabled",
-            "default_transport": "smtp",
-            "relay_transport": "smtp",
-            "relayhost": "[127.0.0.1]:1",
             "smtpd_tls_security_level": "none",
             "smtp_tls_security_level": "none",
-            "smtpd_sasl_auth_enable": "yes",
-            "smtpd_sasl_type": "dovecot",
-            "smtpd_sasl_path": "private/auth",
-            "smtpd_sasl_security_options": "noanonymous",
-            "broken_sasl_auth_clients": "yes",
-            "smtpd_helo_required": "yes",
-            "smtpd_client_restrictions": f"check_client_access cidr:{etc}/client_access",
-            "smtpd_helo_restrictions": "reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname",
-            "smtpd_data_restrictions": "reject_unauth_pipelining",
-            "smtpd_relay_restrictions": f"permit_mynetworks, check_sasl_access hash:{etc}/sasl_access, "
-            "permit_sasl_authenticated, reject_unauth_destination",
-            "smtpd_client_connection_rate_limit": "5",
-            "anvil_rate_time_unit": "60s",
-            "smtpd_client_event_limit_exceptions": "127.0.0.1",
-            "smtpd_soft_error_limit": "3",
-            "smtpd_hard_error_limit": "5",
-            "smtpd_error_sleep_time": "0",
-            "postscreen_access_list": "",
             "postscreen_cache_map": "btree:$data_directory/postscreen_cache",
-            "postscreen_greet_action": "enforce",
-            "postscreen_greet_wait": "1s",
-            "postscreen_pipelining_enable": "yes",
-            "postscreen_pipelining_action": "enforce",
-            "postscreen_non_smtp_command_enable": "yes",
-            "postscreen_non_smtp_command_action": "drop",
-            "postscreen_bare_newline_enable": "yes",
-            "postscreen_bare_newline_action": "enforce",
-            "postscreen_command_count_limit": "5",
-            "postscreen_dnsbl_sites": "",
         }
-        if self.sasl_disable:
-            first = f"check_sasl_access hash:{self.sasl_map}"
-            main["smtpd_relay_restrictions"] = f"{first}, {main['smtpd_relay_restrictions']}"
-            main["smtpd_recipient_restrictions"] = f"{first}, permit"
-        main.update(self.main_extra)
-        (self.etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items()))
+        (self.etc / "main.cf").write_text(main_cf(etc, own, self.sasl_map if self.sasl_disable else None,
+                                                  self.main_extra))
         # postfix's own chroot column "n": the Debian 12 harness does the same, the lines are alike
         (self.etc / "master.cf").write_text(master_cf(self.smtp_port, self.postscreen_port))
         _run(self.tool("postalias", f"hash:{etc}/aliases"))
