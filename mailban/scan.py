@@ -44,7 +44,7 @@ RangeTally = tuple[int, int, int, int, bool, dict[tuple[str, str, str], int], di
                    dict[str, tuple[int, int]], list[Pending]]
 # The words that make a line no rule matched look like a failure, worth `mailban test --missed`:
 # the programs' vocabulary for a client doing something wrong (lower case, compared with the
-# message's first 1,024 bytes lowered; the same list is in _speedups.c).
+# message's first 1,024 bytes lowered; the C tally is given this list).
 FAILURE_STEMS = (b"fail", b"reject", b"denied", b"invalid", b"abort", b"refus", b"illegal", b"disallow",
                  b"too many", b"unknown user", b"user unknown", b"error", b"violation", b"timeout",
                  b"timed out", b"not allowed", b"mismatch", b"no such", b"not found", b"blocked", b"attack",
@@ -140,7 +140,7 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
     if fast is not None:
         # The same loop in C (mailban/core/_speedups.c), with the same results.
         lines, parsed, matched, missed, failing = fast.tally(source, 0, filters.scan_context(parser), per_rule,
-                                                             per_ip, first, pending, same)
+                                                             per_ip, first, pending, same, FAILURE_STEMS)
         return lines, parsed, matched, missed, bool(failing), per_rule, per_ip, first, pending
     parse = parser.parse
     match = filters.match

@@ -42,10 +42,7 @@ def _oracle(path: str, filters: list[Filter]) -> str:
         matched += bool(events)
         if not events and fset.rules_for(header.program):
             missed += 1
-            failing |= any(w in line[header.msg_start:][:1024].lower() for w in (b"fail", b"reject", b"denied",
-                          b"invalid", b"abort", b"refus", b"illegal", b"disallow", b"too many", b"unknown user",
-                          b"user unknown", b"error", b"violation", b"timeout", b"timed out", b"not allowed",
-                          b"mismatch", b"no such", b"not found", b"blocked", b"attack", b"exceeded", b"penalty"))
+            failing |= any(w in line[header.msg_start:][:1024].lower() for w in scan.FAILURE_STEMS)
         for event in events:
             event = correlate(event, header)
             if event is not None:

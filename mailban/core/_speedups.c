@@ -11,7 +11,7 @@
  *       parser's `last` (what parse_py gives a line without a time) before parse_py runs and
  *       when a loop ends; parse_header does so when given the parser (reading in order).
  *
- *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same)
+ *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same, failure_stems)
  *       -> (lineno, parsed, matched, lines of covered programs no rule matched, whether one of
  *           them reads like a failure)
  *       scan.tally_lines' loop for `mailban test`'s summary: header, the filters covering the
@@ -684,16 +684,10 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
     return Py_NewRef(Py_None);
 }
 
-/* missed.FAILURE_STEMS, the words that make a line no rule matched look like a failure (the
- * summary's hint to run `mailban test --missed`): lower case, compared with the message lowered. */
-static const char *const failure_stems[] = {
-    "fail", "reject", "denied", "invalid", "abort", "refus", "illegal", "disallow", "too many",
-    "unknown user", "user unknown", "error", "violation", "timeout", "timed out", "not allowed",
-    "mismatch", "no such", "not found", "blocked", "attack", "exceeded", "penalty", NULL};
-
-/* missed.looks_like_failure on s[0:n]: one of failure_stems in the text, ignoring ASCII case. */
+/* scan.looks_like_failure on s[0:n]: one of `stems` (scan.FAILURE_STEMS, lower-case bytes) in
+ * the text's first 1,024 bytes, ignoring ASCII case. */
 static int
-looks_like_failure(const char *s, Py_ssize_t n)
+looks_like_failure(PyObject *stems, const char *s, Py_ssize_t n)
 {
     char low[1024];
     if (n > (Py_ssize_t)sizeof low)
@@ -702,9 +696,12 @@ looks_like_failure(const char *s, Py_ssize_t n)
         char c = s[i];
         low[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
     }
-    for (const char *const *w = failure_stems; *w != NULL; w++)
-        if (contains(low, n, *w, (Py_ssize_t)strlen(*w)))
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(stems); k++) {
+        PyObject *stem = PyTuple_GET_ITEM(stems, k);
+        if (PyBytes_Check(stem) && PyBytes_GET_SIZE(stem) > 0 &&
+            contains(low, n, PyBytes_AS_STRING(stem), PyBytes_GET_SIZE(stem)))
             return 1;
+    }
     return 0;
 }
 
@@ -895,12 +892,12 @@ count_tally(Scan *sc, PyObject *result, Py_ssize_t j, PyObject *per_rule, PyObje
 static PyObject *
 tally(PyObject *module, PyObject *args)
 {
-    PyObject *lines, *ctx_t, *per_rule, *per_ip, *first, *pending, *same;
+    PyObject *lines, *ctx_t, *per_rule, *per_ip, *first, *pending, *same, *stems;
     Py_ssize_t lineno, matched = 0, missed = 0;
     int failing = 0;
-    if (!PyArg_ParseTuple(args, "OnO!O!O!O!O!O!", &lines, &lineno, &PyTuple_Type, &ctx_t,
+    if (!PyArg_ParseTuple(args, "OnO!O!O!O!O!O!O!", &lines, &lineno, &PyTuple_Type, &ctx_t,
                           &PyDict_Type, &per_rule, &PyDict_Type, &per_ip, &PyDict_Type, &first,
-                          &PyList_Type, &pending, &PyDict_Type, &same))
+                          &PyList_Type, &pending, &PyDict_Type, &same, &PyTuple_Type, &stems))
         return NULL;
     Scan sc;
     if (scan_open(&sc, lines, ctx_t, lineno, 0) < 0)
@@ -929,7 +926,7 @@ tally(PyObject *module, PyObject *args)
             missed++;
             if (!failing) {
                 PyObject *as_logged = sc.shown != NULL ? sc.shown : sc.line;
-                failing = looks_like_failure(PyBytes_AS_STRING(as_logged) + sc.h.msg,
+                failing = looks_like_failure(stems, PyBytes_AS_STRING(as_logged) + sc.h.msg,
                                              PyBytes_GET_SIZE(as_logged) - sc.h.msg);
             }
         }
@@ -1284,6 +1281,24 @@ correlator_holds(PyObject *correlator)
     return holds;
 }
 
+/* Correlator.unrecorded for an event with a queue id no record knows, called only where it can
+ * do something (rare, so the Python method decides): with `no_address`, a failure to hold;
+ * otherwise an event whose address releases what its session held. 1: the event was held;
+ * 0: it goes on; -1: error. */
+static int
+unrecorded(PyObject *correlator, PyObject *event, PyObject *key, int no_address)
+{
+    int ask = no_address ? is_failure_kind(PyTuple_GET_ITEM(event, 1)) : correlator_holds(correlator);
+    if (ask <= 0)
+        return ask;
+    PyObject *kept = PyObject_CallMethodObjArgs(correlator, str_unrecorded, event, key, NULL);
+    if (kept == NULL)
+        return -1;
+    int held = kept == Py_None;  /* else the event itself */
+    Py_DECREF(kept);
+    return held;
+}
+
 static PyObject *
 correlate(PyObject *module, PyObject *args)
 {
@@ -1389,17 +1404,8 @@ correlate(PyObject *module, PyObject *args)
                 if (msg == NULL || store_message(correlator, messages, key, msg, now, &dropped) < 0)
                     goto error;
                 /* the envelope's failures (`<rcpt>... User unknown`) came before it: release them */
-                if (PyTuple_GET_ITEM(event, 4) != Py_None) {
-                    int holds = correlator_holds(correlator);
-                    if (holds < 0)
-                        goto error;
-                    if (holds) {
-                        PyObject *kept = PyObject_CallMethodObjArgs(correlator, str_unrecorded, event, key, NULL);
-                        if (kept == NULL)
-                            goto error;
-                        Py_DECREF(kept);
-                    }
-                }
+                if (PyTuple_GET_ITEM(event, 4) != Py_None && unrecorded(correlator, event, key, 0) < 0)
+                    goto error;
             } else {
                 PyObject *queued = PyObject_GetAttr(msg, str_queued);
                 int already = queued == NULL ? -1 : PyObject_IsTrue(queued);
@@ -1423,20 +1429,12 @@ correlate(PyObject *module, PyObject *args)
                 goto error;
         }
         if (msg == NULL) {
-            /* Correlator.unrecorded: holds a failure without an address, or releases what its
-             * session held; rare, so the Python method decides */
-            int ask = PyTuple_GET_ITEM(event, 4) == Py_None ? is_failure_kind(kind) : correlator_holds(correlator);
-            if (ask < 0)
+            int held = unrecorded(correlator, event, key, PyTuple_GET_ITEM(event, 4) == Py_None);
+            if (held < 0)
                 goto error;
-            if (ask) {
-                PyObject *kept = PyObject_CallMethodObjArgs(correlator, str_unrecorded, event, key, NULL);
-                if (kept == NULL)
-                    goto error;
-                Py_DECREF(kept);  /* the event itself, or None */
-                if (kept == Py_None) {
-                    Py_CLEAR(key);
-                    continue;
-                }
+            if (held) {
+                Py_CLEAR(key);
+                continue;
             }
         }
         if (msg != NULL) {
@@ -1543,7 +1541,7 @@ static PyMethodDef methods[] = {
     {"parse_header", (PyCFunction)(void (*)(void))parse_header, METH_FASTCALL,
      "parse_header(cache, fallback, header_type, line): SyslogParser.parse's common case."},
     {"tally", tally, METH_VARARGS,
-     "tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same): scan.tally_lines' loop."},
+     "tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same, failure_stems): scan.tally_lines' loop."},
     {"match_lines", match_lines, METH_VARARGS,
      "match_lines(lines, lineno, ctx, source, all_lines, items) -> (lineno, lines with a header, "
      "time of the last one): FilterSet.match over lines, for replay."},
