@@ -91,6 +91,9 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         # read (Pipeline.stale, summed over reloads); when the last burst of them was logged.
         self.stale: dict[str, int] = {}
         self.stale_logged = 0.0
+        # Networks never banned, each with why (this host's addresses, mynetworks): for the
+        # refusals of a manual ban; set with each pipeline.
+        self.protected: tuple[tuple[Any, str], ...] = ()
         # (key type, key) -> action -> what did not work when it acted (list, explain)
         self.action_problems: dict[tuple[str, str], dict[str, str]] = {}
         self.next_prune = 0.0

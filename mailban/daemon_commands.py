@@ -168,7 +168,7 @@ class ControlCommands:
         target = ipaddress.ip_network(key, strict=False)
         labelled: list[tuple[Any, str]] = [(n, "loopback") for n in ALWAYS_IGNORED]
         labelled += [(n, "in `ignoreip`") for n in self.config.settings.ignoreip]
-        labelled += list(getattr(self, "protected", ()))
+        labelled += list(self.protected)
         if jail is not None:
             labelled += [(n, f"in jail {jail.spec.name}'s `ignoreip`") for n in jail.spec.ignoreip]
         for net, why in labelled:

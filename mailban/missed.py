@@ -112,17 +112,11 @@ def collect(paths: list[str], filters: list[Filter], now: float) -> MissedLines:
     fset = FilterSet(filters)
     parser = SyslogParser(now, local_to_epoch, speedups())
     missed = MissedLines()
-    covered: dict[bytes, bool] = {}
     for path in paths:
         for _t, lineno, line, header, events in file_events(path, parser, fset, ReadCount(), True, None):
-            if events:
-                continue
-            program = header.program
-            known = covered.get(program)
-            if known is None:
-                known = covered[program] = bool(fset.rules_for(program))
-            if known:
-                missed.add(program, line[header.msg_start:], line, path, lineno)
+            # rules_for caches per program: a line of a program no filter covers costs a dict lookup
+            if not events and fset.rules_for(header.program):
+                missed.add(header.program, line[header.msg_start:], line, path, lineno)
     return missed
 
 
