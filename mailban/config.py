@@ -204,8 +204,6 @@ def load(path: str | None = None) -> Config:
         admin.extend(_read(p) for p in sorted(jail_dir.glob("*.toml")))
     filters = load_filters(confdir)
     actions = load_actions(confdir)
-    keep_shipped_jails = all(d.data.get("mailban", {}).get("shipped_jails", True) is not False
-                             for d in admin if isinstance(d.data.get("mailban", {}), dict))
     errors: list[ConfigError] = []
     origins: dict[tuple[str, ...], tuple[Any, str]] = {}
     settings_src: dict[str, tuple[Any, TomlDoc]] = {}
@@ -233,8 +231,6 @@ def load(path: str | None = None) -> Config:
         for key, value in cluster.items():
             cluster_src[key] = (value, doc)
             origins[("cluster", key)] = origin(("cluster", key), value)
-        if doc is shipped and not keep_shipped_jails:
-            continue
         jails = doc.data.get("jail", {})
         if not isinstance(jails, dict):
             errors.append(doc.error(("jail",), "jails are tables: [jail.NAME]"))
@@ -248,6 +244,11 @@ def load(path: str | None = None) -> Config:
                 entry[key] = (value, doc)
                 origins[("jail", name, key)] = origin(("jail", name, key), value)
     settings = _settings(settings_src, errors)
+    if not settings.shipped_jails:
+        # only the jails of the admin's files, and only the keys those files write
+        jail_src = {name: mine for name, src in jail_src.items()
+                    if (mine := {k: v for k, v in src.items() if v[1] is not shipped})}
+        origins = {k: v for k, v in origins.items() if k[0] != "jail" or v[1] != "shipped"}
     filter_names = {f.name for f in filters}
     rule_names = {f"{f.name}.{r.id}" for f in filters for r in f.rules} | {r.id for f in filters for r in f.rules}
     specs = []
