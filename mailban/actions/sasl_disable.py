@@ -109,9 +109,8 @@ class SaslDisableAction:
         # empty: no check (the shipped actions.d/sasl-disable.toml sets it)
         self.doveconf = list(options.get("doveconf", []))
         self.config_warning: str | None = None
-        # What failed in the last ban although the accounts were disabled (reload, kick): its
-        # result says so, and status until a later ban works in full.
-        self.problems: list[str] = []
+        # What failed in the last change although the files were written (postfix reload, kick):
+        # a ban's result says so, and status until a later change works in full.
         self.last_problems: list[str] = []
         # Seconds a program may take before it is killed and the action marked failing (the
         # daemon's loop waits for it: a hanging postmap must not stall detection for long).
@@ -135,7 +134,7 @@ class SaslDisableAction:
     # ---- the action --------------------------------------------------------------------------
     def start(self, active: list[Ban]) -> None:
         self.users = {b.key for b in active if b.key_type == "user" and self._safe(b.key)}
-        self._write()
+        self.last_problems = self._write()
         self.check_dovecot()
 
     def check_dovecot(self) -> str | None:
@@ -167,7 +166,6 @@ class SaslDisableAction:
     def ban(self, bans: list[Ban]) -> list[str]:
         """Disable the accounts; returns what did not work although the accounts are disabled
         (a failed postfix reload or doveadm kick), for the daemon to report with the result."""
-        self.problems = []
         new = {b.key for b in bans if b.key_type == "user"}
         unsafe = [u for u in new if not self._safe(u)]
         new -= set(unsafe)
@@ -175,13 +173,13 @@ class SaslDisableAction:
             self.refused[user] = None
             if len(self.refused) > MAX_REFUSED_SHOWN:
                 del self.refused[next(iter(self.refused))]
+        problems: list[str] = []
         if new - self.users:
             self.users |= new
-            self._write()
-        for user in sorted(new):
-            self._kick(user)
-        self.last_problems = list(self.problems)
-        return self.last_problems
+            problems += self._write()
+        problems += [p for p in map(self._kick, sorted(new)) if p]
+        self.last_problems = problems
+        return problems
 
     def unban(self, bans: list[Ban]) -> None:
         gone = {b.key for b in bans if b.key_type == "user"}
@@ -189,12 +187,12 @@ class SaslDisableAction:
             self.refused.pop(user, None)
         if gone & self.users:
             self.users -= gone
-            self._write()
+            self.last_problems = self._write()
 
     def unban_all(self) -> None:
         self.users.clear()
         self.refused.clear()
-        self._write()
+        self.last_problems = self._write()
 
     def stop(self) -> None:
         """Disabled accounts stay disabled while mailban is down: the files are left as they are."""
@@ -227,7 +225,8 @@ class SaslDisableAction:
                               "(is dovecot or postfix installed?)")
         return dovecot, postfix
 
-    def _write(self) -> None:
+    def _write(self) -> list[str]:
+        """Write both files; what did not work although they are written (the postfix reload)."""
         users = sorted(self.users)
         dovecot, postfix = self._sides()
         if dovecot:
@@ -236,7 +235,7 @@ class SaslDisableAction:
             text = "# maintained by mailban (sasl-disable): do not edit, use `mailban unban --user`\n"
             text += "".join(f"{u} REJECT {self.reject_text}\n" for u in users)
             if _unchanged(self.postfix_map, text):
-                return  # nothing to rebuild or reload (a start with the same accounts disabled)
+                return []  # nothing to rebuild or reload (a start with the same accounts disabled)
             write_atomically(self.postfix_map, text)
             run([*self.postmap, f"{self.map_type}:{self.postfix_map}"], timeout=self.timeout)
             try:
@@ -246,8 +245,9 @@ class SaslDisableAction:
                 # (and a postfix that is not running reads it when it starts). The reload only
                 # makes it immediate, so its failure is reported, not retried.
                 problem = f"postfix reload failed (the map still applies within a minute): {exc}"
-                self.problems.append(problem)
                 log.warning("%s", problem)
+                return [problem]
+        return []
 
     @staticmethod
     def _is_mask(user: str) -> bool:
@@ -260,19 +260,21 @@ class SaslDisableAction:
         except ValueError:
             return False
 
-    def _kick(self, user: str) -> None:
+    def _kick(self, user: str) -> str | None:
+        """Kick the user's open sessions; what went wrong, or None."""
         if not self.kick:
-            return
+            return None
         if self._is_mask(user):
             log.warning("not kicking %r: doveadm kick would read it as a mask matching other users' "
                         "sessions (the deny file still blocks its next login)", user)
-            return
+            return None
         try:
             run([*self.kick, user], timeout=min(10, self.timeout))
         except ActionError as exc:
             # dovecot down or no session: the deny file already blocks every new login.
             if "not running" in str(exc) or "exited with 68" in str(exc):
-                return
+                return None
             problem = f"doveadm kick {user!r} failed (its open sessions may go on): {exc}"
-            self.problems.append(problem)
             log.warning("%s", problem)
+            return problem
+        return None
