@@ -272,7 +272,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _print_keys(cfg: Any, table: tuple[str, ...], title: str) -> None:
     """The effective keys of one table, each with where it was set (`mailban check`)."""
     keys = sorted((k[-1], value, where) for k, (value, where) in cfg.origins.items() if k[:-1] == table)
-    if not keys and table != ("jail",) and table[0] != "jail":
+    if not keys and table[0] != "jail":  # a jail is shown even with no key of its own
         return
     print(title)
     for key, value, where in keys:

@@ -490,10 +490,11 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                 # Done, but not in full (sasl-disable: the account is disabled, the postfix
                 # reload or the kick failed): said as such in explain, list and status.
                 result = f"done, but: {'; '.join(problems)}" if problems else "ok"
-                for b in mine if problems else ():
-                    self.action_problems.setdefault((b.key_type, b.key), {})[name] = result
-                for b in mine if not problems else ():
-                    self.action_problems.get((b.key_type, b.key), {}).pop(name, None)
+                for b in mine:
+                    if problems:
+                        self.action_problems.setdefault((b.key_type, b.key), {})[name] = result
+                    else:
+                        self.action_problems.get((b.key_type, b.key), {}).pop(name, None)
             except Exception as exc:
                 slot.pending_bans.extend(mine)
                 self._action_failed(slot, name, "ban", exc)
