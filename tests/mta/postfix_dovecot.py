@@ -148,6 +148,44 @@ def main_cf(etc: Path, own: dict[str, str], sasl_map: Path | None, extra: dict[s
     return "".join(f"{k} = {v}\n" for k, v in main.items())
 
 
+def dovecot_services(imap_port: int, pop3_port: int, auth_socket: str, address: str | None) -> str:
+    """The service blocks of both harnesses' dovecot.conf (2.3 here, 2.4 in tests/mta/trixie.py,
+    whose listeners take no `address`): IMAP and POP3 on loopback ports, the SASL socket postfix
+    uses, and CI speed-ups (no failure delay, no per-IP auth penalty)."""
+    at = f"    address = {address}\n" if address else ""
+    return f"""\
+service imap-login {{
+  inet_listener imap {{
+{at}    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+{at}    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+service auth {{
+  unix_listener {auth_socket} {{
+    mode = 0660
+    user = postfix
+    group = postfix
+  }}
+}}
+# CI speed-ups: no failure delay, no per-IP auth penalty
+auth_failure_delay = 0
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}"""
+
+
 def master_cf(smtp_port: int, postscreen_port: int) -> str:
     """The master.cf both harnesses run (Debian 12 here, Debian 13 in tests/mta/trixie.py): smtpd
     and postscreen on loopback ports, and the chroot column "n" everywhere (the private queue
@@ -295,38 +333,7 @@ userdb {{
   driver = static
   args = uid=vmail gid=vmail home={self.work}/mail/%n
 }}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {self.pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-service auth {{
-  unix_listener {self.queue}/private/auth {{
-    mode = 0660
-    user = postfix
-    group = postfix
-  }}
-}}
-# CI speed-ups: no failure delay, no per-IP auth penalty
-auth_failure_delay = 0
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
+{dovecot_services(self.imap_port, self.pop3_port, f"{self.queue}/private/auth", "127.0.0.1")}
 {self.dovecot_extra}
 """)
         (self.work / "dovecot-state").mkdir(exist_ok=True)

@@ -46,7 +46,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from tests.mta.postfix_dovecot import USERS, Service, main_cf, master_cf, pid_alive, start_daemon
+from tests.mta.postfix_dovecot import (USERS, Service, dovecot_services, main_cf, master_cf, pid_alive,
+                                       start_daemon)
 
 ROOT = Path(os.environ.get("MAILBAN_TRIXIE_ROOT", "/var/cache/mailban-test/trixie-root"))
 BASE = Path("/var/lib/mbmta")
@@ -287,36 +288,7 @@ userdb static {{
     home = /srv/mail/%{{user}}
   }}
 }}
-service imap-login {{
-  inet_listener imap {{
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {self.pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-service auth {{
-  unix_listener /var/spool/postfix/private/auth {{
-    mode = 0660
-    user = postfix
-    group = postfix
-  }}
-}}
-# CI speed-ups: no failure delay, no per-IP auth penalty
-auth_failure_delay = 0
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
+{dovecot_services(self.imap_port, self.pop3_port, "/var/spool/postfix/private/auth", None)}
 {self.dovecot_extra}
 """)
 
