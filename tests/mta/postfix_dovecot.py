@@ -236,17 +236,23 @@ class Service:
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
-
-class PostfixDovecot(Service):
-    def __init__(self, sasl_disable: bool = False, main_extra: dict[str, str] | None = None,
-                 dovecot_extra: str = "", extra_users: dict[str, str] | None = None) -> None:
+    def _options(self, prefix: str, sasl_disable: bool, main_extra: dict[str, str] | None,
+                 dovecot_extra: str, extra_users: dict[str, str] | None) -> None:
+        """The postfix + dovecot harnesses' options (Debian 12 here, 13 in trixie.py), and their
+        work directory under BASE."""
         self.sasl_disable = sasl_disable
         self.users = {**USERS, **(extra_users or {})}
         self.dovecot_extra = dovecot_extra
         self.main_extra = dict(main_extra or {})
         BASE.mkdir(mode=0o755, exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix="pf-", dir=BASE))
+        self.work = Path(tempfile.mkdtemp(prefix=prefix, dir=BASE))
         self.work.chmod(0o755)
+
+
+class PostfixDovecot(Service):
+    def __init__(self, sasl_disable: bool = False, main_extra: dict[str, str] | None = None,
+                 dovecot_extra: str = "", extra_users: dict[str, str] | None = None) -> None:
+        self._options("pf-", sasl_disable, main_extra, dovecot_extra, extra_users)
         self.etc = self.work / "etc"
         self.queue = self.work / "spool"
         self.data = self.work / "data"

@@ -41,16 +41,13 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
-from tests.mta.postfix_dovecot import (USERS, Service, dovecot_services, main_cf, master_cf, pid_alive,
-                                       start_daemon)
+from tests.mta.postfix_dovecot import Service, dovecot_services, main_cf, master_cf, pid_alive, start_daemon
 
 ROOT = Path(os.environ.get("MAILBAN_TRIXIE_ROOT", "/var/cache/mailban-test/trixie-root"))
-BASE = Path("/var/lib/mbmta")
 PACKAGES = ["postfix", "dovecot-imapd", "dovecot-pop3d", "systemd-standalone-sysusers"]
 NEEDED = ["usr/bin/apt-get", "usr/sbin/dovecot", "usr/bin/doveadm", "usr/sbin/postconf", "usr/sbin/postfix",
           "usr/lib/dovecot/imap-login", "usr/lib/dovecot/pop3-login"]
@@ -150,13 +147,7 @@ class Trixie(Service):
 
     def __init__(self, sasl_disable: bool = False, main_extra: dict[str, str] | None = None,
                  dovecot_extra: str = "", extra_users: dict[str, str] | None = None) -> None:
-        self.sasl_disable = sasl_disable
-        self.users = {**USERS, **(extra_users or {})}
-        self.dovecot_extra = dovecot_extra
-        self.main_extra = dict(main_extra or {})
-        BASE.mkdir(mode=0o755, exist_ok=True)
-        self.work = Path(tempfile.mkdtemp(prefix="trx-", dir=BASE))
-        self.work.chmod(0o755)
+        self._options("trx-", sasl_disable, main_extra, dovecot_extra, extra_users)
         self.root = self.work / "root"
         self.netns = f"mbtrx-{os.getpid()}-{next(_counter)}"
         self.smtp_port, self.postscreen_port, self.imap_port, self.pop3_port = 25, 10025, 143, 110
