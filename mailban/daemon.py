@@ -84,6 +84,9 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         self.reload_requested = False
         self.errors: list[str] = []
         self.lines_read: dict[str, int] = {}
+        # Per log file, its last line with a program tag: what a `last message repeated N times`
+        # line of that file stands for (SyslogParser.previous, which the files share).
+        self.previous_line: dict[str, bytes | None] = {}
         self.last_read: dict[str, float] = {}
         self.recent_bans: dict[str, deque[float]] = {}
         self.suppressed: dict[str, int] = {}
@@ -335,6 +338,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                 return
             now = time.time()
             pipeline.parser.set_now(now)
+            pipeline.parser.previous = self.previous_line.get(tail.path)
             bans: list[Ban] = []
             queued: list[Any] = []
             holding = self.holding
@@ -352,6 +356,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                         queued.extend(e for e in events if e.kind == "queued" and e.queue_id)
                 if new:
                     bans.extend(new)
+            self.previous_line[tail.path] = pipeline.parser.previous
             if pipeline.stale:
                 self._note_stale(pipeline.stale, tail.path, now)
             if counted:

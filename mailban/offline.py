@@ -196,32 +196,35 @@ def file_events(path: str, parser: SyslogParser, filters: FilterSet, count: Read
     batches = progress.batches_of(source) if progress is not None else source
     fast = speedups()
     # A line without a time takes the last time of its own file (parser.last): several logs
-    # share the parser while a merge interleaves them, so each keeps its own between batches.
+    # share the parser while a merge interleaves them, so each keeps its own between batches;
+    # so with the line a `last message repeated` line stands for (parser.previous).
     mine = parser.now
+    previous = None
     if fast is not None:
         ctx = (*filters.scan_context(parser), Header)
         lineno = 0
         items: list[tuple[float, int, bytes, Header, list[Event]]] = []
         for batch in batches:
-            parser.last = mine
+            parser.last, parser.previous = mine, previous
             lineno, parsed, last = fast.match_lines(batch, lineno, ctx, path, all_lines, items)
-            mine = parser.last
+            mine, previous = parser.last, parser.previous
             if parsed:
                 count.parsed += parsed
                 count.last = last
             yield from items
             items.clear()
         return
-    match = filters.match
+    match = filters.match_logged
     for lineno, line in enumerate((line for batch in batches for line in batch), 1):
-        parser.last = mine
+        parser.last, parser.previous = mine, previous
         header = parser.parse(line)
         mine = parser.last
         if header is None:
             continue
         count.parsed += 1
         count.last = header.time
-        events = match(line, header, path, lineno)
+        events = match(parser, line, header, path, lineno)
+        previous = parser.previous
         if events or all_lines:
             yield header.time, lineno, line, header, events
 

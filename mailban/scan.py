@@ -143,7 +143,7 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
                                                              per_ip, first, pending, same, FAILURE_STEMS)
         return lines, parsed, matched, missed, bool(failing), per_rule, per_ip, first, pending
     parse = parser.parse
-    match = filters.match
+    match = filters.match_logged
     lines = parsed = matched = missed = 0
     failing = False
     per_rule_get, per_ip_get, add_pending = per_rule.get, per_ip.get, pending.append
@@ -154,7 +154,7 @@ def tally_lines(source: Iterator[bytes], filters: TallySet, now: float) -> Range
         if header is None:
             continue
         parsed += 1
-        tallies = match(line, header)
+        tallies = match(parser, line, header)
         if not tallies:
             # a line of a covered program that no rule matched (does one read like a failure?)
             if filters.rules_for(header.program):

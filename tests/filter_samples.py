@@ -49,7 +49,7 @@ def expected_and_actual(path: Path, fset: FilterSet) -> list[tuple[int, str, str
         if not raw or raw.startswith(b"#"):
             continue
         header = parser.parse(raw)
-        events = fset.match(raw, header) if header else []
+        events = fset.match_logged(parser, raw, header) if header else []
         actual = " ; ".join(describe(e) for e in events) or "none"
         rows.append((lineno, expect if expect is not None else "<missing expectation>", actual))
         expect = None
@@ -65,7 +65,7 @@ def regen(path: Path) -> None:
             continue
         if raw and not raw.startswith(b"#"):
             header = parser.parse(raw)
-            events = fset.match(raw, header) if header else []
+            events = fset.match_logged(parser, raw, header) if header else []
             out.append(b"# expect: " + (" ; ".join(describe(e) for e in events) or "none").encode())
         out.append(raw)
     path.write_bytes(b"\n".join(out))

@@ -110,3 +110,33 @@ def test_replay_and_daemon_decide_identically(tmp_path: Path) -> None:
         f"replay only: {decisions(replayed) - decisions(live)}\ndaemon only: {decisions(live) - decisions(replayed)}"
     )
     assert set(kernel) == {b["key"] for b in live if b["key_type"] == "ip"}
+
+
+def test_the_daemon_repeats_each_files_own_previous_line(tmp_path: Path) -> None:
+    """`last message repeated N times` stands for the previous line of its own file: with two
+    logs read by one daemon, a repeat in the first counts the first log's failure N times, not
+    the line the second log wrote in between (the parser's `previous` is kept per file)."""
+    from tests.netns import failure_line
+
+    first, second = tmp_path / "mail.log", tmp_path / "other.log"
+    config = write_config(tmp_path / "conf", [str(first), str(second)], maxretry=5)
+    stamp = time.strftime("%b %e %H:%M:%S", time.localtime())
+    link = Link()
+    daemon = None
+    try:
+        link.up()
+        first.touch()
+        second.touch()
+        daemon = Daemon(link, config).start()
+        append(first, failure_line("198.51.100.70"))
+        wait_for(lambda: daemon.lines_read() == 1, timeout=10, what="the first log's failure read")
+        append(second, failure_line("198.51.100.71"))
+        wait_for(lambda: daemon.lines_read() == 2, timeout=10, what="the second log's failure read")
+        append(first, f"{stamp} mail last message repeated 4 times\n".encode())
+        wait_for(lambda: "198.51.100.70" in link.nft_elements(), timeout=10, what="the repeated failure's ban")
+        assert "198.51.100.71" not in link.nft_elements()
+        assert daemon.stop() == 0
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        link.close()

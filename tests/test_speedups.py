@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mailban import config, scan
 from mailban.core.filters import TallySet
+from mailban.core.literals import literal_index
 from mailban.core.syslog import SyslogParser
 from mailban.localtime import local_to_epoch
 from mailban.speedups import speedups
@@ -421,3 +422,98 @@ def test_correlate_joins_a_sendmail_session_only_from_its_own_address(queued_ip:
         want = [e for e in (slow.process(e, header) for e in events) if e is not None]
         assert got == want
     assert got[0].user == ("alice" if queued_ip == "192.0.2.7" else None)
+
+
+# --- literals_in: which rules' literals a line holds, in one pass -------------------------------
+
+def _python_bits(literals: list[bytes], line: bytes) -> int:
+    return sum(1 << r for r, lit in enumerate(literals) if lit and lit in line)
+
+
+@needs_c
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.just(b""), st.binary(min_size=2, max_size=9).map(lambda b: bytes(97 + c % 3 for c in b))),
+                min_size=1, max_size=64),
+       st.binary(max_size=120).map(lambda b: bytes(97 + c % 4 for c in b)))
+def test_literals_in_finds_what_in_finds(literals: list[bytes], line: bytes) -> None:
+    # Three letters in the literals and four in the line: overlaps, repeats, literals at the very
+    # start and end, lines shorter than the shortest literal, and shared prefixes are the norm.
+    index = literal_index(literals)
+    if index is None:
+        assert not any(literals)
+        return
+    rules = tuple((lit,) for lit in literals)
+    assert C.literals_found(index, rules, line) == _python_bits(literals, line)
+    for lit in literals:  # and each literal planted at each end
+        if lit:
+            for planted in (lit + line, line + lit):
+                assert C.literals_found(index, rules, planted) == _python_bits(literals, planted)
+
+
+def test_literal_index_leaves_short_literals_to_the_plain_check() -> None:
+    assert literal_index([b""]) is None
+    assert literal_index([b"reject: ", b"x"]) is None  # a one-byte literal: one by one
+    assert literal_index([b"reject: ", b""]) is not None
+
+
+@needs_c
+def test_literals_in_agrees_with_in_on_the_shipped_filters_and_the_bench_log() -> None:
+    lines = [line.encode() for line in genlog().generate(20_000, seed=3, fmt="bsd")] + _sample_lines() + HOSTILE
+    checked = 0
+    for f in _filters():
+        literals = [r.pattern.literal for r in f.rules][:64]
+        index = literal_index(literals)
+        assert index is not None, f.name
+        rules = tuple((lit,) for lit in literals)
+        for line in lines:
+            assert C.literals_found(index, rules, line) == _python_bits(literals, line), (f.name, line)
+            checked += 1
+    assert checked > 100_000
+
+
+# --- `last message repeated N times` (syslog.REPEATS) -----------------------------------------
+
+REPEAT_LINES = [
+    b"Dec  3 09:00:02 mx1 postfix/smtpd[3011]: warning: unknown[192.0.2.41]: SASL LOGIN authentication failed: x",
+    b"Dec  3 09:00:03 mx1 postfix/smtpd[3011]: connect from unknown[198.51.100.9]",
+    b"Dec  3 09:00:04 mx1 dovecot: imap-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<a@example.test>,"
+    b" method=PLAIN, rip=198.51.100.23, lip=192.0.2.1, session=<k3Jd8bZhAAAAAAAA>",
+    b"Dec  3 09:00:05 mx1 last message repeated 3 times",
+    b"Dec  3 09:00:06 mx1 syslogd: last message repeated 12 times",
+    b"Dec  3 09:00:07 mx1 postfix/smtpd[3011]: last message repeated 2 times",
+    b"Dec  3 09:00:08 mx1 --- last message repeated 1 time ---",
+]
+
+
+@needs_c
+def test_repeat_lines_expand_alike_across_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """C and Python expand a repeat line into its previous line's events alike, also where a 1 MB
+    batch ends between the two (the parser keeps the previous line between batches)."""
+    from mailban.core.filters import FilterSet
+    from mailban.offline import ReadCount, file_events
+
+    log = tmp_path / "mail.log"
+    rng = random.Random(5)
+    failure, repeat = REPEAT_LINES[0], REPEAT_LINES[3]
+    # the first 1 MB batch ends with the failure, and the next one starts with its repeat
+    head = b"Dec  3 09:00:01 mx1 postfix/smtpd[1]: "
+    fill = (1 << 20) - 5 - (len(failure) + 1)
+    pads = [head + b"p" * 900] * (fill // 1000 - 1)
+    used = sum(len(p) + 1 for p in pads)
+    pads.append(head + b"q" * (fill - used - len(head) - 1))
+    lines = pads + [failure, repeat] + [rng.choice(REPEAT_LINES) for _ in range(20_000)]
+    data = b"\n".join(lines) + b"\n"
+    assert data.index(repeat) == (1 << 20) - 5
+    log.write_bytes(data)
+    got = []
+    for pure in (False, True):
+        with _python_only(monkeypatch, pure):
+            parser = SyslogParser(NOW, local_to_epoch, speedups())
+            got.append([(n, [(e.rule, e.ip, e.count, e.time, e.line) for e in events])
+                        for _t, n, _l, _h, events in file_events(str(log), parser, FilterSet(_filters()),
+                                                                 ReadCount(), False, None)])
+    assert got[0] == got[1]
+    counts = {count for _n, events in got[0] for _r, _ip, count, _t, _l in events}
+    assert {1, 2, 3, 12} <= counts
+    # an expanded event shows the repeat line as logged, at its own time
+    assert all("repeated" in line for _n, events in got[0] for _r, _ip, count, _t, line in events if count > 1)

@@ -40,6 +40,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_TAG 96
@@ -403,6 +404,12 @@ parse_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return header;
 }
 
+/* literals.literal_index's table: uint64 m, uint64 mask, uint64 cand[256], uint8 shift[4096]. */
+#define INDEX_WIDTH 64
+#define INDEX_SHIFTS 4096
+#define INDEX_CANDS 256
+#define INDEX_SIZE (8 * (2 + INDEX_CANDS) + INDEX_SHIFTS)
+
 /* The filter groups covering the line's program (FilterSet._dispatch, else rules_for()). New
  * reference, a tuple of 5-tuples. */
 static PyObject *
@@ -423,13 +430,17 @@ groups_for(Ctx *x, PyObject *tag)
         return NULL;
     }
     for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(groups); g++) {
-        /* (combined, markers, joined, rules, specs): first_rule() reads the last two */
-        PyObject *group = PyTuple_GET_ITEM(groups, g), *rules, *specs;
-        if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != 5 ||
+        /* (combined, markers, joined, rules, specs, literal index): first_rule() reads the last
+         * three */
+        PyObject *group = PyTuple_GET_ITEM(groups, g), *rules, *specs, *index;
+        if (!PyTuple_Check(group) || PyTuple_GET_SIZE(group) != 6 ||
             !PyTuple_Check(rules = PyTuple_GET_ITEM(group, 3)) || !PyTuple_Check(specs = PyTuple_GET_ITEM(group, 4)) ||
-            PyTuple_GET_SIZE(rules) != PyTuple_GET_SIZE(specs)) {
+            PyTuple_GET_SIZE(rules) != PyTuple_GET_SIZE(specs) ||
+            ((index = PyTuple_GET_ITEM(group, 5)) != Py_None &&
+             (!PyBytes_Check(index) || PyBytes_GET_SIZE(index) != INDEX_SIZE))) {
             Py_DECREF(groups);
-            PyErr_SetString(PyExc_TypeError, "a dispatch group must be (combined, markers, joined, rules, specs)");
+            PyErr_SetString(PyExc_TypeError,
+                            "a dispatch group must be (combined, markers, joined, rules, specs, literal index)");
             return NULL;
         }
     }
@@ -521,6 +532,42 @@ contains(const char *s, Py_ssize_t n, const char *lit, Py_ssize_t llen)
         p++;
     }
     return 0;
+}
+
+/* Which of the first 64 rules' literals occur in s[:n], as bits: one Wu-Manber pass (see
+ * mailban/core/literals.py) instead of a memchr pass per literal. The literal texts are the
+ * rules' own (rules[r][0]); the index only says where to look. */
+static uint64_t
+literals_in(const char *index, PyObject *rules, const char *s, Py_ssize_t n)
+{
+    uint64_t head[2];
+    memcpy(head, index, sizeof head);
+    const unsigned char *shift = (const unsigned char *)index + 8 * (2 + INDEX_CANDS);
+    const uint64_t m = head[0], all = head[1];
+    uint64_t found = 0;
+    const unsigned char *u = (const unsigned char *)s;
+    for (Py_ssize_t pos = (Py_ssize_t)m - 1; pos < n;) {
+        unsigned a = u[pos - 1], b = u[pos];
+        unsigned step = shift[((a << 4) ^ b) & (INDEX_SHIFTS - 1)];
+        if (step != 0) {
+            pos += step;
+            continue;
+        }
+        Py_ssize_t at = pos - (Py_ssize_t)m + 1;
+        uint64_t c;
+        memcpy(&c, index + 8 * (2 + ((a * 31 + b) & (INDEX_CANDS - 1))), sizeof c);  /* one load */
+        for (c &= ~found; c != 0; c &= c - 1) {
+            int r = __builtin_ctzll(c);
+            PyObject *literal = PyTuple_GET_ITEM(PyTuple_GET_ITEM(rules, r), 0);
+            Py_ssize_t len = PyBytes_GET_SIZE(literal);
+            if (at + len <= n && memcmp(u + at, PyBytes_AS_STRING(literal), (size_t)len) == 0)
+                found |= (uint64_t)1 << r;
+        }
+        if (found == all)
+            break;
+        pos++;
+    }
+    return found;
 }
 
 /* A field of an Event from its group: NULL with no error when the group did not take part or
@@ -660,12 +707,15 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
            PyObject *when, PyObject *source, PyObject *lineno)
 {
     PyObject *rules = PyTuple_GET_ITEM(group, 3), *specs = PyTuple_GET_ITEM(group, 4);
+    PyObject *index = PyTuple_GET_ITEM(group, 5);
     Py_ssize_t count = PyTuple_GET_SIZE(rules);
+    uint64_t found = index == Py_None ? 0 : literals_in(PyBytes_AS_STRING(index), rules, s, n);
     for (Py_ssize_t r = 0; r < count; r++) {
         PyObject *rule = PyTuple_GET_ITEM(rules, r);  /* (literal, match, Python builder) */
         PyObject *literal = PyTuple_GET_ITEM(rule, 0);
         Py_ssize_t llen = PyBytes_GET_SIZE(literal);
-        if (llen > 0 && !contains(s, n, PyBytes_AS_STRING(literal), llen))
+        if (llen > 0 && (index != Py_None && r < INDEX_WIDTH ? !((found >> r) & 1)
+                                                            : !contains(s, n, PyBytes_AS_STRING(literal), llen)))
             continue;
         PyObject *margs[] = {line, start};
         PyObject *m = PyObject_Vectorcall(PyTuple_GET_ITEM(rule, 1), margs, 2, NULL);
@@ -740,6 +790,11 @@ typedef struct {
      * logged (owned), `times` the copies; shown NULL otherwise */
     PyObject *shown;
     Py_ssize_t times;
+    /* the last line with a program's header (SyslogParser.previous: what a `last message
+     * repeated N times` line stands for), owned, or NULL */
+    PyObject *previous;
+    /* the current line is such a repeat, expanded by scan_repeat */
+    int repeat;
 } Scan;
 
 /* ctx: FilterSet.scan_context(parser), with the Header type after it for match_lines(). */
@@ -762,11 +817,65 @@ scan_open(Scan *sc, PyObject *lines, PyObject *ctx_t, Py_ssize_t lineno, int wit
     }
     if (ctx_parser(x) < 0)
         return -1;
-    if ((sc->it = PyObject_GetIter(lines)) == NULL) {
+    PyObject *previous = PyObject_GetAttrString(x->parser, "previous");
+    if (previous == NULL || (sc->it = PyObject_GetIter(lines)) == NULL) {
+        Py_XDECREF(previous);
         ctx_clear(x);
         return -1;
     }
+    if (PyBytes_Check(previous))
+        sc->previous = previous;
+    else
+        Py_DECREF(previous);
     return 0;
+}
+
+/* The parser's `previous` and `last` as the loop leaves them. 0, or -1 with an error set. */
+static int
+scan_sync(Scan *sc)
+{
+    if (PyObject_SetAttrString(sc->x.parser, "previous", sc->previous != NULL ? sc->previous : Py_None) < 0)
+        return -1;
+    return memo_sync(&sc->x, &sc->memo);
+}
+
+/* `last message repeated N times` (see syslog.REPEATS): the previous line with this one's stamp becomes the current line, and this one
+ * is `shown`, with `times` copies, as for rsyslog's fold (SyslogParser.expand decides; rare, so
+ * the Python method is called). 0, or -1 with an error set. */
+static int
+scan_repeat(Scan *sc)
+{
+    if (sc->previous == NULL)
+        return 0;
+    if (scan_sync(sc) < 0)
+        return -1;
+    PyObject *header = sc->h.header != NULL ? Py_NewRef(sc->h.header)
+                     : sc->x.header_type != NULL ? header_of(sc->x.header_type, &sc->h, sc->s)
+                     : PyObject_CallOneArg(sc->x.parse, sc->line);
+    PyObject *got = header == NULL ? NULL : PyObject_CallMethod(sc->x.parser, "expand", "OO", sc->line, header);
+    Py_XDECREF(header);
+    if (got == NULL || got == Py_None) {
+        Py_XDECREF(got);
+        return got == NULL ? -1 : 0;
+    }
+    PyObject *inner, *inner_header;
+    Py_ssize_t times;
+    if (!PyArg_ParseTuple(got, "O!On", &PyBytes_Type, &inner, &inner_header, &times)) {
+        Py_DECREF(got);
+        return -1;
+    }
+    Py_CLEAR(sc->h.header);
+    sc->shown = sc->line;  /* the reference moves */
+    sc->line = Py_NewRef(inner);
+    Py_DECREF(got);
+    sc->s = PyBytes_AS_STRING(sc->line);
+    sc->n = PyBytes_GET_SIZE(sc->line);
+    sc->times = times;
+    sc->repeat = 1;
+    int again = read_header(&sc->x, &sc->memo, sc->line, sc->s, sc->n, &sc->h);
+    if (again == 0)
+        PyErr_SetString(PyExc_ValueError, "SyslogParser.expand gave a line without a header");
+    return again == 1 ? 0 : -1;
 }
 
 static void
@@ -778,6 +887,7 @@ scan_release(Scan *sc)
     Py_CLEAR(sc->line);
     Py_CLEAR(sc->shown);
     sc->times = 1;
+    sc->repeat = 0;
 }
 
 /* FilterSet.match's check for rsyslog's fold: when the current line is `message repeated N
@@ -836,6 +946,15 @@ scan_next(Scan *sc)
             continue;
         }
         sc->parsed++;
+        static const char last_repeated[] = "last message repeated ";  /* syslog.LAST_REPEATED */
+        const Py_ssize_t k = sizeof last_repeated - 1;
+        if ((PyBytes_Check(sc->h.tag) && PyBytes_GET_SIZE(sc->h.tag) == 0) ||  /* syslog.REPEATS */
+            (sc->n - sc->h.msg >= k && sc->s[sc->h.msg] == 'l' && memcmp(sc->s + sc->h.msg, last_repeated, (size_t)k) == 0)) {
+            if (scan_repeat(sc) < 0)
+                return -1;
+        } else {
+            Py_XSETREF(sc->previous, Py_NewRef(sc->line));
+        }
         if ((sc->groups = groups_for(&sc->x, sc->h.tag)) == NULL)
             return -1;
         if (PyTuple_GET_SIZE(sc->groups) > 0 &&
@@ -843,14 +962,16 @@ scan_next(Scan *sc)
             return -1;
         return 1;
     }
-    /* the end of the lines: the parser's `last` is the time of the last of them that had one */
-    return PyErr_Occurred() || memo_sync(&sc->x, &sc->memo) < 0 ? -1 : 0;
+    /* the end of the lines: the parser's `last` is the time of the last of them that had one,
+     * its `previous` the last line of a program */
+    return PyErr_Occurred() || scan_sync(sc) < 0 ? -1 : 0;
 }
 
 static void
 scan_close(Scan *sc)
 {
     scan_release(sc);
+    Py_CLEAR(sc->previous);
     Py_CLEAR(sc->it);
     memo_clear(&sc->memo);
     ctx_clear(&sc->x);
@@ -922,7 +1043,7 @@ tally(PyObject *module, PyObject *args)
         /* a line of a covered program that no rule matched; whether one reads like a failure
          * is looked for until one does (the summary's hint needs no more, and the words cost
          * more than the rest of an unmatched line) */
-        if (j == 0 && PyTuple_GET_SIZE(sc.groups) > 0) {
+        if (j == 0 && PyTuple_GET_SIZE(sc.groups) > 0 && !sc.repeat) {  /* a repeat is no line of its own */
             missed++;
             if (!failing) {
                 PyObject *as_logged = sc.shown != NULL ? sc.shown : sc.line;
@@ -1537,6 +1658,34 @@ seen(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* literals_found(index, rules, line) -> bits: literals_in for the tests, which compare it with
+ * `literal in line` for every rule. */
+static PyObject *
+literals_found(PyObject *module, PyObject *args)
+{
+    PyObject *rules;
+    Py_buffer index, line;
+    if (!PyArg_ParseTuple(args, "y*O!y*", &index, &PyTuple_Type, &rules, &line))
+        return NULL;
+    PyObject *res = NULL;
+    if (index.len != INDEX_SIZE || PyTuple_GET_SIZE(rules) > INDEX_WIDTH) {
+        PyErr_SetString(PyExc_ValueError, "not a literal index of at most 64 rules");
+    } else {
+        for (Py_ssize_t r = 0; r < PyTuple_GET_SIZE(rules); r++) {
+            PyObject *rule = PyTuple_GET_ITEM(rules, r);
+            if (!PyTuple_Check(rule) || PyTuple_GET_SIZE(rule) < 1 || !PyBytes_Check(PyTuple_GET_ITEM(rule, 0))) {
+                PyErr_SetString(PyExc_TypeError, "rules must be (literal, ...) tuples");
+                goto done;
+            }
+        }
+        res = PyLong_FromUnsignedLongLong(literals_in(index.buf, rules, line.buf, line.len));
+    }
+done:
+    PyBuffer_Release(&index);
+    PyBuffer_Release(&line);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"parse_header", (PyCFunction)(void (*)(void))parse_header, METH_FASTCALL,
      "parse_header(cache, fallback, header_type, line): SyslogParser.parse's common case."},
@@ -1549,6 +1698,8 @@ static PyMethodDef methods[] = {
      "correlate(correlator, events, header, Message, Event): Pipeline.correlated for one line."},
     {"seen", seen, METH_VARARGS,
      "seen(events, ((field index, set), ...), cap): replay's tally of the keys the logs show."},
+    {"literals_found", literals_found, METH_VARARGS,
+     "literals_found(index, rules, line) -> bits of the rules whose literal is in the line."},
     {"merge", merge, METH_VARARGS,
      "merge(pending, fileno, offset, messages, ttl, max_messages, per_rule, per_ip, first): "
      "run_test's queue-id correlation and counting of pending events; returns the records "

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import ConfigError
+from .literals import literal_index
 from .patterns import CompiledPattern, PatternError, compile_pattern
 from .records import KINDS, STATUSES, Event, normalize_ip
-from .syslog import REPEATED, Header, unfold
+from .syslog import LAST_REPEATED, REPEATED, REPEATS, Header, SyslogParser, unfold
 from .tomldoc import TomlDoc
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -142,7 +143,9 @@ Compiled = tuple[bytes, Any, Callable[..., "Event | None"]]
 # One group per filter covering a program: (combined match, marker group -> rule index, rules
 # with the builders the combined regex needs, rules for one-by-one matching, and each rule's
 # spec, which the C loops of `_speedups` build from instead of calling the builder).
-Group = tuple[Any, dict[int, int], tuple[Compiled, ...], tuple[Compiled, ...], tuple[Any, ...]]
+# (combined regex's match, markers, joined builders, rules one by one, event specs, the rules'
+# literal index for the C matcher: literals.literal_index)
+Group = tuple[Any, dict[int, int], tuple[Compiled, ...], tuple[Compiled, ...], tuple[Any, ...], bytes | None]
 # Bounded caches of converted fields, shared by all filters: most lines name a few thousand
 # addresses again and again. Cleared when full (a spray of distinct addresses must not grow it).
 _IP_CACHE_MAX = 65536
@@ -167,15 +170,19 @@ def _ip(raw: bytes) -> str | None:
 class FilterSet:
     """All active filters, with the per-program dispatch table the hot path uses.
 
-    Each filter's rules are also joined into one regular expression, `(?:rule1)()|(?:rule2)()|...`,
+    In Python (this class's match()), each filter's rules are also joined into one regular
+    expression, `(?:rule1)()|(?:rule2)()|...`,
     matched once at the start of the message: the regex engine tries the rules in order, like the
     one-by-one loop, and the empty marker group that closed last names the rule that matched.
     A line that matches no rule of a filter (most lines) costs one C-level match per filter
     instead of a substring test per rule. The literal pre-check keeps its meaning: when the
     matching rule's literal is not in the line, matching goes on one by one after that rule.
+    The C loops (`_speedups`) find a filter's literals in one pass instead (literals.py) and
+    never use that regex, so it is compiled only when match() first meets the program: a
+    `mailban test` or `replay` that runs in C does not pay for it.
     """
 
-    __slots__ = ("filters", "_dispatch")
+    __slots__ = ("filters", "_dispatch", "_combined")
     # Makes the per-rule builders: `(rule, group-name suffix) -> build(m, time, line, source,
     # lineno)`; what they return is what match() returns (Events here, see TallySet). Looked up
     # through a lambda because the builders are defined further down.
@@ -185,8 +192,11 @@ class FilterSet:
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = tuple(filters)
         self._dispatch: dict[bytes, tuple[Group, ...]] = {}
+        self._combined: dict[bytes, tuple[Group, ...]] = {}
 
     def rules_for(self, program: bytes) -> tuple[Group, ...]:
+        """The groups of the filters covering a program, without their combined regex (the
+        C loops' dispatch table)."""
         hit = self._dispatch.get(program)
         if hit is not None:
             return hit
@@ -197,11 +207,20 @@ class FilterSet:
             self._dispatch[program] = groups
         return groups
 
+    def _combined_for(self, program: bytes) -> tuple[Group, ...]:
+        """rules_for's groups with each filter's combined regex, for match()."""
+        name = program.decode("utf-8", "replace")
+        covering = [f for f in self.filters if f.covers(name)]
+        groups = tuple(_combine(f, g, self._make_builder) for f, g in zip(covering, self.rules_for(program)))
+        if len(self._combined) < _PROGRAM_CACHE_MAX:
+            self._combined[program] = groups
+        return groups
+
     def match(self, line: bytes, header: Header, source: str = "", lineno: int = 0) -> list[Event]:
         """The events a line produces: at most one per filter, in filter order."""
-        groups = self._dispatch.get(header.program)
+        groups = self._combined.get(header.program)
         if groups is None:
-            groups = self.rules_for(header.program)
+            groups = self._combined_for(header.program)
         if not groups:
             return []
         start = header.msg_start
@@ -212,7 +231,7 @@ class FilterSet:
                 shown = line
                 line, times = folded
         events: list[Event] = []
-        for combined, markers, joined, rules, _ in groups:
+        for combined, markers, joined, rules, _, _ in groups:
             if combined is not None:
                 m = combined(line, start)
                 if m is None:
@@ -228,6 +247,20 @@ class FilterSet:
             if event is not None:
                 events.append(event)
         return events if shown is None else refolded(events, times, shown)
+
+    def match_logged(self, parser: SyslogParser, line: bytes, header: Header, source: str = "",
+                     lineno: int = 0) -> list[Event]:
+        """match() for a line a reader took from a file in order: it also keeps the parser's
+        `previous` line, and expands `last message repeated N times` (see syslog.REPEATS)
+        into the events of the line it repeats, each counting N, shown as logged."""
+        if header.program != REPEATS and not line.startswith(LAST_REPEATED, header.msg_start):
+            parser.previous = line
+            return self.match(line, header, source, lineno)
+        expanded = parser.expand(line, header)
+        if expanded is None:
+            return []
+        inner, inner_header, times = expanded
+        return refolded(self.match(inner, inner_header, source, lineno), times, line)
 
     def scan_context(self, parser: Any) -> tuple[Any, ...]:
         """What the C loops of `_speedups` (tally, match_lines) read from the parser and these
@@ -260,11 +293,19 @@ def _one_by_one(rules: tuple[Compiled, ...], first: int, line: bytes, header: He
 
 
 def _group(f: Filter, make: Callable[..., Callable[..., Any]], spec: Callable[..., Any]) -> Group:
+    """A filter's group for one-by-one matching (the combined regex is left to _combine)."""
     rules = tuple((r.pattern.literal, r.pattern.regex.match, make(r)) for r in f.rules)
     specs = tuple(spec(r) for r in f.rules)
+    return None, {}, (), rules, specs, literal_index([r.pattern.literal for r in f.rules])
+
+
+def _combine(f: Filter, group: Group, make: Callable[..., Callable[..., Any]]) -> Group:
+    """The group with the filter's rules joined into one regex (see FilterSet), or as it is when
+    they cannot be joined."""
+    _, _, _, rules, specs, index = group
     sources = [r.pattern.regex.pattern for r in f.rules]
     if any(_NOT_COMBINABLE.search(src) for src in sources):
-        return None, {}, (), rules, specs
+        return group
     alternatives = []
     for k, src in enumerate(sources):
         renamed = _GROUP_NAME.sub(lambda m, k=k: b"(?P<%s_%d>" % (m.group(1), k), src)  # type: ignore[misc]
@@ -272,10 +313,10 @@ def _group(f: Filter, make: Callable[..., Callable[..., Any]], spec: Callable[..
     try:
         combined = re.compile(b"|".join(alternatives), re.DOTALL)
     except (re.error, OverflowError, RecursionError):
-        return None, {}, (), rules, specs
+        return group
     markers = {combined.groupindex[f"_rule_{k}"]: k for k in range(len(sources))}
     joined = tuple((r.pattern.literal, None, make(r, f"_{k}")) for k, r in enumerate(f.rules))
-    return combined.match, markers, joined, rules, specs
+    return combined.match, markers, joined, rules, specs, index
 
 
 def event_spec(rule: Rule, suffix: str = "") -> tuple[Any, ...]:

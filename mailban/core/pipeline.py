@@ -46,7 +46,7 @@ class Pipeline:
         header = self.parser.parse(line)
         if header is None:
             return []
-        return self.correlated(self.filters.match(line, header, source, lineno), header)
+        return self.correlated(self.filters.match_logged(self.parser, line, header, source, lineno), header)
 
     def correlated(self, events: list[Event], header: Header) -> list[Event]:
         """A line's events after queue-id correlation (qmgr retries dropped, the submitting
@@ -79,7 +79,7 @@ class Pipeline:
     ) -> tuple[list[Event], list[Ban]]:
         """As feed(), for a line whose header the caller already parsed (replay merges files
         by time and so parses first)."""
-        events = self.filters.match(line, header, source, lineno)
+        events = self.filters.match_logged(self.parser, line, header, source, lineno)
         if not events:
             return events, []
         return self.feed_events(events, header, now)

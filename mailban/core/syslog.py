@@ -102,6 +102,18 @@ REPEATED = b"message repeated "
 _FOLD = re.compile(rb"message repeated ([1-9][0-9]{0,8}) times: \[ ?").match
 
 
+# The other fold, `last message repeated N times`: identical messages after the first are held
+# back, and a line of their own says how many there were. It stands for the file's previous line
+# (the held-back copies are that line's), and the readers, who know that line, expand it
+# (SyslogParser.expand). Three forms: FreeBSD's syslogd before 12, sysklogd and macOS (`--- ...
+# ---`) write it with the host and no program (its Header gets the program REPEATS: no real
+# tag is empty); FreeBSD 12 on writes it as its own (`syslogd: last message ...`), and rsyslog
+# with RepeatedMsgContainsOriginalMsg off under the repeated line's program.
+REPEATS = b""
+LAST_REPEATED = b"last message repeated "
+_LAST_REPEATED = re.compile(rb"(?:--- )?last message repeated ([1-9][0-9]{0,8}) times?(?: ---)?\Z").match
+
+
 def unfold(line: bytes, msg_start: int) -> tuple[bytes, int] | None:
     """(the line rsyslog folded, how many copies it stands for) for a `message repeated N
     times: [ msg]` line, else None. rsyslog cuts a long message at 800 bytes and still closes
@@ -142,7 +154,7 @@ class SyslogParser:
     caches, then `host prog[pid]: `) and hands every other line to `parse_py`, so both give a
     line the same Header."""
 
-    __slots__ = ("now", "last", "follow", "_to_epoch", "_bsd_cache", "_iso_cache", "_fast", "parse")
+    __slots__ = ("now", "last", "previous", "follow", "_to_epoch", "_bsd_cache", "_iso_cache", "_fast", "parse")
 
     def __init__(self, now: float, to_epoch: LocalToEpoch = utc_to_epoch, fast: Any = None) -> None:
         self.now = now
@@ -150,6 +162,9 @@ class SyslogParser:
         # parser reads a file in order (`test`, `replay`). The C loops keep it too (they write
         # it here before they hand a line to parse_py, and when they end).
         self.last = now
+        # The last line of the file being read that had a header of a program (not a REPEATS
+        # line): what `last message repeated N times` stands for. The readers keep it, per file.
+        self.previous: bytes | None = None
         # Set by set_now: the parser follows live logs, and a line without a time gets `now`
         # (its arrival), never a time another line (of any file, perhaps forged) carried;
         # `last` is then not used (and C no longer keeps it).
@@ -179,6 +194,31 @@ class SyslogParser:
         if not self.follow:
             self.follow = True
             self.parse = self._bind()
+
+    def expand(self, line: bytes, header: Header) -> tuple[bytes, Header, int] | None:
+        """A `last message repeated N times` line (see REPEATS) as (the line it stands for,
+        its Header, N): the previous line of the file (`previous`) with this line's stamp and
+        host, so that the copies count at the time the syslog daemon reported them. None when
+        there is no previous line to repeat (the file's first line, a line of another format)."""
+        previous = self.previous
+        if previous is None:
+            return None
+        last = self.last
+        before = self.parse(previous)
+        if before is None or before.program == REPEATS:
+            self.last = last
+            return None
+        # the stamp and host of this line (up to its tag, if it has one), the tag and message of
+        # the previous line
+        tag_at = previous.rfind(before.program, 0, before.msg_start)
+        cut = line.rfind(header.program, 0, header.msg_start)
+        inner = line[:cut] + previous[tag_at:] if tag_at >= 0 and cut >= 0 else b""
+        after = self.parse(inner) if inner else None
+        self.last = last
+        if after is None or after.program != before.program or inner[after.msg_start:] != previous[before.msg_start:]:
+            return None  # a form the stamp cannot be moved onto (RFC 5424): not guessed
+        m = _LAST_REPEATED(line, header.msg_start)
+        return inner, after, int(m.group(1)) if m is not None else 1
 
     def parse_py(self, line: bytes) -> Header | None:
         # The hot path of the whole daemon: every line comes through here, so the common case
@@ -249,6 +289,9 @@ class SyslogParser:
             return None
         else:
             host = line[pos:sp]
+            if _LAST_REPEATED(line, sp + 1) is not None:
+                self.last = when
+                return _new_header(Header, (when, host, REPEATS, None, sp + 1))
             sp2 = find(b" ", sp + 1, sp + 2 + MAX_TAG)
             if sp2 < 0:
                 # `host prog[pid]:` then end of line: an empty message
