@@ -22,6 +22,7 @@ from .core.durations import parse_duration
 from .core.errors import ConfigError
 from .core.filters import Filter, FilterSet, build_filter
 from .core.jails import COUNT_MODES, MODES, IgnoreList, Jail, JailSpec
+from .core.decisions import Valve
 from .core.pipeline import Pipeline
 from .core.records import JAIL_KEY_TYPES, KINDS, STATUSES
 from .core.syslog import LocalToEpoch, SyslogParser
@@ -121,7 +122,8 @@ class Config:
             if spec.enabled
         ]
         fast = speedups()
-        return Pipeline(SyslogParser(now, to_epoch, fast), FilterSet(list(self.filters)), jails, fast=fast)
+        return Pipeline(SyslogParser(now, to_epoch, fast), FilterSet(list(self.filters)), jails, fast=fast,
+                        valve=Valve(self.settings.max_bans_per_minute))
 
 
 def _read(path: Path) -> TomlDoc:

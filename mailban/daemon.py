@@ -22,14 +22,13 @@ keep a bad configuration (the last good one stays).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import selectors
 import signal
 import socket
 import time
-from collections import Counter as Tally, deque
+from collections import Counter as Tally
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -39,6 +38,7 @@ from .actions.base import ActionContext
 from .control import ConfigRefused, ControlServer
 from .core.durations import format_duration
 from .core.errors import ConfigError
+from .core.decisions import Folded
 from .core.pipeline import Pipeline
 from .core.records import Ban
 from .daemon_cluster import ClusterHooks
@@ -88,7 +88,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         # line of that file stands for (SyslogParser.previous, which the files share).
         self.previous_line: dict[str, bytes | None] = {}
         self.last_read: dict[str, float] = {}
-        self.recent_bans: dict[str, deque[float]] = {}
+        # Per jail, the decisions the rate limit held back (Pipeline.decide), summed over reloads.
         self.suppressed: dict[str, int] = {}
         # Per jail, events not counted because their line was older than the find time when
         # read (Pipeline.stale, summed over reloads); when the last burst of them was logged.
@@ -365,14 +365,15 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             total = self.lines_total[tail.path] = self.lines_total.get(tail.path, 0) + len(lines)
             self.last_read[tail.path] = now
             self.metrics.batch(tail.path, len(lines), tally, bans)
+            folds: list[Folded] = []
             if bans:
-                bans = self._valve(bans, now)
+                bans, folds = self._decide(bans, now)
                 if bans:
                     self._apply(bans)
-                    self._fold([b for b in bans if b.key_type == "net"])
             if queued:
                 self._hold_followers(queued)
             self._commit(bans, {tail.path: {**tail.position.to_dict(), "lines": total}})
+            self._lift_folded(folds, now)  # after the commit: the singles may be from this batch
             self._cluster_batch(bans)
             if len(lines) < BATCH_LINES:
                 return
@@ -390,20 +391,24 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         self.stale_logged = now
         stale.clear()
 
-    def _fold(self, nets: list[Ban]) -> None:
-        """A prefix ban covers the single-address bans of its jail inside it: lift those."""
-        if not nets:
+    def _lift_folded(self, folds: list[Folded], now: float) -> None:
+        """A prefix ban replaces the single-address bans of its jail inside it (Pipeline.decide
+        found them): lift those, once the prefix ban is in place."""
+        if not folds:
             return
-        now = time.time()
-        networks = [(b.jail, ipaddress.ip_network(b.key)) for b in nets]
-        covered = [b for b in self.state.active(now) if b.key_type == "ip" and any(
-            b.jail == jail and ipaddress.ip_address(b.key) in net for jail, net in networks)]
+        into = {(f.net.jail, ip): f.net.key for f in folds for ip in f.ips}
+        try:
+            active = self.state.active(now)
+        except Exception:  # the database fails: what it has not taken yet is in unsaved_bans
+            active = []
+        covered = [b for b in active + [b for b in self.unsaved_bans if b.until > now]
+                   if b.key_type == "ip" and (b.jail, b.key) in into]
+        self.unsaved_bans = [b for b in self.unsaved_bans if not (b.key_type == "ip" and (b.jail, b.key) in into)]
         for ban in covered:
             self.state.remove("ip", ban.key)
         if covered:
             self._unapply(covered)
-            self._record([(now, "folded", b.jail, "ip", b.key, {"into": next(
-                str(n) for j, n in networks if ipaddress.ip_address(b.key) in n)}) for b in covered])
+            self._record([(now, "folded", b.jail, "ip", b.key, {"into": into[(b.jail, b.key)]}) for b in covered])
 
     def _commit(self, bans: Iterable[Ban] = (), positions: dict[str, dict[str, Any]] | None = None,
                 force: bool = False) -> bool:
@@ -438,31 +443,22 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             self._notify_status()
         return True
 
-    def _valve(self, bans: list[Ban], now: float) -> list[Ban]:
-        """At most max_bans_per_minute new decisions per jail; the rest are recorded, not acted on."""
-        limit = self.config.settings.max_bans_per_minute
-        kept: list[Ban] = []
-        for ban in bans:
-            recent = self.recent_bans.setdefault(ban.jail, deque())
-            while recent and recent[0] <= now - 60:
-                recent.popleft()
-            if len(recent) < limit:
-                recent.append(now)
-                kept.append(ban)
-                continue
-            self.suppressed[ban.jail] = self.suppressed.get(ban.jail, 0) + 1
-            if self.suppressed[ban.jail] == 1 or self.suppressed[ban.jail] % 1000 == 0:
+    def _decide(self, bans: list[Ban], now: float) -> tuple[list[Ban], list[Folded]]:
+        """The pipeline's decision stage (rate limit, prefix folds) on new bans: the held-back
+        ones are recorded and said, not acted on; returns the bans to act on and the folds."""
+        kept, held, folds = self.pipeline.decide(bans)
+        for s in held:
+            ban = s.ban
+            count = self.suppressed[ban.jail] = self.suppressed.get(ban.jail, 0) + 1
+            if count == 1 or count % 1000 == 0:
                 log.error("jail %s: more than %d decisions in a minute; not acting on %s %s and the "
-                          "next ones (%d so far): check the jail and its filters", ban.jail, limit,
-                          ban.key_type, ban.key, self.suppressed[ban.jail])
-            self._record([(now, "suppressed", ban.jail, ban.key_type, ban.key,
-                           {"reason": f"more than {limit} decisions per minute in jail {ban.jail}"})])
-            jail = self.pipeline.jail(ban.jail)
-            if jail is not None:
-                jail.forget(ban.key, ban.key_type)  # counted afresh: acted on once the storm passes
-        if len(kept) < len(bans):
+                          "next ones (%d so far): check the jail and its filters", ban.jail, s.limit,
+                          ban.key_type, ban.key, count)
+        if held:
+            self._record([(now, "suppressed", s.ban.jail, s.ban.key_type, s.ban.key, {"reason": s.reason})
+                          for s in held])
             self._notify_status()
-        return kept
+        return kept, folds
 
     def _apply(self, bans: list[Ban]) -> None:
         for ban in bans:
@@ -605,8 +601,10 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             self._notify_status()
         due = self.pipeline.tick(now, now)
         if due:
+            due, folds = self._decide(due, now)
             self._apply(due)
             self._commit(due)
+            self._lift_folded(folds, now)
             self._cluster_batch(due)
         mono = time.monotonic()
         if mono >= self.next_check:
@@ -691,9 +689,11 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         self._build_actions(new, active)
         old = self.pipeline
         self.pipeline = self._build_pipeline(new, active)
-        # Counting goes on across a reload: the correlation and the windows of jails that kept
-        # their name and key carry over.
+        # Counting goes on across a reload: the correlation, the rate limit's recent decisions
+        # and the windows of jails that kept their name and key carry over.
         self.pipeline.correlator = old.correlator
+        if old.valve is not None and self.pipeline.valve is not None:
+            self.pipeline.valve.recent = old.valve.recent
         for jail in self.pipeline.jails:
             before = old.jail(jail.spec.name)
             if before is not None and before.spec.key == jail.spec.key:

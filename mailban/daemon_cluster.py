@@ -130,7 +130,7 @@ class ClusterHooks:
                 bans.append(replace(ban, cause=f"fleet: {total} in {format_duration(jail.spec.findtime)} on {nodes} nodes"))
                 self.unsaved_windows.add((name, "key", key))
         if bans:
-            bans = self._valve(bans, now)  # type: ignore[attr-defined]
+            bans, _folds = self._decide(bans, now)  # type: ignore[attr-defined]  # fleet keys are never prefixes
             if bans:
                 self._apply(bans)  # type: ignore[attr-defined]
                 self._commit(bans)  # type: ignore[attr-defined]

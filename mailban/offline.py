@@ -301,15 +301,19 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
     per_jail: dict[str, set[str]] = {}  # distinct keys each jail acted on
     seen_keys: dict[str, set[Any]] = {spec.key: set() for spec in config.jails if spec.enabled}
 
+    held_back = 0
+
     def show(bans: list[Ban]) -> None:
-        nonlocal decisions
-        for ban in bans:
+        """The jails' bans through the daemon's decision stage (rate limit, prefix folds)."""
+        nonlocal decisions, held_back
+        kept, held, folds = pipeline.decide(bans)
+        for ban in kept:
             decisions += 1
             jail = pipeline.jail(ban.jail)
             if jail is not None and jail.spec.key == ban.key_type:
                 per_jail.setdefault(ban.jail, set()).add(ban.key)
             if as_json:
-                out.write(json.dumps(ban_json(ban), ensure_ascii=False) + "\n")
+                out.write(json.dumps({"decision": "ban", **ban_json(ban)}, ensure_ascii=False) + "\n")
             else:
                 out.write(
                     f"{iso(ban.time)}  {ban.jail}  ban {ban.key_type} {ban.key if ban.key_type == 'ip' else repr(ban.key)}  "
@@ -317,6 +321,23 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
                     f"{format_duration(ban.until - ban.time)})  -> {', '.join(ban.actions)}"
                     + (f"  because of {ban.cause}" if ban.cause else "") + "\n"
                 )
+        for fold in folds:
+            net = fold.net
+            if as_json:
+                out.write(json.dumps({"decision": "folded", "time": iso(net.time), "jail": net.jail, "into": net.key,
+                                      "ips": list(fold.ips)}) + "\n")
+            else:
+                out.write(f"{iso(net.time)}  {net.jail}  fold {len(fold.ips)} single bans into {net.key}: "
+                          f"{', '.join(fold.ips)}\n")
+        for s in held:
+            held_back += 1
+            ban = s.ban
+            if as_json:
+                out.write(json.dumps({"decision": "suppressed", **ban_json(ban), "reason": s.reason},
+                                     ensure_ascii=False) + "\n")
+            else:
+                out.write(f"{iso(ban.time)}  {ban.jail}  held back: ban {ban.key_type} "
+                          f"{ban.key if ban.key_type == 'ip' else repr(ban.key)} ({s.reason})\n")
 
     # Every key the logs show, to put the decisions in proportion: (event field, keys seen).
     seen_fields = tuple((Event._fields.index(key_type), store) for key_type, store in seen_keys.items())
@@ -350,6 +371,7 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
                   "traffic? (mailban replay --report shows the peaks)", file=sys.stderr)
     if not as_json:
         elapsed = max(time.perf_counter() - started, 1e-9)
-        out.write(f"\n{decisions} decisions from {lines} log lines in {elapsed:.2f} s "
+        held = f" ({held_back} more held back by max_bans_per_minute)" if held_back else ""
+        out.write(f"\n{decisions} decisions{held} from {lines} log lines in {elapsed:.2f} s "
                   f"({lines / elapsed:,.0f} lines/s); no action was executed.\n")
     return 0

@@ -140,3 +140,51 @@ def test_the_daemon_repeats_each_files_own_previous_line(tmp_path: Path) -> None
         if daemon is not None:
             daemon.stop()
         link.close()
+
+
+def test_replay_and_daemon_agree_on_the_valve_and_prefix_folds(tmp_path: Path) -> None:
+    """The decision stage (core/decisions.py) is the daemon's and replay's: with a rate limit of 4
+    decisions a minute and IPv4 /24 prefixes, replay prints the bans, the folds and the held-back
+    decisions that leave the daemon with the same active bans and the same count held back."""
+    base = time.time() - 20
+    lines = []
+    for n in range(1, 4):  # three addresses of one /24, three failures each: two singles, then the /24
+        lines += [failure_line(f"203.0.113.{n}", base + n * 3 + k) for k in range(3)]
+    for n in range(6):  # six more addresses elsewhere: past the limit of 4 a minute
+        lines += [failure_line(f"198.51.{n}.9", base + 12 + n) for _k in range(3)]
+    config = write_config(tmp_path / "etc", [str(tmp_path / "mail.log")], findtime="2m")
+    text = config.read_text().replace("[mailban]\n", "[mailban]\nmax_bans_per_minute = 4\n", 1)
+    config.write_text(text.replace("[jail.auth]\n", "[jail.auth]\nprefix4 = 24\nprefix_min_ips = 3\n", 1))
+    (tmp_path / "input.log").write_bytes(b"".join(lines))
+    res = subprocess.run([sys.executable, "-m", "mailban", "replay", "--json", "--config", str(config),
+                          str(tmp_path / "input.log")], capture_output=True, text=True, timeout=60, check=True)
+    replayed = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
+    banned = [d["key"] for d in replayed if d["decision"] == "ban"]
+    folded = {ip for d in replayed if d["decision"] == "folded" for ip in d["ips"]}
+    held = [d["key"] for d in replayed if d["decision"] == "suppressed"]
+    # 203.0.113.1 and .2 alone, then the /24 at .3's first failure (the third address), folding
+    # the two singles; one more address reaches the limit of 4 a minute, the other five are held
+    assert banned == ["203.0.113.1", "203.0.113.2", "203.0.113.0/24", "198.51.0.9"]
+    assert folded == {"203.0.113.1", "203.0.113.2"}
+    assert held == [f"198.51.{n}.9" for n in range(1, 6)]
+
+    log = tmp_path / "mail.log"
+    link = Link()
+    daemon: Daemon | None = None
+    try:
+        link.up()
+        log.touch()
+        daemon = Daemon(link, config).start()
+        append(log, b"".join(lines))
+        wait_for(lambda: daemon.lines_read() == len(lines), timeout=10, what="every line read")
+        wait_for(lambda: sum(j["suppressed"] for j in daemon.status()["jails"]) == len(held), timeout=10,
+                 what="the held-back decisions")
+        live = {b["key"] for b in json.loads(daemon.cli("list", "--json").stdout)}
+        kernel = set(link.nft_elements())
+        assert daemon.stop() == 0
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        link.close()
+    assert live == set(banned) - folded
+    assert kernel == live

@@ -3,7 +3,8 @@
 Inputs: raw lines (bytes) with their source name and line number, and optionally the current
 time. Outputs: the events each line produced and the bans the jails decided.
 Stages: syslog header -> filters (typed events) -> queue-id correlation (the submitting account
-attached to later lines of the same message) -> jails.
+attached to later lines of the same message) -> jails -> decisions (the rate limit and prefix
+folds, see decisions.py: `decide`, which the daemon and replay both call on the jails' bans).
 `now=None` means "use the event's own log time" (replay); the daemon passes wall time, which is
 used for ban expiry and to skip lines already older than a jail's find time when read (a restored
 backup must not ban for days-old lines; `stale` counts them), never for counting: windows always
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .correlate import Correlator, Message
+from .decisions import Folded, Suppressed, Valve, decide
 from .filters import FilterSet
 from .jails import Jail
 from .records import Ban, Event
@@ -32,6 +34,8 @@ class Pipeline:
     correlator: Correlator = field(default_factory=Correlator)
     # The C module (mailban.speedups), whose correlate() stands in for correlated's loop.
     fast: Any = None
+    # The rate limit on decisions (max_bans_per_minute); None: none.
+    valve: Valve | None = None
     # Per event kind, the jails an event of that kind goes to, in order, each with whether it
     # wants the kind (else it is offered the event only while it holds addresses on
     # probation, which only ban_ips jails do: see Jail._ip_ban). Built on first use per kind.
@@ -125,6 +129,10 @@ class Pipeline:
             if jail.probation:
                 bans.extend(jail.tick(log_now, now))
         return bans
+
+    def decide(self, bans: list[Ban]) -> tuple[list[Ban], list[Suppressed], list[Folded]]:
+        """The jails' bans after the rate limit and prefix folds: (to act on, held back, folds)."""
+        return decide(bans, self.valve, {jail.spec.name: jail for jail in self.jails})
 
     def jail(self, name: str) -> Jail | None:
         for jail in self.jails:

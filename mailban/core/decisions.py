@@ -1,0 +1,98 @@
+"""What happens to the jails' bans before anything acts on them: the rate limit and prefix folds.
+
+Both used to live in the daemon, so `mailban replay` (which has no daemon) decided differently
+from it on the same lines: past `max_bans_per_minute` the daemon held decisions back and counted
+their keys afresh, and a prefix ban lifted the single-address bans inside it. Here they are one
+pure stage of the pipeline (Pipeline.decide), which the daemon and replay both run; the daemon
+then carries out what it returns (and records, logs and shows it), replay prints it.
+
+Inputs: the bans of one line or batch, in order, each with its own time (`Ban.time`: wall time in
+the daemon, log time in replay). Outputs: the bans to act on, the ones held back (`Suppressed`)
+and the prefix folds (`Folded`). Must never: perform I/O or read the clock (see mailban.core).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from dataclasses import dataclass, field
+
+from .jails import Jail
+from .records import Ban
+
+VALVE_WINDOW = 60.0  # seconds: max_bans_per_minute counts decisions per jail in this window
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """A decision held back by the rate limit: recorded, not acted on. Its key is counted afresh
+    (the jail forgets it), so it is acted on once the storm has passed."""
+
+    ban: Ban
+    limit: int
+
+    @property
+    def reason(self) -> str:
+        return f"more than {self.limit} decisions per minute in jail {self.ban.jail}"
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A prefix ban and the single-address bans of its jail inside it, which it replaces."""
+
+    net: Ban
+    ips: tuple[str, ...]
+
+
+@dataclass
+class Valve:
+    """At most `limit` new decisions per jail per minute (max_bans_per_minute): a broken filter
+    or a threshold of 1 on normal traffic must not ban the internet."""
+
+    limit: int
+    recent: dict[str, deque[float]] = field(default_factory=dict)
+
+    def admit(self, ban: Ban) -> bool:
+        recent = self.recent.setdefault(ban.jail, deque())
+        while recent and recent[0] <= ban.time - VALVE_WINDOW:
+            recent.popleft()
+        if len(recent) < self.limit:
+            recent.append(ban.time)
+            return True
+        return False
+
+
+def decide(bans: list[Ban], valve: Valve | None, jails: dict[str, Jail]
+           ) -> tuple[list[Ban], list[Suppressed], list[Folded]]:
+    """The bans to act on, the suppressed ones and the prefix folds, in the bans' order."""
+    kept: list[Ban] = []
+    held: list[Suppressed] = []
+    folds: list[Folded] = []
+    for ban in bans:
+        jail = jails.get(ban.jail)
+        if valve is not None and not valve.admit(ban):
+            held.append(Suppressed(ban, valve.limit))
+            if jail is not None:
+                jail.forget(ban.key, ban.key_type)
+            continue
+        kept.append(ban)
+        if ban.key_type == "net" and jail is not None:
+            ips = fold_into(jail, ban)
+            if ips:
+                folds.append(Folded(ban, ips))
+    return kept, held, folds
+
+
+def fold_into(jail: Jail, net_ban: Ban) -> tuple[str, ...]:
+    """The addresses the jail has banned one by one inside a prefix it now bans (until later than
+    the prefix ban's start): the jail forgets those single bans, so that an address that comes
+    back after the prefix ban ends is counted and banned again."""
+    if jail.spec.key != "ip":
+        return ()
+    network = ipaddress.ip_network(net_ban.key)
+    inside = tuple(ip for ip, until in jail.banned.items()
+                   if until > net_ban.time and ipaddress.ip_address(ip) in network)
+    for ip in inside:
+        del jail.banned[ip]
+        jail.ban_started.pop(ip, None)
+    return inside
