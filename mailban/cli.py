@@ -227,6 +227,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from . import config
     from .core.errors import ConfigError
+    from .jail_fields import shown
     from .speedups import describe, speedups
 
     try:
@@ -242,9 +243,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             "ok": True, "config": cfg.path, "files": list(cfg.files),
             "filters": [{"name": f.name, "path": f.path, "rules": [r.id for r in f.rules]} for f in cfg.filters],
             "actions": {n: {"type": a.type, "path": a.path} for n, a in sorted(cfg.actions.items())},
-            "jails": [{"name": j.name, "enabled": j.enabled, "key": j.key, "maxretry": j.maxretry,
-                       "findtime": j.findtime, "bantime": j.bantime, "actions": list(j.actions),
-                       "mode": j.mode, "rule": j.describe()} for j in cfg.jails],
+            "jails": [{"name": j.name, **shown(j), "rule": j.describe()} for j in cfg.jails],
             "speedups": speedups() is not None,
         }, indent=2))
         return 0

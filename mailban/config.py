@@ -10,7 +10,6 @@ Must never: half-apply a bad file. The daemon keeps its last good Config when lo
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 import socket
@@ -21,12 +20,13 @@ from typing import Any
 from .core.durations import parse_duration
 from .core.errors import ConfigError
 from .core.filters import Filter, FilterSet, build_filter
-from .core.jails import COUNT_MODES, MODES, IgnoreList, Jail, JailSpec
+from .core.jails import IgnoreList, Jail, JailSpec
 from .core.decisions import Valve
 from .core.pipeline import Pipeline
-from .core.records import JAIL_KEY_TYPES, KINDS, STATUSES
+from .core.records import KINDS
 from .core.syslog import LocalToEpoch, SyslogParser
 from .core.tomldoc import TomlDoc, parse_toml
+from .jail_fields import JAIL_FIELDS, Names, networks
 from .speedups import speedups
 
 DEFAULT_CONFIG = "/etc/mailban/mailban.toml"
@@ -444,24 +444,13 @@ def _cluster(src: dict[str, tuple[Any, TomlDoc]]) -> ClusterSettings | None:
 
 
 def _networks(value: Any, doc: TomlDoc, where: tuple[Any, ...]) -> tuple[Any, ...]:
-    if not isinstance(value, list):
-        raise doc.error(where, "`ignoreip` must be a list of addresses or CIDR networks")
-    nets = []
-    for item in value:
-        try:
-            nets.append(ipaddress.ip_network(str(item), strict=False))
-        except ValueError:
-            raise doc.error(where, f"{item!r} is not an IP address or CIDR network") from None
-    return tuple(nets)
+    try:
+        return networks(value)
+    except ValueError as exc:
+        raise doc.error(where, str(exc)) from None
 
 
-_JAIL_KEYS = {
-    "enabled", "kinds", "filters", "rules", "exclude", "statuses", "key", "count", "findtime",
-    "maxretry", "min_ips", "bantime", "actions", "ban_ips", "ip_actions", "owner_grace", "ignoreip", "ignorekeys",
-    "weights", "resolution", "bantime_factor", "bantime_max", "repeat_window", "prefix6", "prefix4",
-    "prefix_min_ips", "mode", "shared",
-    "max_keys",
-}
+_JAIL_KEYS = set(JAIL_FIELDS)
 
 
 def _jail(
@@ -472,88 +461,20 @@ def _jail(
     actions: dict[str, ActionDef],
     errors: list[ConfigError],
 ) -> JailSpec | None:
-    """The jail's spec, or None with its errors appended to `errors`."""
+    """The jail's spec, or None with its errors appended to `errors` (each key read by its field
+    in jail_fields.JAIL_FIELDS)."""
     values: dict[str, Any] = {"name": name, "kinds": frozenset()}
+    names = Names(frozenset(filter_names), frozenset(rule_names), frozenset(actions))
     failed = len(errors)
     for key, (value, doc) in src.items():
         where = ("jail", name, key)
-        if key not in _JAIL_KEYS:
+        read = JAIL_FIELDS.get(key)
+        if read is None:
             errors.append(doc.error(where, f"unknown jail setting {key!r}{_did_you_mean(key, _JAIL_KEYS)}; "
                                            f"known: {', '.join(sorted(_JAIL_KEYS))}"))
             continue
         try:
-            if key in ("enabled", "ban_ips", "shared"):
-                if not isinstance(value, bool):
-                    raise ValueError(f"`{key}` must be true or false")
-                values[key] = value
-            elif key == "statuses":
-                values[key] = frozenset(_names(value, STATUSES, "delivery status"))
-            elif key == "count":
-                if value not in COUNT_MODES:
-                    raise ValueError(f"`count` must be one of {', '.join(COUNT_MODES)}")
-                values[key] = value
-            elif key == "min_ips":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                    raise ValueError("`min_ips` must be a whole number (0: no condition on addresses)")
-                values[key] = value
-            elif key == "ip_actions":
-                values[key] = tuple(_names(value, set(actions), "action"))
-            elif key == "ignorekeys":
-                if not isinstance(value, list) or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-                    raise ValueError("`ignorekeys` must be a list of user names, uids or senders")
-                values[key] = frozenset(str(v) for v in value)
-            elif key == "kinds":
-                values[key] = frozenset(_names(value, KINDS, "event kind"))
-            elif key == "filters":
-                values[key] = frozenset(_names(value, filter_names, "filter"))
-            elif key == "rules":
-                values[key] = frozenset(_names(value, rule_names, "rule"))
-            elif key == "exclude":
-                values[key] = frozenset(_names(value, filter_names | rule_names, "filter or rule"))
-            elif key == "key":
-                if not isinstance(value, str) or value not in JAIL_KEY_TYPES:
-                    raise ValueError(f"`key` must be one of {', '.join(sorted(JAIL_KEY_TYPES))}")
-                values[key] = value
-            elif key in ("owner_grace", "resolution", "bantime_max", "repeat_window"):
-                values[key] = parse_duration(value)
-            elif key == "bantime_factor":
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or not 1 <= value <= 100:
-                    raise ValueError("`bantime_factor` must be a number from 1 (no escalation) to 100")
-                values[key] = float(value)
-            elif key in ("prefix6", "prefix4"):
-                top = 128 if key == "prefix6" else 32
-                if not isinstance(value, int) or isinstance(value, bool) or not (value == 0 or 8 <= value < top):
-                    raise ValueError(f"`{key}` must be 0 (off) or a prefix length from 8 to {top - 1}")
-                values[key] = value
-            elif key == "prefix_min_ips":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-                    raise ValueError("`prefix_min_ips` must be a whole number of at least 2")
-                values[key] = value
-            elif key == "mode":
-                if value not in MODES:
-                    raise ValueError(f"`mode` must be one of {', '.join(MODES)}")
-                values[key] = value
-            elif key == "weights":
-                if not isinstance(value, dict) or not all(
-                        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1000 for v in value.values()):
-                    raise ValueError("`weights` is a table of kind, rule or filter.rule = whole number of points (0 to 1000)")
-                unknown = [k for k in value if k not in KINDS and k not in rule_names and k not in filter_names]
-                if unknown:
-                    raise ValueError(f"`weights`: {unknown[0]!r} is no event kind, filter or rule")
-                values[key] = tuple(sorted(value.items()))
-            elif key in ("findtime", "bantime"):
-                seconds = parse_duration(value)
-                if seconds <= 0:
-                    raise ValueError(f"`{key}` must be longer than zero")
-                values[key] = seconds
-            elif key in ("maxretry", "max_keys"):
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ValueError(f"`{key}` must be a whole number of at least 1")
-                values[key] = value
-            elif key == "actions":
-                values[key] = tuple(_names(value, set(actions), "action"))
-            elif key == "ignoreip":
-                values[key] = _networks(value, doc, where)
+            values[key] = read(value, names)
         except ValueError as exc:
             errors.append(doc.error(where, str(exc)))
         except ConfigError as exc:
@@ -583,17 +504,6 @@ def _checked_jail(name: str, src: dict[str, tuple[Any, TomlDoc]], values: dict[s
         doc = next(iter(src.values()))[1]
         raise doc.error(("jail", name, "count"), "`count = \"recipients\"` sums the recipients of `queued` events: select them with `kinds`")
     return spec
-
-
-def _names(value: Any, known: set[str] | frozenset[str], what: str) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"expected a list of {what} names")
-    for v in value:
-        if v not in known:
-            raise ValueError(f"unknown {what} {v!r}; known: {', '.join(sorted(known)) or 'none'}")
-    return value
 
 
 def _check_action(action: ActionDef) -> None:

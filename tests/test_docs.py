@@ -96,3 +96,28 @@ def test_every_option_of_every_command_is_in_the_man_page() -> None:
                       for opt in action.option_strings if opt.startswith("--") and opt != "--help"
                       and opt not in page})
     assert missing == []
+
+
+def test_the_configuration_reference_documents_exactly_the_jail_fields() -> None:
+    """docs/configuration.md's `[jail.NAME]` table and mailban/jail_fields.py (which validates
+    the settings and which `check --json` shows) name the same settings."""
+    from mailban.jail_fields import JAIL_FIELDS
+
+    text = (DOCS / "configuration.md").read_text()
+    section = text[text.index("## `[jail.NAME]`"):text.index("## How counting works")]
+    documented = set()
+    for row in section.splitlines():
+        if row.startswith("| `"):
+            first_cell = row.split(" | ")[0]
+            documented |= {name for name in re.findall(r"`([a-z_0-9]+)", first_cell)}
+    assert documented == set(JAIL_FIELDS), (
+        f"undocumented: {sorted(set(JAIL_FIELDS) - documented)}; not a setting: {sorted(documented - set(JAIL_FIELDS))}")
+
+
+def test_check_json_shows_every_jail_field() -> None:
+    from mailban.jail_fields import JAIL_FIELDS
+
+    out = subprocess.run([sys.executable, "-m", "mailban", "check", "--json", "--config", str(config.SHIPPED_DEFAULT)],
+                         capture_output=True, text=True, check=True).stdout
+    for jail in json.loads(out)["jails"]:
+        assert set(JAIL_FIELDS) <= set(jail), jail["name"]
