@@ -8,8 +8,13 @@ The choice lives here, outside mailban.core, which reads no environment.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
+
+from .core.records import Event
+
+_configured = False
 
 
 def speedups() -> Any:
@@ -17,10 +22,20 @@ def speedups() -> Any:
     tests can compare both paths in one process)."""
     if os.environ.get("MAILBAN_NO_SPEEDUPS") == "1":
         return None
+    global _configured
     try:
         from .core import _speedups  # type: ignore[attr-defined]
     except ImportError:
         return None
+    if not _configured:
+        # The C module reads and builds Events by position: it takes the positions from the
+        # record's own definition, and is not used if the record lacks a field it needs.
+        try:
+            _speedups.configure(Event._fields)
+        except (ValueError, TypeError) as exc:
+            logging.getLogger("mailban").warning("the C module does not fit this Event (%s): Python only", exc)
+            return None
+        _configured = True
     return _speedups
 
 

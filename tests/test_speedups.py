@@ -517,3 +517,17 @@ def test_repeat_lines_expand_alike_across_batches(tmp_path: Path, monkeypatch: p
     assert {1, 2, 3, 12} <= counts
     # an expanded event shows the repeat line as logged, at its own time
     assert all("repeated" in line for _n, events in got[0] for _r, _ip, count, _t, line in events if count > 1)
+
+
+def test_the_c_module_takes_the_event_layout_from_the_record() -> None:
+    """Event positions come from records.Event._fields (configure), not from numbers in C: a
+    record without a field the module needs is refused, and mailban then runs Python only."""
+    from mailban.core.records import Event
+
+    module = speedups()
+    if module is None:
+        pytest.skip("no C module")
+    with pytest.raises(ValueError, match="no field queue_id"):
+        module.configure(tuple(f for f in Event._fields if f != "queue_id"))
+    module.configure(Event._fields)  # the record as it is: accepted (the refusal changed nothing)
+    assert speedups() is module

@@ -44,9 +44,27 @@
 #include <string.h>
 
 #define MAX_TAG 96
-/* records.Event: time, kind, filter, rule, ip, user, uid, sender, queue_id, recipients, status,
- * source, lineno, line, count */
-#define EVENT_FIELDS 15
+/* Where each field of a records.Event sits: configure(Event._fields), which mailban.speedups
+ * calls when it loads this module, looks each name up, so that the record's definition in Python
+ * is the one source of truth (a field added or moved there cannot silently shift them here). */
+enum { EV_TIME, EV_KIND, EV_FILTER, EV_RULE, EV_IP, EV_USER, EV_UID, EV_SENDER, EV_QUEUE_ID,
+       EV_RECIPIENTS, EV_STATUS, EV_SOURCE, EV_LINENO, EV_LINE, EV_COUNT, EV_NAMES };
+static const char *const ev_names[EV_NAMES] = {
+    "time", "kind", "filter", "rule", "ip", "user", "uid", "sender", "queue_id", "recipients",
+    "status", "source", "lineno", "line", "count"};
+static Py_ssize_t ev[EV_NAMES];
+static Py_ssize_t event_fields;  /* the Event's length; 0 until configure() */
+#define MAX_event_fields 32
+
+/* 0 when configure() ran, else -1 with an error set. */
+static int
+configured(void)
+{
+    if (event_fields > 0)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "_speedups.configure(Event._fields) was not called");
+    return -1;
+}
 
 static PyObject *str_group, *int_one;
 /* Interned names: Event kinds, and the attributes of Correlator and its Message records. */
@@ -600,7 +618,7 @@ event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, 
         return NULL;
     }
     PyObject *type = PyTuple_GET_ITEM(spec, 0);
-    PyObject *f[EVENT_FIELDS] = {NULL};  /* the Event's fields, owned */
+    PyObject *f[MAX_event_fields] = {NULL};  /* the Event's fields, owned */
     PyObject *raw;
     PyObject *result = NULL;
     PyObject *g_ip = PyTuple_GET_ITEM(spec, 5), *g_user = PyTuple_GET_ITEM(spec, 6);
@@ -609,7 +627,7 @@ event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, 
         PyObject *ip = address_from(x, m, g_ip);
         if (ip == NULL || ip == Py_None)
             return ip;  /* as tally_from */
-        f[4] = ip;
+        f[ev[EV_IP]] = ip;
     }
     if (g_user != Py_None) {
         PyObject *r = match_group(m, g_user);
@@ -624,19 +642,19 @@ event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, 
             }
             skip = in;
         }
-        if (!skip && (f[5] = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(r), PyBytes_GET_SIZE(r), "replace")) == NULL) {
+        if (!skip && (f[ev[EV_USER]] = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(r), PyBytes_GET_SIZE(r), "replace")) == NULL) {
             Py_DECREF(r);
             goto done;
         }
         Py_DECREF(r);
     }
     /* The fields a non-empty group gives (the builder's `if raw:`), each converted as there. */
-    static const struct { int spec, pos; char as; } converted[] = {
-        {7, 7, 'u'},   /* sender, decoded with replacement: the null sender <> is nobody */
-        {8, 6, 'i'},   /* uid, int(raw) */
-        {9, 8, 'a'},   /* queue id, ASCII */
-        {10, 9, 'i'},  /* recipients */
-        {11, 10, 'a'}, /* status */
+    static const struct { int spec, field; char as; } converted[] = {
+        {7, EV_SENDER, 'u'},      /* sender, decoded with replacement: the null sender <> is nobody */
+        {8, EV_UID, 'i'},         /* uid, int(raw) */
+        {9, EV_QUEUE_ID, 'a'},    /* queue id, ASCII */
+        {10, EV_RECIPIENTS, 'i'}, /* recipients */
+        {11, EV_STATUS, 'a'},     /* status */
     };
     for (size_t c = 0; c < sizeof converted / sizeof converted[0]; c++) {
         if (event_field(m, PyTuple_GET_ITEM(spec, converted[c].spec), &raw) == NULL) {
@@ -652,19 +670,19 @@ event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, 
         Py_DECREF(raw);
         if (value == NULL)
             goto done;
-        f[converted[c].pos] = value;
+        f[ev[converted[c].field]] = value;
     }
-    f[13] = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), "replace");
-    if (f[13] == NULL)
+    f[ev[EV_LINE]] = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line), "replace");
+    if (f[ev[EV_LINE]] == NULL)
         goto done;
-    f[0] = Py_NewRef(when);
-    f[1] = Py_NewRef(PyTuple_GET_ITEM(spec, 1));
-    f[2] = Py_NewRef(PyTuple_GET_ITEM(spec, 2));
-    f[3] = Py_NewRef(PyTuple_GET_ITEM(spec, 3));
-    if (f[10] == NULL)
-        f[10] = Py_NewRef(PyTuple_GET_ITEM(spec, 4));  /* the rule's fixed status, or None */
-    f[11] = Py_NewRef(source);
-    f[12] = Py_NewRef(lineno);
+    f[ev[EV_TIME]] = Py_NewRef(when);
+    f[ev[EV_KIND]] = Py_NewRef(PyTuple_GET_ITEM(spec, 1));
+    f[ev[EV_FILTER]] = Py_NewRef(PyTuple_GET_ITEM(spec, 2));
+    f[ev[EV_RULE]] = Py_NewRef(PyTuple_GET_ITEM(spec, 3));
+    if (f[ev[EV_STATUS]] == NULL)
+        f[ev[EV_STATUS]] = Py_NewRef(PyTuple_GET_ITEM(spec, 4));  /* the rule's fixed status, or None */
+    f[ev[EV_SOURCE]] = Py_NewRef(source);
+    f[ev[EV_LINENO]] = Py_NewRef(lineno);
     /* count (<COUNT>): int(raw), at least 1, as the builder; 1 when the rule has none */
     if (event_field(m, PyTuple_GET_ITEM(spec, 13), &raw) != NULL) {
         PyObject *value = PyNumber_Long(raw);
@@ -678,21 +696,21 @@ event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, 
         }
         if (below)
             Py_SETREF(value, Py_NewRef(int_one));
-        f[14] = value;
+        f[ev[EV_COUNT]] = value;
     }
     else if (PyErr_Occurred())
         goto done;
     else
-        f[14] = Py_NewRef(int_one);
-    result = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, EVENT_FIELDS);
+        f[ev[EV_COUNT]] = Py_NewRef(int_one);
+    result = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, event_fields);
     if (result == NULL)
         goto done;
-    for (int i = 0; i < EVENT_FIELDS; i++) {
+    for (int i = 0; i < event_fields; i++) {
         PyTuple_SET_ITEM(result, i, f[i] != NULL ? f[i] : Py_NewRef(Py_None));
         f[i] = NULL;
     }
 done:
-    for (int i = 0; i < EVENT_FIELDS; i++)
+    for (int i = 0; i < event_fields; i++)
         Py_XDECREF(f[i]);
     return result;
 }
@@ -1079,7 +1097,7 @@ match_lines(PyObject *module, PyObject *args)
     Py_ssize_t lineno;
     int all_lines;
     if (!PyArg_ParseTuple(args, "OnO!UpO!", &lines, &lineno, &PyTuple_Type, &ctx_t, &source,
-                          &all_lines, &PyList_Type, &items))
+                          &all_lines, &PyList_Type, &items) || configured() < 0)
         return NULL;
     Scan sc;
     if (scan_open(&sc, lines, ctx_t, lineno, 1) < 0)
@@ -1409,7 +1427,7 @@ correlator_holds(PyObject *correlator)
 static int
 unrecorded(PyObject *correlator, PyObject *event, PyObject *key, int no_address)
 {
-    int ask = no_address ? is_failure_kind(PyTuple_GET_ITEM(event, 1)) : correlator_holds(correlator);
+    int ask = no_address ? is_failure_kind(PyTuple_GET_ITEM(event, ev[EV_KIND])) : correlator_holds(correlator);
     if (ask <= 0)
         return ask;
     PyObject *kept = PyObject_CallMethodObjArgs(correlator, str_unrecorded, event, key, NULL);
@@ -1425,7 +1443,7 @@ correlate(PyObject *module, PyObject *args)
 {
     PyObject *correlator, *events, *header, *message_type, *event_type;
     if (!PyArg_ParseTuple(args, "OO!O!OO", &correlator, &PyList_Type, &events, &PyTuple_Type, &header,
-                          &message_type, &event_type))
+                          &message_type, &event_type) || configured() < 0)
         return NULL;
     if (PyTuple_GET_SIZE(header) != 5 || !PyType_Check(event_type)) {
         PyErr_SetString(PyExc_TypeError, "correlate() needs a Header and the Event type");
@@ -1446,15 +1464,15 @@ correlate(PyObject *module, PyObject *args)
     PyObject *host = PyTuple_GET_ITEM(header, 1);
     for (Py_ssize_t e = 0; e < PyList_GET_SIZE(events); e++) {
         PyObject *event = PyList_GET_ITEM(events, e);
-        if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != EVENT_FIELDS) {
-            PyErr_SetString(PyExc_TypeError, "an Event has 15 fields");
+        if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != event_fields) {
+            PyErr_SetString(PyExc_TypeError, "not an Event (of the shape configure() was given)");
             goto error;
         }
-        PyObject *kind = PyTuple_GET_ITEM(event, 1), *qid = PyTuple_GET_ITEM(event, 8);
+        PyObject *kind = PyTuple_GET_ITEM(event, ev[EV_KIND]), *qid = PyTuple_GET_ITEM(event, ev[EV_QUEUE_ID]);
         PyObject *result = event;  /* borrowed unless replaced */
         int owned = 0;
         if (qid == Py_None) {
-            if (PyUnicode_Compare(kind, str_submission) == 0 && PyTuple_GET_ITEM(event, 5) != Py_None) {
+            if (PyUnicode_Compare(kind, str_submission) == 0 && PyTuple_GET_ITEM(event, ev[EV_USER]) != Py_None) {
                 PyObject *r = PyObject_CallMethodObjArgs(correlator, str_remember, event, header, NULL);
                 if (r == NULL)
                     goto error;
@@ -1466,14 +1484,14 @@ correlate(PyObject *module, PyObject *args)
         }
         if ((key = PyTuple_Pack(2, host, qid)) == NULL)
             goto error;
-        PyObject *when = PyTuple_GET_ITEM(event, 0);
+        PyObject *when = PyTuple_GET_ITEM(event, ev[EV_TIME]);
         double now = PyFloat_AsDouble(when);
         if (now == -1.0 && PyErr_Occurred())
             goto error;
         if (PyUnicode_Compare(kind, str_submission) == 0) {
-            msg = PyObject_CallFunctionObjArgs(message_type, when, PyTuple_GET_ITEM(event, 5),
-                                               PyTuple_GET_ITEM(event, 6), PyTuple_GET_ITEM(event, 4),
-                                               PyTuple_GET_ITEM(event, 7), NULL);
+            msg = PyObject_CallFunctionObjArgs(message_type, when, PyTuple_GET_ITEM(event, ev[EV_USER]),
+                                               PyTuple_GET_ITEM(event, ev[EV_UID]), PyTuple_GET_ITEM(event, ev[EV_IP]),
+                                               PyTuple_GET_ITEM(event, ev[EV_SENDER]), NULL);
             if (msg == NULL || store_message(correlator, messages, key, msg, now, &dropped) < 0)
                 goto error;
             Py_CLEAR(msg);
@@ -1509,7 +1527,7 @@ correlate(PyObject *module, PyObject *args)
                         PyObject *sip = PyTuple_GET_ITEM(session, 2);
                         int same = sip == Py_None;
                         if (!same) {
-                            same = PyObject_RichCompareBool(sip, PyTuple_GET_ITEM(event, 4), Py_EQ);
+                            same = PyObject_RichCompareBool(sip, PyTuple_GET_ITEM(event, ev[EV_IP]), Py_EQ);
                             if (same < 0) {
                                 Py_DECREF(session);
                                 goto error;
@@ -1519,13 +1537,13 @@ correlate(PyObject *module, PyObject *args)
                             user = PyTuple_GET_ITEM(session, 1);
                     }
                 }
-                msg = PyObject_CallFunctionObjArgs(message_type, when, user, PyTuple_GET_ITEM(event, 6),
-                                                   PyTuple_GET_ITEM(event, 4), PyTuple_GET_ITEM(event, 7), NULL);
+                msg = PyObject_CallFunctionObjArgs(message_type, when, user, PyTuple_GET_ITEM(event, ev[EV_UID]),
+                                                   PyTuple_GET_ITEM(event, ev[EV_IP]), PyTuple_GET_ITEM(event, ev[EV_SENDER]), NULL);
                 Py_XDECREF(session);
                 if (msg == NULL || store_message(correlator, messages, key, msg, now, &dropped) < 0)
                     goto error;
                 /* the envelope's failures (`<rcpt>... User unknown`) came before it: release them */
-                if (PyTuple_GET_ITEM(event, 4) != Py_None && unrecorded(correlator, event, key, 0) < 0)
+                if (PyTuple_GET_ITEM(event, ev[EV_IP]) != Py_None && unrecorded(correlator, event, key, 0) < 0)
                     goto error;
             } else {
                 PyObject *queued = PyObject_GetAttr(msg, str_queued);
@@ -1544,13 +1562,13 @@ correlate(PyObject *module, PyObject *args)
             PyObject *sender = PyObject_GetAttr(msg, str_sender);
             if (sender == NULL)
                 goto error;
-            int rc = sender == Py_None ? PyObject_SetAttr(msg, str_sender, PyTuple_GET_ITEM(event, 7)) : 0;
+            int rc = sender == Py_None ? PyObject_SetAttr(msg, str_sender, PyTuple_GET_ITEM(event, ev[EV_SENDER])) : 0;
             Py_DECREF(sender);
             if (rc < 0)
                 goto error;
         }
         if (msg == NULL) {
-            int held = unrecorded(correlator, event, key, PyTuple_GET_ITEM(event, 4) == Py_None);
+            int held = unrecorded(correlator, event, key, PyTuple_GET_ITEM(event, ev[EV_IP]) == Py_None);
             if (held < 0)
                 goto error;
             if (held) {
@@ -1561,11 +1579,11 @@ correlate(PyObject *module, PyObject *args)
         if (msg != NULL) {
             /* fill user, uid, ip and sender that the event lacks from the record */
             PyObject *fill[4] = {NULL, NULL, NULL, NULL};
-            static const int pos[4] = {5, 6, 4, 7};
+            static const int fields[4] = {EV_USER, EV_UID, EV_IP, EV_SENDER};
             PyObject *names[4] = {str_user, str_uid, str_ip, str_sender};
             int changed = 0, failed = 0;
             for (int i = 0; i < 4 && !failed; i++) {
-                PyObject *mine = PyTuple_GET_ITEM(event, pos[i]);
+                PyObject *mine = PyTuple_GET_ITEM(event, ev[fields[i]]);
                 if (mine != Py_None)
                     continue;
                 fill[i] = PyObject_GetAttr(msg, names[i]);
@@ -1575,15 +1593,15 @@ correlate(PyObject *module, PyObject *args)
                     changed = 1;
             }
             if (!failed && changed) {
-                PyObject *made = ((PyTypeObject *)event_type)->tp_alloc((PyTypeObject *)event_type, EVENT_FIELDS);
+                PyObject *made = ((PyTypeObject *)event_type)->tp_alloc((PyTypeObject *)event_type, event_fields);
                 if (made == NULL) {
                     failed = 1;
                 } else {
-                    for (Py_ssize_t i = 0; i < EVENT_FIELDS; i++)
+                    for (Py_ssize_t i = 0; i < event_fields; i++)
                         PyTuple_SET_ITEM(made, i, Py_NewRef(PyTuple_GET_ITEM(event, i)));
                     for (int i = 0; i < 4; i++) {
                         if (fill[i] != NULL && fill[i] != Py_None) {
-                            Py_SETREF(((PyTupleObject *)made)->ob_item[pos[i]], Py_NewRef(fill[i]));
+                            Py_SETREF(((PyTupleObject *)made)->ob_item[ev[fields[i]]], Py_NewRef(fill[i]));
                         }
                     }
                     result = made;
@@ -1658,6 +1676,31 @@ seen(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* configure(Event._fields): the position of each field this module reads or builds (see ev[]).
+ * Refuses a record that lacks one of them (ValueError): mailban.speedups then runs Python only. */
+static PyObject *
+configure(PyObject *module, PyObject *fields)
+{
+    if (!PyTuple_Check(fields) || PyTuple_GET_SIZE(fields) > MAX_event_fields) {
+        PyErr_SetString(PyExc_TypeError, "configure(Event._fields): a tuple of at most 32 names");
+        return NULL;
+    }
+    Py_ssize_t found[EV_NAMES];
+    for (int k = 0; k < EV_NAMES; k++) {
+        found[k] = -1;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fields); i++) {
+            PyObject *name = PyTuple_GET_ITEM(fields, i);
+            if (PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, ev_names[k]) == 0)
+                found[k] = i;
+        }
+        if (found[k] < 0)
+            return PyErr_Format(PyExc_ValueError, "the Event has no field %s", ev_names[k]);
+    }
+    memcpy(ev, found, sizeof ev);
+    event_fields = PyTuple_GET_SIZE(fields);
+    Py_RETURN_NONE;
+}
+
 /* literals_found(index, rules, line) -> bits: literals_in for the tests, which compare it with
  * `literal in line` for every rule. */
 static PyObject *
@@ -1698,6 +1741,8 @@ static PyMethodDef methods[] = {
      "correlate(correlator, events, header, Message, Event): Pipeline.correlated for one line."},
     {"seen", seen, METH_VARARGS,
      "seen(events, ((field index, set), ...), cap): replay's tally of the keys the logs show."},
+    {"configure", configure, METH_O,
+     "configure(Event._fields): where each Event field sits, for the functions that read or build them."},
     {"literals_found", literals_found, METH_VARARGS,
      "literals_found(index, rules, line) -> bits of the rules whose literal is in the line."},
     {"merge", merge, METH_VARARGS,
