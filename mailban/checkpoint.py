@@ -1,14 +1,12 @@
 """Jail windows to and from database rows, so that a crash loses no partially counted window.
 
-Inputs: the running pipeline's jails and the (jail name, key type, key) triples a batch of lines
-touched. Outputs: rows for `State.commit` (upserts and deletions), and, at start, windows put back
+Inputs: the running pipeline's jails and the (jail name, "key" | "net", key) triples of the
+windows a batch changed, which the jails note themselves (Jail.touched, see track/collect). Outputs: rows for `State.commit` (upserts and deletions), and, at start, windows put back
 into the jails from the rows `State.windows()` returns.
 
 This module reads and rebuilds the jails' windows through their attributes (`Jail.windows`, and
 `Jail.nets` for the prefix windows of ip jails: dicts ordered by recency whose values are
-core.windows RingWindow/BucketWindow objects) so that the core stays free of persistence. Which
-keys a batch touched is derived from its events with the jails' own `selects()` and `Event.key()`,
-the test `Jail.offer` applies before counting (plus the event's prefix for prefix windows).
+core.windows RingWindow/BucketWindow objects) so that the core stays free of persistence.
 Row format: entries JSON is {"ring": [[time, weight], ...]} or {"bucket": resolution,
 "buckets": [[index, weight], ...]}; lines JSON is a list; ips JSON is {ip: [last, events]} or null.
 Must never: restore a window into a jail that now counts by another key type or window kind, or
@@ -17,41 +15,32 @@ for a key that is banned (a banned key has no window), or beyond the jail's `max
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections import deque
-from typing import Any, Iterable
+from typing import Any
 
 from .core.pipeline import Pipeline
-from .core.records import Event
 from .core.windows import MAX_LINES_KEPT, BucketWindow, RingWindow
 from .state import WindowRow
 
 Touched = set[tuple[str, str, str]]  # (jail name, "key" or "net", key)
 
 
-def touched(pipeline: Pipeline, events: Iterable[Event], into: Touched) -> None:
-    """Add the windows these events may have changed."""
-    jails = [(j.spec, j.spec.name, j.spec.key) for j in pipeline.jails]
-    for event in events:
-        for spec, name, key_type in jails:
-            if spec.selects(event):
-                key = event.key(key_type)
-                if key is None:
-                    continue
-                into.add((name, "key", str(key)))
-                if key_type == "ip":
-                    net = prefix(spec, str(key))
-                    if net is not None:
-                        into.add((name, "net", net))
+def track(pipeline: Pipeline) -> None:
+    """Have the jails note the windows they change (Jail.touched), for collect()."""
+    for jail in pipeline.jails:
+        jail.track_windows = True
 
 
-def prefix(spec: Any, ip: str) -> str | None:
-    """The prefix window an address counts in (the jail's own rule, see core/jails.py)."""
-    bits = getattr(spec, "prefix6", 0) if ":" in ip else getattr(spec, "prefix4", 0)
-    if not bits:
-        return None
-    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+def collect(pipeline: Pipeline, into: Touched) -> None:
+    """Move the windows the jails changed since the last call into `into`: the jails know which
+    windows their counting, bans and unbans changed, so no second copy of their selection is
+    needed here."""
+    for jail in pipeline.jails:
+        if jail.touched:
+            name = jail.spec.name
+            into.update((name, which, key) for which, key in jail.touched)
+            jail.touched.clear()
 
 
 def rows(pipeline: Pipeline, keys: Touched) -> tuple[list[WindowRow], list[tuple[str, str, str]]]:

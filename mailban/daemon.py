@@ -246,6 +246,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         pipeline = cfg.pipeline(time.time(), local_to_epoch, protected)
         for ban in active:
             pipeline.note_ban(ban)
+        checkpoint.track(pipeline)  # after the restored bans: their windows are not changes
         return pipeline
 
     def _open_tails(self, cfg: config_mod.Config) -> None:
@@ -344,11 +345,9 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             holding = self.holding
             tally: Tally[tuple[str, str]] = Tally()
             metrics_on = self.metrics.enabled  # no per-event counting for metrics nobody serves
-            counted: list[Any] = []
             for line in lines:
                 events, new = pipeline.feed(line, now, tail.path)
                 if events:
-                    counted.extend(events)
                     if metrics_on:
                         for e in events:
                             tally[(e.kind, e.filter)] += 1
@@ -359,8 +358,6 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             self.previous_line[tail.path] = pipeline.parser.previous
             if pipeline.stale:
                 self._note_stale(pipeline.stale, tail.path, now)
-            if counted:
-                checkpoint.touched(pipeline, counted, self.unsaved_windows)
             self.lines_read[tail.path] = self.lines_read.get(tail.path, 0) + len(lines)
             total = self.lines_total[tail.path] = self.lines_total.get(tail.path, 0) + len(lines)
             self.last_read[tail.path] = now
@@ -416,6 +413,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         earlier failed commit left; on failure keep it all for the next try (see the header).
         While the database fails, only the once-a-second retry (`force`) tries: a locked
         database makes every try wait BUSY_TIMEOUT, which must not slow reading down."""
+        checkpoint.collect(self.pipeline, self.unsaved_windows)  # the windows the jails changed
         self.unsaved_bans.extend(bans)
         if positions:
             self.unsaved_positions.update(positions)

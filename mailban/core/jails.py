@@ -228,6 +228,10 @@ class Jail:
     # shared jails: (key, log time, weight, line, ip) of each event counted since the daemon last
     # took them; the daemon empties it after every batch.
     shared_out: list[tuple[str, float, int, str, str | None]] = field(default_factory=list)
+    # With track_windows (the daemon, which saves changed windows with each batch): the windows
+    # changed since the daemon last took them, ("key" | "net", key); it empties the set.
+    track_windows: bool = field(default=False, init=False)
+    touched: set[tuple[str, str]] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         spec = self.spec
@@ -274,6 +278,8 @@ class Jail:
         horizon = event.time - spec.findtime
         bans: list[Ban] = []
         window = self.windows.pop(key, None)  # re-inserted last: dict order = recency for eviction
+        if self.track_windows:
+            self.touched.add(("key", key))
         if window is None:
             window = self._new_window(keep_ips=spec.key != "ip")
             if len(self.windows) >= spec.max_keys:
@@ -312,7 +318,7 @@ class Jail:
             return None
         if spec.key == "ip" and key in self.ignore:
             return None
-        self.windows.pop(key, None)
+        self._drop_window("key", key)
         return self._decide(spec.key, key, now, when, count, lines, ())
 
     def _decide(self, key_type: str, key: str, now: float, when: float, count: int,
@@ -364,6 +370,8 @@ class Jail:
                       horizon: float) -> list[Ban]:
         spec = self.spec
         window = self.nets.pop(net, None)
+        if self.track_windows:
+            self.touched.add(("net", net))
         if window is None:
             window = RingWindow(keep_ips=True)
             if len(self.nets) >= spec.max_keys:
@@ -475,18 +483,22 @@ class Jail:
         """Record a ban made elsewhere (restored from the database, or an admin's `ban`)."""
         if key_type == "net":
             self.banned_nets[key] = max(until, self.banned_nets.get(key, 0.0))
-            self.nets.pop(key, None)
+            self._drop_window("net", key)
             return
         if key_type == "ip" and self.spec.key != "ip":
             self.banned_ips[key] = max(until, self.banned_ips.get(key, 0.0))
             return
         self.banned[key] = max(until, self.banned.get(key, 0.0))
-        self.windows.pop(key, None)
+        self._drop_window("key", key)
+
+    def _drop_window(self, which: str, key: str) -> None:
+        if (self.nets if which == "net" else self.windows).pop(key, None) is not None and self.track_windows:
+            self.touched.add((which, key))
 
     def forget(self, key: str, key_type: str | None = None) -> bool:
         """Lift the jail's memory of `key` (an admin's unban): counting starts afresh."""
         if key_type == "net":
-            self.nets.pop(key, None)
+            self._drop_window("net", key)
             return self.banned_nets.pop(key, None) is not None
         if key_type == "ip" and self.spec.key != "ip":
             return self.banned_ips.pop(key, None) is not None
@@ -494,7 +506,7 @@ class Jail:
         self.ban_started.pop(key, None)
         for ip in [ip for ip, held in self.probation.items() if held[1] == key]:
             del self.probation[ip]
-        self.windows.pop(key, None)
+        self._drop_window("key", key)
         return found
 
     def counts(self, now: float) -> dict[str, int]:
