@@ -34,7 +34,7 @@ from typing import Any, Iterable
 
 from . import __version__, checkpoint, config as config_mod
 from .actions import registry
-from .actions.base import ActionContext
+from .actions.base import Action, ActionContext
 from .control import ConfigRefused, ControlServer
 from .core.durations import format_duration
 from .core.errors import ConfigError
@@ -64,7 +64,7 @@ WINDOW_KEEP = 7 * 86400  # saved windows idle for longer than this (plus the fin
 class ActionSlot:
     """An action instance plus what it still owes (bans it failed to apply) and its health."""
 
-    impl: Any
+    impl: Action
     pending_bans: list[Ban] = field(default_factory=list)
     pending_unbans: list[Ban] = field(default_factory=list)
     error: str | None = None
@@ -193,7 +193,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             (b.key_type, b.key): name
             for b in active if b.key_type != "ip"
             for name in b.actions
-            if name in self.actions and hasattr(self.actions[name].impl, "hold_more")
+            if name in self.actions and self.actions[name].impl.holds_mail
         }
 
     def _queue_ids(self, key_type: str, key: str) -> list[str]:
@@ -474,7 +474,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             mine = [b for b in bans if name in b.actions]
             if not mine:
                 continue
-            if getattr(slot.impl, "one_timeout_per_key", False):
+            if slot.impl.one_timeout_per_key:
                 # One entry per key (an nft element and its timeout): hand it the other bans
                 # still active on the same keys too, so that it keeps the longest one and a
                 # shorter ban (`mailban ban IP --for 3s` on an address banned for an hour) never
@@ -504,7 +504,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             self.metrics.action(name, took, result == "ok")
             rows.extend((now, "action", b.jail, b.key_type, b.key, {"action": name, "result": result, "seconds": took})
                         for b in mine if b in fresh)
-            if hasattr(slot.impl, "hold_more"):
+            if slot.impl.holds_mail:
                 self.holding.update(((b.key_type, b.key), name) for b in mine if b.key_type != "ip")
         self._record(rows)
 
@@ -521,7 +521,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         rows: list[Any] = []
         for name, slot in self.actions.items():
             mine = [b for b in bans if name in b.actions]
-            if not mine or (expiry and getattr(slot.impl, "self_expiring", False)):
+            if not mine or (expiry and slot.impl.self_expiring):
                 continue
             for b in mine:
                 self.holding.pop((b.key_type, b.key), None)
@@ -534,7 +534,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                 slot.pending_unbans.extend(mine)
                 self._action_failed(slot, name, "unban", exc)
                 result = f"undo failed, will retry: {exc}"
-            if getattr(slot.impl, "undoable", True):
+            if slot.impl.undoable:
                 keys = {(b.key_type, b.key): b.jail for b in mine}
                 rows.extend((time.time(), "action", jail, kt, k, {"action": name, "result": result})
                             for (kt, k), jail in keys.items())
@@ -610,19 +610,16 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         if mono >= self.next_check:
             self.next_check = mono + CHECK_EVERY
             for name, slot in self.actions.items():
-                check = getattr(slot.impl, "check", None)
-                if check is not None and slot.error is None and slot.idle is None:
+                if slot.error is None and slot.idle is None:
                     try:
-                        check()
+                        slot.impl.check()
                     except Exception as exc:
                         self._action_failed(slot, name, "check", exc)
         for name, slot in self.actions.items():
-            tick = getattr(slot.impl, "tick", None)
-            if tick is not None:
-                try:
-                    tick(now)
-                except Exception as exc:
-                    self._action_failed(slot, name, "tick", exc)
+            try:
+                slot.impl.tick(now)
+            except Exception as exc:
+                self._action_failed(slot, name, "tick", exc)
         mono = time.monotonic()
         for name, slot in self.actions.items():
             if (slot.pending_bans or slot.pending_unbans or slot.error) and mono >= slot.retry_at:
