@@ -11,7 +11,6 @@ without NUL bytes) before use; nothing reaches a shell.
 from __future__ import annotations
 
 import ipaddress
-import os
 import time
 from typing import Any
 
@@ -56,12 +55,7 @@ class ControlCommands:
             "version": __version__,
             "started": self.started,
             "config": self.config.path,
-            "sources": [
-                {"path": p, "exists": os.path.exists(p), "lines": self.lines_read.get(p, 0),
-                 "total": self.lines_total.get(p, 0)} for p in self.tails
-            ] + ([{"path": "journal", "exists": self.journal.error is None, "lines": self.lines_read.get("journal", 0),
-                   "total": self.lines_total.get("journal", 0),
-                   "forged": self.journal.forged, "error": self.journal.error}] if self.journal else []),
+            "sources": [self._source_dict(name, source) for name, source in self.sources.items()],
             "jails": jails,
             "bans": [self._ban_dict(b, now) for b in bans],
             "actions": [
@@ -78,6 +72,11 @@ class ControlCommands:
             "state": {"path": self.state.path, "error": self.state_error, "unsaved_bans": len(self.unsaved_bans),
                       "unsaved_windows": len(self.unsaved_windows)},
         }
+
+    def _source_dict(self, name: str, source: Any) -> dict[str, Any]:
+        info = source.status()  # exists, and what the kind adds (journal: forged, error)
+        return {"path": name, "exists": info.pop("exists"), "lines": self.lines_read.get(name, 0),
+                "total": self.lines_total.get(name, 0), **info}
 
     def _ban_dict(self, ban: Ban, now: float) -> dict[str, Any]:
         return {
