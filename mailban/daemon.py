@@ -32,7 +32,7 @@ from collections import Counter as Tally
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from . import __version__, checkpoint, config as config_mod
+from . import __version__, checkpoint, config as config_mod, sources as sources_mod
 from .actions import registry
 from .actions.base import Action, ActionContext
 from .control import ConfigRefused, ControlServer
@@ -46,7 +46,6 @@ from .daemon_commands import ControlCommands
 from .localtime import local_to_epoch
 from .hostaddrs import labelled
 from .metrics import Metrics
-from . import sources as sources_mod
 from .sources import Source
 from .sources.tail import Watcher
 from .state import State
