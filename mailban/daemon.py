@@ -32,9 +32,9 @@ from collections import Counter as Tally
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from . import __version__, checkpoint, config as config_mod
+from . import __version__, checkpoint, config as config_mod, sources as sources_mod
 from .actions import registry
-from .actions.base import ActionContext
+from .actions.base import Action, ActionContext
 from .control import ConfigRefused, ControlServer
 from .core.durations import format_duration
 from .core.errors import ConfigError
@@ -46,8 +46,8 @@ from .daemon_commands import ControlCommands
 from .localtime import local_to_epoch
 from .hostaddrs import labelled
 from .metrics import Metrics
-from .sources import journal as journal_mod
-from .sources.tail import FileTail, Position, Watcher
+from .sources import Source
+from .sources.tail import Watcher
 from .state import State
 
 log = logging.getLogger("mailban")
@@ -64,7 +64,7 @@ WINDOW_KEEP = 7 * 86400  # saved windows idle for longer than this (plus the fin
 class ActionSlot:
     """An action instance plus what it still owes (bans it failed to apply) and its health."""
 
-    impl: Any
+    impl: Action
     pending_bans: list[Ban] = field(default_factory=list)
     pending_unbans: list[Ban] = field(default_factory=list)
     error: str | None = None
@@ -132,16 +132,17 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         restored = checkpoint.restore(self.pipeline, self.state.windows(), now)
         self._refresh_holding(active)
         self.watcher = Watcher()
-        self.tails: dict[str, FileTail] = {}
-        self.journal: journal_mod.JournalSource | None = None
-        self._journal_fd = -1
-        self._open_tails(self.config)
+        # What the settings ask to read (sources.wanted), by name; the descriptors of those that
+        # have one, as registered in the selector.
+        self.sources: dict[str, Source] = {}
+        self._source_fds: dict[str, int] = {}
+        self._open_sources(self.config)
         self.selector = selectors.DefaultSelector()
         self.control = ControlServer(settings.socket, settings.socket_mode, self._handlers(),
                                      group=settings.control_group or None)
         self.control.register(self.selector)
         self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, None)
-        self._watch_journal()
+        self._watch_fds()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -193,7 +194,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             (b.key_type, b.key): name
             for b in active if b.key_type != "ip"
             for name in b.actions
-            if name in self.actions and hasattr(self.actions[name].impl, "hold_more")
+            if name in self.actions and self.actions[name].impl.holds_mail
         }
 
     def _queue_ids(self, key_type: str, key: str) -> list[str]:
@@ -249,45 +250,38 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         checkpoint.track(pipeline)  # after the restored bans: their windows are not changes
         return pipeline
 
-    def _open_tails(self, cfg: config_mod.Config) -> None:
+    def _open_sources(self, cfg: config_mod.Config) -> None:
+        """Follow what the settings ask for (sources.wanted: the journal, or the log files), each
+        from its committed position; stop following what they no longer name."""
         positions = self.state.positions()
         for path, saved in positions.items():
             if isinstance(saved, dict) and isinstance(saved.get("lines"), int):
                 self.lines_total.setdefault(path, saved["lines"])
         from_end = cfg.settings.read_from == "end"
-        st = cfg.settings
-        use_journal = st.journal is True or (
-            st.journal == "auto" and not any(os.path.exists(p) for p in st.logs)
-            and bool(st.journal_files or st.journal_directory or journal_mod.available()))
-        if use_journal:
-            if self.journal is None:
-                self.journal = journal_mod.JournalSource(
-                    units=st.journal_units, identifiers=st.journal_identifiers, files=st.journal_files,
-                    directory=st.journal_directory or None,
-                    saved=journal_mod.JournalPosition.from_dict(positions.get("journal")),
-                    from_end=from_end, trust=st.journal_trust)
-                self.lines_read.setdefault("journal", 0)
-                log.info("reading the systemd journal (units %s%s)%s", ", ".join(st.journal_units),
-                         f"; identifiers {', '.join(st.journal_identifiers)}" if st.journal_identifiers else "",
-                         "" if st.journal is True else f": none of {', '.join(st.logs)} exists")
-            return
-        if self.journal is not None:
-            self.journal.close()
-            self.journal = None
-        if st.journal == "auto":
-            log.info("reading log files (%s)", ", ".join(st.logs))
-        for path in cfg.settings.logs:
-            if path in self.tails:
+        wanted = sources_mod.wanted(cfg.settings)
+        for name in [n for n in self.sources if n not in {n for _kind, n in wanted}]:
+            self._close_source(name)
+        for kind, name in wanted:
+            if name in self.sources:
                 continue
-            saved = positions.get(path)
-            tail = FileTail(path, Position.from_dict(saved) if saved else None, from_end=from_end)
-            self.tails[path] = tail
-            self.watcher.add(tail)
-            self.lines_read.setdefault(path, 0)
+            saved = positions.get(name)
+            source = sources_mod.create(kind, name, cfg.settings, saved if isinstance(saved, dict) else None,
+                                        from_end)
+            self.sources[name] = source
+            if source.watch_dir is not None:
+                self.watcher.add(source)
+            self.lines_read.setdefault(name, 0)
             if saved is None:
                 # Where reading starts (the end, by default) is committed at once: a crash before
                 # the first batch must not move it to the end of lines written meanwhile.
-                self._commit((), {path: {**tail.position.to_dict(), "lines": 0}})
+                self._commit((), {name: {**source.position.to_dict(), "lines": 0}})
+
+    def _close_source(self, name: str) -> None:
+        source = self.sources.pop(name)
+        if source.watch_dir is not None:
+            self.watcher.remove(source)  # closes it
+        else:
+            source.close()
 
     # ---- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -304,11 +298,11 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                     self.reload()
                 except ValueError:
                     pass  # refused and logged by reload(): the running configuration stays
-            for tail in self.watcher.wait(0):
-                self._drain(tail)
-            if self.journal is not None:
-                self._drain(self.journal)
-            self._watch_journal()
+            for source in self.watcher.wait(0):
+                self._drain(source)
+            for source in [s for s in self.sources.values() if s.watch_dir is None]:
+                self._drain(source)  # no Watcher for it: read at every turn, fileno() wakes us
+            self._watch_fds()
             now = time.monotonic()
             if now >= next_housekeeping:
                 next_housekeeping = now + 1.0
@@ -317,21 +311,24 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                 next_watchdog = now + watchdog_every
                 self.notifier.notify("WATCHDOG=1")
 
-    def _watch_journal(self) -> None:
-        """Keep the selector on the current journalctl pipe (it changes when journalctl restarts)."""
-        fd = self.journal.fileno() if self.journal is not None else -1
-        if fd == self._journal_fd:
-            return
-        if self._journal_fd >= 0:
+    def _watch_fds(self) -> None:
+        """Keep the selector on each source's current descriptor (the journal's changes when
+        journalctl restarts)."""
+        fds = {name: source.fileno() for name, source in self.sources.items()}
+        for name, old in list(self._source_fds.items()):
+            if fds.get(name, -1) == old:
+                continue
             try:
-                self.selector.unregister(self._journal_fd)
+                self.selector.unregister(old)
             except (KeyError, ValueError):
                 pass
-        if fd >= 0:
-            self.selector.register(fd, selectors.EVENT_READ, None)
-        self._journal_fd = fd
+            del self._source_fds[name]
+        for name, fd in fds.items():
+            if fd >= 0 and name not in self._source_fds:
+                self.selector.register(fd, selectors.EVENT_READ, None)
+                self._source_fds[name] = fd
 
-    def _drain(self, tail: Any) -> None:
+    def _drain(self, tail: Source) -> None:
         pipeline = self.pipeline
         while True:
             lines = tail.read_lines(BATCH_LINES)
@@ -472,7 +469,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             mine = [b for b in bans if name in b.actions]
             if not mine:
                 continue
-            if getattr(slot.impl, "one_timeout_per_key", False):
+            if slot.impl.one_timeout_per_key:
                 # One entry per key (an nft element and its timeout): hand it the other bans
                 # still active on the same keys too, so that it keeps the longest one and a
                 # shorter ban (`mailban ban IP --for 3s` on an address banned for an hour) never
@@ -502,7 +499,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             self.metrics.action(name, took, result == "ok")
             rows.extend((now, "action", b.jail, b.key_type, b.key, {"action": name, "result": result, "seconds": took})
                         for b in mine if b in fresh)
-            if hasattr(slot.impl, "hold_more"):
+            if slot.impl.holds_mail:
                 self.holding.update(((b.key_type, b.key), name) for b in mine if b.key_type != "ip")
         self._record(rows)
 
@@ -519,7 +516,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         rows: list[Any] = []
         for name, slot in self.actions.items():
             mine = [b for b in bans if name in b.actions]
-            if not mine or (expiry and getattr(slot.impl, "self_expiring", False)):
+            if not mine or (expiry and slot.impl.self_expiring):
                 continue
             for b in mine:
                 self.holding.pop((b.key_type, b.key), None)
@@ -532,7 +529,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                 slot.pending_unbans.extend(mine)
                 self._action_failed(slot, name, "unban", exc)
                 result = f"undo failed, will retry: {exc}"
-            if getattr(slot.impl, "undoable", True):
+            if slot.impl.undoable:
                 keys = {(b.key_type, b.key): b.jail for b in mine}
                 rows.extend((time.time(), "action", jail, kt, k, {"action": name, "result": result})
                             for (kt, k), jail in keys.items())
@@ -558,13 +555,10 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         if not self.metrics.enabled:
             return
         lag: dict[str, int] = {}
-        for path, tail in self.tails.items():
-            pos = tail.position
-            try:
-                st = os.stat(path)
-                lag[path] = max(0, st.st_size - pos.offset) if st.st_ino == pos.inode else st.st_size
-            except OSError:
-                lag[path] = 0
+        for name, source in self.sources.items():
+            behind = source.backlog()
+            if behind is not None:
+                lag[name] = behind
         idle = {path: now - self.last_read.get(path, self.started) for path in self.lines_read}
         self.metrics.gauges(self.state.active_per_jail(now), lag, idle)
 
@@ -608,19 +602,16 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         if mono >= self.next_check:
             self.next_check = mono + CHECK_EVERY
             for name, slot in self.actions.items():
-                check = getattr(slot.impl, "check", None)
-                if check is not None and slot.error is None and slot.idle is None:
+                if slot.error is None and slot.idle is None:
                     try:
-                        check()
+                        slot.impl.check()
                     except Exception as exc:
                         self._action_failed(slot, name, "check", exc)
         for name, slot in self.actions.items():
-            tick = getattr(slot.impl, "tick", None)
-            if tick is not None:
-                try:
-                    tick(now)
-                except Exception as exc:
-                    self._action_failed(slot, name, "tick", exc)
+            try:
+                slot.impl.tick(now)
+            except Exception as exc:
+                self._action_failed(slot, name, "tick", exc)
         mono = time.monotonic()
         for name, slot in self.actions.items():
             if (slot.pending_bans or slot.pending_unbans or slot.error) and mono >= slot.retry_at:
@@ -701,11 +692,9 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         except Exception as exc:
             log.error("cannot drop the saved windows of removed jails: %s", exc)
         self._refresh_holding(active)
-        for path in [p for p in self.tails if p not in new.settings.logs]:
-            self.watcher.remove(self.tails.pop(path))
         self._cluster_reloaded(new)
         self.config = new
-        self._open_tails(new)
+        self._open_sources(new)
         log.info("configuration reloaded from %s", new.path)
         self.notifier.notify("READY=1")
         self._notify_status()
@@ -714,11 +703,11 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
     def _shutdown(self) -> None:
         log.info("stopping: bans stay in the kernel sets and expire there on time")
         self.notifier.notify("STOPPING=1")
-        positions = {path: {**tail.position.to_dict(), "lines": self.lines_total.get(path, 0)}
-                     for path, tail in self.tails.items()}
-        if self.journal is not None:
-            positions["journal"] = {**self.journal.position.to_dict(), "lines": self.lines_total.get("journal", 0)}
-            self.journal.close()
+        positions = {name: {**source.position.to_dict(), "lines": self.lines_total.get(name, 0)}
+                     for name, source in self.sources.items()}
+        for source in self.sources.values():
+            if source.watch_dir is None:
+                source.close()  # the Watcher closes the others
         if not self._commit([], positions, force=True):
             log.error("stopping with %d bans the database did not take (they stay in the actions); "
                       "lines since the last commit are read again at the next start", len(self.unsaved_bans))

@@ -11,7 +11,6 @@ without NUL bytes) before use; nothing reaches a shell.
 from __future__ import annotations
 
 import ipaddress
-import os
 import time
 from typing import Any
 
@@ -56,12 +55,7 @@ class ControlCommands:
             "version": __version__,
             "started": self.started,
             "config": self.config.path,
-            "sources": [
-                {"path": p, "exists": os.path.exists(p), "lines": self.lines_read.get(p, 0),
-                 "total": self.lines_total.get(p, 0)} for p in self.tails
-            ] + ([{"path": "journal", "exists": self.journal.error is None, "lines": self.lines_read.get("journal", 0),
-                   "total": self.lines_total.get("journal", 0),
-                   "forged": self.journal.forged, "error": self.journal.error}] if self.journal else []),
+            "sources": [self._source_dict(name, source) for name, source in self.sources.items()],
             "jails": jails,
             "bans": [self._ban_dict(b, now) for b in bans],
             "actions": [
@@ -69,7 +63,7 @@ class ControlCommands:
                  # failing (a program failed; retried) apart from what the action reports
                  # about itself (not set up, done but not in full)
                  "error": s.error,
-                 "warning": s.impl.health() if hasattr(s.impl, "health") else None,
+                 "warning": s.impl.health(),
                  "idle": s.idle,
                  "pending": len(s.pending_bans) + len(s.pending_unbans)}
                 for n, s in self.actions.items()
@@ -78,6 +72,11 @@ class ControlCommands:
             "state": {"path": self.state.path, "error": self.state_error, "unsaved_bans": len(self.unsaved_bans),
                       "unsaved_windows": len(self.unsaved_windows)},
         }
+
+    def _source_dict(self, name: str, source: Any) -> dict[str, Any]:
+        info = source.status()  # exists, and what the kind adds (journal: forged, error)
+        return {"path": name, "exists": info.pop("exists"), "lines": self.lines_read.get(name, 0),
+                "total": self.lines_total.get(name, 0), **info}
 
     def _ban_dict(self, ban: Ban, now: float) -> dict[str, Any]:
         return {
@@ -187,9 +186,8 @@ class ControlCommands:
                 counting.append({"jail": jail.spec.name, "count": jail.counts(now).get(key, 0),
                                  "maxretry": jail.spec.maxretry, "findtime": jail.spec.findtime})
         held = []
-        for name, slot in self.actions.items():
-            if hasattr(slot.impl, "held_for"):
-                held += slot.impl.held_for(key_type, key)
+        for slot in self.actions.values():
+            held += slot.impl.held_for(key_type, key)
         never = self._never_banned(key_type, key, None) if key_type in ("ip", "net") else None
         return {"key_type": key_type, "key": key, "active": active, "history": self.state.history(key_type, key),
                 "counting": counting, "held": held, "never_banned": never}
@@ -198,8 +196,7 @@ class ControlCommands:
         key_type, key = self._target(req)
         purged = 0
         for slot in self.actions.values():
-            if hasattr(slot.impl, "purge"):
-                purged += slot.impl.purge(key_type, key)
+            purged += slot.impl.purge(key_type, key)
         return {"message": f"deleted {purged} held messages of {key_type} {key}"}
 
     def _cmd_unban(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -214,12 +211,17 @@ class ControlCommands:
             for name, slot in self.actions.items():
                 # Nothing is owed any more: a ban that failed before must not be retried later.
                 slot.pending_bans, slot.pending_unbans = [], []
-                if hasattr(slot.impl, "unban_all"):
-                    try:
-                        slot.impl.unban_all()
+                # An action that lifts everything at once (also what the database does not
+                # know of) says so; the others undo the database's bans one by one below.
+                try:
+                    lifted_all = slot.impl.unban_all()
+                except Exception as exc:
+                    lifted_all = True  # it lifts at once, but failed: shown as failing
+                    self._action_failed(slot, name, "unban", exc)
+                else:
+                    if lifted_all:
                         self._action_ok(slot, name)
-                    except Exception as exc:
-                        self._action_failed(slot, name, "unban", exc)
+                if lifted_all:
                     everything = [b for b in everything if name not in b.actions]
             self._unapply(everything)
             self._cluster_unbanned(req, None, None)

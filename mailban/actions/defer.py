@@ -16,16 +16,14 @@ import logging
 from typing import Any
 
 from ..core.records import Ban
-from .base import ActionContext, check_options
+from .base import ActionBase, ActionContext, check_options
 from .executor import ActionError, run, safe_token, write_atomically
 
 log = logging.getLogger("mailban.action.defer")
 _OPTIONS: dict[str, Any] = {"client_map": str, "sender_map": str, "map_type": str, "reply": str, "postmap": list}
 
 
-class DeferAction:
-    self_expiring = False
-
+class DeferAction(ActionBase):
     def __init__(self, name: str, options: dict[str, Any], context: ActionContext | None = None) -> None:
         self.validate(options)
         self.name = name
@@ -53,22 +51,21 @@ class DeferAction:
             self.keys[kind] = {b.key for b in active if b.key_type == kind and self._safe(b.key)}
             self._write(kind)
 
-    def ban(self, bans: list[Ban]) -> None:
+    def ban(self, bans: list[Ban]) -> list[str]:
         self._change(bans, add=True)
+        return []
 
     def unban(self, bans: list[Ban]) -> None:
         self._change(bans, add=False)
 
-    def unban_all(self) -> None:
+    def unban_all(self) -> bool:
         for kind in self.keys:
             self.keys[kind].clear()
             self._write(kind)
+        return True
 
     def stop(self) -> None:
         """Deferrals stay while mailban is down; restarting rewrites the maps from the database."""
-
-    def health(self) -> str | None:
-        return None
 
     def _change(self, bans: list[Ban], add: bool) -> None:
         touched = set()

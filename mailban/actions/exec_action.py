@@ -14,16 +14,14 @@ import string
 from typing import Any
 
 from ..core.records import KEY_TYPES, Ban
-from .base import ActionContext, check_options
+from .base import ActionBase, ActionContext, check_options
 from .executor import ActionError, run
 
 _OPTIONS: dict[str, Any] = {"ban": list, "unban": list, "key_types": list, "timeout": (int, float)}
 FIELDS = {"key", "key_type", "jail", "count", "findtime", "bantime", "until", "cause"}
 
 
-class ExecAction:
-    self_expiring = False
-
+class ExecAction(ActionBase):
     def __init__(self, name: str, options: dict[str, Any], context: ActionContext | None = None) -> None:
         self.validate(options)
         self.name = name
@@ -61,10 +59,11 @@ class ExecAction:
     def start(self, active: list[Ban]) -> None:
         """The program keeps its own state; nothing to restore."""
 
-    def ban(self, bans: list[Ban]) -> None:
+    def ban(self, bans: list[Ban]) -> list[str]:
         for ban in bans:
             if ban.key_type in self.key_types:
                 run(self._argv(self.ban_argv, ban), timeout=self.timeout)
+        return []
 
     def unban(self, bans: list[Ban]) -> None:
         if not self.unban_argv:
@@ -75,6 +74,3 @@ class ExecAction:
 
     def stop(self) -> None:
         """Nothing to do."""
-
-    def health(self) -> str | None:
-        return None

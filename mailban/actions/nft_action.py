@@ -15,11 +15,12 @@ import time
 from typing import Any
 
 from ..core.records import Ban
+from .base import ActionBase
 
 _OPTIONS = {"table", "set4", "set6", "set4net", "set6net", "chain", "priority", "verdict", "ports"}
 
 
-class NftAction:
+class NftAction(ActionBase):
     # The kernel removes an element when its timeout runs out: expiry needs no call from us.
     self_expiring = True
     # One kernel element, hence one timeout, per address: the daemon hands ban() every active ban
@@ -64,20 +65,22 @@ class NftAction:
     def start(self, active: list[Ban]) -> None:
         self.backend.restore(self._elements(active, time.time()))
 
-    def ban(self, bans: list[Ban]) -> None:
+    def ban(self, bans: list[Ban]) -> list[str]:
         elements = self._elements(bans, time.time())
         if elements:
             self.backend.add(elements)
+        return []
 
     def unban(self, bans: list[Ban]) -> None:
         ips = sorted({b.key for b in bans if b.key_type in ("ip", "net")})
         if ips:
             self.backend.remove(ips)
 
-    def unban_all(self) -> None:
+    def unban_all(self) -> bool:
         present = list(self.backend.list())
         if present:
             self.backend.remove(present)
+        return True
 
     def stop(self) -> None:
         """Leave table and sets in place: bans stay enforced and expire in the kernel."""
@@ -86,6 +89,3 @@ class NftAction:
         """Called by the daemon every few seconds: a table deleted behind our back (`nft flush
         ruleset`) raises, the daemon marks the action failing and its retry restores everything."""
         self.backend.check()
-
-    def health(self) -> str | None:
-        return None

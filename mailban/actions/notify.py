@@ -21,7 +21,7 @@ from typing import Any
 
 from ..core.durations import format_duration, parse_duration
 from ..core.records import Ban
-from .base import ActionContext, check_options
+from .base import ActionBase, ActionContext, check_options
 from .executor import run
 
 log = logging.getLogger("mailban.action.notify")
@@ -36,7 +36,7 @@ def printable(text: str, limit: int = 500) -> str:
     return out + ("..." if len(text) > limit else "")
 
 
-class NotifyAction:
+class NotifyAction(ActionBase):
     self_expiring = True  # nothing to undo
     undoable = False
 
@@ -69,17 +69,19 @@ class NotifyAction:
     def start(self, active: list[Ban]) -> None:
         """Decisions restored from the database were notified when they were made."""
 
-    def ban(self, bans: list[Ban]) -> None:
+    def ban(self, bans: list[Ban]) -> list[str]:
         room = MAX_DECISIONS_PER_MAIL - len(self.pending)
         self.pending.extend(bans[:max(room, 0)])
         self.suppressed += max(len(bans) - max(room, 0), 0)
         self.tick(self.clock())
+        return []
 
     def unban(self, bans: list[Ban]) -> None:
         """A mail cannot be unsent."""
 
-    def unban_all(self) -> None:
+    def unban_all(self) -> bool:
         """A mail cannot be unsent."""
+        return True
 
     def tick(self, now: float) -> None:
         if self.pending and now - self.last_sent >= self.interval:
@@ -91,9 +93,6 @@ class NotifyAction:
                 self._send(self.clock())
             except Exception as exc:  # stopping: log, do not block the shutdown
                 log.warning("could not send the last notification: %s", exc)
-
-    def health(self) -> str | None:
-        return None
 
     def _send(self, now: float) -> None:
         bans, extra = self.pending, self.suppressed

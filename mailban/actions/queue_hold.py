@@ -44,7 +44,7 @@ import time
 from typing import Any
 
 from ..core.records import Ban
-from .base import ActionContext, check_options
+from .base import ActionBase, ActionContext, check_options
 from .executor import ActionError, run, write_atomically
 
 log = logging.getLogger("mailban.action.queue-hold")
@@ -100,8 +100,9 @@ def parse_mailq(text: str, quarantined: bool) -> dict[str, dict[str, Any]]:
     return found
 
 
-class QueueHoldAction:
-    self_expiring = False
+class QueueHoldAction(ActionBase):
+    # New mail of a banned key is handed to hold_more() as it is queued.
+    holds_mail = True
 
     def __init__(self, name: str, options: dict[str, Any], context: ActionContext | None = None) -> None:
         self.validate(options)
@@ -140,11 +141,12 @@ class QueueHoldAction:
             key_type, _, value = key.partition("\0")
             self._release(key_type, value)
 
-    def ban(self, bans: list[Ban]) -> None:
+    def ban(self, bans: list[Ban]) -> list[str]:
         queue = self.queue()
         for ban in bans:
             qids = self._belonging(ban.key_type, ban.key, queue)
             self._hold(ban.key_type, ban.key, qids, queue)
+        return []
 
     def hold_more(self, key_type: str, key: str, qids: list[str]) -> None:
         """Hold messages that a banned key submitted after the ban (they are in the queue now)."""
@@ -174,10 +176,11 @@ class QueueHoldAction:
         for ban in bans:
             self._release(ban.key_type, ban.key)
 
-    def unban_all(self) -> None:
+    def unban_all(self) -> bool:
         for key in list(self.held):
             key_type, _, value = key.partition("\0")
             self._release(key_type, value)
+        return True
 
     def purge(self, key_type: str, key: str) -> int:
         """Delete (instead of release) what was held for a key. Returns the number deleted."""
@@ -194,9 +197,6 @@ class QueueHoldAction:
 
     def stop(self) -> None:
         """Held mail stays held while mailban is down; unban or expiry releases it later."""
-
-    def health(self) -> str | None:
-        return None
 
     def held_for(self, key_type: str, key: str) -> list[str]:
         return list(self.held.get(self._key(key_type, key), []))

@@ -31,7 +31,7 @@ import os
 from typing import Any
 
 from ..core.records import Ban
-from .base import ActionContext, check_options
+from .base import ActionBase, ActionContext, check_options
 from .executor import ActionError, run, safe_token, write_atomically
 
 log = logging.getLogger("mailban.action.sasl-disable")
@@ -92,9 +92,7 @@ def _unchanged(path: str, text: str) -> bool:
     return same and any(os.path.exists(f"{path}.{ext}") for ext in ("db", "cdb", "lmdb"))
 
 
-class SaslDisableAction:
-    self_expiring = False
-
+class SaslDisableAction(ActionBase):
     def __init__(self, name: str, options: dict[str, Any], context: ActionContext | None = None) -> None:
         self.validate(options)
         self.name = name
@@ -189,10 +187,11 @@ class SaslDisableAction:
             self.users -= gone
             self.last_problems = self._write()
 
-    def unban_all(self) -> None:
+    def unban_all(self) -> bool:
         self.users.clear()
         self.refused.clear()
         self.last_problems = self._write()
+        return True
 
     def stop(self) -> None:
         """Disabled accounts stay disabled while mailban is down: the files are left as they are."""

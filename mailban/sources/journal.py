@@ -33,6 +33,7 @@ from typing import Any
 
 log = logging.getLogger("mailban.journal")
 
+NAME = "journal"  # the name its lines, counts and position are kept under
 DEFAULT_UNITS = ("postfix@-.service", "postfix.service", "dovecot.service", "sendmail.service")
 # Where the MTAs' own programs live (Debian and common layouts): the executable of a trusted
 # entry starts with one of these.
@@ -115,14 +116,29 @@ def to_line(entry: dict[str, Any]) -> bytes | None:
     return f"{stamp} {host} {tag}: {message}".encode("utf-8", "replace")
 
 
+def open_source(name: str, settings: Any, saved: dict[str, Any] | None, from_end: bool) -> JournalSource:
+    """The `journal` source kind (sources.KINDS), as the settings' journal_* keys describe it."""
+    st = settings
+    source = JournalSource(units=st.journal_units, identifiers=st.journal_identifiers, files=st.journal_files,
+                           directory=st.journal_directory or None, saved=JournalPosition.from_dict(saved),
+                           from_end=from_end, trust=st.journal_trust)
+    log.info("reading the systemd journal (units %s%s)%s", ", ".join(st.journal_units),
+             f"; identifiers {', '.join(st.journal_identifiers)}" if st.journal_identifiers else "",
+             "" if st.journal is True else f": none of {', '.join(st.logs)} exists")
+    return source
+
+
 class JournalSource:
-    """One `journalctl -f -o json` child; read_lines() hands out converted lines."""
+    """One `journalctl -f -o json` child (a sources.Source); read_lines() hands out converted
+    lines. Read at every turn of the daemon's loop; fileno() wakes it."""
+
+    watch_dir: str | None = None
 
     def __init__(self, units: tuple[str, ...] = DEFAULT_UNITS, identifiers: tuple[str, ...] = (),
                  files: tuple[str, ...] = (), directory: str | None = None,
                  saved: JournalPosition | None = None, from_end: bool = True, trust: str = "strict",
                  trusted_exe: tuple[str, ...] = TRUSTED_EXE, journalctl: str = "journalctl") -> None:
-        self.path = "journal"
+        self.path = NAME
         self.units = units
         self.identifiers = identifiers
         self.files = files
@@ -179,6 +195,12 @@ class JournalSource:
     @property
     def position(self) -> JournalPosition:
         return JournalPosition(self.cursor)
+
+    def status(self) -> dict[str, Any]:
+        return {"exists": self.error is None, "forged": self.forged, "error": self.error}
+
+    def backlog(self) -> int | None:
+        return None  # journalctl does not say how far behind it is
 
     def read_lines(self, limit: int = 5000) -> list[bytes]:
         self._fill(limit)

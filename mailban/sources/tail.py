@@ -135,12 +135,19 @@ def _open(path: str) -> tuple[int, os.stat_result] | None:
         return None
 
 
+def open_source(name: str, settings: Any, saved: dict[str, Any] | None, from_end: bool) -> FileTail:
+    """The `file` source kind (sources.KINDS): follow the log file `name`."""
+    return FileTail(name, Position.from_dict(saved) if saved else None, from_end=from_end)
+
+
 class FileTail:
-    """Follow one log file. Call read_lines() whenever the file may have changed."""
+    """Follow one log file (a sources.Source). Call read_lines() whenever the file may have
+    changed: the Watcher below says when."""
 
     def __init__(self, path: str, saved: Position | None = None, from_end: bool = True) -> None:
         self.path = path
         self.dir, self.base = os.path.split(path)
+        self.watch_dir: str | None = self.dir  # the Watcher's inotify on it says when to read
         self.cur: _Open | None = None
         self.old: list[_Open] = []  # rotated-away files still being drained
         self.warned_missing = False
@@ -370,6 +377,22 @@ class FileTail:
         cur.head_len, cur.head = 0, ""
         cur.read_head()
 
+    def fileno(self) -> int:
+        """No descriptor of its own: the Watcher's inotify on watch_dir wakes the daemon."""
+        return -1
+
+    def status(self) -> dict[str, Any]:
+        return {"exists": os.path.exists(self.path)}
+
+    def backlog(self) -> int | None:
+        """Bytes in the file past the position (all of it, once it was rotated away)."""
+        pos = self.position
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return 0
+        return max(0, st.st_size - pos.offset) if st.st_ino == pos.inode else st.st_size
+
     def close(self) -> None:
         for f in self.old:
             f.close()
@@ -388,12 +411,13 @@ class Watcher:
     """inotify on the directories of the followed files, plus a periodic poll as a safety net.
 
     One watch per directory sees writes to, creation, renaming and removal of every file in it;
-    a directory that does not exist yet is simply polled until it does.
+    a directory that does not exist yet is simply polled until it does. It takes any source
+    with a `watch_dir` (sources.Source), a FileTail so far.
     """
 
     def __init__(self) -> None:
         self.inotify = INotify()
-        self.tails: list[FileTail] = []
+        self.tails: list[Any] = []
         self.watches: dict[int, str] = {}
         self.by_dir: dict[str, int] = {}
         self.next_poll = 0.0
@@ -401,11 +425,11 @@ class Watcher:
     def fileno(self) -> int:
         return self.inotify.fileno()
 
-    def add(self, tail: FileTail) -> None:
+    def add(self, tail: Any) -> None:
         self.tails.append(tail)
-        self._watch(tail.dir)
+        self._watch(tail.watch_dir)
 
-    def remove(self, tail: FileTail) -> None:
+    def remove(self, tail: Any) -> None:
         if tail in self.tails:
             self.tails.remove(tail)
         tail.close()
@@ -420,7 +444,7 @@ class Watcher:
         self.watches[wd] = directory
         self.by_dir[directory] = wd
 
-    def wait(self, timeout: float = 0) -> list[FileTail]:
+    def wait(self, timeout: float = 0) -> list[Any]:
         """The tails that may have new lines (every tail once a second, whatever happened)."""
         dirty: set[str] = set()
         overflow = False
@@ -441,9 +465,9 @@ class Watcher:
         if overflow or now >= self.next_poll:
             self.next_poll = now + POLL_EVERY
             for tail in self.tails:
-                self._watch(tail.dir)
+                self._watch(tail.watch_dir)
             return list(self.tails)
-        return [t for t in self.tails if t.dir in dirty]
+        return [t for t in self.tails if t.watch_dir in dirty]
 
     def close(self) -> None:
         for tail in self.tails:
