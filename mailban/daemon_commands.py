@@ -205,8 +205,8 @@ class ControlCommands:
             self.state.drop_windows()
             self.unsaved_bans, self.unsaved_windows = [], set()
             for jail in self.pipeline.jails:
-                jail.banned.clear()
-                jail.windows.clear()
+                jail.forget_all()
+            self.holding.clear()  # no account's new mail is held any more
             everything = [b for b in removed]
             for name, slot in self.actions.items():
                 # Nothing is owed any more: a ban that failed before must not be retried later.

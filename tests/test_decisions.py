@@ -98,3 +98,17 @@ def test_replay_prints_what_the_valve_holds_back(tmp_path: Path) -> None:
     text = subprocess.run(run, capture_output=True, text=True, check=True).stdout
     assert "4 decisions (6 more held back by max_bans_per_minute)" in text
     assert "held back: ban ip 198.51.100.9" in text
+
+
+def test_forget_all_lifts_prefix_bans_too() -> None:
+    """`mailban unban --all`: a prefix the jail had banned no longer stops its addresses from
+    being counted (before, only single bans and windows were forgotten)."""
+    j = make("j", prefix4=24, prefix_min_ips=3, maxretry=3)
+    for n in range(1, 4):
+        fail(j, f"198.51.100.{n}", 10.0 * n)
+    assert "198.51.100.0/24" in j.banned_nets
+    assert fail(j, "198.51.100.50", 40.0) == []  # inside the banned prefix: not counted
+    j.forget_all()
+    assert not (j.banned or j.banned_nets or j.windows or j.nets)
+    (ban, *_rest) = fail(j, "198.51.100.50", 60.0)
+    assert (ban.key_type, ban.key) == ("ip", "198.51.100.50")

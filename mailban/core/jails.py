@@ -509,6 +509,16 @@ class Jail:
         self._drop_window("key", key)
         return found
 
+    def forget_all(self) -> None:
+        """Lift every memory of bans and counts (`mailban unban --all`): keys, prefixes, the
+        addresses banned for an account, the owner's grace list and every window."""
+        if self.track_windows:
+            self.touched.update(("key", key) for key in self.windows)
+            self.touched.update(("net", net) for net in self.nets)
+        for table in (self.banned, self.banned_nets, self.banned_ips, self.ban_started, self.probation,
+                      self.follower_fails, self.windows, self.nets):
+            table.clear()
+
     def counts(self, now: float) -> dict[str, int]:
         horizon = now - self.spec.findtime
         return {k: win.total_since(horizon) for k, win in self.windows.items()}
