@@ -55,7 +55,8 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
         frozenset({"host", "ip"}),
     ),
     # Exim's client, as host_and_ident() writes it (src/host.c): `H=` (not always), the verified
-    # reverse name (a DNS name Exim checked: no space, bracket or parenthesis), the HELO name in
+    # reverse name (a DNS name Exim checked: letters, digits, `_`, `.`, `/`, `-`; never `<=` or
+    # `=>`, so the sender of an arrival line cannot pass for it), the HELO name in
     # parentheses when it differs (Exim accepts only letters, digits, `.`, `-` and an address
     # literal `[...]` unless helo_accept_junk_hosts is set: the rule takes none with a space or
     # parenthesis), then `[ip]` or `[ip]:port` (+incoming_port), then ` I=[ip]:port`
@@ -63,7 +64,7 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
     # ` Ci=N` (+connection_id). Exim writes it before any other text the client chose, except in
     # the lines that quote a command first (`SMTP syntax error in "..." H=...`).
     "EXIMHOST": (
-        rf"(?:H=)?(?:[^\s\[\]()]+ )?(?:\([^\s()]*\) )?\[(?:IPv6:)?{_IP}\](?::\d+)?"
+        rf"(?:H=)?(?:\w[\w./-]* )?(?:\([^\s()]*\) )?\[(?:IPv6:)?{_IP}\](?::\d+)?"
         r"(?: I=\[[0-9A-Fa-f:.]+\](?::\d+)?)?(?: U=\S*)?(?: Ci=\d+)?",
         frozenset({"ip"}),
     ),
