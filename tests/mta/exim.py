@@ -11,7 +11,8 @@ with the host's postfix, so it lives in a root of its own; recipe: /work/shared/
 section 8; $MAILBAN_EXIM_ROOTS moves the cache). The cached root is never written: each run
 mounts an overlay on it under /var/lib/mbmta/exim-*. Exim runs chrooted in the overlay, inside a
 network namespace that has only `lo` (no DNS: the root's resolv.conf names 127.0.0.1, where
-nothing answers; /etc/hosts gives 127.0.0.28 a reverse name), as `exim4 -bdf -oX 2525`.
+nothing answers), as `exim4 -bdf -oX 2525`. The configuration is written to the overlay's
+/etc/exim4/exim4.conf (CONFIG below), which Debian's exim4 reads before its generated one.
 A host rsyslogd listens on the overlay's /dev/log and writes what Exim sends to syslog in the
 traditional file format (`Dec  3 13:05:53 mx exim[123]: ...`).
 
@@ -33,7 +34,8 @@ smtp_accept_max_nonmail = 3 for it); .20 too many syntax or protocol errors (RCP
 refused by acl_smtp_data; .24 ACL ratelimit (`ratelimit = 2 / 1h / per_rcpt / strict`, with a
 log_message); .25 sender verify failure (`verify = sender`); .26 drops the connection after EHLO;
 .27 AUTH with a password exim cannot decode (invalid base64) and an AUTH cancelled; .28 relay
-denied from a client with a reverse name; .29 AUTH PLAIN wrong from ::1; .30 AUTH with a user
+denied again (meant to come from a client with a reverse name, but the chroot's /etc/hosts entry
+was not used: Exim logged no name); .29 AUTH PLAIN wrong from ::1; .30 AUTH with a user
 name that forges `[6.6.6.6]:25`; .31 EHLO [6.6.6.6] then relay denied; .32 a plain inbound
 message to a local user; a local submission (`exim4 -odi` as uid 65534, `nobody`).
 """
