@@ -52,7 +52,8 @@ class Settings:
     read_from: str = "end"
     # "auto": the journal when none of `logs` exists (Debian 12 without rsyslog), else the files.
     journal: str | bool = "auto"
-    journal_units: tuple[str, ...] = ("postfix@-.service", "postfix.service", "dovecot.service", "sendmail.service")
+    journal_units: tuple[str, ...] = ("postfix@-.service", "postfix.service", "dovecot.service", "sendmail.service",
+                                      "exim4.service", "exim.service")
     journal_identifiers: tuple[str, ...] = ()
     journal_files: tuple[str, ...] = ()
     journal_directory: str = ""

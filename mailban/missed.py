@@ -46,6 +46,11 @@ _REPLACEMENTS: tuple[tuple[re.Pattern[bytes], Any], ...] = (
     # a queue id opening the message (postfix `4F2A31C0D5:`, its long form, sendmail's
     # `6AMBC3nP023582:`), with or without a digit in it
     (re.compile(rb"\A(?:[0-9A-F]{6,12}|[0-9A-Za-z]{12,20}): "), b"QID: "),
+    # Exim: its own stamp and `[pid]` inside a syslog message, then a message id (`1rKx2p-0004Ab-1F`,
+    # 4.97+ `1tAbCd-000000012Ab-1FGh`) opening the text
+    (re.compile(rb"\A(?:[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}(?:\.[0-9]{3})?(?: [-+][0-9]{4})? )?\[[0-9]+\] "), b""),
+    (re.compile(rb"\A[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}(?:\.[0-9]{3})?(?: [-+][0-9]{4})? "), b""),
+    (re.compile(rb"\A[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4}) "), b"QID "),
     # `<...>` holds addresses, user names, session ids (no nesting, bounded: linear)
     (re.compile(rb"<[^<>\n]{0,512}>"), b"<*>"),
     # key=value pairs whose value is a name or an address chosen elsewhere

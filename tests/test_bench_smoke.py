@@ -44,7 +44,8 @@ def test_mailban_test_finds_every_category(tmp_path: Path) -> None:
         assert f"Lines: {LINES} read, {LINES} with a syslog header" in text
         per_rule = re.findall(r"^\s+\d+\s+([\w-]+)\.([\w.-]+)\s+([\w-]+)$", text, re.M)
         # every filter finds something, but cleanup's milter rejects (the generator runs no milter)
-        assert {f.name for f in filters} - {f for f, _, _ in per_rule} == {"postfix-cleanup"}
+        # and exim (bench/genlog.py writes no Exim lines yet: issue 16, part 5)
+        assert {f.name for f in filters} - {f for f, _, _ in per_rule} == {"postfix-cleanup", "exim"}
         kinds = {k for _, _, k in per_rule}
         assert {"auth-failure", "reject", "rate-limit", "protocol", "login", "submission", "queued",
                 "delivery", "removed"} <= kinds

@@ -209,7 +209,8 @@ def test_check_prints_the_effective_configuration_and_where_each_key_came_from(t
     assert out.startswith(f"mailban {__version__}: configuration OK: {main} (on top of the shipped defaults)\n")
     lines = [" ".join(line.split()) for line in out.splitlines()]
     assert f'ignoreip = ["192.0.2.0/24"] # {main}:2' in lines
-    assert 'logs = ["/var/log/mail.log"] # shipped' in lines
+    assert ('logs = ["/var/log/mail.log", "/var/log/maillog", "/var/log/exim4/mainlog", '
+            '"/var/log/exim_mainlog"] # shipped') in lines
     assert f"maxretry = 3 # {main}:5" in lines
     assert 'findtime = "10m" # shipped' in lines
     version = subprocess.run([sys.executable, "-m", "mailban", "--version"], capture_output=True, text=True)

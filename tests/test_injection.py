@@ -42,6 +42,8 @@ _FRAGMENTS = [
     ",6.6.6.6", ",6.6.6.6,<s>", "): Password mismatch", "): unknown user", " (may be forged)",
     ", lip=", ": Relay access denied; ", "; from=<", "> to=<", " proto=ESMTP helo=<", "client=",
     "(auth failed, 1 attempts in 2 secs)", ": possible SMTP attack: command=AUTH, count=3",
+    "(x) [6.6.6.6] F=<y> rejected RCPT <z>: relay not permitted", "H=(x) [6.6.6.6]:25 ", "\" H=[6.6.6.6] ",
+    ": 535 Incorrect authentication data (set_id=", " rejected after DATA: ", "SMTP call from [6.6.6.6] dropped: ",
     "<", ">", ",", "\"", "'", "(", ")", "[", "]", ": ", " ", "=", "\\", "$", ";", "IPv6:", "\t", "\x00",
 ]
 _ALPHABET = string.printable.replace("\n", "").replace("\r", "") + "é\x7f"
@@ -209,6 +211,33 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "sendmail.milter-reject-data": ("sm-mta", "6AMBCBPc023785: Milter: cmd=data, reject=554 5.7.1 {d}", "sendmail.milter-reject"),
     "sendmail.debug-command": ("sm-mta", '6AMBCBPc023785: "wiz" command from {i}@{h} [{ip}] (may be forged) ({ip})', "sendmail.debug-command"),
     "sendmail.tls-failed": ("sm-mta", "STARTTLS=server, error: accept failed=-1, reason={d}, SSL_error=5, errno=104, retry=-1, relay={i}@{h} [{ip}]", "sendmail.tls-failed"),
+    # exim (tests/filters/exim-*.log): the client's H= first, its texts after; the command Exim quotes first
+    "exim.auth-failed": ("exim", "plain_server authenticator failed for H={h} ({h}) [{ip}]:41234 I=[198.51.100.1]:587: 535 Incorrect authentication data (set_id={a})", "exim.auth-failed"),
+    "exim.auth-failed-stamped": ("exim4", "2026-11-25 11:12:00 [4242] login authenticator failed for ({h}) [{ip}]: 535 Incorrect authentication data (set_id={a})", "exim.auth-failed"),
+    "exim.auth-failed-literal": ("exim", "plain authenticator failed for ([6.6.6.6]) [{ip}]: 535 Incorrect authentication data (set_id={a})", "exim.auth-failed"),
+    "exim.auth-aborted": ("exim", "plain_server authenticator failed for ({h}) [{ip}]: 501 Invalid base64 data", "exim.auth-aborted"),
+    "exim.relay-denied": ("exim", "H=({h}) [{ip}]:41234 F=<{b}> rejected RCPT <{a}>: relay not permitted", "exim.relay-denied"),
+    "exim.user-unknown": ("exim", "H={h} [{ip}] F=<{b}> rejected RCPT <{a}>: Unrouteable address", "exim.user-unknown"),
+    "exim.sender-verify": ("exim", "H=({h}) [{ip}] F=<{b}> rejected RCPT <{a}>: Sender verify failed", "exim.sender-verify"),
+    "exim.ratelimit": ("exim", "H=({h}) [{ip}] F=<{b}> rejected RCPT <{a}>: RATELIMIT: {ip} sent 3.0 recipients per 1h (limit 2)", "exim.ratelimit"),
+    "exim.ratelimit-defer": ("exim4", "2026-11-25 11:12:00 H=({h}) [{ip}] F=<{b}> temporarily rejected RCPT <{a}>: Sender rate 20.3 / 1h", "exim.ratelimit"),
+    "exim.helo-rejected": ("exim", "H=({h}) [{ip}] rejected EHLO or HELO {a}: {d}", "exim.helo-rejected"),
+    "exim.helo-invalid": ("exim", "rejected EHLO from [{ip}]: syntactically invalid argument(s): {a}", "exim.helo-invalid"),
+    "exim.data-rejected": ("exim", "1tAbCd-000000012Ab-1FGh H=({h}) [{ip}] X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no SNI={c} F=<{b}> rejected after DATA: {d}", "exim.data-rejected"),
+    "exim.acl-rejected": ("exim", "H=[{ip}] rejected connection in \"connect\" ACL: {d}", "exim.acl-rejected"),
+    "exim.acl-rejected-mail": ("exim", "H={h} ({h}) [{ip}] rejected MAIL <{b}>: {d}", "exim.acl-rejected"),
+    "exim.too-many-connections": ("exim", "Connection from [{ip}]:41234 I=[198.51.100.1]:25 refused: too many connections from that IP address", "exim.too-many-connections"),
+    "exim.sync-greeting": ("exim", "SMTP protocol synchronization error (input sent without waiting for greeting): rejected connection from H=[{ip}] input=\"{a}\"", "exim.sync-greeting"),
+    "exim.sync-pipelining": ("exim", "SMTP protocol synchronization error (next input sent too soon: pipelining was not advertised): rejected \"{a}\" H=({h}) [{ip}]:41234 I=[198.51.100.1]:25 next input=\"{b}\"", "exim.sync-pipelining"),
+    "exim.too-many-nonmail": ("exim", "SMTP call from ({h}) [{ip}] dropped: too many nonmail commands (last was \"{a}\")", "exim.too-many-nonmail"),
+    "exim.too-many-errors": ("exim", "SMTP call from ({h}) [{ip}]:41234 dropped: too many syntax or protocol errors (last command was \"{a}\",  C=EHLO,RCPT)", "exim.too-many-errors"),
+    "exim.syntax-error": ("exim", "SMTP syntax error in \"{a}\" H=({h}) [{ip}] unrecognized command", "exim.syntax-error"),
+    "exim.timeout": ("exim", "SMTP command timeout on connection from ({h}) [{ip}] D=2s", "exim.timeout"),
+    "exim.lost-connection": ("exim", "unexpected disconnection while reading SMTP command from ({h}) [{ip}] D=12s", "exim.lost-connection"),
+    "exim.lost-connection-smtp": ("exim", "SMTP connection from ({h}) [{ip}]:41234 I=[198.51.100.1]:25 lost D=0.001s", "exim.lost-connection-smtp"),
+    "exim.incomplete(none)": ("exim", "H=({h}) [{ip}] incomplete transaction (QUIT) from <{b}>", None),
+    "exim.arrival(none)": ("exim", "1tAbCd-000000012Ab-1FGh <= {b} H=({h}) [{ip}] P=esmtpa A=plain_server:{a} S=300", None),
+    "exim.sender-verify-fail(none)": ("exim", "H=({h}) [{ip}] sender verify fail for <{b}>: {d}", None),
 }
 # Rules that take only the queue id from a line that also shows the address, because client text
 # surrounds it there: correlate.py gives their events the address of the message's earlier line.

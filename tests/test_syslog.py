@@ -289,3 +289,41 @@ def test_a_line_without_a_time_takes_the_last_time_of_its_own_file_in_a_merged_r
             items = list(matched_lines([str(a), str(b)], parser, filters, ReadCount()))
         times = {e.user: e.time for *_rest, events in items for e in events if e.user}
         assert times["b@example.test"] == times["a@example.test"] == calendar.timegm((2026, 11, 20, 8, 0, 0)), (pure, times)
+
+
+def test_exims_own_log_files_name_the_program_exim() -> None:
+    """mainlog/rejectlog (tests/filters/exim-*.log): no host, no tag; +millisec, log_timezone, +pid."""
+    t = calendar.timegm((2026, 12, 3, 13, 5, 53))
+    rest = b"H=(helo.example) [192.0.2.1] F=<a@b> rejected RCPT <c@d>: relay not permitted"
+    assert _cut(b"2026-12-03 13:05:53 " + rest) == (t, None, b"exim", None, rest)
+    assert _cut(b"2026-12-03 13:05:53.517 " + rest)[0] == t + 0.517
+    assert _cut(b"2026-12-03 13:05:53 +0100 " + rest) == (t - 3600, None, b"exim", None, rest)
+    assert _cut(b"2026-12-03 13:05:53.250 -0530 [4242] " + rest) == (t + 19800.25, None, b"exim", b"4242", rest)
+    assert _cut(b"2026-12-03 13:05:53 [77] Warning: purging the environment.")[2:4] == (b"exim", b"77")
+    # a message id right after the stamp, both formats, even before a `word: `
+    for qid in (b"1rKx2p-0004Ab-1F", b"1tAbCd-000000012Ab-1FGh"):
+        line = b"2026-12-03 13:05:53 " + qid + b" DKIM: d=example.org s=sel c=relaxed/relaxed"
+        assert _cut(line)[1:] == (None, b"exim", None, line[20:])
+    # local time without a zone, as every stamp without one
+    assert _cut(b"2026-12-03 13:05:53 " + rest, SyslogParser(NOW, lambda tt: calendar.timegm((*tt, 0, 0, 0)) - 3600))[0] == t - 3600
+    # the other readers of this stamp keep their header: dovecot's log_timestamp, a template with a host
+    assert _cut(b"2026-12-03 13:05:53 imap-login: Info: x")[1:3] == (None, b"imap-login")
+    assert _cut(b"2026-12-03 13:05:53+02:00 mx postfix/smtpd[1]: x")[1:4] == (b"mx", b"postfix/smtpd", b"1")
+
+
+def test_exim_through_syslog_keeps_its_tag() -> None:
+    h = SyslogParser(NOW).parse(b"Dec  3 13:10:44 mx exim4[23387]: 2026-12-03 13:10:44 plain_server authenticator failed")
+    assert h is not None and (h.host, h.program, h.pid) == (b"mx", b"exim4", b"23387")
+
+
+def test_exim_lines_read_the_same_in_c_and_python() -> None:
+    from mailban.speedups import speedups
+
+    fast = speedups()
+    if fast is None:
+        return
+    lines = [b"2026-12-03 13:05:53 1tAbCd-000000012Ab-1FGh <= a@b H=(x) [192.0.2.1] P=esmtp S=1",
+             b"2026-12-03 13:05:53.517 +0100 [12] SMTP call from [192.0.2.1] dropped: too many nonmail commands",
+             b"Dec  3 13:10:44 mx exim[1]: 2026-12-03 13:10:44 [1] x", b"2026-12-03 13:05:53 ", b" Suggested action"]
+    for line in lines:
+        assert SyslogParser(NOW, fast=fast).parse(line) == SyslogParser(NOW).parse(line), line

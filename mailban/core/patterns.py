@@ -54,6 +54,20 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
         r"(?: \(may be forged\))?",
         frozenset({"host", "ip"}),
     ),
+    # Exim's client, as host_and_ident() writes it (src/host.c): `H=` (not always), the verified
+    # reverse name (a DNS name Exim checked: letters, digits, `_`, `.`, `/`, `-`; never `<=` or
+    # `=>`, so the sender of an arrival line cannot pass for it), the HELO name in
+    # parentheses when it differs (Exim accepts only letters, digits, `.`, `-` and an address
+    # literal `[...]` unless helo_accept_junk_hosts is set: the rule takes none with a space or
+    # parenthesis), then `[ip]` or `[ip]:port` (+incoming_port), then ` I=[ip]:port`
+    # (+incoming_interface), ` U=ident` (RFC 1413: the client's text, after the address) and
+    # ` Ci=N` (+connection_id). Exim writes it before any other text the client chose, except in
+    # the lines that quote a command first (`SMTP syntax error in "..." H=...`).
+    "EXIMHOST": (
+        rf"(?:H=)?(?:\w[\w./-]* )?(?:\([^\s()]*\) )?\[(?:IPv6:)?{_IP}\](?::\d+)?"
+        r"(?: I=\[[0-9A-Fa-f:.]+\](?::\d+)?)?(?: U=\S*)?(?: Ci=\d+)?",
+        frozenset({"ip"}),
+    ),
     # A client's argument that the program writes twice: once as itself (sendmail `arg1=<...>`)
     # and once echoed in its reply (`reject=550 5.7.1 <...>... Relaying denied`). <ECHO> must
     # repeat exactly what <ARG> took, so a forged `, relay=[x], reject=...` inside the argument
@@ -82,7 +96,10 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
     # parenthesis, so the address after it is always the program's.
     "LOGIN": (r"(?P<user>[^,()\n]*)", frozenset({"user"})),
     "ADDR": (r"[^<>]*", frozenset()),
-    "QID": (r"(?P<qid>[0-9A-Za-z]{5,20})", frozenset({"qid"})),
+    # postfix and sendmail queue ids, and Exim's message ids: `1rKx2p-0004Ab-1F`, and since 4.97
+    # `1tAbCd-000000012Ab-1FGh` (time, pid and fraction of a second in base 62).
+    "QID": (r"(?P<qid>[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"
+            r"|[0-9A-Za-z]{5,20})", frozenset({"qid"})),
     "UID": (r"(?P<uid>\d{1,10})", frozenset({"uid"})),
     "NRCPT": (r"(?P<nrcpt>\d{1,7})", frozenset({"nrcpt"})),
     "STATUS": (r"(?P<status>sent|bounced|deferred|expired)", frozenset({"status"})),

@@ -22,6 +22,12 @@ Tags like `auth-worker(1234)` carry the pid in parentheses; both forms are split
   no host. Such a line, and an RFC 5424 line whose time is `-`, is timed by the last line that
   had a time (`last`: `mailban test`/`replay`, a file read in order) or, once the daemon moves
   `now` with set_now (lines read as they arrive), by `now`.
+- Exim's own log files (mainlog, rejectlog; `log_file_path`): `2026-12-03 13:05:53 msg`, the
+  seconds followed by `.mmm` (log_selector +millisec), then ` +0100` (log_timezone), then
+  `[pid] ` (+pid). No host, no program: the line gets the program `exim`, and the pid of its
+  `[pid]` when written. A line after such a stamp is Exim's when it has a zone, a `[pid]` or a
+  message id (`1rKx2p-0004Ab-1F`, `1tAbCd-000000012Ab-1FGh` since 4.97) right after the stamp, or
+  when it is not `prog: msg` (dovecot's log_timestamp) nor `host prog[pid]: msg`.
 - rsyslog's repeat folding (`$RepeatedMsgReduction on`): `host prog[pid]: message repeated 18
   times: [ msg]` stands for 18 more copies of `msg`; `unfold` gives the line it stands for and N.
 
@@ -75,6 +81,11 @@ _BSD_UNPADDED = re.compile(rb"([A-Z][a-z]{2}) ([1-9]) ([0-9]{2}:[0-9]{2}:[0-9]{2
 # An RFC 3339 stamp with a space for the `T` (dovecot's `log_timestamp = "%Y-%m-%d %H:%M:%S "`,
 # with `.%{usecs}` or a zone after it or not), then the space that ends it.
 _ISO_SPACE = re.compile(rb"([0-9]{4}-[0-9]{2}-[0-9]{2}) ([0-9]{2}:[0-9]{2}:[0-9]{2}[^ ]{0,20}) ").match
+# What follows Exim's own stamp (src/log.c, tod.c): ` +0100` (log_timezone), `[pid] ` (+pid).
+_EXIM_ZONE_PID = re.compile(rb"(?:([-+][0-9]{4}) )?(?:\[([0-9]{1,10})\] )?").match
+# An Exim message id right after the stamp: `1rKx2p-0004Ab-1F`, or 4.97's `1tAbCd-000000012Ab-1FGh`.
+_EXIM_ID = re.compile(rb"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4}) ").match
+EXIM = b"exim"
 # `<PRI>` (0..191) that forwarding templates put before the stamp; `1 ` after it is RFC 5424.
 _PRI = re.compile(rb"<(?:[0-9]|[1-9][0-9]|1[0-8][0-9]|19[01])>").match
 # TAI64N: `@`, 2^62 + 10 + the Unix second in 16 hex digits, the nanoseconds in 8, a space.
@@ -326,6 +337,8 @@ class SyslogParser:
             if line.startswith(b"1 ", pos):
                 return self._rfc5424(line, pos + 2)
         got = self._stamp(line, pos)
+        if got is not None and pri is None and line[10:11] == b" " and 48 <= line[0] <= 57:
+            return self._exim(line, got[0], got[1])
         if got is not None:
             when, pos, bsd = got
             if bsd and line.startswith(b"<", pos):  # FreeBSD syslogd -v
@@ -343,6 +356,23 @@ class SyslogParser:
             return None
         # No stamp: only `prog: msg` (a tag and its message) qualifies, timed by its neighbours.
         return self._rest(line, self.now if self.follow else self.last, 0, False)
+
+    def _exim(self, line: bytes, when: float, pos: int) -> Header | None:
+        """A line whose stamp is `YYYY-MM-DD HH:MM:SS[.fff]` and a space: Exim's own log file, or
+        (`prog: msg`, `host prog[pid]: msg` after it) dovecot's log_timestamp or a template."""
+        m = _EXIM_ZONE_PID(line, pos)
+        zone, pid = m.groups()
+        if zone is not None:
+            zoned = self._iso_time(line[:10] + b"T" + line[11:pos - 1] + zone)
+            if zoned is None:
+                return None
+            when = zoned
+        if zone is None and pid is None and _EXIM_ID(line, pos) is None:
+            other = self._rest(line, when, pos, True)
+            if other is not None:
+                return other
+        self.last = when
+        return _new_header(Header, (when, None, EXIM, pid, m.end()))
 
     def _stamp(self, line: bytes, pos: int) -> tuple[float, int, bool] | None:
         """(time, where the text after it starts, whether BSD) for a stamp at `pos`, or None."""
