@@ -433,3 +433,26 @@ def test_iter_file_lines(tmp_path: Path) -> None:
     assert lines[:2] == [b"a", b"\xff\x00b"]
     assert len(lines[2]) == tail_mod.MAX_LINE
     assert lines[3] == b"last"
+
+
+def test_a_missing_log_is_a_warning_only_when_no_other_log_exists(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The shipped default names the mail logs of every layout; a postfix host lacks Exim's and
+    RHEL's: those are said at info level, not as warnings, while another configured log exists."""
+    import logging
+    from types import SimpleNamespace
+
+    from mailban.sources.tail import open_source
+
+    present, absent = tmp_path / "mail.log", tmp_path / "maillog"
+    present.write_text("")
+    settings = SimpleNamespace(logs=[str(present), str(absent)])
+    with caplog.at_level(logging.INFO, logger="mailban"):
+        open_source(str(absent), settings, None, True).read_lines()
+    (record,) = [r for r in caplog.records if "does not exist" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    caplog.clear()
+    present.unlink()
+    with caplog.at_level(logging.INFO, logger="mailban"):
+        open_source(str(absent), settings, None, True).read_lines()
+    (record,) = [r for r in caplog.records if "does not exist" in r.getMessage()]
+    assert record.levelno == logging.WARNING

@@ -136,16 +136,21 @@ def _open(path: str) -> tuple[int, os.stat_result] | None:
 
 
 def open_source(name: str, settings: Any, saved: dict[str, Any] | None, from_end: bool) -> FileTail:
-    """The `file` source kind (sources.KINDS): follow the log file `name`."""
-    return FileTail(name, Position.from_dict(saved) if saved else None, from_end=from_end)
+    """The `file` source kind (sources.KINDS): follow the log file `name`. A missing file is a
+    warning only when no other configured log exists: the shipped default names the mail logs of
+    every layout (Debian's mail.log, RHEL's maillog, Exim's mainlog), most of which a host lacks."""
+    others = any(os.path.exists(p) for p in getattr(settings, "logs", ()) if p != name)
+    return FileTail(name, Position.from_dict(saved) if saved else None, from_end=from_end, quiet_missing=others)
 
 
 class FileTail:
     """Follow one log file (a sources.Source). Call read_lines() whenever the file may have
     changed: the Watcher below says when."""
 
-    def __init__(self, path: str, saved: Position | None = None, from_end: bool = True) -> None:
+    def __init__(self, path: str, saved: Position | None = None, from_end: bool = True,
+                 quiet_missing: bool = False) -> None:
         self.path = path
+        self.quiet_missing = quiet_missing
         self.dir, self.base = os.path.split(path)
         self.watch_dir: str | None = self.dir  # the Watcher's inotify on it says when to read
         self.cur: _Open | None = None
@@ -236,8 +241,8 @@ class FileTail:
     def _warn_missing(self) -> None:
         if not self.warned_missing:
             self.warned_missing = True
-            log.warning("%s does not exist (yet): watching for it to appear; the other logs and "
-                        "jails go on", self.path)
+            say = log.info if self.quiet_missing else log.warning
+            say("%s does not exist (yet): watching for it to appear; the other logs and jails go on", self.path)
 
     # ---- reading ----------------------------------------------------------------------------
     @property
