@@ -7,17 +7,3 @@ out. See docs/ and ../shared/DESIGN.md for the architecture.
 
 __version__ = "0.1.0"
 
-
-def _inotify_stand_in() -> None:
-    """Debian has no python3-inotify-simple: where that library is missing, the few calls
-    mailban makes come from mailban/inotify_fallback.py, registered under its name."""
-    import importlib.util
-    import sys
-
-    if "inotify_simple" not in sys.modules and importlib.util.find_spec("inotify_simple") is None:
-        from . import inotify_fallback
-
-        sys.modules["inotify_simple"] = inotify_fallback
-
-
-_inotify_stand_in()

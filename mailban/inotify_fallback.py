@@ -1,9 +1,9 @@
 """The part of inotify_simple's API that mailban uses, on libc's inotify calls (ctypes).
 
 Why: Debian (12 and 13) has no python3-inotify-simple, and mailban's Debian package takes its
-dependencies from Debian alone. When `import inotify_simple` fails, mailban/__init__.py
-registers this module under that name, so mailban/sources/tail.py runs unchanged; where the
-real library is installed (pip, the test virtualenv) it is used and this module is not loaded.
+dependencies from Debian alone. mailban/sources/tail.py imports this module when `import
+inotify_simple` fails; where the real library is installed (pip, the test virtualenv) it is used
+and this module is not loaded.
 
 Provides: `INotify` (fileno, add_watch, rm_watch, read(timeout ms), close), `flags`, `Event`
 (wd, mask, cookie, name), with the semantics of inotify_simple 1.3 for those calls: read()

@@ -52,7 +52,7 @@ def test_same_events_as_inotify_simple(tmp_path: Path) -> None:
     assert (int(inotify_fallback.flags.IGNORED), "") in ours  # rm_watch's last word
 
 
-def test_registered_only_where_inotify_simple_is_missing() -> None:
+def test_used_only_where_inotify_simple_is_missing() -> None:
     probe = "import mailban, mailban.sources.tail as t; print(t.INotify.__module__)"
     # -S: no site-packages, so no inotify_simple, as on a Debian host with the package
     bare = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60)
