@@ -391,3 +391,14 @@ def test_defer_a_client_address(env: Env) -> None:
     out = env.cli_raw("unban", netns.OTHER4, netns.CLIENT6)
     assert out.returncode == 0, out.stderr
     env.smtp(netns.OTHER4).quit()
+
+
+def test_docs_give_the_tested_acl_lines() -> None:
+    """Every line of docs/exim.md that names a list file is a line of the configuration tested here
+    (the authenticator's condition aside: the docs leave its EXISTING CONDITION to the admin)."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "exim.md").read_text()
+    tested = {ln.strip() for ln in CONFIG.splitlines()}
+    lines = [ln.strip() for ln in doc.splitlines() if LISTS + "/" in ln and ln.startswith("      ")
+             and "EXISTING CONDITION" not in ln]
+    assert len(lines) >= 7
+    assert [ln for ln in lines if ln not in tested] == []
