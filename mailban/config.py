@@ -27,6 +27,7 @@ from .core.records import KINDS
 from .core.syslog import LocalToEpoch, SyslogParser
 from .core.tomldoc import TomlDoc, parse_toml
 from .jail_fields import JAIL_FIELDS, Names, networks
+from . import localusers
 from .speedups import speedups
 
 DEFAULT_CONFIG = "/etc/mailban/mailban.toml"
@@ -124,7 +125,7 @@ class Config:
         ]
         fast = speedups()
         return Pipeline(SyslogParser(now, to_epoch, fast), FilterSet(list(self.filters)), jails, fast=fast,
-                        valve=Valve(self.settings.max_bans_per_minute))
+                        valve=Valve(self.settings.max_bans_per_minute), uid_of=localusers.uid_of)
 
 
 def _read(path: Path) -> TomlDoc:
