@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pwd
 from functools import lru_cache
+from typing import Callable
 
 
 @lru_cache(maxsize=4096)
@@ -23,3 +24,15 @@ def uid_of(name: str) -> int | None:
         return pwd.getpwnam(name).pw_uid
     except (KeyError, ValueError):  # unknown, or a name with a NUL byte
         return None
+
+
+def resolver(names: dict[str, int]) -> Callable[[str], int | None]:
+    """uid_of, with the configuration's `local_uids` (name -> uid) looked at first."""
+    if not names:
+        return uid_of
+
+    def resolve(name: str) -> int | None:
+        uid = names.get(name)
+        return uid if uid is not None else uid_of(name)
+
+    return resolve
