@@ -101,7 +101,10 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
     # Exim logs it). Taken as quoted strings and runs without space or quote, possessively, so
     # it always ends at the first space outside quotes: no forged field inside it can be read
     # as one of Exim's. `<>` (a bounce) is no sender.
-    "EXIMSENDER": (r'(?:<>|(?P<sender>(?:"(?:[^"\\\n]|\\.)*+"|[^\s"])++))', frozenset({"sender"})),
+    "EXIMSENDER": (r'(?:<>|(?P<sender>(?:[^\s"]++|"(?:[^"\\\n]++|\\.)*+")++))', frozenset({"sender"})),
+    # Exim's `A=authenticator:ACCOUNT` (server_set_id, the name the client authenticated as):
+    # no space, taken up to a `:` (+smtp_mailauth appends `:sender`, the client's AUTH= text).
+    "EXIMACCOUNT": (r"(?P<user>[^\s:]++)", frozenset({"user"})),
     # A local account's login name (Exim's `U=` on a local submission): the event's `user`
     # carries it only until the pipeline resolves it to a uid (Pipeline.uid_of); `login` marks
     # the rule for that (FilterSet.login_rules). Login names hold no space.

@@ -62,9 +62,8 @@ class Pipeline:
         """A line's events after queue-id correlation (qmgr retries dropped, the submitting
         account filled in)."""
         correlator = self.correlator
-        logins = self.filters.login_rules
-        if logins and self.filters.names_logins(header.program):
-            events = [self._with_uid(e) if (e.filter, e.rule) in logins else e for e in events]
+        if self.filters.login_rules:
+            self._resolve_logins(events)
         if self.fast is not None:
             out: list[Event] = self.fast.correlate(correlator, events, header, Message, Event)
         else:
@@ -79,11 +78,16 @@ class Pipeline:
             correlator.released.clear()
         return out
 
-    def _with_uid(self, event: Event) -> Event:
-        """A login rule's event with its login name resolved to the uid (see uid_of)."""
-        name = event.user
-        uid = self.uid_of(name) if self.uid_of is not None and name is not None else None
-        return event._replace(user=None, uid=uid)
+    def _resolve_logins(self, events: list[Event]) -> None:
+        """Login rules' events (in place) with their login name resolved to the uid (uid_of).
+        Only submissions come from login rules: the kind is checked first (the pipeline's
+        events are fresh lists of tuples, one or two per line)."""
+        logins = self.filters.login_rules
+        for i, event in enumerate(events):
+            if event[1] == "submission" and (event[2], event[3]) in logins:
+                name = event.user
+                uid = self.uid_of(name) if self.uid_of is not None and name is not None else None
+                events[i] = event._replace(user=None, uid=uid)
 
     def feed(
         self, line: bytes, now: float | None = None, source: str = "", lineno: int = 0
