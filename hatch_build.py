@@ -27,7 +27,11 @@ def compile_speedups(root: Path, out: Path) -> str | None:
     """Compile the module to `out`; the compiler's complaint, or None when it worked."""
     cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
     include = sysconfig.get_paths()["include"]
-    argv = [*cc, "-O2", "-fPIC", "-shared", "-Wall", f"-I{include}", str(root / SOURCE), "-o", str(out)]
+    # CPPFLAGS, CFLAGS and LDFLAGS from the environment are honoured, as setuptools does: a Debian
+    # build (dpkg-buildflags) passes its hardening flags there. -O2 when CFLAGS says nothing.
+    env = {name: shlex.split(os.environ.get(name, "")) for name in ("CPPFLAGS", "CFLAGS", "LDFLAGS")}
+    argv = [*cc, *env["CPPFLAGS"], *(env["CFLAGS"] or ["-O2"]), "-fPIC", "-shared", "-Wall", f"-I{include}",
+            str(root / SOURCE), *env["LDFLAGS"], "-o", str(out)]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True)
     except OSError as exc:

@@ -6,3 +6,4 @@ out. See docs/ and ../shared/DESIGN.md for the architecture.
 """
 
 __version__ = "0.1.0"
+

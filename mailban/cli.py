@@ -245,6 +245,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             "actions": {n: {"type": a.type, "path": a.path} for n, a in sorted(cfg.actions.items())},
             "jails": [{"name": j.name, **shown(j), "rule": j.describe()} for j in cfg.jails],
             "speedups": speedups() is not None,
+            "warnings": _action_config_warnings(cfg),
         }, indent=2))
         return 0
     shipped = str(config.SHIPPED_DEFAULT)
@@ -254,6 +255,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  filters: {', '.join(f.name for f in cfg.filters)}")
     print(f"  actions: {', '.join(sorted(cfg.actions))}")
     print(f"  hot loops: {describe()}")
+    for warning in _action_config_warnings(cfg):
+        print(f"  warning: {warning}")
     if cfg.cluster is not None:
         from .cluster import redacted
 
@@ -266,6 +269,25 @@ def cmd_check(args: argparse.Namespace) -> int:
         state = "enabled" if spec.enabled else "disabled"
         _print_keys(cfg, ("jail", spec.name), f"  jail {spec.name} ({state}): {spec.describe()}")
     return 0
+
+
+def _action_config_warnings(cfg: Any) -> list[str]:
+    """What the MTAs' configurations lack for the configured actions (check_config())."""
+    from .actions import registry
+    from .actions.base import ActionBase, ActionContext
+
+    warnings = []
+    for name, action in sorted(cfg.actions.items()):
+        try:
+            if registry.load(action.type).check_config is ActionBase.check_config:
+                continue  # nothing to check: do not build it
+            impl = registry.create(action, ActionContext(state_dir=cfg.settings.state_dir))
+            warnings += [f"action {name}: {w}" for w in impl.check_config()]
+        except ImportError:
+            continue  # a missing dependency: the daemon says so when it builds the action
+        except Exception as exc:  # a check must not fail the validation it reports on
+            warnings.append(f"action {name}: cannot check the MTA's configuration: {exc}")
+    return warnings
 
 
 def _print_keys(cfg: Any, table: tuple[str, ...], title: str) -> None:

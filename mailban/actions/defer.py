@@ -1,10 +1,14 @@
 """The `defer` action: a soft brake. Postfix answers a client address or a sender with a 4xx
 for the duration of the ban, and the sender's MTA retries later by itself.
 
-Config (actions.d/defer.toml): client_map, sender_map, map_type, reply, postmap.
+Config (actions.d/defer.toml): mta ("postfix", the default, or "exim"); postfix: client_map,
+sender_map, map_type, reply, postmap; exim: lists_dir (deferred-hosts, deferred-senders), exim
+(the argv that reads its configuration for `mailban check`).
 Handles `ip` bans (client map, used with `check_client_access`) and `sender` bans (sender map,
 `check_sender_access`); other key types are ignored. Postfix daemons notice a changed map by
-themselves, so no reload is needed.
+themselves, so no reload is needed. Exim reads its list files at each use, with a `defer` ACL
+statement on `hosts = net-iplsearch;FILE` and `senders = lsearch;FILE` (docs/exim.md): the
+addresses are written in double quotes (an IPv6 address's colons would end an unquoted key).
 do/undo: rewrite the map with the keys currently deferred, then `postmap`. start: rewrite from
 the database's active bans.
 Security note: keys are written only when executor.safe_token accepts them.
@@ -12,6 +16,7 @@ Security note: keys are written only when executor.safe_token accepts them.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
 
@@ -20,7 +25,8 @@ from .base import ActionBase, ActionContext, check_options
 from .executor import ActionError, run, safe_token, write_atomically
 
 log = logging.getLogger("mailban.action.defer")
-_OPTIONS: dict[str, Any] = {"client_map": str, "sender_map": str, "map_type": str, "reply": str, "postmap": list}
+_OPTIONS: dict[str, Any] = {"client_map": str, "sender_map": str, "map_type": str, "reply": str, "postmap": list,
+                            "mta": str, "lists_dir": str, "exim": list}
 
 
 class DeferAction(ActionBase):
@@ -35,6 +41,14 @@ class DeferAction(ActionBase):
         self.reply = options.get("reply", "450 4.7.1 Service temporarily limited, please try again later")
         self.postmap = list(options.get("postmap", ["postmap"]))
         self.keys: dict[str, set[str]] = {"ip": set(), "sender": set()}
+        self.mta = options.get("mta", "postfix")
+        if self.mta == "exim":
+            from .exim import LISTS_DIR
+
+            lists_dir = options.get("lists_dir", LISTS_DIR)
+            self.maps = {"ip": f"{lists_dir}/deferred-hosts", "sender": f"{lists_dir}/deferred-senders"}
+        self.exim = list(options.get("exim", ["exim"]))
+        self.config_warning: str | None = None
 
     @staticmethod
     def validate(options: dict[str, Any]) -> None:
@@ -42,14 +56,30 @@ class DeferAction(ActionBase):
         reply = options.get("reply", "450 x")
         if not (reply[:1] == "4" and reply[1:3].isdigit() and reply[3:4] == " ") or any(c in reply for c in "\r\n"):
             raise ValueError("`reply` must be one line starting with a 4xx code, e.g. \"450 4.7.1 Try again later\"")
-        for key in ("client_map", "sender_map"):
+        if options.get("mta", "postfix") not in ("postfix", "exim"):
+            raise ValueError("`mta` must be postfix or exim")
+        for key in ("client_map", "sender_map", "lists_dir"):
             if not options.get(key, "/x").startswith("/"):
                 raise ValueError(f"`{key}` must be an absolute path")
 
     def start(self, active: list[Ban]) -> None:
         for kind in self.keys:
-            self.keys[kind] = {b.key for b in active if b.key_type == kind and self._safe(b.key)}
+            self.keys[kind] = {b.key for b in active if b.key_type == kind and self._safe(b.key, kind)}
             self._write(kind)
+        self.check_config()
+
+    def check_config(self) -> list[str]:
+        """exim: whether its configuration reads the deferred-hosts and deferred-senders lists."""
+        if self.mta != "exim":
+            return []
+        from .exim import config_warning
+
+        self.config_warning = config_warning(self.exim, {"deferred-hosts": self.maps["ip"],
+                                                         "deferred-senders": self.maps["sender"]}, 10)
+        return [self.config_warning] if self.config_warning else []
+
+    def health(self) -> str | None:
+        return self.config_warning
 
     def ban(self, bans: list[Ban]) -> list[str]:
         self._change(bans, add=True)
@@ -71,7 +101,7 @@ class DeferAction(ActionBase):
         touched = set()
         for ban in bans:
             keys = self.keys.get(ban.key_type)
-            if keys is None or (add and not self._safe(ban.key)):
+            if keys is None or (add and not self._safe(ban.key, ban.key_type)):
                 continue
             before = len(keys)
             keys.add(ban.key) if add else keys.discard(ban.key)
@@ -81,7 +111,14 @@ class DeferAction(ActionBase):
             self._write(kind)
 
     @staticmethod
-    def _safe(key: str) -> bool:
+    def _safe(key: str, kind: str = "sender") -> bool:
+        if kind == "ip":
+            # an address (IPv6 too: safe_token refuses its colons, which both map formats take)
+            try:
+                return str(ipaddress.ip_network(key, strict=False)) in (key, f"{key}/32", f"{key}/128")
+            except ValueError:
+                log.error("cannot defer %r: not an address", key)
+                return False
         try:
             safe_token(key, "key")
             return True
@@ -91,6 +128,11 @@ class DeferAction(ActionBase):
 
     def _write(self, kind: str) -> None:
         path = self.maps[kind]
+        if self.mta == "exim":
+            from .exim import write_list
+
+            write_list(path, list(self.keys[kind]), "defer", quote=kind == "ip")
+            return
         text = "# maintained by mailban (defer): do not edit, use `mailban unban`\n"
         text += "".join(f"{k} {self.reply}\n" for k in sorted(self.keys[kind]))
         write_atomically(path, text, mode=0o644)

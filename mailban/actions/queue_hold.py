@@ -45,15 +45,20 @@ from typing import Any
 
 from ..core.records import Ban
 from .base import ActionBase, ActionContext, check_options
+from . import exim as ex
 from .executor import ActionError, run, write_atomically
 
 log = logging.getLogger("mailban.action.queue-hold")
-_QID = re.compile(r"^[0-9A-Za-z]{5,20}$")
+# postfix and sendmail queue ids, and Exim's message ids (both forms, exim.MSGID)
+_QID = re.compile(r"^(?:[0-9A-Za-z]{5,20}|[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4}))$")
 # Programs are argv lists, so that a second postfix instance is reached with `-c DIR`, a
 # second sendmail with `-C FILE`.
 _OPTIONS: dict[str, Any] = {"mta": str, "postqueue": list, "postsuper": list, "postcat": list, "scan_limit": int,
-                            "sendmail": list, "qtool": list, "timeout": (int, float)}
-MTAS = ("postfix", "sendmail")
+                            "sendmail": list, "qtool": list, "timeout": (int, float),
+                            "exim": list, "spool_directory": str, "lists_dir": str}
+MTAS = ("postfix", "sendmail", "exim")
+# exim: the list file of each key type that its ACLs freeze new mail of (exim.ACL_LINES)
+EXIM_LISTS = {"user": "held-users", "uid": "held-uids", "sender": "held-senders"}
 # sendmail: every quarantine reason mailban writes starts with TAG; undo and purge touch only
 # items whose reason does (not those a milter or an admin quarantined).
 TAG = "mailban queue-hold"
@@ -115,6 +120,14 @@ class QueueHoldAction(ActionBase):
         self.sendmail = list(options.get("sendmail", ["/usr/sbin/sendmail"]))
         self.qtool = list(options.get("qtool", ["/usr/share/sendmail/qtool.pl"]))
         self.scan_limit = options.get("scan_limit", 5000)
+        # exim: an argv prefix (["exim"]; ["chroot", ROOT, "exim4"] reaches a chrooted one), the
+        # spool as mailban sees it (default: what `exim -bP spool_directory` says), the lists
+        self.exim = list(options.get("exim", ["exim"]))
+        self.spool: str | None = options.get("spool_directory") or None
+        lists_dir = options.get("lists_dir", ex.LISTS_DIR)
+        self.lists = {t: os.path.join(lists_dir, f) for t, f in EXIM_LISTS.items()}
+        self.listed: dict[str, set[str]] = {t: set() for t in EXIM_LISTS}
+        self.config_warning: str | None = None
         self.timeout = float(options.get("timeout", 30))  # seconds before a program is killed
         self.path = os.path.join(self.context.state_dir, f"held-{name}.json")
         self.held: dict[str, list[str]] = self._load()
@@ -132,9 +145,28 @@ class QueueHoldAction(ActionBase):
             raise ValueError("`scan_limit` must be 0 or more")
         if not 0 < options.get("timeout", 30) <= 600:
             raise ValueError("`timeout` must be between 0 and 600 seconds")
+        for key in ("spool_directory", "lists_dir"):
+            if not options.get(key, "/x").startswith("/"):
+                raise ValueError(f"`{key}` must be an absolute path")
+
+    def check_config(self) -> list[str]:
+        """exim: the held-* list files that Exim's configuration does not read."""
+        if self.mta != "exim":
+            return []
+        self.config_warning = ex.config_warning(self.exim, {f: self.lists[t] for t, f in EXIM_LISTS.items()},
+                                                min(10, self.timeout))
+        return [self.config_warning] if self.config_warning else []
+
+    def health(self) -> str | None:
+        return self.config_warning
 
     # ---- the action --------------------------------------------------------------------------
     def start(self, active: list[Ban]) -> None:
+        if self.mta == "exim":
+            for key_type in self.listed:
+                self.listed[key_type] = {b.key for b in active if b.key_type == key_type and ex.safe(b.key, key_type)}
+            self._write_lists()
+            self.check_config()
         still = {self._key(b.key_type, b.key) for b in active}
         for key in [k for k in self.held if k not in still]:
             # Bans that ended while mailban was down: release their messages now.
@@ -142,6 +174,14 @@ class QueueHoldAction(ActionBase):
             self._release(key_type, value)
 
     def ban(self, bans: list[Ban]) -> list[str]:
+        if self.mta == "exim":
+            # new mail first: Exim's ACL freezes what the key submits from now on
+            new = [b for b in bans if b.key_type in self.listed and b.key not in self.listed[b.key_type]
+                   and ex.safe(b.key, b.key_type)]
+            for b in new:
+                self.listed[b.key_type].add(b.key)
+            if new:
+                self._write_lists()
         queue = self.queue()
         for ban in bans:
             qids = self._belonging(ban.key_type, ban.key, queue)
@@ -173,10 +213,24 @@ class QueueHoldAction(ActionBase):
                 raise
 
     def unban(self, bans: list[Ban]) -> None:
+        if self.mta == "exim":
+            gone = [b for b in bans if b.key in self.listed.get(b.key_type, ())]
+            for b in gone:
+                self.listed[b.key_type].discard(b.key)
+            if gone:
+                self._write_lists()
         for ban in bans:
             self._release(ban.key_type, ban.key)
 
     def unban_all(self) -> bool:
+        if self.mta == "exim":
+            for keys in self.listed.values():
+                keys.clear()
+            self._write_lists()
+            # what the ACL froze for keys the database no longer knows
+            for qid, item in self.queue().items():
+                if item["frozen"] and item["ours"]:
+                    self._exim_thaw([qid])
         for key in list(self.held):
             key_type, _, value = key.partition("\0")
             self._release(key_type, value)
@@ -185,8 +239,15 @@ class QueueHoldAction(ActionBase):
     def purge(self, key_type: str, key: str) -> int:
         """Delete (instead of release) what was held for a key. Returns the number deleted."""
         qids = self.held.get(self._key(key_type, key), [])
+        if self.mta == "exim":
+            qids = self._exim_held(key_type, key, qids)
         deleted = len(qids)
-        if qids and self.mta == "sendmail":
+        if qids and self.mta == "exim":
+            for chunk in _chunks(qids):
+                run([*self.exim, "-Mrm", *chunk], timeout=self.timeout, ok_codes=(0, 1))
+            left = self.queue()
+            deleted = sum(1 for q in qids if q not in left)
+        elif qids and self.mta == "sendmail":
             deleted = self._sendmail_purge(qids)
         elif qids:
             run([*self.postsuper, "-d", "-"], stdin="".join(f"{q}\n" for q in qids).encode(), timeout=self.timeout)
@@ -199,11 +260,21 @@ class QueueHoldAction(ActionBase):
         """Held mail stays held while mailban is down; unban or expiry releases it later."""
 
     def held_for(self, key_type: str, key: str) -> list[str]:
-        return list(self.held.get(self._key(key_type, key), []))
+        qids = list(self.held.get(self._key(key_type, key), []))
+        if self.mta == "exim":
+            try:
+                return self._exim_held(key_type, key, qids)
+            except ActionError:
+                pass
+        return qids
 
     # ---- the queue ---------------------------------------------------------------------------
     def queue(self) -> dict[str, dict[str, Any]]:
         """queue id -> record (postfix: postqueue -j's; sendmail: parse_mailq's), every message."""
+        if self.mta == "exim":
+            if self.spool is None:
+                self.spool = ex.spool_dir(self.exim, None, self.timeout)
+            return ex.scan_spool(self.spool)
         if self.mta == "sendmail":
             found = parse_mailq(self._mailq(False), quarantined=False)
             found.update(parse_mailq(self._mailq(True), quarantined=True))
@@ -227,7 +298,13 @@ class QueueHoldAction(ActionBase):
     def _belonging(self, key_type: str, key: str, queue: dict[str, dict[str, Any]]) -> list[str]:
         candidates = {q for q, item in queue.items() if item.get("queue_name") != "hold"}
         mine = {q for q in self.context.queue_ids(key_type, key) if q in candidates}
-        if key_type == "sender":
+        if self.mta == "exim":
+            # the spool header names the SASL user, the submitting uid and the sender
+            field = {"user": "user", "uid": "uid", "sender": "sender"}.get(key_type)
+            want: Any = int(key) if key_type == "uid" and key.isdigit() else key
+            if field is not None:
+                mine |= {q for q in candidates if queue[q].get(field) == want}
+        elif key_type == "sender":
             mine |= {q for q in candidates if queue[q].get("sender") == key}
         elif key_type == "user" and self.mta == "postfix" and len(candidates - mine) <= self.scan_limit:
             needle = f"sasl_username={key}".encode()
@@ -248,12 +325,21 @@ class QueueHoldAction(ActionBase):
         if self.mta == "sendmail":
             self._sendmail_hold(key_type, key, qids, queue, since or {})
             return
+        if self.mta == "exim":
+            self._exim_hold(key_type, key, qids, queue, since or {})
+            return
         run([*self.postsuper, "-h", "-"], stdin="".join(f"{q}\n" for q in qids).encode(), timeout=self.timeout)
         self._remember(key_type, key, qids)
         log.warning("held %d queued messages of %s %s", len(qids), key_type, key)
 
     def _release(self, key_type: str, key: str) -> None:
         qids = self.held.get(self._key(key_type, key), [])
+        if self.mta == "exim":
+            qids = self._exim_held(key_type, key, qids)
+            self._exim_thaw(qids)
+            if qids:
+                log.info("thawed %d frozen messages of %s %s", len(qids), key_type, key)
+            qids = []
         if qids:
             present = self.queue()
             if self.mta == "sendmail":
@@ -270,6 +356,45 @@ class QueueHoldAction(ActionBase):
         self.held.pop(self._key(key_type, key), None)
         self.pending.pop(self._key(key_type, key), None)
         self._save()
+
+    # ---- exim --------------------------------------------------------------------------------
+    def _write_lists(self) -> None:
+        for key_type, path in self.lists.items():
+            ex.write_list(path, list(self.listed[key_type]), f"queue-hold, {key_type}s whose new mail is frozen")
+
+    def _exim_held(self, key_type: str, key: str, recorded: list[str]) -> list[str]:
+        """The key's frozen messages that mailban froze: those it recorded, and those that Exim's
+        ACL froze on arrival with mailban's mark (acl_m_mailban), found in the spool headers."""
+        queue = self.queue()
+        field = {"user": "user", "uid": "uid", "sender": "sender"}.get(key_type)
+        want: Any = int(key) if key_type == "uid" and key.isdigit() else key
+        marked = [q for q, item in queue.items() if item["frozen"] and item["ours"]
+                  and field is not None and item.get(field) == want]
+        return [q for q in dict.fromkeys([*recorded, *marked]) if q in queue and queue[q]["frozen"]]
+
+    def _exim_hold(self, key_type: str, key: str, qids: list[str], queue: dict[str, dict[str, Any]] | None,
+                   since: dict[str, float]) -> None:
+        if queue is None:
+            queue = self.queue()
+        wanted = [q for q in dict.fromkeys(qids) if q in queue and not queue[q]["frozen"]]
+        already = [q for q in dict.fromkeys(qids) if q in queue and queue[q]["frozen"] and queue[q]["ours"]]
+        for chunk in _chunks(wanted):
+            # exits 1 when a message is locked (being delivered): checked below, retried by tick()
+            run([*self.exim, "-Mf", *chunk], timeout=self.timeout, ok_codes=(0, 1))
+        after = self.queue() if wanted else queue
+        done = [q for q in wanted if after.get(q, {}).get("frozen")]
+        now = time.monotonic()
+        late = {q: since.get(q, now) for q in wanted if q in after and q not in done
+                and now - since.get(q, now) < RETRY_FOR}
+        if late:
+            self.pending.setdefault(self._key(key_type, key), {}).update(late)
+        self._remember(key_type, key, done + already)
+        if done:
+            log.warning("froze %d queued messages of %s %s", len(done), key_type, key)
+
+    def _exim_thaw(self, qids: list[str]) -> None:
+        for chunk in _chunks([q for q in qids if ex.MSGID.match(q)]):
+            run([*self.exim, "-Mt", *chunk], timeout=self.timeout, ok_codes=(0, 1))
 
     # ---- sendmail ----------------------------------------------------------------------------
     @staticmethod

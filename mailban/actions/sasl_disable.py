@@ -40,6 +40,7 @@ MAX_REFUSED_SHOWN = 20
 _OPTIONS: dict[str, Any] = {
     "dovecot_deny_file": str, "postfix_map": str, "map_type": str, "reject_text": str,
     "postmap": list, "postfix_reload": list, "kick": list, "doveconf": list, "timeout": (int, float),
+    "exim_list": str, "exim": list,
 }
 
 
@@ -116,11 +117,16 @@ class SaslDisableAction(ActionBase):
         self.users: set[str] = set()
         self.warning: str | None = None
         self.refused: dict[str, None] = {}  # unsafe names of active bans, oldest first
+        # exim: the list its MAIL ACL (and, optionally, its authenticators) refuse ("": no exim
+        # side), and the argv that reads its configuration for the check (docs/exim.md)
+        self.exim_list = options.get("exim_list", "")
+        self.exim = list(options.get("exim", ["exim"]))
+        self.exim_warning: str | None = None
 
     @staticmethod
     def validate(options: dict[str, Any]) -> None:
         check_options(options, _OPTIONS)
-        for key in ("dovecot_deny_file", "postfix_map"):
+        for key in ("dovecot_deny_file", "postfix_map", "exim_list"):
             value = options.get(key, "/x")
             if value and not value.startswith("/"):
                 raise ValueError(f"`{key}` must be an absolute path (or \"\" to leave it out)")
@@ -134,6 +140,7 @@ class SaslDisableAction(ActionBase):
         self.users = {b.key for b in active if b.key_type == "user" and self._safe(b.key)}
         self.last_problems = self._write()
         self.check_dovecot()
+        self.check_config()
 
     def check_dovecot(self) -> str | None:
         """Does dovecot read the deny file as a deny passdb? Sets (and returns) the warning with
@@ -196,8 +203,17 @@ class SaslDisableAction(ActionBase):
     def stop(self) -> None:
         """Disabled accounts stay disabled while mailban is down: the files are left as they are."""
 
+    def check_config(self) -> list[str]:
+        """exim: whether its configuration reads the disabled-users list."""
+        if not self.exim_list:
+            return []
+        from .exim import config_warning
+
+        self.exim_warning = config_warning(self.exim, {"disabled-users": self.exim_list}, min(10, self.timeout))
+        return [self.exim_warning] if self.exim_warning else []
+
     def health(self) -> str | None:
-        problems = [w for w in (self.config_warning, self.warning, *self.last_problems) if w]
+        problems = [w for w in (self.config_warning, self.exim_warning, self.warning, *self.last_problems) if w]
         if self.refused:
             problems.append(f"not disabled (unsafe names, recorded only; act by hand): {list(self.refused)!r}")
         return "; ".join(problems) or None
@@ -219,7 +235,7 @@ class SaslDisableAction(ActionBase):
         postfix = bool(self.postfix_map) and os.path.isdir(os.path.dirname(self.postfix_map))
         missing = [p for p, ok in ((self.deny_file, dovecot), (self.postfix_map, postfix)) if p and not ok]
         self.warning = f"not installed, skipped: {', '.join(missing)}" if missing else None
-        if not dovecot and not postfix:
+        if not dovecot and not postfix and not self.exim_list:
             raise ActionError(f"neither {self.deny_file!r} nor {self.postfix_map!r} can be written "
                               "(is dovecot or postfix installed?)")
         return dovecot, postfix
@@ -228,6 +244,10 @@ class SaslDisableAction(ActionBase):
         """Write both files; what did not work although they are written (the postfix reload)."""
         users = sorted(self.users)
         dovecot, postfix = self._sides()
+        if self.exim_list:
+            from .exim import write_list
+
+            write_list(self.exim_list, users, "sasl-disable, accounts refused")
         if dovecot:
             write_atomically(self.deny_file, "".join(f"{u}\n" for u in users))
         if postfix:

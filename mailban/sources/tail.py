@@ -38,7 +38,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from inotify_simple import INotify, flags
+try:
+    from inotify_simple import INotify, flags
+except ImportError:  # Debian has no python3-inotify-simple: the package uses mailban's own
+    from ..inotify_fallback import INotify, flags  # type: ignore[assignment]
 
 log = logging.getLogger("mailban.tail")
 

@@ -228,12 +228,16 @@ $template Trad,"%TIMESTAMP% mx %syslogtag%%msg:::sp-if-no-1st-sp%%msg:::drop-las
 class Exim:
     """One exim daemon in an overlay of the cached root, in a network namespace of its own."""
 
-    def __init__(self, suite: str, run: str) -> None:
+    def __init__(self, suite: str, run: str, config: str | None = None, netns: str | None = None) -> None:
+        """`config`: the whole exim4.conf (default: CONFIG with the run's log settings);
+        `netns`: an existing network namespace to run in (default: one of its own, with `lo` only)."""
         self.suite, self.run = suite, run
+        self.config = config
+        self.own_netns = netns is None
         self.lower = ensure_root(suite)
         self.work = Path(f"/var/lib/mbmta/exim-{os.getpid()}-{next(_counter)}")
         self.root = self.work / "root"
-        self.netns = f"mbexim-{os.getpid()}-{next(_counter)}"
+        self.netns = netns or f"mbexim-{os.getpid()}-{next(_counter)}"
         self.mainlog = self.root / "var/log/exim4/mainlog"
         self.rejectlog = self.root / "var/log/exim4/rejectlog"
         self.syslog = self.work / "syslog.log"
@@ -257,7 +261,8 @@ class Exim:
                                      "127.0.0.28 named.example.test\n")
         (r / "etc/mailname").write_text("mx.example.test\n")
         log_file_path, extra = RUNS[self.run]
-        (r / "etc/exim4/exim4.conf").write_text(CONFIG.format(log_file_path=log_file_path, log_extra=extra))
+        (r / "etc/exim4/exim4.conf").write_text(self.config if self.config is not None
+                                                else CONFIG.format(log_file_path=log_file_path, log_extra=extra))
         for f in ("mainlog", "rejectlog", "paniclog"):
             (r / "var/log/exim4" / f).unlink(missing_ok=True)
         shutil.rmtree(r / "var/spool/exim4/input", ignore_errors=True)
@@ -265,8 +270,9 @@ class Exim:
         conf = self.work / "rsyslog.conf"
         conf.write_text(RSYSLOG.format(sock=r / "dev/log", out=self.syslog))
         self.procs.append(subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", str(self.work / "rsyslog.pid")]))
-        subprocess.run(["ip", "netns", "add", self.netns], check=True)
-        subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
+        if self.own_netns:
+            subprocess.run(["ip", "netns", "add", self.netns], check=True)
+            subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
         self.version = subprocess.run(["chroot", str(r), "exim4", "-bV"], capture_output=True,
                                       text=True).stdout.split("\n")[0]
         check = subprocess.run(["chroot", str(r), "exim4", "-bV"],
@@ -324,7 +330,8 @@ class Exim:
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 p.kill()
-        subprocess.run(["ip", "netns", "del", self.netns], check=False)
+        if self.own_netns:
+            subprocess.run(["ip", "netns", "del", self.netns], check=False)
         for m in reversed(self.mounted):
             subprocess.run(["umount", "-l", str(m)], check=False)
 

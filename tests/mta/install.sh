@@ -18,6 +18,8 @@ packages=(
     openssl                                     # throwaway CA and certificates (tests/test_cluster_tls.py)
     gcc libc6-dev python3-dev                   # mailban's C module (mailban/core/_speedups.c)
     debootstrap                                 # the Debian 13 root (tests/mta/trixie.py)
+    build-essential debhelper dh-python pybuild-plugin-pyproject python3-all-dev python3-hatchling
+    lintian                                     # the Debian package built and checked (tests/test_debian_package.py)
 )
 missing=()
 for p in "${packages[@]}"; do
