@@ -1,6 +1,7 @@
 """Generate a realistic mixed mail log, deterministically, at any size (for the benchmarks).
 
     python bench/genlog.py --lines 1000000 --seed 1 --format bsd -o /tmp/mixed.log
+    python bench/genlog.py --lines 1000000 --seed 1 --mta exim -o /tmp/exim.log
 
 About 90% of the lines are ordinary traffic of a busy mail host running postfix (with
 postscreen), dovecot and sendmail side by side: inbound deliveries, authenticated submissions
@@ -15,6 +16,16 @@ The line formats are copied from our own captures of the real programs (tests/fi
 /work/shared/samples/*.log). Two forms we have no capture of are written as the programs write
 them on a syslog host: dovecot through syslog (`dovecot: imap-login: Login: ...`) and sendmail's
 successful delivery (`stat=Sent (...)`, the `stat=Deferred` line of the capture with a 2.0.0 dsn).
+
+`--mta exim` writes the host as an Exim host instead (Debian's exim4, cPanel): the same shares
+of traffic, with Exim in place of postfix and sendmail, in Exim's own mainlog format
+(`2026-11-24 00:00:00 [pid] ...`: the stamp and +pid, as /var/log/exim4/mainlog with
+`log_selector = +pid`), dovecot's lines as before: arrivals (`<=` with H=, A=dovecot_plain:
+for submissions, U= P=local for sendmail(1)), their deliveries (`=>`, `->`, `==`, `**`) and
+`Completed`, queue runs and TLS noise; attacks of every category filters.d/exim.toml knows
+(AUTH failures, relay and unknown-user rejects, HELO, after DATA, ACL and ratelimit rejects,
+synchronization errors, too many nonmail commands or errors, too many connections), the botnet
+guess and a stolen account, in the shapes of tests/filters/exim-*.log.
 
 Same seed, same size, same format: the same bytes. The log starts at 2026-11-24T00:00:00Z and
 advances at `--rate` lines per second of log time (default 20: 1M lines cover about 14 hours).
@@ -402,6 +413,157 @@ class Generator:
             out += [(k * 2.0 + dt, tag, msg) for dt, tag, msg in self.submission(user, self.attacker())]
         return out
 
+    # ---- Exim (--mta exim): lines tagged EXIM are written in Exim's own mainlog format ---------
+    def mid(self) -> str:
+        """An Exim 4.97+ message id (1xZ7Xv-000000000rj-0e35)."""
+        self._qid += self.rng.randrange(1, 9000)
+        chars = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+        n, tail = self._qid, ""
+        for _ in range(6):
+            n, r = divmod(n, 62)
+            tail = chars[r] + tail
+        return f"1xZ{tail[-3:]}-00000{tail}-{''.join(self.rng.choice(chars) for _ in range(4))}"
+
+    def _ex(self, t: float, pid: int, msg: str) -> tuple[float, str, str]:
+        return (t, EXIM, f"[{pid}] {msg}")
+
+    def exim_deliveries(self, mid: str, t: float, nrcpt: int, local: bool) -> Lines:
+        rng = self.rng
+        pid = self.pid()
+        out: Lines = []
+        for r in range(nrcpt):
+            mark = "=>" if r == 0 else "->"
+            if local:
+                user = rng.choice(self.users)
+                out.append(self._ex(t + r * 0.01, pid, f"{mid} {mark} {user.split('@')[0]} <{user}> R=local_user T=dovecot_lmtp"))
+                continue
+            dom = rng.choice(self.domains)
+            rcpt = f"rcpt{rng.randrange(10**5)}@{dom}"
+            ip = self.senders[rng.randrange(500)]
+            x = rng.random()
+            if x < 0.93:
+                msg = (f"{mid} {mark} {rcpt} R=dnslookup T=remote_smtp H=mx.{dom} [{ip}] "
+                       f"X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=yes C=\"250 2.0.0 Ok: queued as {self.qid()}\"")
+            elif x < 0.98:
+                msg = f"{mid} == {rcpt} R=dnslookup T=remote_smtp defer (110): Connection timed out"
+            else:
+                msg = (f"{mid} ** {rcpt} R=dnslookup T=remote_smtp H=mx.{dom} [{ip}]: SMTP error from remote mail "
+                       f"server after RCPT TO:<{rcpt}>: 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown")
+            out.append(self._ex(t + r * 0.01, pid, msg))
+        out.append(self._ex(t + nrcpt * 0.01 + 0.01, pid, f"{mid} Completed"))
+        return out
+
+    def exim_inbound(self) -> Lines:
+        rng = self.rng
+        ip = self.senders[int(rng.expovariate(1 / 2000)) % len(self.senders)]
+        host = f"mail{rng.randrange(100)}.{rng.choice(self.domains)}"
+        mid, pid = self.mid(), self.pid()
+        nrcpt = 1 if rng.random() < 0.85 else rng.randrange(2, 5)
+        out: Lines = [self._ex(0.6, pid, f"{mid} <= news{rng.randrange(100)}@{host} H={host} [{ip}] P=esmtps "
+                               f"X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no S={rng.randrange(900, 200000)} "
+                               f"id={rng.randrange(10**12)}.{rng.randrange(10**6)}@{host}")]
+        return out + self.exim_deliveries(mid, 1.0, nrcpt, local=True)
+
+    def exim_submission(self, user: str | None = None, ip: str | None = None) -> Lines:
+        rng = self.rng
+        n = rng.randrange(len(self.users))
+        user = user or self.users[n]
+        ip = ip or self.user_ips[n % len(self.user_ips)]
+        mid, pid = self.mid(), self.pid()
+        nrcpt = 1 if rng.random() < 0.7 else rng.randrange(2, 6)
+        out: Lines = [self._ex(0.5, pid, f"{mid} <= {user} H=(laptop{n % 97}) [{ip}] P=esmtpsa "
+                               f"X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no A=dovecot_plain:{user} "
+                               f"S={rng.randrange(500, 90000)} id={rng.randrange(10**12)}.{rng.randrange(10**6)}@example.test")]
+        return out + self.exim_deliveries(mid, 1.0, nrcpt, local=False)
+
+    def exim_local(self) -> Lines:
+        rng = self.rng
+        login = rng.choice(self.locals)
+        mid, pid = self.mid(), self.pid()
+        out: Lines = [self._ex(0.0, pid, f"{mid} <= {login}@mx1.example.test U={login} P=local S={rng.randrange(400, 9000)}")]
+        return out + self.exim_deliveries(mid, 0.5, 1, local=rng.random() < 0.5)
+
+    def exim_noise(self) -> Lines:
+        rng = self.rng
+        ip = self.senders[rng.randrange(len(self.senders))]
+        pid = self.pid()
+        x = rng.random()
+        if x < 0.3:
+            return [self._ex(0.0, pid, f"Start queue run: pid={pid}"), self._ex(2.0, pid, f"End queue run: pid={pid}")]
+        if x < 0.6:
+            return [self._ex(0.0, pid, f"TLS error on connection from (mail{rng.randrange(100)}.example.com) [{ip}] "
+                                       "(SSL_accept): error:0A000126:SSL routines::unexpected eof while reading")]
+        if x < 0.8:
+            return [self._ex(0.0, pid, f"no host name found for IP address {ip}")]
+        return [self._ex(0.0, pid, f"H=(mail{rng.randrange(100)}.example.com) [{ip}] incomplete transaction (QUIT) "
+                                   f"from <news{rng.randrange(100)}@example.com>")]
+
+    def _exa(self, t: float, msg: str) -> Lines:
+        return [self._ex(t, self.pid(), msg)]
+
+    def ex_auth(self, ip: str, t: float) -> Lines:
+        return self._exa(t, f"dovecot_login authenticator failed for (User) [{ip}]:{self.rng.randrange(1024, 65535)}: "
+                            f"535 Incorrect authentication data (set_id={self.rng.choice(self.users)})")
+
+    def ex_relay(self, ip: str, t: float) -> Lines:
+        return self._exa(t, f"H=(client.example.test) [{ip}] F=<spam@spammer.example> rejected RCPT "
+                            f"<victim{self.rng.randrange(1000)}@remote.example.net>: relay not permitted")
+
+    def ex_unknown(self, ip: str, t: float) -> Lines:
+        return self._exa(t, f"H=(client.example.test) [{ip}] F=<spam@spammer.example> rejected RCPT "
+                            f"<nosuch{self.rng.randrange(1000)}@example.test>: Unrouteable address")
+
+    def ex_helo(self, ip: str, t: float) -> Lines:
+        return self._exa(t, f"H=(localhost) [{ip}] rejected EHLO or HELO localhost: HELO/EHLO refused: bad name")
+
+    def ex_data(self, ip: str, t: float) -> Lines:
+        return self._exa(t, f"{self.mid()} H=(client.example.test) [{ip}] F=<spam@spammer.example> rejected after DATA: "
+                            "Message refused: content policy")
+
+    def ex_rbl(self, ip: str, t: float) -> Lines:
+        return self._exa(t, f"H=[{ip}] rejected connection in \"connect\" ACL: blocked by zen.spamhaus.org")
+
+    def ex_ratelimit(self, ip: str, t: float) -> Lines:
+        return self._exa(t, f"H=(client.example.test) [{ip}] F=<news@spammer.example> rejected RCPT <a@example.test>: "
+                            f"RATELIMIT: {ip} sent 31.0 recipients per 1h (limit 30)")
+
+    def ex_greeting(self, ip: str, t: float) -> Lines:
+        return self._exa(t, "SMTP protocol synchronization error (input sent without waiting for greeting): "
+                            f"rejected connection from H=[{ip}] input=\"EHLO User\\r\\n\"")
+
+    def ex_pipelining(self, ip: str, t: float) -> Lines:
+        return self._exa(t, "SMTP protocol synchronization error (next input sent too soon: pipelining was not "
+                            f"advertised): rejected \"MAIL FROM:<spam@spammer.example>\" H=(client.example.test) [{ip}] "
+                            "next input=\"RCPT TO:<bob@example.test>\\r\\nDATA\\r\\n\" (37 bytes)")
+
+    def ex_nonmail(self, ip: str, t: float) -> Lines:
+        return self._exa(t, f"SMTP call from (User) [{ip}] dropped: too many nonmail commands (last was \"RSET\")")
+
+    def ex_errors(self, ip: str, t: float) -> Lines:
+        return self._exa(t, f"SMTP call from (User) [{ip}] dropped: too many syntax or protocol errors "
+                            "(last command was \"RCPT TO:<bob@example.test>\",  C=EHLO,RCPT,RCPT,RCPT,RCPT)")
+
+    def ex_connections(self, ip: str, t: float) -> Lines:
+        return self._exa(t, f"Connection from [{ip}]:{self.rng.randrange(1024, 65535)} refused: too many connections "
+                            "from that IP address")
+
+    def ex_botnet_guess(self) -> Lines:
+        user = self.rng.choice(self.users)
+        out: Lines = []
+        for k in range(self.rng.randrange(6, 16)):
+            ip = _public_v4(self.rng)
+            for j in range(2):
+                out += self._exa(k * 7.0 + j * 3.0, f"dovecot_plain authenticator failed for (User) [{ip}]: "
+                                                    f"535 Incorrect authentication data (set_id={user})")
+        return out
+
+    def ex_stolen_account(self) -> Lines:
+        user = self.rng.choice(self.users)
+        out: Lines = []
+        for k in range(self.rng.randrange(20, 60)):
+            out += [(k * 2.0 + dt, tag, msg) for dt, tag, msg in self.exim_submission(user, self.attacker())]
+        return out
+
 
 # name -> how to build one scenario; weights are per scenario, not per line.
 NORMAL: list[tuple[str, float, Callable[[Generator], Lines]]] = [
@@ -424,6 +586,23 @@ ATTACKS: list[tuple[str, float, Callable[[Generator], Lines]]] = [
     for name in _BURSTS
 ] + [("botnet_guess", 0.3, Generator.botnet_guess), ("stolen_account", 0.02, Generator.stolen_account)]
 
+# --mta exim: the same host with Exim in place of postfix and sendmail (dovecot stays).
+EXIM = "@exim"  # the tag of a line written in Exim's own mainlog format
+EXIM_NORMAL: list[tuple[str, float, Callable[[Generator], Lines]]] = [
+    ("exim_inbound", 40, Generator.exim_inbound),
+    ("exim_submission", 30, Generator.exim_submission),
+    ("exim_local", 4, Generator.exim_local),
+    ("imap", 60, Generator.imap),
+    ("exim_noise", 30, Generator.exim_noise),
+]
+_EXIM_BURSTS = ("ex_auth", "ex_relay", "ex_unknown", "ex_helo", "ex_data", "ex_rbl", "ex_ratelimit", "ex_greeting",
+                "ex_pipelining", "ex_nonmail", "ex_errors", "ex_connections", "dovecot_guess")
+_EXIM_HEAVY = {"ex_auth": 10, "dovecot_guess": 5, "ex_relay": 3, "ex_unknown": 3, "ex_rbl": 3, "ex_greeting": 2}
+EXIM_ATTACKS: list[tuple[str, float, Callable[[Generator], Lines]]] = [
+    (name, float(_EXIM_HEAVY.get(name, 1)), (lambda g, _m=getattr(Generator, name): g.burst(lambda ip, t: _m(g, ip, t))))
+    for name in _EXIM_BURSTS
+] + [("ex_botnet_guess", 0.3, Generator.ex_botnet_guess), ("ex_stolen_account", 0.02, Generator.ex_stolen_account)]
+
 
 def _bsd_stamp(t: float) -> str:
     tm = time.gmtime(t)
@@ -436,13 +615,20 @@ def _iso_stamp(t: float) -> str:
             f"{tm.tm_sec:02d}.{min(999999, round((t % 1) * 1e6)):06d}+00:00")
 
 
+def _exim_stamp(t: float) -> str:
+    tm = time.gmtime(t)
+    return f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d} {tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d}"
+
+
 def generate(lines: int, seed: int = 1, fmt: str = "bsd", rate: float = 20.0,
-             attack_share: float = 0.10, stats: dict[str, int] | None = None) -> Iterator[str]:
+             attack_share: float = 0.10, stats: dict[str, int] | None = None, mta: str = "postfix") -> Iterator[str]:
     """Yield exactly `lines` log lines (without newlines), in time order."""
     gen = Generator(seed)
     rng = random.Random(seed ^ 0x5EED)
-    normal_w = [w for _, w, _ in NORMAL]
-    attack_w = [w for _, w, _ in ATTACKS]
+    normal, attacks = (EXIM_NORMAL, EXIM_ATTACKS) if mta == "exim" else (NORMAL, ATTACKS)
+    exim_cache: tuple[int, str] = (-1, "")
+    normal_w = [w for _, w, _ in normal]
+    attack_w = [w for _, w, _ in attacks]
     pending: list[tuple[float, int, str, str]] = []
     seq = 0
     emitted = 0
@@ -453,7 +639,7 @@ def generate(lines: int, seed: int = 1, fmt: str = "bsd", rate: float = 20.0,
     while emitted < lines:
         if total_lines < lines:
             is_attack = attack_lines < attack_share * (total_lines + 1)
-            table, weights = (ATTACKS, attack_w) if is_attack else (NORMAL, normal_w)
+            table, weights = (attacks, attack_w) if is_attack else (normal, normal_w)
             name, _, build = rng.choices(table, weights)[0]
             scenario = build(gen)
             for dt, tag, msg in scenario:
@@ -470,6 +656,13 @@ def generate(lines: int, seed: int = 1, fmt: str = "bsd", rate: float = 20.0,
             horizon = float("inf")
         while pending and pending[0][0] <= horizon and emitted < lines:
             when, _, tag, msg = heapq.heappop(pending)
+            if tag is EXIM:  # Exim's own mainlog line: its stamp, no syslog header
+                sec = int(when)
+                if exim_cache[0] != sec:
+                    exim_cache = (sec, _exim_stamp(sec))
+                yield f"{exim_cache[1]} {msg}"
+                emitted += 1
+                continue
             if iso:
                 stamp = _iso_stamp(when)
             else:
@@ -488,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", choices=("bsd", "rfc3339"), default="bsd")
     ap.add_argument("--rate", type=float, default=20.0, help="lines per second of log time (default 20)")
     ap.add_argument("--attack-share", type=float, default=0.10)
+    ap.add_argument("--mta", choices=("postfix", "exim"), default="postfix",
+                    help="postfix (with postscreen and sendmail) or exim: the MTA whose traffic the log holds")
     ap.add_argument("-o", "--output", default="-")
     ap.add_argument("--stats", action="store_true", help="print lines per scenario to stderr")
     args = ap.parse_args(argv)
@@ -495,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:
         buf: list[str] = []
-        for line in generate(args.lines, args.seed, args.format, args.rate, args.attack_share, stats):
+        for line in generate(args.lines, args.seed, args.format, args.rate, args.attack_share, stats, args.mta):
             buf.append(line)
             if len(buf) >= 10000:
                 out.write("\n".join(buf) + "\n")

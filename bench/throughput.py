@@ -1,6 +1,6 @@
 """Lines per second: `mailban test`, `mailban replay`, fail2ban-regex and sshg-parser, one run.
 
-    python bench/throughput.py [--lines 1000000] [--seed 1] [--format bsd] [--runs 3]
+    python bench/throughput.py [--lines 1000000] [--seed 1] [--format bsd] [--runs 3] [--mta exim]
 
 Generates the mixed log with bench/genlog.py (reused when it exists with the same parameters),
 then times each tool on it as a whole process (wall time, start-up included), best of --runs,
@@ -42,12 +42,13 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}"
 
 
-def ensure_log(lines: int, seed: int, fmt: str) -> Path:
-    path = Path(f"/tmp/mailban-bench-{fmt}-{seed}-{lines}.log")
+def ensure_log(lines: int, seed: int, fmt: str, mta: str = "postfix") -> Path:
+    tag = fmt if mta == "postfix" else f"{mta}-{fmt}"
+    path = Path(f"/tmp/mailban-bench-{tag}-{seed}-{lines}.log")
     if not path.exists():
         t = time.perf_counter()
         subprocess.run([PY, str(HERE / "genlog.py"), "--lines", str(lines), "--seed", str(seed),
-                        "--format", fmt, "-o", str(path)], check=True)
+                        "--format", fmt, "--mta", mta, "-o", str(path)], check=True)
         print(f"generated {path} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     return path
 
@@ -75,10 +76,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--format", choices=("bsd", "rfc3339"), default="bsd")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--mta", choices=("postfix", "exim"), default="postfix",
+                    help="the log's MTA (genlog.py --mta); exim: fail2ban-regex runs its exim filter")
     ap.add_argument("--sshg", default="/tmp/sshg/root/usr/libexec/sshguard/sshg-parser")
     ap.add_argument("--skip-fail2ban", action="store_true")
     args = ap.parse_args()
-    log = ensure_log(args.lines, args.seed, args.format)
+    log = ensure_log(args.lines, args.seed, args.format, args.mta)
     n = args.lines
     mailban = [PY, "-m", "mailban"]
     results: dict[str, float] = {}
@@ -90,9 +93,9 @@ def main() -> int:
     results["mailban replay"] = t
     decisions = out.strip().splitlines()[-1] if out.strip() else ""
     if not args.skip_fail2ban and shutil.which("fail2ban-regex"):
-        t, out = timed(["fail2ban-regex", "-r", "--print-no-missed", str(log), "postfix[mode=aggressive]"],
-                       max(1, args.runs - 2))
-        results["fail2ban-regex postfix[mode=aggressive]"] = t
+        f2b_filter = "exim" if args.mta == "exim" else "postfix[mode=aggressive]"
+        t, out = timed(["fail2ban-regex", "-r", "--print-no-missed", str(log), f2b_filter], max(1, args.runs - 2))
+        results[f"fail2ban-regex {f2b_filter}"] = t
         f2b = next((line for line in out.splitlines() if line.startswith("Lines:")), "")
     else:
         f2b = "fail2ban-regex: not installed (or skipped)"

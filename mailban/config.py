@@ -27,6 +27,7 @@ from .core.records import KINDS
 from .core.syslog import LocalToEpoch, SyslogParser
 from .core.tomldoc import TomlDoc, parse_toml
 from .jail_fields import JAIL_FIELDS, Names, networks
+from . import localusers
 from .speedups import speedups
 
 DEFAULT_CONFIG = "/etc/mailban/mailban.toml"
@@ -71,6 +72,10 @@ class Settings:
     shipped_jails: bool = True
     # A configuration without a single enabled jail is refused unless this says it is meant.
     run_without_jails: bool = False
+    # Local login names -> uids, consulted before the password database when a login name must
+    # become a uid (Exim's `U=www-data` on local submissions; mailban/localusers.py): for a log
+    # replayed on another host, or names that host's NSS cannot resolve.
+    local_uids: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,8 @@ class Config:
         ]
         fast = speedups()
         return Pipeline(SyslogParser(now, to_epoch, fast), FilterSet(list(self.filters)), jails, fast=fast,
-                        valve=Valve(self.settings.max_bans_per_minute))
+                        valve=Valve(self.settings.max_bans_per_minute),
+                        uid_of=localusers.resolver(dict(self.settings.local_uids)))
 
 
 def _read(path: Path) -> TomlDoc:
@@ -307,7 +313,7 @@ def _did_you_mean(word: str, known: Any) -> str:
 _SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from",
                   "journal", "journal_units", "journal_identifiers", "journal_files", "journal_directory",
                   "journal_trust", "metrics", "protect_own", "max_bans_per_minute", "control_group",
-                  "shipped_jails", "run_without_jails"}
+                  "shipped_jails", "run_without_jails", "local_uids"}
 
 
 def _settings(src: dict[str, tuple[Any, TomlDoc]], errors: list[ConfigError]) -> Settings:
@@ -386,6 +392,13 @@ def _setting(key: str, value: Any, doc: TomlDoc, values: dict[str, Any]) -> None
         if value not in ("strict", "off"):
             raise doc.error(where, "`journal_trust` must be \"strict\" or \"off\"")
         values[key] = value
+    elif key == "local_uids":
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and k and not any(c.isspace() for c in k)
+                and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 for k, v in value.items()):
+            raise doc.error(where, "`local_uids` must be a table of login names and uids, "
+                                   "e.g. { \"www-data\" = 33 }")
+        values[key] = tuple(sorted(value.items()))
     elif key == "read_from":
         if value not in ("end", "beginning"):
             raise doc.error(where, "`read_from` must be \"end\" or \"beginning\"")

@@ -24,6 +24,7 @@ from .core.filters import Filter, FilterSet, TallySet
 from .core.pipeline import Pipeline
 from .core.records import Ban, Event
 from .core.syslog import Header, SyslogParser
+from . import localusers
 from .localtime import local_to_epoch
 from .progress import Progress
 from .speedups import speedups
@@ -168,7 +169,8 @@ def _test_json(paths: list[str], filters: list[Filter], out: IO[str]) -> int:
     part of the work, stays in this process anyway."""
     fast = speedups()
     # The daemon's stages without jails: one correlation across the files, each file in order.
-    pipeline = Pipeline(SyslogParser(time.time(), local_to_epoch, fast), FilterSet(filters), [], fast=fast)
+    pipeline = Pipeline(SyslogParser(time.time(), local_to_epoch, fast), FilterSet(filters), [], fast=fast,
+                        uid_of=localusers.uid_of)
     write = out.write
     for path in paths:
         for _t, _n, _line, header, events in matched_lines([path], pipeline.parser, pipeline.filters, ReadCount()):

@@ -27,8 +27,12 @@ def all_filters() -> FilterSet:
     return FilterSet([load_filter_file(p) for p in sorted(shipped_dir("filters.d").glob("*.toml"))])
 
 
-def describe(event: Event) -> str:
+def describe(event: Event, logins: frozenset[tuple[str, str]] = frozenset()) -> str:
     parts = [f"{event.filter}.{event.rule}", event.kind]
+    if (event.filter, event.rule) in logins and event.user is not None:
+        # a local login name (Exim's U=), which the pipeline resolves to the uid
+        parts.append(f"login={event.user}")
+        event = event._replace(user=None)
     for name in ("ip", "user", "uid", "sender", "queue_id", "recipients", "status"):
         value = getattr(event, name)
         if value is not None:
@@ -50,7 +54,7 @@ def expected_and_actual(path: Path, fset: FilterSet) -> list[tuple[int, str, str
             continue
         header = parser.parse(raw)
         events = fset.match_logged(parser, raw, header) if header else []
-        actual = " ; ".join(describe(e) for e in events) or "none"
+        actual = " ; ".join(describe(e, fset.login_rules) for e in events) or "none"
         rows.append((lineno, expect if expect is not None else "<missing expectation>", actual))
         expect = None
     return rows
@@ -66,7 +70,7 @@ def regen(path: Path) -> None:
         if raw and not raw.startswith(b"#"):
             header = parser.parse(raw)
             events = fset.match_logged(parser, raw, header) if header else []
-            out.append(b"# expect: " + (" ; ".join(describe(e) for e in events) or "none").encode())
+            out.append(b"# expect: " + (" ; ".join(describe(e, fset.login_rules) for e in events) or "none").encode())
         out.append(raw)
     path.write_bytes(b"\n".join(out))
 

@@ -44,8 +44,8 @@ def test_mailban_test_finds_every_category(tmp_path: Path) -> None:
         assert f"Lines: {LINES} read, {LINES} with a syslog header" in text
         per_rule = re.findall(r"^\s+\d+\s+([\w-]+)\.([\w.-]+)\s+([\w-]+)$", text, re.M)
         # every filter finds something, but cleanup's milter rejects (the generator runs no milter)
-        # and exim (bench/genlog.py writes no Exim lines yet: issue 16, part 5)
-        assert {f.name for f in filters} - {f for f, _, _ in per_rule} == {"postfix-cleanup", "exim"}
+        # and Exim's (the postfix host's log holds no Exim lines: --mta exim, below)
+        assert {f.name for f in filters} - {f for f, _, _ in per_rule} == {"postfix-cleanup", "exim", "exim-queue"}
         kinds = {k for _, _, k in per_rule}
         assert {"auth-failure", "reject", "rate-limit", "protocol", "login", "submission", "queued",
                 "delivery", "removed"} <= kinds
@@ -65,4 +65,33 @@ def test_mailban_replay_processes_every_line_and_bans(tmp_path: Path) -> None:
     m = re.search(r"(\d+) decisions from (\d+) log lines", text)
     assert m is not None and int(m.group(2)) == LINES
     assert int(m.group(1)) > 0
+    assert "mail-abuse  ban ip " in text
+
+
+def test_the_exim_log_reaches_every_exim_category(tmp_path: Path) -> None:
+    """`--mta exim`: Exim's own mainlog lines (its stamp, +pid) with dovecot's, every Exim
+    category the attacks write found, the queue read, and replay banning from them."""
+    path = tmp_path / "exim.log"
+    lines = list(genlog().generate(LINES, seed=7, mta="exim"))
+    assert lines == list(genlog().generate(LINES, seed=7, mta="exim")) and len(lines) == LINES
+    path.write_text("".join(line + "\n" for line in lines))
+    filters = config.load_filters(tmp_path / "no-such-conf", None)
+    out = io.StringIO()
+    assert run_test([str(path)], filters, False, out) == 0
+    text = out.getvalue()
+    assert f"Lines: {LINES} read, {LINES} with a syslog header" in text
+    rules = {f"{f}.{r}" for f, r, _ in re.findall(r"^\s+\d+\s+([\w-]+)\.([\w.-]+)\s+([\w-]+)$", text, re.M)}
+    for rule in ("exim.auth-failed", "exim.relay-denied", "exim.user-unknown", "exim.helo-rejected",
+                 "exim.data-rejected", "exim.acl-rejected", "exim.ratelimit", "exim.sync-greeting",
+                 "exim.sync-pipelining", "exim.too-many-nonmail", "exim.too-many-errors",
+                 "exim.too-many-connections", "exim-queue.arrival-auth", "exim-queue.arrival",
+                 "exim-queue.local", "exim-queue.delivered", "exim-queue.delivered-more",
+                 "exim-queue.deferred", "exim-queue.bounced", "exim-queue.completed", "dovecot.auth-failed"):
+        assert rule in rules, rule
+    assert not {r for r in rules if r.startswith(("postfix", "sendmail", "postscreen"))}
+    out = io.StringIO()
+    assert run_replay([str(path)], config.load(str(config.SHIPPED_DEFAULT)), False, out) == 0
+    text = out.getvalue()
+    m = re.search(r"(\d+) decisions from (\d+) log lines", text)
+    assert m is not None and int(m.group(2)) == LINES and int(m.group(1)) > 0
     assert "mail-abuse  ban ip " in text

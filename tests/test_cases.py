@@ -72,3 +72,11 @@ def test_the_cases_show_what_their_headers_say() -> None:
     (stolen,) = [d for d in _decisions("outbound-hold") if d["decision"] == "ban"]
     assert (stolen["jail"], stolen["key"], stolen["count"]) == ("outbound-user", "bob@example.test", 200)
     assert stolen["actions"] == ["notify", "queue-hold", "sasl-disable"]
+
+    exim = [d for d in _decisions("exim-outbound") if d["decision"] == "ban"]
+    assert [(d["jail"], d["key_type"], d["key"], d["count"]) for d in exim] == [
+        ("outbound-user", "user", "bob@example.test", 200), ("outbound-uid", "uid", "33", 200)]
+    assert exim[0]["actions"] == ["notify", "queue-hold", "sasl-disable"]
+    assert exim[0]["ips"] == [f"198.51.100.{n}" for n in range(100, 125)]  # from H=, never the forged one
+    assert all("U=www-data P=local" in line for line in exim[1]["lines"])
+    assert not any(d["key"] in ("news@example.test", "192.0.2.10") for d in _decisions("exim-outbound"))

@@ -3,6 +3,8 @@ however the lines of many messages interleave, with bounded memory."""
 
 from __future__ import annotations
 
+import pytest
+
 import random
 
 from mailban.core.correlate import Correlator
@@ -176,3 +178,37 @@ def test_held_failures_are_bounded_in_time() -> None:
     # a failure with an address, or an event of another kind, is never held
     assert c.process(ev(5000.0, "auth-failure", "Q9", ip="192.0.2.1"), hdr(b"sm-mta")) is not None
     assert c.process(ev(5000.0, "delivery", "Q8"), hdr(b"sm-mta")) is not None
+
+
+# --- Exim: arrivals joined to their deliveries by message id; U= login names resolved to uids ----
+EXIM_LINES = [
+    b"2026-12-03 14:12:23 [3109] 1xZ7Xr-0000o9-1s <= alice@example.test H=(client.example.test) [127.0.0.40] P=esmtpa A=plain_server:alice@example.test S=348",
+    b"2026-12-03 14:12:23 [3126] 1xZ7Xv-000000000rr-1YL0 <= \"x U=root P=local\"@mx.example.test U=nobody P=local S=407 T=\"U=root\"",
+    b"2026-12-03 14:12:23 [3110] 1xZ7Xr-0000o9-1s ** gone@mx.example.test R=gone: mailbox gone",
+    b"2026-12-03 14:12:23 [3110] 1xZ7Xr-0000o9-1s == friend@remote.example.net R=smarthost T=remote_smtp defer (111): Connection refused",
+    b"2026-12-03 14:12:23 [3137] 1xZ7Xv-000000000rr-1YL0 => alice <alice@mx.example.test> R=local_user T=devnull",
+    b"2026-12-03 14:12:23 [3137] 1xZ7Xv-000000000rr-1YL0 Completed",
+]
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_exim_deliveries_count_against_the_account_and_the_uid(fast: bool) -> None:
+    p = _pipeline(fast)
+    p.uid_of = {"nobody": 65534}.get
+    out = [e for raw in EXIM_LINES for e in p.events(raw)]
+    by = [(e.rule, e.user, e.uid, e.ip, e.status) for e in out]
+    assert by == [
+        ("arrival-auth", "alice@example.test", None, "127.0.0.40", None),
+        ("local", None, 65534, None, None),
+        ("bounced", "alice@example.test", None, "127.0.0.40", "bounced"),
+        ("deferred", "alice@example.test", None, "127.0.0.40", "deferred"),
+        ("delivered", None, 65534, None, "sent"),
+        ("completed", None, 65534, None, None),
+    ]
+
+
+def test_an_unresolved_login_is_neither_a_uid_nor_an_account() -> None:
+    p = _pipeline(False)
+    p.uid_of = {}.get
+    (e,) = p.events(EXIM_LINES[1])
+    assert e.user is None and e.uid is None and e.sender == '"x U=root P=local"@mx.example.test'

@@ -9,9 +9,9 @@ Exim through `chroot ROOT exim4` argv lists; the list files live in the root's
 /var/lib/mailban/exim, where the configuration below (ACL lines copied from docs/exim.md) reads
 them. Mail to remote domains goes to a smarthost on a closed port: it stays in the queue.
 
-Part 3 of issue 16 (the outbound Exim rules) is not on this branch: a test-only filter in the
-test's config dir (ARRIVALS) turns `<= ... A=authenticator:user` arrival lines into
-`submission` events keyed by user, and the jails count a handful of messages instead of 200.
+The shipped exim-queue filter (part 3 of issue 16) turns `<= ... A=authenticator:user` arrival
+lines into `submission` events keyed by user, joined to their deliveries by message id; the
+jails count a handful of messages instead of 200.
 - password guessing: 3 failed AUTHs from .2 ban it in nft; .3 still connects;
 - stolen account: 5 messages -> the queued ones are frozen (`exim -Mf`, found through the
   correlation and the spool's `-auth_id`), alice goes into held-users; 3 more in a new session
@@ -136,20 +136,6 @@ plain_server:
   server_set_id = $auth2
 """
 
-# Test only (part 3 of issue 16 brings the real outbound rules): an authenticated arrival.
-ARRIVALS = r"""
-[filter]
-description = "test only: Exim arrivals of SASL users as submissions"
-programs = ["exim", "exim4"]
-prefix = '(?:[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3})?(?: [-+][0-9]{4})? )?(?:\[[0-9]{1,10}\] )?'
-
-[[rule]]
-id = "arrival-auth"
-kind = "submission"
-literal = " <= "
-pattern = '<QID> <= <SENDER> <EXIMHOST> P=\w+ (?:X=\S+ )?A=\w+:<ACCOUNT> S=\d+.*$'
-"""
-
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -190,7 +176,6 @@ class Env:
         lists = str(self.root / LISTS.lstrip("/"))
         t = self.tmp
         (t / "filters.d").mkdir()
-        (t / "filters.d" / "exim-arrivals.toml").write_text(ARRIVALS)
         actions = {
             "queue-hold": f'mta = "exim"\nexim = {exim4!r}\nlists_dir = "{lists}"\n'
                           f'spool_directory = "{self.root}/var/spool/exim4"\n',

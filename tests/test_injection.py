@@ -236,12 +236,31 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "exim.lost-connection": ("exim", "unexpected disconnection while reading SMTP command from ({h}) [{ip}] D=12s", "exim.lost-connection"),
     "exim.lost-connection-smtp": ("exim", "SMTP connection from ({h}) [{ip}]:41234 I=[198.51.100.1]:25 lost D=0.001s", "exim.lost-connection-smtp"),
     "exim.incomplete(none)": ("exim", "H=({h}) [{ip}] incomplete transaction (QUIT) from <{b}>", None),
-    "exim.arrival(none)": ("exim", "1tAbCd-000000012Ab-1FGh <= {b} H=({h}) [{ip}] P=esmtpa A=plain_server:{a} S=300", None),
+    # exim-queue (tests/filters/exim-outbound.log): the sender first (spaces only inside its quoted
+    # local part, `"` and `\\` escaped: QUOTED below), then Exim's H=, P=, A=, U=; subject, id= and
+    # recipients after S=
+    "exim-queue.arrival-auth": ("exim", "1tAbCd-000000012Ab-1FGh <= \"{b}\"@example.net H=({h}) [{ip}]:41234 P=esmtpsa X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no SNI={h} A=dovecot_plain:{u} S=300 id={a} T=\"{d}\" for {a} {c}", "exim-queue.arrival-auth"),
+    "exim-queue.arrival-auth-stamped": ("exim4", "2026-11-25 11:12:00 [4242] 1rKx2p-0004Ab-1F <= {i}@example.net H=({h}) [{ip}] P=esmtpa A=plain_server:{u} S=300 T=\"{d}\" for {a}", "exim-queue.arrival-auth"),
+    "exim-queue.arrival": ("exim", "1rKx2p-0004Ab-1F <= \"{b}\"@example.net H=({h}) [{ip}] P=esmtp S=300 id={a} T=\"{d}\" for {a}", "exim-queue.arrival"),
+    "exim-queue.local": ("exim", "1rKx2p-0004Ab-1F <= \"{b}\"@example.net U={i} P=local S=300 T=\"{d}\" for {a} {c}", "exim-queue.local"),
+    "exim-queue.delivered": ("exim", "1rKx2p-0004Ab-1F => {a} <{a}> R=dnslookup T=remote_smtp H={h} [{ip}] C=\"250 {d}\"", "exim-queue.delivered"),
+    "exim-queue.delivered-more": ("exim", "1rKx2p-0004Ab-1F -> {a} <{a}> R=dnslookup T=remote_smtp H={h} [{ip}]", "exim-queue.delivered-more"),
+    "exim-queue.cutthrough": ("exim", "1rKx2p-0004Ab-1F >> {a} R=dnslookup T=remote_smtp H={h} [{ip}] C=\"250 {d}\"", "exim-queue.cutthrough"),
+    "exim-queue.bounced": ("exim", "1rKx2p-0004Ab-1F ** {a} R=dnslookup T=remote_smtp H={h} [{ip}]: SMTP error from remote mail server after RCPT TO:<{a}>: 550 {d}", "exim-queue.bounced"),
+    "exim-queue.deferred": ("exim", "1rKx2p-0004Ab-1F == {a} R=dnslookup T=remote_smtp defer (-44) H={h} [{ip}]: SMTP error from remote mail server after RCPT TO:<{a}>: 451 {d}", "exim-queue.deferred"),
     "exim.sender-verify-fail(none)": ("exim", "H=({h}) [{ip}] sender verify fail for <{b}>: {d}", None),
 }
 # Rules that take only the queue id from a line that also shows the address, because client text
 # surrounds it there: correlate.py gives their events the address of the message's earlier line.
 QUEUE_ID_ONLY = {"postfix-cleanup.content-reject"}
+# Slots that the program writes inside double quotes with `"` and `\\` escaped (Exim's quoted
+# local parts, as the SMTP client must send them, and its T="subject"): the attacker's text is
+# escaped as the program's own output would show it.
+QUOTED = {name: "bd" for name in ("exim-queue.arrival-auth", "exim-queue.arrival-auth-stamped",
+                                  "exim-queue.arrival", "exim-queue.local")}
+# The delivery lines name the remote server (H=... [ip]), never the client: they take no address.
+NO_CLIENT = {"exim-queue.delivered", "exim-queue.delivered-more", "exim-queue.cutthrough",
+             "exim-queue.bounced", "exim-queue.deferred"}
 HARMLESS = {"a": "alice@example.test", "b": "bob@example.net", "c": "client.example.net", "d": "whatever text",
             "h": "mx.example.net", "u": "carol@example.test", "i": "joe"}
 # Templates whose rule must fire, with the real address (and the real account in {u}), whatever
@@ -266,6 +285,7 @@ ALWAYS_FOUND = {
     "sendmail-queue.queued", "sendmail-queue.queued-quoted",
     "postfix.sasl-auth-failed-port", "postfix.relay-denied-310", "postfix.milter-reject", "postfix.milter-reject-cleanup",
     "sendmail.vrfy-expn-rejected", "postfix.illegal-address-syntax", "postfix.user-unknown-vrfy",
+    "exim-queue.arrival-auth", "exim-queue.arrival-auth-stamped", "exim-queue.arrival",
 }
 # Real account names (dovecot's default auth_username_chars), RFC 1413 names as sendmail keeps them.
 account = st.from_regex(r"[a-z0-9][a-z0-9._@-]{0,24}", fullmatch=True)
@@ -297,13 +317,14 @@ def test_every_template_is_a_real_line_of_its_rule(name: str) -> None:
             assert all(e.ip in (None, ip) for e in found), (name, found)
             if "{ip}" in message and next(e for e in found if f"{e.filter}.{e.rule}" == rule).ip is None:
                 assert (rule.startswith(("postfix-queue.", "sendmail-queue.")) and rule != "sendmail-queue.queued"
-                        or rule in QUEUE_ID_ONLY), found
+                        or rule in QUEUE_ID_ONLY or name in NO_CLIENT), found
 
 
 def test_every_shipped_rule_has_a_template() -> None:
     rules = {f"{f.name}.{r.id}" for f in FILTERS.filters for r in f.rules}
     covered = {rule for _p, _m, rule in TEMPLATES.values() if rule}
-    missing = rules - covered - {"postfix-queue.removed"}  # `QID: removed`: no field to inject into
+    # `QID: removed`, `QID Completed`: no field to inject into
+    missing = rules - covered - {"postfix-queue.removed", "exim-queue.completed"}
     assert not missing, missing
 
 
@@ -339,6 +360,8 @@ def test_attacker_text_never_moves_the_address(name: str, data: st.DataObject, h
     program, message, rule = TEMPLATES[name]
     text = attacker_text(message)
     slots = {k: data.draw(text, label=k) for k in "abcd"}
+    for k in QUOTED.get(name, ""):
+        slots[k] = slots[k].replace("\\", "\\\\").replace('"', '\\"')
     real = REAL6 if v6 else REAL4
     raw = line(program, message, real, {**slots, "h": h, "u": u, "i": i})
     found = events(raw)
@@ -346,6 +369,8 @@ def test_attacker_text_never_moves_the_address(name: str, data: st.DataObject, h
         assert event.ip in (None, real), (name, event.filter, event.rule, event.ip, raw)
         if "{u}" in message and event.user is not None and f"{event.filter}.{event.rule}" == rule:
             assert event.user == u, (name, event.user, u, raw)
+        if "U={i}" in message and f"{event.filter}.{event.rule}" == rule:
+            assert event.user == i, (name, event.user, i, raw)  # the login name, only from U=
     # sendmail takes arguments of 255 bytes at most, echoes one of 203 or more shortened, and
     # cuts msgid= to 100: the model's client stays within what the programs accept unchanged.
     if name in ALWAYS_FOUND and "\n" not in "".join(slots.values()) and max(map(len, slots.values())) <= 100:

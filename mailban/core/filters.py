@@ -125,6 +125,10 @@ def _build_rule(name: str, doc: TomlDoc, i: int, raw: Any, prefix: str, ids: set
         line, col = doc.where(where + ("pattern",))
         # `col` points at the opening quote of the value; the template starts one further on.
         raise ConfigError(doc.path, line, col + exc.column, f"rule {rid!r}: {exc.message}") from None
+    if "login" in compiled.fields and kind != "submission":
+        # the pipeline resolves login names on submissions only (Pipeline._resolve_logins): a
+        # login name left in `user` would count as a SASL account
+        raise doc.error(where + ("pattern",), "<LOGINNAME> is for `submission` rules only")
     if status is not None and "status" in compiled.fields:
         raise doc.error(where + ("status",), "give either `status` or a <STATUS> placeholder, not both")
     return Rule(name, rid, kind, compiled, status)
@@ -182,7 +186,7 @@ class FilterSet:
     `mailban test` or `replay` that runs in C does not pay for it.
     """
 
-    __slots__ = ("filters", "_dispatch", "_combined")
+    __slots__ = ("filters", "_dispatch", "_combined", "login_rules")
     # Makes the per-rule builders: `(rule, group-name suffix) -> build(m, time, line, source,
     # lineno)`; what they return is what match() returns (Events here, see TallySet). Looked up
     # through a lambda because the builders are defined further down.
@@ -191,6 +195,10 @@ class FilterSet:
 
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = tuple(filters)
+        # (filter, rule id) of the rules whose `user` is a local login name (<LOGINNAME>, Exim's
+        # `U=` on local submissions), which the pipeline resolves to a uid (Pipeline.uid_of).
+        self.login_rules = frozenset((r.filter, r.id) for f in self.filters for r in f.rules
+                                     if "login" in r.pattern.fields)
         self._dispatch: dict[bytes, tuple[Group, ...]] = {}
         self._combined: dict[bytes, tuple[Group, ...]] = {}
 

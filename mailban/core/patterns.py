@@ -96,6 +96,19 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
     # parenthesis, so the address after it is always the program's.
     "LOGIN": (r"(?P<user>[^,()\n]*)", frozenset({"user"})),
     "ADDR": (r"[^<>]*", frozenset()),
+    # Exim's envelope sender on an arrival line (`<= sender`): the client's MAIL FROM, which
+    # holds spaces only inside a quoted local part (`"x H=[6.6.6.6] A=a:b"@example.test`, as
+    # Exim logs it). Taken as quoted strings and runs without space or quote, possessively, so
+    # it always ends at the first space outside quotes: no forged field inside it can be read
+    # as one of Exim's. `<>` (a bounce) is no sender.
+    "EXIMSENDER": (r'(?:<>|(?P<sender>(?:[^\s"]++|"(?:[^"\\\n]++|\\.)*+")++))', frozenset({"sender"})),
+    # Exim's `A=authenticator:ACCOUNT` (server_set_id, the name the client authenticated as):
+    # no space, taken up to a `:` (+smtp_mailauth appends `:sender`, the client's AUTH= text).
+    "EXIMACCOUNT": (r"(?P<user>[^\s:]++)", frozenset({"user"})),
+    # A local account's login name (Exim's `U=` on a local submission): the event's `user`
+    # carries it only until the pipeline resolves it to a uid (Pipeline.uid_of); `login` marks
+    # the rule for that (FilterSet.login_rules). Login names hold no space.
+    "LOGINNAME": (r"(?P<user>[^\s]+)", frozenset({"user", "login"})),
     # postfix and sendmail queue ids, and Exim's message ids: `1rKx2p-0004Ab-1F`, and since 4.97
     # `1tAbCd-000000012Ab-1FGh` (time, pid and fraction of a second in base 62).
     "QID": (r"(?P<qid>[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"

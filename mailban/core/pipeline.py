@@ -16,7 +16,7 @@ Must never: perform I/O or read the clock (see mailban.core).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .correlate import Correlator, Message
 from .decisions import Folded, Suppressed, Valve, decide
@@ -36,6 +36,12 @@ class Pipeline:
     fast: Any = None
     # The rate limit on decisions (max_bans_per_minute); None: none.
     valve: Valve | None = None
+    # A local login name -> its uid, or None (mailban.localusers: the password database, read
+    # outside the core). Exim logs a local submission's login name (`U=www-data`), the uid
+    # jails count uids: events of FilterSet.login_rules carry the name in `user` until
+    # correlated() moves it here. Without it, or for a name it does not know, the event keeps
+    # neither (no uid to count, and a login name must never count as a SASL account).
+    uid_of: Callable[[str], int | None] | None = None
     # Per event kind, the jails an event of that kind goes to, in order, each with whether it
     # wants the kind (else it is offered the event only while it holds addresses on
     # probation, which only ban_ips jails do: see Jail._ip_ban). Built on first use per kind.
@@ -56,6 +62,8 @@ class Pipeline:
         """A line's events after queue-id correlation (qmgr retries dropped, the submitting
         account filled in)."""
         correlator = self.correlator
+        if self.filters.login_rules:
+            self._resolve_logins(events)
         if self.fast is not None:
             out: list[Event] = self.fast.correlate(correlator, events, header, Message, Event)
         else:
@@ -69,6 +77,17 @@ class Pipeline:
             out.extend(correlator.released)
             correlator.released.clear()
         return out
+
+    def _resolve_logins(self, events: list[Event]) -> None:
+        """Login rules' events (in place) with their login name resolved to the uid (uid_of).
+        Only submissions come from login rules: the kind is checked first (the pipeline's
+        events are fresh lists of tuples, one or two per line)."""
+        logins = self.filters.login_rules
+        for i, event in enumerate(events):
+            if event[1] == "submission" and (event[2], event[3]) in logins:
+                name = event.user
+                uid = self.uid_of(name) if self.uid_of is not None and name is not None else None
+                events[i] = event._replace(user=None, uid=uid)
 
     def feed(
         self, line: bytes, now: float | None = None, source: str = "", lineno: int = 0

@@ -249,6 +249,21 @@ class SyslogParser:
         elif 48 <= first <= 57:  # a digit: RFC 3339
             end = line.find(b" ", 0, 40)
             if end < 19:
+                if end == 10 and line[19] == 32:
+                    # Exim's own log, `YYYY-MM-DD HH:MM:SS ` (the C cut leaves these to Python):
+                    # what _other would do, with the stamp's time cached under its 19 bytes (a
+                    # key with a space, which no RFC 3339 stamp of _iso_time's has).
+                    stamp = line[:19]
+                    when = self._iso_cache.get(stamp)
+                    if when is None:
+                        got = self._stamp(line, 0)
+                        if got is None or got[1] != 20:
+                            return self._other(line)
+                        when = got[0]
+                        if len(self._iso_cache) >= _CACHE_MAX:
+                            self._iso_cache.clear()
+                        self._iso_cache[stamp] = when
+                    return self._exim(line, when, 20)
                 return self._other(line)
             when = self._iso_time(line[:end])
             if when is None:

@@ -2,7 +2,8 @@
 
 Each scenario is a folder: mailban.toml (the configuration, its header says what the case shows),
 input.log (written here, in the line formats of the real captures in tests/filters/: postfix 3.7
-and dovecot 2.3 through rsyslog's RFC 3339 stamps, Debian 12's default) and expected.jsonl (what
+and dovecot 2.3 through rsyslog's RFC 3339 stamps, Debian 12's default; Exim's own mainlog for
+exim-outbound) and expected.jsonl (what
 `mailban replay --json` decides, which tests/test_cases.py checks and regenerates with
 MAILBAN_REGEN_CASES=1 for review).
 
@@ -93,6 +94,63 @@ def outbound_hold() -> list[tuple[float, str]]:
     return lines
 
 
+def exim_stamp(seconds: float) -> str:
+    return (T0 + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S +0000")
+
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def exim_id(n: int) -> str:
+    """A 4.97+ message id (`1xZ7Xv-000000000rj-0e35`), distinct per n."""
+    digits = ""
+    for _ in range(4):
+        n, r = divmod(n, 62)
+        digits = _B62[r] + digits
+    return f"1xZ7Xv-0000000{digits}-0e35"
+
+
+def exim_message(t: float, n: int, arrival: str, rcpts: list[str], bounce: bool = False) -> list[tuple[float, str]]:
+    """An Exim message in Exim's own mainlog format with +pid and log_timezone (so that the case does
+    not depend on the local zone; Debian's /var/log/exim4/mainlog, the
+    shapes of tests/filters/exim-outbound.log): the arrival, one delivery line per recipient
+    (`=>`, then `->` for the others of the same delivery, `**` for a bounce), Completed."""
+    mid = exim_id(n)
+    pid = 3000 + n % 5000
+    lines = [(t, f"{exim_stamp(t)} [{pid}] {mid} <= {arrival}")]
+    for k, rcpt in enumerate(rcpts):
+        mark = "**" if bounce and k == len(rcpts) - 1 else ("=>" if k == 0 else "->")
+        tail = f"R=dnslookup T=remote_smtp: SMTP error from remote mail server after RCPT TO:<{rcpt}>: 550 no such user" \
+            if mark == "**" else f"R=dnslookup T=remote_smtp H=mx.example.org [203.0.113.5] C=\"250 OK\""
+        lines.append((t + 1, f"{exim_stamp(t + 1)} [{pid + 1}] {mid} {mark} {rcpt} {tail}"))
+    lines.append((t + 1, f"{exim_stamp(t + 1)} [{pid + 1}] {mid} Completed"))
+    return lines
+
+
+def exim_outbound() -> list[tuple[float, str]]:
+    lines = []
+    for n in range(150):  # a newsletter account: 150 messages an hour, 3 recipients each: never acted on
+        lines += exim_message(n * 24.0, n, f"news@example.test H=(office) [192.0.2.10] P=esmtpsa "
+                              "X=TLS1.3:TLS_AES_256_GCM_SHA384:256 CV=no A=dovecot_plain:news@example.test "
+                              f"S=8123 T=\"Newsletter {n}\" for a{n}@example.org b{n}@example.org c{n}@example.org",
+                              [f"a{n}@example.org", f"b{n}@example.org", f"c{n}@example.org"])
+    for n in range(220):  # a stolen account: 220 messages in 37 minutes, from 25 addresses, some bounce
+        lines += exim_message(600 + n * 10.0, 1000 + n, f"\"ceo A=dovecot_plain:news@example.test\"@example.test "
+                              f"H=(pc{n % 25}) [198.51.100.{n % 25 + 100}] P=esmtpa A=dovecot_plain:bob@example.test "
+                              f"S=2100 T=\"Invoice H=[192.0.2.10] U=news\" for x{n}@example.net",
+                              [f"x{n}@example.net"], bounce=n % 3 == 0)
+    for n in range(210):  # a hacked web application (www-data): 210 messages through sendmail in 35 minutes
+        lines += exim_message(900 + n * 10.0, 2000 + n, "www-data@mx.example.test U=www-data P=local S=1500 "
+                              f"T=\"You won U=news A=dovecot_plain:news@example.test\" for v{n}@example.com",
+                              [f"v{n}@example.com"])
+    # Exim's own bounces (U=Debian-exim, R=parent): not submissions of any uid
+    for n in range(0, 220, 3):
+        lines += exim_message(601 + n * 10.0, 5000 + n, f"<> R={exim_id(1000 + n)} U=Debian-exim P=local S=1700 "
+                              "T=\"Mail delivery failed: returning message to sender\" for x@example.test",
+                              ["bob@example.test"])
+    return lines
+
+
 SCENARIOS = {
     "threshold": threshold,
     "escalation": escalation,
@@ -100,6 +158,7 @@ SCENARIOS = {
     "valve": valve,
     "account-guess-owner": account_guess_owner,
     "outbound-hold": outbound_hold,
+    "exim-outbound": exim_outbound,
 }
 
 

@@ -169,6 +169,12 @@ smarthost:
   route_list = * 127.0.0.1::2599
   self = send
   no_more
+gone:
+  driver = redirect
+  domains = +local_domains
+  local_parts = gone
+  data = :fail: mailbox gone
+  allow_fail
 local_user:
   driver = accept
   domains = +local_domains
@@ -183,6 +189,7 @@ devnull:
   driver = appendfile
   file = /dev/null
   user = Debian-exim
+  batch_max = 10
 
 begin retry
 *  *  F,1h,15m
@@ -208,6 +215,8 @@ RUNS = {
                   "log_selector = +pid +millisec +smtp_connection +incoming_interface +incoming_port "
                   "+outgoing_port +all_parents +smtp_protocol_error +smtp_syntax_error +smtp_no_mail "
                   "+smtp_incomplete_transaction\nlog_timezone = true\nsyslog_timestamp = false"),
+    # the outbound capture (capture-outbound): recipients and subjects on arrival lines
+    "outbound": ("/var/log/exim4/%slog : syslog", "log_selector = +received_recipients +subject +pid"),
 }
 
 RSYSLOG = """module(load="imuxsock" SysSock.Name="{sock}" SysSock.RateLimit.Interval="0")
@@ -302,6 +311,16 @@ class Exim:
         msg = b"Subject: local\n\nhello from a web script\n"
         subprocess.run(["ip", "netns", "exec", self.netns, "chroot", "--userspec=65534:65534", str(self.root),
                         "/usr/sbin/exim4", "-odi", "alice@mx.example.test"],
+                       input=msg, check=False, timeout=30)
+
+    def submit_local_outbound(self) -> None:
+        """sendmail(1) as uid 65534 with a sender and a subject of its choosing (the hacked web
+        application): one recipient delivered, one bounced (`gone`, a :fail: redirect)."""
+        msg = (b"From: \"x U=root P=local\" <www@mx.example.test>\n"
+               b"Subject: forged U=root A=plain_server:mallory [6.6.6.6]\n\nhello\n")
+        subprocess.run(["ip", "netns", "exec", self.netns, "chroot", "--userspec=65534:65534", str(self.root),
+                        "/usr/sbin/sendmail", "-odi", "-F", "x U=root P=local",
+                        "alice@mx.example.test", "gone@mx.example.test"],
                        input=msg, check=False, timeout=30)
 
     def stop(self) -> None:
@@ -407,10 +426,46 @@ def traffic(host: str = "127.0.0.1", port: int = PORT) -> None:
         b"DATA\r\n", b"Subject: hi\r\n\r\nhi alice\r\n.\r\n", b"QUIT\r\n"])
 
 
+def traffic_outbound(host: str = "127.0.0.1", port: int = PORT) -> None:
+    """.40: an authenticated submission whose sender, Message-ID and subject forge fields, to two
+    local users (one delivery: `=>` then `->`), a :fail: address (`**`, and Exim's bounce to the
+    sender) and a remote one (deferred: `==`)."""
+    plain = b"AUTH PLAIN " + base64.b64encode(b"\0alice@example.test\0S3cret-alice") + b"\r\n"
+    body = (b"Message-ID: <a H=[6.6.6.6] A=plain_server:mallory@x>\r\n"
+            b"Subject: hi A=plain_server:mallory H=[6.6.6.6] U=root\r\n\r\nhello\r\n.\r\n")
+    converse(host, port, "127.0.0.40", [
+        b"EHLO client.example.test\r\n", plain,
+        b'MAIL FROM:<"x H=[6.6.6.6] P=esmtpa A=plain_server:mallory"@example.test>\r\n',
+        b"RCPT TO:<bob@mx.example.test>\r\n", b"RCPT TO:<alice@mx.example.test>\r\n",
+        b"RCPT TO:<gone@mx.example.test>\r\n", b"RCPT TO:<friend@remote.example.net>\r\n",
+        b"DATA\r\n", body, b"QUIT\r\n"])
+
+
+def capture_outbound(outdir: Path, suites: list[str]) -> None:
+    """The `outbound` run only: traffic_outbound and a local sendmail(1) submission."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    for suite in suites:
+        exim = Exim(suite, "outbound")
+        try:
+            exim.start()
+            with exim.inside():
+                traffic_outbound()
+            exim.submit_local_outbound()
+            time.sleep(3)
+            (outdir / f"{suite}-outbound.version").write_text(exim.version + "\n")
+            for name, path in (("mainlog", exim.mainlog), ("syslog", exim.syslog)):
+                if path.exists():
+                    shutil.copy(path, outdir / f"{suite}-outbound.{name}")
+        finally:
+            exim.stop()
+        exim.cleanup()
+        print(f"[exim] {suite} outbound: {exim.version}")
+
+
 def capture(outdir: Path, suites: list[str]) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     for suite in suites:
-        for run in RUNS:
+        for run in ("default", "selectors"):
             exim = Exim(suite, run)
             try:
                 exim.start()
@@ -430,7 +485,9 @@ def capture(outdir: Path, suites: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "capture":
+    if len(sys.argv) >= 3 and sys.argv[1] == "capture-outbound":
+        capture_outbound(Path(sys.argv[2]), sys.argv[3:] or list(SUITES))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "capture":
         capture(Path(sys.argv[2]), sys.argv[3:] or list(SUITES))
     else:
         print(__doc__)
