@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from mailban import config
 from mailban.core.errors import ConfigError
 from mailban.core.patterns import PLACEHOLDERS, PatternError, backtracking_hazard, compile_pattern
-from mailban.core.syslog import SyslogParser
+from mailban.core.syslog import REPEATS, SyslogParser
 from tests.filter_samples import NOW, SAMPLES, all_filters
 
 EXAMPLES = int(os.environ.get("MAILBAN_FUZZ_EXAMPLES", "120"))
@@ -61,8 +61,12 @@ def test_syslog_parser_never_raises(raw: bytes, now: float) -> None:
     header = SyslogParser(now).parse(raw)
     if header is not None:
         assert 0 < header.msg_start <= len(raw)
-        # the program is named in the line, but for Exim's own files, whose lines name none (`exim`)
-        assert header.program and (header.program in raw or header.program == b"exim")
+        # the program is named in the line, but for Exim's own files, whose lines name none
+        # (`exim`), and `last message repeated N times` lines, which name none (syslog.REPEATS)
+        if header.program == REPEATS:
+            assert b"last message repeated " in raw[header.msg_start:]
+        else:
+            assert header.program and (header.program in raw or header.program == b"exim")
         assert header.time == header.time  # not NaN
     fset = all_filters()
     if header is not None:
