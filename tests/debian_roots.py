@@ -25,23 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.mta import debian_mirror
+
 CACHE = Path(os.environ.get("MAILBAN_PKG_ROOTS", "/var/cache/mailban-test"))
 APT = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "-q", "-y"]
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8",
        "HOME": "/root"}
 _counter = itertools.count()
-
-
-def mirror() -> str:
-    if os.environ.get("MAILBAN_DEBIAN_MIRROR"):
-        return os.environ["MAILBAN_DEBIAN_MIRROR"]
-    try:
-        for line in Path("/etc/apt/sources.list.d/debian.sources").read_text().splitlines():
-            if line.startswith("URIs:"):
-                return line.split()[1]
-    except OSError:
-        pass
-    return "http://deb.debian.org/debian"
 
 
 def run(argv: list[str], timeout: float = 300, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -69,7 +59,7 @@ def ensure_root(name: str, release: str, packages: list[str]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         started = time.monotonic()
         try:
-            run(["debootstrap", "--variant=minbase", release, str(tmp), mirror()], timeout=900)
+            run(["debootstrap", "--variant=minbase", release, str(tmp), debian_mirror()], timeout=900)
             (tmp / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
             (tmp / "usr/sbin/policy-rc.d").chmod(0o755)
             with Fresh(tmp, release, overlay=False) as fresh:

@@ -313,8 +313,8 @@ def test_stolen_account_is_frozen_disabled_and_given_back(env: Env) -> None:
     t0 = time.monotonic()
     env.send(netns.OTHER4, HOLD_AT, 0)
     mine = lambda: env.of(user=ALICE)  # noqa: E731
-    took = env.wait(lambda: len(mine()) == HOLD_AT and all(i["frozen"] for i in mine().values())
-                          and ALICE in env.lists("held-users"), what="alice's messages frozen")
+    env.wait(lambda: len(mine()) == HOLD_AT and all(i["frozen"] for i in mine().values())
+             and ALICE in env.lists("held-users"), what="alice's messages frozen")
     print(f"\n[exim {suite}] {HOLD_AT} messages -> all frozen (exim -Mf), held-users written: "
           f"{time.monotonic() - t0:.2f}s")
     assert env.auth_ok()  # held, not disabled yet

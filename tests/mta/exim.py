@@ -56,6 +56,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from tests.mta import debian_mirror
 from tests.mta.clients import connect, converse, read_reply
 
 CACHE = Path(os.environ.get("MAILBAN_EXIM_ROOTS", "/var/cache/mailban-test"))
@@ -70,19 +71,6 @@ def root_of(suite: str) -> Path:
     return CACHE / f"exim-{suite}-root"
 
 
-def _mirror() -> str:
-    mirror = os.environ.get("MAILBAN_TRIXIE_MIRROR")
-    if mirror:
-        return mirror
-    try:
-        for line in Path("/etc/apt/sources.list.d/debian.sources").read_text().splitlines():
-            if line.startswith("URIs:"):
-                return line.split()[1]
-    except OSError:
-        pass
-    return "http://deb.debian.org/debian"
-
-
 def ensure_root(suite: str) -> Path:
     """The cached root with exim4-daemon-light for `suite`, built on first use (about 60 s)."""
     root = root_of(suite)
@@ -93,7 +81,7 @@ def ensure_root(suite: str) -> Path:
                        check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(["debootstrap", "--variant=minbase", suite, str(tmp), _mirror()], check=True,
+    subprocess.run(["debootstrap", "--variant=minbase", suite, str(tmp), debian_mirror()], check=True,
                    capture_output=True, timeout=900)
     rc = tmp / "usr/sbin/policy-rc.d"
     rc.write_text("#!/bin/sh\nexit 101\n")

@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from tests.mta import debian_mirror
 from tests.mta.postfix_dovecot import Service, dovecot_services, main_cf, master_cf, pid_alive, start_daemon
 
 ROOT = Path(os.environ.get("MAILBAN_TRIXIE_ROOT", "/var/cache/mailban-test/trixie-root"))
@@ -64,18 +65,6 @@ def _run(argv: list[str], timeout: float = 60, **kw) -> subprocess.CompletedProc
 
 def root_complete(root: Path = ROOT) -> bool:
     return all((root / p).exists() for p in NEEDED)
-
-
-def _mirror() -> str:
-    if os.environ.get("MAILBAN_TRIXIE_MIRROR"):
-        return os.environ["MAILBAN_TRIXIE_MIRROR"]
-    try:
-        for line in Path("/etc/apt/sources.list.d/debian.sources").read_text().splitlines():
-            if line.startswith("URIs:"):
-                return line.split()[1]
-    except OSError:
-        pass
-    return "http://deb.debian.org/debian"
 
 
 def ensure_root(root: Path = ROOT) -> str | None:
@@ -113,7 +102,7 @@ def _build(root: Path) -> str | None:
                      env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
             shutil.rmtree(tmp, ignore_errors=True)
             # no --include: systemd would pre-depend on a library not yet configured
-            _run(["debootstrap", "--variant=minbase", "trixie", str(tmp), _mirror()], timeout=600)
+            _run(["debootstrap", "--variant=minbase", "trixie", str(tmp), debian_mirror()], timeout=600)
             # no service starts from maintainer scripts; doveconf wants /etc/mtab
             (tmp / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
             (tmp / "usr/sbin/policy-rc.d").chmod(0o755)
@@ -137,7 +126,7 @@ def _build(root: Path) -> str | None:
             out = getattr(exc, "stderr", "") or ""
             subprocess.run(["umount", str(tmp / "proc")], capture_output=True)
             shutil.rmtree(tmp, ignore_errors=True)
-            return f"cannot build the Debian 13 root (network to {_mirror()}?): {exc} {str(out)[-1500:]}"
+            return f"cannot build the Debian 13 root (network to {debian_mirror()}?): {exc} {str(out)[-1500:]}"
         print(f"[trixie] built {root} in {time.monotonic() - t0:.1f}s")
     return None
 
@@ -218,7 +207,7 @@ class Trixie(Service):
         self.dovecot_version = _run(self.tool("dovecot", "--version")).stdout.split()[0]
         self.postfix_version = _run(self.tool("postconf", "-h", "mail_version")).stdout.strip()
         etc = Path("/etc/postfix")  # paths as the chrooted programs see them
-        (self.etc / "aliases").write_text(f"postmaster: root\nmbadmin: /var/lib/mailban-test/admin.mbox\n")
+        (self.etc / "aliases").write_text("postmaster: root\nmbadmin: /var/lib/mailban-test/admin.mbox\n")
         self.admin_mbox.write_text("")
         _run(self.tool("chown", "nobody:nogroup", "/var/lib/mailban-test/admin.mbox"))
         self.admin_mbox.chmod(0o600)
