@@ -64,7 +64,7 @@ def test_parse_mailq_reads_sendmails_listing() -> None:
 
 def test_validate_refuses_unknown_mta() -> None:
     with pytest.raises(ValueError, match="mta"):
-        QueueHoldAction.validate({"mta": "exim"})
+        QueueHoldAction.validate({"mta": "qmail"})
     QueueHoldAction.validate({"mta": "sendmail", "sendmail": ["/usr/sbin/sendmail", "-C", "/x.cf"]})
 
 

@@ -1,6 +1,7 @@
 """The `queue-hold` action: stop a key's queued messages, let them go on unban.
 
-Config (actions.d/queue-hold.toml): mta ("postfix", the default, or "sendmail"); for postfix
+Config (actions.d/queue-hold.toml): mta ("postfix", the default, "sendmail" or "exim": see
+docs/exim.md and mailban/actions/exim.py); for postfix
 postqueue, postsuper, postcat, scan_limit; for sendmail `sendmail` (an argv prefix, default
 ["/usr/sbin/sendmail"], so that `-C FILE` can be added) and `qtool` (sendmail's qtool.pl, for
 purge only); timeout (seconds a program may run before it is killed and the action marked
