@@ -25,8 +25,6 @@ jails count a handful of messages instead of 200.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import shutil
 import smtplib
@@ -39,6 +37,7 @@ import pytest
 
 from tests import netns
 from tests.mta import exim as mta
+from tests.mta import in_netns
 
 pytestmark = [pytest.mark.mta, pytest.mark.root]
 
@@ -136,23 +135,6 @@ plain_server:
   server_set_id = $auth2
 """
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-@contextlib.contextmanager
-def inside(ns: str) -> Iterator[None]:
-    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    there = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if _libc.setns(there, mta.CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
-        try:
-            yield
-        finally:
-            _libc.setns(here, mta.CLONE_NEWNET)
-    finally:
-        os.close(here)
-        os.close(there)
 
 
 class Env:
@@ -249,7 +231,7 @@ actions = ["defer"]
     # ---- clients (in the client namespace) -------------------------------------------------
     def smtp(self, src: str) -> smtplib.SMTP:
         dst = netns.SERVER6 if ":" in src else netns.SERVER4
-        with inside(self.link.cli):
+        with in_netns(self.link.cli):
             return smtplib.SMTP(dst, mta.PORT, source_address=(src, 0), timeout=5)
 
     def send(self, src: str, count: int, start: int) -> None:

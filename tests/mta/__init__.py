@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 from pathlib import Path
+from typing import Iterator
 
 
 def debian_mirror() -> str:
@@ -19,3 +22,27 @@ def debian_mirror() -> str:
     except OSError:
         pass
     return "http://deb.debian.org/debian"
+
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Run the block's socket calls (and the programs it starts) in the network namespace `name`
+    (setns of the calling thread: sockets opened inside keep their namespace after it)."""
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    there = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if _libc.setns(there, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+        try:
+            yield
+        finally:
+            if _libc.setns(here, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the host's namespace failed")
+    finally:
+        os.close(here)
+        os.close(there)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import ctypes
 import itertools
 import os
 import shutil
@@ -54,16 +53,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
-from tests.mta import debian_mirror
+from tests.mta import debian_mirror, in_netns
 from tests.mta.clients import connect, converse, read_reply
 
 CACHE = Path(os.environ.get("MAILBAN_EXIM_ROOTS", "/var/cache/mailban-test"))
 SUITES = {"bookworm": "4.96", "trixie": "4.98"}
 PORT = 2525
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
 
 
@@ -279,20 +275,9 @@ class Exim:
                     time.sleep(0.1)
         raise RuntimeError("exim did not start listening")
 
-    @contextlib.contextmanager
-    def inside(self) -> Iterator[None]:
-        here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        there = os.open(f"/run/netns/{self.netns}", os.O_RDONLY)
-        try:
-            if _libc.setns(there, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
-            try:
-                yield
-            finally:
-                _libc.setns(here, CLONE_NEWNET)
-        finally:
-            os.close(here)
-            os.close(there)
+    def inside(self) -> contextlib.AbstractContextManager[None]:
+        """Run the block's socket calls (and programs it starts) in the namespace."""
+        return in_netns(self.netns)
 
     def submit_local(self) -> None:
         """A local submission as uid 65534 (`U=nobody P=local`): what PHP mail() does."""

@@ -34,7 +34,6 @@ run_in(), `version` ("trixie"), `dovecot_version`, `postfix_version`.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import itertools
 import os
@@ -43,9 +42,8 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
 
-from tests.mta import debian_mirror
+from tests.mta import debian_mirror, in_netns
 from tests.mta.postfix_dovecot import Service, dovecot_services, main_cf, master_cf, pid_alive, start_daemon
 
 ROOT = Path(os.environ.get("MAILBAN_TRIXIE_ROOT", "/var/cache/mailban-test/trixie-root"))
@@ -53,10 +51,8 @@ PACKAGES = ["postfix", "dovecot-imapd", "dovecot-pop3d", "systemd-standalone-sys
 NEEDED = ["usr/bin/apt-get", "usr/sbin/dovecot", "usr/bin/doveadm", "usr/sbin/postconf", "usr/sbin/postfix",
           "usr/lib/dovecot/imap-login", "usr/lib/dovecot/pop3-login"]
 APT = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
-CLONE_NEWNET = 0x40000000
 _counter = itertools.count()
 _build_failed: dict[Path, str] = {}  # a failed build is tried once per test session, not per test
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _run(argv: list[str], timeout: float = 60, **kw) -> subprocess.CompletedProcess:
@@ -163,23 +159,9 @@ class Trixie(Service):
         return subprocess.run(["ip", "netns", "exec", self.netns, "chroot", str(self.root), *argv],
                               check=check, capture_output=True, text=True, timeout=timeout)
 
-    @contextlib.contextmanager
-    def inside(self) -> Iterator[None]:
+    def inside(self) -> contextlib.AbstractContextManager[None]:
         """Run the block's socket calls (and programs it starts) in the namespace."""
-        here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        there = os.open(f"/run/netns/{self.netns}", os.O_RDONLY)
-        try:
-            if _libc.setns(there, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns({self.netns}): {os.strerror(err)}")
-            try:
-                yield
-            finally:
-                if _libc.setns(here, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns back to the host's namespace failed")
-        finally:
-            os.close(here)
-            os.close(there)
+        return in_netns(self.netns)
 
     # --- configuration -------------------------------------------------------------------------
     def _mount(self) -> None:
