@@ -127,10 +127,14 @@ class Config:
             for spec in self.jails
             if spec.enabled
         ]
+        from .actions import registry  # validated these actions at load: already imported
+
         fast = speedups()
         return Pipeline(SyslogParser(now, to_epoch, fast), FilterSet(list(self.filters)), jails, fast=fast,
                         valve=Valve(self.settings.max_bans_per_minute),
-                        uid_of=localusers.resolver(dict(self.settings.local_uids)))
+                        uid_of=localusers.resolver(dict(self.settings.local_uids)),
+                        hold_actions=frozenset(name for name, action in self.actions.items()
+                                               if registry.load(action.type).holds_mail))
 
 
 def _read(path: Path) -> TomlDoc:

@@ -195,8 +195,7 @@ class ControlCommands:
             removed = w.state.remove()
             w.state.drop_windows()
             w.drop_unsaved()
-            for jail in d.pipeline.jails:
-                jail.forget_all()
+            d.pipeline.forget_all()
             d.runner.unban_all(removed)
             d.fleet.unbanned(req, None, None)
             d.notify_status()

@@ -27,15 +27,14 @@ import selectors
 import signal
 import socket
 import time
-from collections import Counter as Tally
 from typing import Any
 
 from .. import __version__, checkpoint, config as config_mod
 from ..control import ConfigRefused, ControlServer
-from ..core.decisions import Folded
+from ..core.decisions import Folded, Outcome, Suppressed
 from ..core.errors import ConfigError
 from ..core.pipeline import Pipeline
-from ..core.records import Ban, Event
+from ..core.records import Ban
 from ..hostaddrs import labelled
 from ..localtime import local_to_epoch
 from ..metrics import Metrics
@@ -80,6 +79,8 @@ class Daemon:
         # Networks never banned, each with why (this host's addresses, mynetworks): for the
         # refusals of a manual ban; set with each pipeline.
         self.protected: tuple[tuple[Any, str], ...] = ()
+        # When a decision may fall due with time alone (Outcome.wake_at; None: none pending).
+        self.wake_at: float | None = None
 
         self.metrics = Metrics(settings.metrics)
         self.writer = StateWriter(State(settings.state_dir), self.notify_status)
@@ -91,6 +92,7 @@ class Daemon:
         self.runner.build(self.config, active)
         self.pipeline = self._build_pipeline(self.config, active)
         self.restored = checkpoint.restore(self.pipeline, self.writer.state.windows(), now)
+        self.wake_at = self.pipeline.wake_at()
         self.active_at_start = len(active)
 
         self.selector = selectors.DefaultSelector()
@@ -175,60 +177,52 @@ class Daemon:
                 self.notifier.notify("WATCHDOG=1")
 
     def _drain(self, tail: Source) -> None:
-        pipeline = self.pipeline
+        pipeline, inputs = self.pipeline, self.inputs
         while True:
             lines = tail.read_lines(BATCH_LINES)
             if not lines:
                 return
             now = time.time()
             pipeline.parser.set_now(now)
-            inputs = self.inputs
             pipeline.parser.previous = inputs.previous_line.get(tail.path)
-            bans: list[Ban] = []
-            queued: list[Event] = []
-            holding = self.runner.holding
-            tally: Tally[tuple[str, str]] = Tally()
-            metrics_on = self.metrics.enabled  # no per-event counting for metrics nobody serves
-            for line in lines:
-                events, new = pipeline.feed(line, now, tail.path)
-                if events:
-                    if metrics_on:
-                        for e in events:
-                            tally[(e.kind, e.filter)] += 1
-                    if holding:
-                        queued.extend(e for e in events if e.kind == "queued" and e.queue_id)
-                if new:
-                    bans.extend(new)
+            # Per (kind, filter), the events read, for the metrics (not counted when off).
+            tally: dict[tuple[str, str], int] | None = {} if self.metrics.enabled else None
+            out = pipeline.run(lines, now, tail.path, tally)
             inputs.previous_line[tail.path] = pipeline.parser.previous
             if pipeline.stale:
                 self._note_stale(pipeline.stale, tail.path, now)
             total = inputs.read(tail.path, len(lines), now)
-            self.metrics.batch(tail.path, len(lines), tally, bans)
-            bans = self.act(bans, now, {tail.path: {**tail.position.to_dict(), "lines": total}}, queued)
-            self.fleet.batch(bans)
+            self.metrics.batch(tail.path, len(lines), tally, out.bans + [s.ban for s in out.suppressed])
+            self.execute(out, now, {tail.path: {**tail.position.to_dict(), "lines": total}})
+            self.fleet.batch(out.bans)
             if len(lines) < BATCH_LINES:
                 return
 
-    def act(self, bans: list[Ban], now: float, positions: dict[str, dict[str, Any]] | None = None,
-            queued: list[Event] | None = None) -> list[Ban]:
-        """Carry out what the jails decided: the decision stage (rate limit, prefix folds), the
-        actions, holding what held keys go on submitting, one commit with the positions, then
-        lifting the single bans a prefix ban replaced. Returns the bans acted on."""
-        folds: list[Folded] = []
-        if bans:
-            bans, folds = self._decide(bans, now)
-            if bans:
-                self.runner.apply(bans)
-        if queued:
-            self.runner.hold_followers(queued)
-        self.writer.commit(self.pipeline, bans, positions)
-        self._lift_folded(folds, now)  # after the commit: the singles may be from this batch
-        return bans
+    def decide(self, bans: list[Ban], now: float) -> Outcome:
+        """Bans decided outside a batch of lines (fell due with time, fleet-wide crossings)
+        through the pipeline's decision stage, then carried out; returns what it did."""
+        out = Outcome(wake_at=self.pipeline.wake_at())
+        self.pipeline.decide_into(out, bans)
+        self.execute(out, now)
+        return out
 
-    def _decide(self, bans: list[Ban], now: float) -> tuple[list[Ban], list[Folded]]:
-        """The pipeline's decision stage on new bans: the held-back ones are recorded and said,
-        not acted on; returns the bans to act on and the folds."""
-        kept, held, folds = self.pipeline.decide(bans)
+    def execute(self, out: Outcome, now: float, positions: dict[str, dict[str, Any]] | None = None) -> None:
+        """Carry out what the pipeline asks for: the held-back decisions said and recorded, the
+        bans through the actions, the messages of held keys held, one commit with the
+        positions, then the single bans a prefix ban replaced lifted (after the commit: they
+        may be from this batch)."""
+        if out.suppressed:
+            self._held_back(out.suppressed, now)
+        if out.bans:
+            self.runner.apply(out.bans)
+        if out.holds:
+            self.runner.hold(out.holds)
+        self.writer.commit(self.pipeline, out.bans, positions)
+        self._lift_folded(out.folds, now)
+        self.wake_at = out.wake_at
+
+    def _held_back(self, held: list[Suppressed], now: float) -> None:
+        """The decisions the rate limit held back are recorded and said, not acted on."""
         for s in held:
             ban = s.ban
             count = self.suppressed[ban.jail] = self.suppressed.get(ban.jail, 0) + 1
@@ -236,11 +230,9 @@ class Daemon:
                 log.error("jail %s: more than %d decisions in a minute; not acting on %s %s and the "
                           "next ones (%d so far): check the jail and its filters", ban.jail, s.limit,
                           ban.key_type, ban.key, count)
-        if held:
-            self.writer.record([(now, "suppressed", s.ban.jail, s.ban.key_type, s.ban.key, {"reason": s.reason})
-                                for s in held])
-            self.notify_status()
-        return kept, folds
+        self.writer.record([(now, "suppressed", s.ban.jail, s.ban.key_type, s.ban.key, {"reason": s.reason})
+                            for s in held])
+        self.notify_status()
 
     def _lift_folded(self, folds: list[Folded], now: float) -> None:
         """A prefix ban replaces the single-address bans of its jail inside it (Pipeline.decide
@@ -291,9 +283,8 @@ class Daemon:
             still = {(b.key_type, b.key) for b in writer.state.active_on({(b.key_type, b.key) for b in expired}, now)}
             self.runner.unapply([b for b in expired if (b.key_type, b.key) not in still], expiry=True)
             self.notify_status()
-        due = self.pipeline.tick(now, now)
-        if due:
-            self.fleet.batch(self.act(due, now))
+        if self.wake_at is not None and now >= self.wake_at:
+            self.fleet.batch(self.decide(self.pipeline.tick(now, now), now).bans)
         self.runner.housekeeping(now)
 
     def _update_gauges(self, now: float) -> None:
@@ -360,6 +351,7 @@ class Daemon:
             self.writer.state.keep_windows((j.spec.name, j.spec.key) for j in self.pipeline.jails)
         except Exception as exc:
             log.error("cannot drop the saved windows of removed jails: %s", exc)
+        self.wake_at = self.pipeline.wake_at()
         self.fleet.reloaded(new)
         self.config = new
         self.inputs.follow(new, self.writer.state.positions(), self._commit_start)

@@ -22,7 +22,8 @@ from .. import config as config_mod
 from ..actions import registry
 from ..actions.base import Action, ActionContext
 from ..core.durations import format_duration
-from ..core.records import Ban, Event
+from ..core.decisions import Hold
+from ..core.records import Ban
 from ..metrics import Metrics
 from .writer import HistoryRow, StateWriter
 
@@ -54,8 +55,6 @@ class ActionRunner:
         self._changed = changed  # the health shown in status changed
         self._queue_ids = queue_ids  # queue ids the correlation saw submitted by a key (queue-hold)
         self.slots: dict[str, ActionSlot] = {}
-        # (key_type, key) -> queue-hold action name, for keys whose new mail is held on arrival
-        self.holding: dict[tuple[str, str], str] = {}
         # (key type, key) -> action -> what did not work when it acted (list, explain)
         self.problems: dict[tuple[str, str], dict[str, str]] = {}
         self.next_check = 0.0
@@ -89,12 +88,6 @@ class ActionRunner:
                     slot.error, slot.idle = None, str(exc)
                     log.info("action %s idle until a decision needs it: %s", name, exc)
         self.slots = slots
-        self.holding = {
-            (b.key_type, b.key): name
-            for b in active if b.key_type != "ip"
-            for name in b.actions
-            if name in self.slots and self.slots[name].impl.holds_mail
-        }
 
     def __contains__(self, name: str) -> bool:
         return name in self.slots
@@ -147,8 +140,6 @@ class ActionRunner:
             self.metrics.action(name, took, result == "ok")
             rows.extend((now, "action", b.jail, b.key_type, b.key, {"action": name, "result": result, "seconds": took})
                         for b in mine if b in fresh)
-            if slot.impl.holds_mail:
-                self.holding.update(((b.key_type, b.key), name) for b in mine if b.key_type != "ip")
         self.writer.record(rows)
 
     def unapply(self, bans: list[Ban], expiry: bool = False) -> None:
@@ -160,8 +151,6 @@ class ActionRunner:
             if not mine or (expiry and slot.impl.self_expiring):
                 continue
             undone = {(b.key_type, b.key) for b in mine}
-            for key in undone:
-                self.holding.pop(key, None)
             slot.pending_bans = [b for b in slot.pending_bans if (b.key_type, b.key) not in undone]
             try:
                 slot.impl.unban(mine)
@@ -179,7 +168,6 @@ class ActionRunner:
 
     def unban_all(self, removed: list[Ban]) -> None:
         """`unban --all`: nothing is owed any more, every action lifts everything."""
-        self.holding.clear()  # no account's new mail is held any more
         rest = list(removed)
         for name, slot in self.slots.items():
             # A ban that failed before must not be retried later.
@@ -202,16 +190,12 @@ class ActionRunner:
         for key in keys:
             self.problems.pop(key, None)
 
-    def hold_followers(self, queued: list[Event]) -> None:
-        """Hold messages that a key already acted on keeps submitting (a PHP script goes on)."""
+    def hold(self, holds: list[Hold]) -> None:
+        """Hold the messages that keys already acted on keep submitting (the PHP script goes
+        on): the pipeline found them (Pipeline.holding), one call per action and key."""
         wanted: dict[tuple[str, str, str], list[str]] = {}
-        for event in queued:
-            for key_type, value in (("user", event.user), ("uid", event.uid), ("sender", event.sender)):
-                if value is None:
-                    continue
-                name = self.holding.get((key_type, str(value)))
-                if name is not None and event.queue_id:
-                    wanted.setdefault((name, key_type, str(value)), []).append(event.queue_id)
+        for h in holds:
+            wanted.setdefault((h.action, h.key_type, h.key), []).append(h.queue_id)
         for (name, key_type, key), qids in wanted.items():
             slot = self.slots.get(name)
             if slot is None:
