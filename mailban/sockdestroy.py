@@ -257,8 +257,10 @@ class SockDiag:
                 if kind == SOCK_DIAG_BY_FAMILY:
                     found.append(parse_conn(payload))
 
-    def find(self, targets: Sequence[IpNetwork], ports: Collection[int], kernel_filter: bool = True) -> list[Conn]:
-        """The live TCP connections from `targets` to this host's `ports` (empty: any port)."""
+    def find(self, targets: Sequence[IpNetwork], ports: Collection[int], kernel_filter: bool = True,
+             exempt: Sequence[IpNetwork] = ()) -> list[Conn]:
+        """The live TCP connections from `targets` (but not from `exempt`) to this host's `ports`
+        (empty: any port). `kernel_filter=False` filters here only (for bench/sockcut.py)."""
         if not targets:
             return []
         v4 = [n for n in targets if n.version == 4]
@@ -273,7 +275,7 @@ class SockDiag:
             wanted = set(ports)
             found.extend(c for c in self.dump(family, filt)
                          if (not wanted or c.local_port in wanted) and c.state in LIVE_STATES
-                         and peer_matches(c.peer, mine))
+                         and peer_matches(c.peer, mine) and not (exempt and peer_matches(c.peer, exempt)))
         return found
 
     def destroy(self, conns: Iterable[Conn]) -> int:
@@ -296,9 +298,10 @@ class SockDiag:
                 if got == seq and kind == NLMSG_ERROR:
                     return _error(payload)
 
-    def cut(self, targets: Sequence[IpNetwork], ports: Collection[int]) -> list[Conn]:
+    def cut(self, targets: Sequence[IpNetwork], ports: Collection[int],
+            exempt: Sequence[IpNetwork] = ()) -> list[Conn]:
         """Find and destroy; returns the connections that were cut."""
-        conns = self.find(targets, ports)
+        conns = self.find(targets, ports, exempt=exempt)
         cut: list[Conn] = []
         for conn in conns:
             if self.destroy([conn]):
@@ -306,7 +309,38 @@ class SockDiag:
         return cut
 
 
-def cut_connections(targets: Sequence[IpNetwork], ports: Collection[int]) -> list[Conn]:
+def cut_connections(targets: Sequence[IpNetwork], ports: Collection[int],
+                    exempt: Sequence[IpNetwork] = ()) -> list[Conn]:
     """One-shot: open a sock_diag socket, cut the connections from `targets` to `ports`."""
     with SockDiag() as diag:
-        return diag.cut(targets, ports)
+        return diag.cut(targets, ports, exempt)
+
+
+CAP_NET_ADMIN = 12
+
+
+def unavailable() -> str | None:
+    """Why cutting cannot work here, or None: checked once at start so that the admin reads it
+    in the log before the first ban. The capability is read from /proc (the kernel checks it
+    only after finding a socket); kernel support is asked with a SOCK_DESTROY of a socket that
+    does not exist: ENOENT means the kernel would have looked, EOPNOTSUPP that it cannot."""
+    try:
+        with open("/proc/self/status") as status:
+            caps = next((int(line.split()[1], 16) for line in status if line.startswith("CapEff:")), None)
+    except OSError:
+        caps = None
+    if caps is not None and not caps & (1 << CAP_NET_ADMIN):
+        return "no CAP_NET_ADMIN (give the daemon this capability, or set cut_connections = false)"
+    nowhere = Conn(socket.AF_INET, TCP_ESTABLISHED, "0.0.0.0", 0, "0.0.0.0", 0, b"\0" * _SOCKID_LEN)
+    try:
+        with SockDiag() as diag:
+            diag.seq += 1
+            diag._send(destroy_request(nowhere, diag.seq))
+            code = diag._ack(diag.seq)
+    except OSError as exc:
+        return f"no sock_diag netlink socket: {exc}"
+    if code == errno.EOPNOTSUPP:
+        return "the kernel cannot destroy sockets (built without CONFIG_INET_DIAG_DESTROY)"
+    if code not in (0, errno.ENOENT):
+        return f"sock_diag destroy: {os.strerror(code)}"
+    return None
