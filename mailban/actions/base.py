@@ -35,7 +35,7 @@ class ActionContext:
 
 @runtime_checkable
 class Action(Protocol):
-    """What the daemon (daemon.py, daemon_commands.py) calls on an action; ActionBase gives the
+    """What the daemon (daemon/runner.py, daemon/commands.py) calls on an action; ActionBase gives the
     defaults and says what each member means."""
 
     name: str
