@@ -46,6 +46,7 @@ class Action(Protocol):
 
     def start(self, active: list[Ban]) -> None: ...
     def ban(self, bans: list[Ban]) -> list[str]: ...
+    def ban_notes(self) -> dict[str, str]: ...
     def unban(self, bans: list[Ban]) -> None: ...
     def unban_all(self) -> bool: ...
     def stop(self) -> None: ...
@@ -106,6 +107,11 @@ class ActionBase:
         place (e.g. a failed postfix reload), shown in explain, list and status; raises when the
         ban is not in place (retried with backoff)."""
         raise NotImplementedError(f"action {type(self).__name__} does not implement ban()")
+
+    def ban_notes(self) -> dict[str, str]:
+        """What the last ban() did per key that is worth a word beside "ok" in `mailban
+        explain` (nft: "cut 2 live connections"). Default: nothing."""
+        return {}
 
     def unban(self, bans: list[Ban]) -> None:
         """Undo the bans (idempotent: also for keys it never banned). Default: nothing to undo."""

@@ -138,7 +138,11 @@ class ActionRunner:
                 result = f"failed, will retry: {exc}"
             took = round(time.monotonic() - started, 4)
             self.metrics.action(name, took, result == "ok")
-            rows.extend((now, "action", b.jail, b.key_type, b.key, {"action": name, "result": result, "seconds": took})
+            # What the action did beyond "ok", for explain (nft: "cut 2 live connections").
+            notes = slot.impl.ban_notes() if not result.startswith("failed") else {}
+            rows.extend((now, "action", b.jail, b.key_type, b.key,
+                         {"action": name, "result": result, "seconds": took,
+                          **({"note": notes[b.key]} if b.key in notes else {})})
                         for b in mine if b in fresh)
         self.writer.record(rows)
 
