@@ -125,7 +125,7 @@ class Config:
         jails = [
             Jail(spec, IgnoreList(ignore.networks + spec.ignoreip))
             for spec in self.jails
-            if spec.enabled
+            if spec.enabled and not spec.inline  # inline jails count at the policy service
         ]
         fast = speedups()
         return Pipeline(SyslogParser(now, to_epoch, fast), FilterSet(list(self.filters)), jails, fast=fast,
@@ -504,7 +504,7 @@ def _jail(
 
 def _checked_jail(name: str, src: dict[str, tuple[Any, TomlDoc]], values: dict[str, Any]) -> JailSpec:
     """The spec of a jail whose keys are each valid, checked as a whole."""
-    if not values["kinds"] and not values.get("filters") and not values.get("rules"):
+    if not values["kinds"] and not values.get("filters") and not values.get("rules") and not values.get("inline"):
         doc = next(iter(src.values()))[1] if src else None
         if doc is not None:
             raise doc.error(("jail", name), f"jail {name!r} selects nothing: give `kinds`, `filters` or `rules`")
@@ -512,6 +512,10 @@ def _checked_jail(name: str, src: dict[str, tuple[Any, TomlDoc]], values: dict[s
     if (spec.ban_ips or spec.min_ips) and spec.key == "ip":
         doc = next(iter(src.values()))[1]
         raise doc.error(("jail", name, "key"), "`ban_ips` and `min_ips` need a jail keyed by user, uid or sender")
+    if spec.inline and (spec.key == "uid" or spec.ban_ips):
+        doc = next(iter(src.values()))[1]
+        raise doc.error(("jail", name, "inline"), "an inline jail counts policy requests per user, sender or ip "
+                                                  "(postfix sends no uid), without `ban_ips`")
     if spec.key != "ip" and "prefix6" not in src and "prefix4" not in src:
         spec = replace(spec, prefix6=0, prefix4=0)  # prefixes are for ip jails
     if spec.count == "recipients" and spec.kinds and not spec.kinds & {"queued", "submission"}:
