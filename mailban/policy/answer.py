@@ -178,11 +178,10 @@ def decide(request: Request, decisions: Decisions, inline: Inline, now: float,
             continue
         if event is None:
             event = _event(request, now)
-        new = jail.offer(event, now)
-        if new:
-            bans.extend(new)
-            if reply is DUNNO and not observe and any(b.key_type == spec.key or b.key_type == "net" for b in new):
-                reply = INLINE_ANSWERS[spec.inline_answer]
+        # The request that reaches `maxretry` passes and the decision starts with it; every
+        # later one is answered: with maxretry = 20, 20 messages go out and the 21st is deferred,
+        # as many as a log jail lets through (and as postfwd's rate(.../20/...) does).
+        bans.extend(jail.offer(event, now))
     return reply, bans
 
 
