@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import selectors
+import select
 import socket
 import stat
 import threading
@@ -162,25 +162,27 @@ class PolicyServer:
         return sock
 
     def _run(self) -> None:
-        sel = selectors.DefaultSelector()
-        self._sel = sel
-        sel.register(self.listener, selectors.EVENT_READ, "accept")
-        sel.register(self._cmd_r, selectors.EVENT_READ, "command")
+        # epoll itself rather than `selectors`: its key objects cost about a fifth of a request.
+        ep = self._ep = select.epoll()
+        ep.register(self.listener.fileno(), select.EPOLLIN)
+        ep.register(self._cmd_r.fileno(), select.EPOLLIN)
+        listener, commands, conns = self.listener.fileno(), self._cmd_r.fileno(), self._conns
         next_sweep = time.monotonic() + SWEEP_EVERY
         while not self._stop:
             try:
-                ready = sel.select(SWEEP_EVERY)
+                ready = ep.poll(SWEEP_EVERY)
                 woke = time.monotonic()
-                for key, mask in ready:
-                    data = key.data
-                    if data == "accept":
+                for fd, mask in ready:
+                    conn = conns.get(fd)
+                    if conn is not None:
+                        if mask & select.EPOLLOUT:
+                            self._flush(conn)
+                        if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and fd in conns:
+                            self._read(conn, woke)
+                    elif fd == listener:
                         self._accept(woke)
-                    elif data == "command":
+                    elif fd == commands:
                         self._run_commands()
-                    elif mask & selectors.EVENT_READ:
-                        self._read(data, woke)
-                    elif mask & selectors.EVENT_WRITE:
-                        self._flush(data)
                 if woke >= next_sweep:
                     next_sweep = woke + SWEEP_EVERY
                     self._sweep(woke)
@@ -188,7 +190,7 @@ class PolicyServer:
                 log.exception("policy service: unexpected error")
         for conn in list(self._conns.values()):
             self._close(conn)
-        sel.close()
+        ep.close()
 
     def _accept(self, now: float) -> None:
         while True:
@@ -206,7 +208,7 @@ class PolicyServer:
             sock.setblocking(False)
             conn = _Conn(sock, now)
             self._conns[sock.fileno()] = conn
-            self._sel.register(sock, selectors.EVENT_READ, conn)
+            self._ep.register(sock.fileno(), select.EPOLLIN)
 
     def _read(self, conn: _Conn, woke: float) -> None:
         try:
@@ -269,7 +271,7 @@ class PolicyServer:
             if sent == len(payload):
                 return
             conn.out = payload[sent:]
-            self._sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+            self._ep.modify(conn.sock.fileno(), select.EPOLLIN | select.EPOLLOUT)
         if len(conn.out) > MAX_UNSENT:
             self._close(conn)
 
@@ -283,7 +285,7 @@ class PolicyServer:
             return
         conn.out = conn.out[sent:]
         if not conn.out:
-            self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+            self._ep.modify(conn.sock.fileno(), select.EPOLLIN)
 
     def _sweep(self, now: float) -> None:
         """Close the connections that left a request unfinished too long, or idle too long."""
@@ -297,8 +299,8 @@ class PolicyServer:
             return
         self.stats["closed"] += 1
         try:
-            self._sel.unregister(conn.sock)
-        except (KeyError, ValueError):
+            self._ep.unregister(fd)
+        except (OSError, ValueError):
             pass
         conn.sock.close()
 
