@@ -76,6 +76,11 @@ class Settings:
     # become a uid (Exim's `U=www-data` on local submissions; mailban/localusers.py): for a log
     # replayed on another host, or names that host's NSS cannot resolve.
     local_uids: tuple[tuple[str, int], ...] = ()
+    # The Postfix policy service (mailban/policy, docs/policy.md): "unix:/path" or
+    # "inet:HOST:PORT"; "" runs none. The socket's mode and owner let postfix connect.
+    policy_listen: str = ""
+    policy_socket_mode: int = 0o666
+    policy_socket_owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -313,7 +318,8 @@ def _did_you_mean(word: str, known: Any) -> str:
 _SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from",
                   "journal", "journal_units", "journal_identifiers", "journal_files", "journal_directory",
                   "journal_trust", "metrics", "protect_own", "max_bans_per_minute", "control_group",
-                  "shipped_jails", "run_without_jails", "local_uids"}
+                  "shipped_jails", "run_without_jails", "local_uids",
+                  "policy_listen", "policy_socket_mode", "policy_socket_owner"}
 
 
 def _settings(src: dict[str, tuple[Any, TomlDoc]], errors: list[ConfigError]) -> Settings:
@@ -340,9 +346,22 @@ def _setting(key: str, value: Any, doc: TomlDoc, values: dict[str, Any]) -> None
         if not isinstance(value, str) or not value.startswith("/"):
             raise doc.error(where, f"`{key}` must be an absolute path")
         values[key] = value
-    elif key == "socket_mode":
+    elif key == "policy_listen":
+        from .policy.server import parse_listen
+
+        try:
+            if not isinstance(value, str) or (value and parse_listen(value) is None):
+                raise ValueError
+        except ValueError:
+            raise doc.error(where, "`policy_listen` must be \"unix:/absolute/path\", \"inet:HOST:PORT\" or \"\"") from None
+        values[key] = value
+    elif key == "policy_socket_owner":
+        if not isinstance(value, str):
+            raise doc.error(where, "`policy_socket_owner` must be a user name")
+        values[key] = value
+    elif key in ("socket_mode", "policy_socket_mode"):
         if not isinstance(value, str) or not value.isdigit() or int(value, 8) > 0o777:
-            raise doc.error(where, "`socket_mode` must be an octal string such as \"0600\"")
+            raise doc.error(where, f"`{key}` must be an octal string such as \"0600\"")
         values[key] = int(value, 8)
     elif key == "ignoreip":
         values[key] = _networks(value, doc, where)

@@ -43,6 +43,7 @@ from .core.pipeline import Pipeline
 from .core.records import Ban
 from .daemon_cluster import ClusterHooks
 from .daemon_commands import ControlCommands
+from .daemon_policy import PolicyHooks
 from .localtime import local_to_epoch
 from .hostaddrs import labelled
 from .metrics import Metrics
@@ -75,7 +76,7 @@ class ActionSlot:
     backoff: float = RETRY_MIN
 
 
-class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; control commands: daemon_commands.py
+class Daemon(ClusterHooks, ControlCommands, PolicyHooks):  # fleet hooks: daemon_cluster.py; control commands: daemon_commands.py; policy service: daemon_policy.py
     def __init__(self, config_path: str | None) -> None:
         self.config_path = config_path
         self.config = config_mod.load(config_path)
@@ -152,6 +153,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
         self._cluster_start()
+        self._policy_start(self.config, active, self.selector)
         log.info("mailban %s started: config %s, %d jails, %d active bans and %d counting windows restored",
                  __version__, self.config.path, len(self.pipeline.jails), len(active), restored)
         self.notifier.notify("READY=1")
@@ -456,6 +458,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         return kept, folds
 
     def _apply(self, bans: list[Ban]) -> None:
+        self._policy_refresh(bans)  # first: postfix's next request sees it while the actions run
         for ban in bans:
             # An address banned for an account's attack is banned until the account's ban ends,
             # so its duration is what is left of that one, not the jail's bantime.
@@ -514,6 +517,8 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         """Undo bans in their actions. On expiry, actions whose effect expires by itself (nft
         element timeouts, a mail already sent) are left alone."""
         rows: list[Any] = []
+        if not expiry:
+            self._policy_lifted(bans)
         for name, slot in self.actions.items():
             mine = [b for b in bans if name in b.actions]
             if not mine or (expiry and slot.impl.self_expiring):
@@ -590,6 +595,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             self._record([(now, "expire", b.jail, b.key_type, b.key, {}) for b in expired])
             still = {(b.key_type, b.key) for b in self.state.active_on({(b.key_type, b.key) for b in expired}, now)}
             self._unapply([b for b in expired if (b.key_type, b.key) not in still], expiry=True)
+            self._policy_refresh()
             self._notify_status()
         due = self.pipeline.tick(now, now)
         if due:
@@ -694,6 +700,8 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         self._refresh_holding(active)
         self._cluster_reloaded(new)
         self.config = new
+        self._policy_reloaded(new)
+        self._policy_refresh()
         self._open_sources(new)
         log.info("configuration reloaded from %s", new.path)
         self.notifier.notify("READY=1")
@@ -702,6 +710,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
 
     def _shutdown(self) -> None:
         log.info("stopping: bans stay in the kernel sets and expire there on time")
+        self._policy_stop()  # postfix's default action (DUNNO) answers meanwhile
         self.notifier.notify("STOPPING=1")
         positions = {name: {**source.position.to_dict(), "lines": self.lines_total.get(name, 0)}
                      for name, source in self.sources.items()}
