@@ -50,7 +50,6 @@ def serve(path: str, ready: mp.Event, stop: mp.Event, log_load: bool, out: mp.Qu
     srv.start()
     ready.set()
     if log_load:
-        from bench.genlog import main as _unused  # noqa: F401  (the generator's module only)
         from mailban.config import load
         from mailban.localtime import local_to_epoch
 
