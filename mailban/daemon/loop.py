@@ -7,7 +7,9 @@ object with one job:
 - runner.ActionRunner carries decisions out (retries, backoff, health);
 - writer.StateWriter commits bans, positions and changed windows in one SQLite transaction;
 - commands.ControlCommands answers the control socket (status, ban, unban, explain, ...);
-- fleet.FleetBridge shares decisions and counts with other nodes through Redis.
+- fleet.FleetBridge shares decisions and counts with other nodes through Redis;
+- policy.PolicyBridge feeds the Postfix policy service (mailban/policy) and carries out what
+  its inline jails decide.
 One thread, one loop: every iteration reads what the sources have, runs each batch of lines
 through the pipeline and its decision stage (the rate limit, prefix folds: core/decisions.py,
 the same stage replay runs), applies the resulting bans in one batch per action, then commits
@@ -43,6 +45,7 @@ from ..state import State
 from .commands import ControlCommands
 from .fleet import FleetBridge
 from .inputs import Inputs
+from .policy import PolicyBridge
 from .runner import ActionRunner
 from .writer import StateWriter
 
@@ -87,7 +90,8 @@ class Daemon:
         now = time.time()
         self.writer.state.expire(now)
         active = self.writer.state.active(now)
-        self.runner = ActionRunner(self.writer, self.metrics, self.notify_status, self._queue_ids)
+        self.policy = PolicyBridge(self)  # listens in run()
+        self.runner = ActionRunner(self.writer, self.metrics, self.notify_status, self._queue_ids, self.policy)
         self.fleet = FleetBridge(self)  # connects in run()
         self.runner.build(self.config, active)
         self.pipeline = self._build_pipeline(self.config, active)
@@ -114,6 +118,7 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
         self.fleet.start()
+        self.policy.start(self.writer.active(time.time()))
         log.info("mailban %s started: config %s, %d jails, %d active bans and %d counting windows restored",
                  __version__, self.config.path, len(self.pipeline.jails), self.active_at_start, self.restored)
         self.notifier.notify("READY=1")
@@ -282,6 +287,7 @@ class Daemon:
             writer.record([(now, "expire", b.jail, b.key_type, b.key, {}) for b in expired])
             still = {(b.key_type, b.key) for b in writer.state.active_on({(b.key_type, b.key) for b in expired}, now)}
             self.runner.unapply([b for b in expired if (b.key_type, b.key) not in still], expiry=True)
+            self.policy.refresh()
             self.notify_status()
         if self.wake_at is not None and now >= self.wake_at:
             self.fleet.batch(self.decide(self.pipeline.tick(now, now), now).bans)
@@ -354,6 +360,7 @@ class Daemon:
         self.wake_at = self.pipeline.wake_at()
         self.fleet.reloaded(new)
         self.config = new
+        self.policy.reloaded(new)
         self.inputs.follow(new, self.writer.state.positions(), self._commit_start)
         log.info("configuration reloaded from %s", new.path)
         self.notifier.notify("READY=1")
@@ -362,6 +369,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         log.info("stopping: bans stay in the kernel sets and expire there on time")
+        self.policy.stop()  # postfix's default action (DUNNO) answers meanwhile
         self.notifier.notify("STOPPING=1")
         positions = self.inputs.close()
         if not self.writer.commit(self.pipeline, [], positions, force=True):

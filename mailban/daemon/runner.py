@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from .. import config as config_mod
 from ..actions import registry
@@ -30,6 +30,14 @@ from .writer import HistoryRow, StateWriter
 log = logging.getLogger("mailban")
 RETRY_MIN, RETRY_MAX = 1.0, 60.0
 CHECK_EVERY = 5.0  # seconds between action self-checks (an nft table deleted behind our back)
+
+
+class BanWatcher(Protocol):
+    """Told of bans before the actions carry them out and after they are lifted (the policy
+    service answers for them: daemon/policy.py)."""
+
+    def applying(self, bans: list[Ban]) -> None: ...
+    def lifted(self, bans: list[Ban] | None) -> None: ...  # None: every ban
 
 
 @dataclass
@@ -49,8 +57,9 @@ class ActionSlot:
 
 class ActionRunner:
     def __init__(self, writer: StateWriter, metrics: Metrics, changed: Callable[[], None],
-                 queue_ids: Callable[[str, str], list[str]]) -> None:
+                 queue_ids: Callable[[str, str], list[str]], watcher: BanWatcher | None = None) -> None:
         self.writer = writer
+        self.watcher = watcher  # told before bans are applied and after they are lifted
         self.metrics = metrics
         self._changed = changed  # the health shown in status changed
         self._queue_ids = queue_ids  # queue ids the correlation saw submitted by a key (queue-hold)
@@ -97,6 +106,8 @@ class ActionRunner:
 
     # ---- acting -----------------------------------------------------------------------------
     def apply(self, bans: list[Ban]) -> None:
+        if self.watcher is not None:
+            self.watcher.applying(bans)
         for ban in bans:
             # An address banned for an account's attack is banned until the account's ban ends,
             # so its duration is what is left of that one, not the jail's bantime.
@@ -150,6 +161,8 @@ class ActionRunner:
         """Undo bans in their actions. On expiry, actions whose effect expires by itself (nft
         element timeouts, a mail already sent) are left alone."""
         rows: list[HistoryRow] = []
+        if self.watcher is not None and not expiry:
+            self.watcher.lifted(bans)
         for name, slot in self.slots.items():
             mine = [b for b in bans if name in b.actions]
             if not mine or (expiry and slot.impl.self_expiring):
@@ -172,6 +185,8 @@ class ActionRunner:
 
     def unban_all(self, removed: list[Ban]) -> None:
         """`unban --all`: nothing is owed any more, every action lifts everything."""
+        if self.watcher is not None:
+            self.watcher.lifted(None)
         rest = list(removed)
         for name, slot in self.slots.items():
             # A ban that failed before must not be retried later.
