@@ -197,34 +197,40 @@ class Daemon:
             if pipeline.stale:
                 self._note_stale(pipeline.stale, tail.path, now)
             total = inputs.read(tail.path, len(lines), now)
-            self.metrics.batch(tail.path, len(lines), tally, out.bans + [s.ban for s in out.suppressed])
-            self.execute(out, now, {tail.path: {**tail.position.to_dict(), "lines": total}})
-            self.fleet.batch(out.bans)
+            bans = self.execute(out, now, {tail.path: {**tail.position.to_dict(), "lines": total}})
+            if self.metrics.enabled:
+                self.metrics.batch(tail.path, len(lines), tally, bans + [s.ban for s in out.suppressed])
+            self.fleet.batch(bans)
             if len(lines) < BATCH_LINES:
                 return
 
-    def decide(self, bans: list[Ban], now: float) -> Outcome:
+    def decide(self, bans: list[Ban], now: float) -> list[Ban]:
         """Bans decided outside a batch of lines (fell due with time, fleet-wide crossings)
-        through the pipeline's decision stage, then carried out; returns what it did."""
+        through the pipeline's decision stage, then carried out; returns the bans acted on."""
         out = Outcome(wake_at=self.pipeline.wake_at())
         self.pipeline.decide_into(out, bans)
-        self.execute(out, now)
-        return out
+        return self.execute(out, now)
 
-    def execute(self, out: Outcome, now: float, positions: dict[str, dict[str, Any]] | None = None) -> None:
+    def execute(self, out: Outcome, now: float, positions: dict[str, dict[str, Any]] | None = None) -> list[Ban]:
         """Carry out what the pipeline asks for: the held-back decisions said and recorded, the
         bans through the actions, the messages of held keys held, one commit with the
         positions, then the single bans a prefix ban replaced lifted (after the commit: they
-        may be from this batch)."""
-        if out.suppressed:
-            self._held_back(out.suppressed, now)
-        if out.bans:
-            self.runner.apply(out.bans)
-        if out.holds:
-            self.runner.hold(out.holds)
-        self.writer.commit(self.pipeline, out.bans, positions)
-        self._lift_folded(out.folds, now)
+        may be from this batch). Returns the bans acted on."""
+        bans: list[Ban] = []
+        if out.commands:
+            bans = out.bans
+            suppressed, holds = out.suppressed, out.holds
+            if suppressed:
+                self._held_back(suppressed, now)
+            if bans:
+                self.runner.apply(bans)
+            if holds:
+                self.runner.hold(holds)
+        self.writer.commit(self.pipeline, bans, positions)
+        if out.commands:
+            self._lift_folded(out.folds, now)
         self.wake_at = out.wake_at
+        return bans
 
     def _held_back(self, held: list[Suppressed], now: float) -> None:
         """The decisions the rate limit held back are recorded and said, not acted on."""
@@ -290,7 +296,7 @@ class Daemon:
             self.policy.refresh()
             self.notify_status()
         if self.wake_at is not None and now >= self.wake_at:
-            self.fleet.batch(self.decide(self.pipeline.tick(now, now), now).bans)
+            self.fleet.batch(self.decide(self.pipeline.tick(now, now), now))
         self.runner.housekeeping(now)
 
     def _update_gauges(self, now: float) -> None:

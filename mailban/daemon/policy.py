@@ -113,7 +113,7 @@ class PolicyBridge:
             return
         bans = self.server.take_bans()
         if bans:
-            self.daemon.fleet.publish(self.daemon.decide(bans, time.time()).bans)
+            self.daemon.fleet.publish(self.daemon.decide(bans, time.time()))
 
     def reloaded(self, cfg: Config) -> None:
         if self.server is None:
