@@ -5,6 +5,8 @@ exist). Filters and actions are looked up in `<confdir>/filters.d` and `<confdir
 first, then among the files shipped inside the package; an admin file overrides a shipped file
 of the same name. Output: a validated `Config`, or a `ConfigError` naming file, line and column.
 Must never: half-apply a bad file. The daemon keeps its last good Config when loading fails.
+Size: loading the three layers (shipped default, mailban.toml, jail.d) and refusing each bad key
+with its file, line and column; jail keys are in jail_fields.py, the TOML reader in core/tomldoc.py.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def test_man_pages_render_cleanly(page: str) -> None:
 
 
 def test_every_command_is_in_the_man_page() -> None:
-    from mailban.cli import COMMANDS
+    from mailban.cli.main import COMMANDS
 
     page = (DOCS / "man" / "mailban.1").read_text()
     missing = [c for c in COMMANDS if f"mailban {c}".replace("-", "\\-") not in page and f"B {c}".replace("-", "\\-") not in page]
@@ -87,7 +87,7 @@ def test_every_option_of_every_command_is_in_the_man_page() -> None:
     reads must name every option the commands take."""
     import argparse
 
-    from mailban.cli import build_parser
+    from mailban.cli.main import build_parser
 
     page = (DOCS / "man" / "mailban.1").read_text().replace("\\-", "-")
     parser = build_parser()

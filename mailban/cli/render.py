@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .core.durations import format_duration as _d
+from ..core.durations import format_duration as _d
 
 
 def _n(count: int, word: str, plural: str | None = None) -> str:
