@@ -94,7 +94,7 @@ class Outcome:
         return bool(self.commands)
 
     def clear(self) -> None:
-        self.commands = []
+        self.commands.clear()  # in place: replay holds on to the list
 
 
 @dataclass

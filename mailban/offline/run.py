@@ -386,6 +386,7 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
     fast = speedups()
     step = pipeline.step
     cmds = Outcome()
+    commands = cmds.commands  # the same list all along: show() empties it in place
     for _, _, _, header, events in matched:
         events = step(events, header, None, cmds)
         if fast is not None:
@@ -396,7 +397,7 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
                     value = event[index]
                     if value is not None and len(store) < SEEN_CAP:
                         store.add(str(value))
-        if cmds:
+        if commands:
             printer.show(cmds)
     lines, last = read.parsed, read.last
     progress.finish()
