@@ -108,6 +108,8 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         self.unsaved_positions: dict[str, dict[str, Any]] = {}
         self.unsaved_windows: checkpoint.Touched = set()
         self.state_error: str | None = None
+        # The direct-smtp source (mailban/directsmtp), when `direct_smtp = true`.
+        self.direct_smtp: Any = None
 
     # ---- start-up ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -137,6 +139,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         self.sources: dict[str, Source] = {}
         self._source_fds: dict[str, int] = {}
         self._open_sources(self.config)
+        self._open_direct_smtp(self.config)
         self.selector = selectors.DefaultSelector()
         self.control = ControlServer(settings.socket, settings.socket_mode, self._handlers(),
                                      group=settings.control_group or None)
@@ -302,6 +305,8 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                 self._drain(source)
             for source in [s for s in self.sources.values() if s.watch_dir is None]:
                 self._drain(source)  # no Watcher for it: read at every turn, fileno() wakes us
+            if self.direct_smtp is not None:
+                self._drain_direct_smtp(self.direct_smtp)
             self._watch_fds()
             now = time.monotonic()
             if now >= next_housekeeping:
@@ -371,6 +376,45 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
             self._cluster_batch(bans)
             if len(lines) < BATCH_LINES:
                 return
+
+    def _open_direct_smtp(self, cfg: config_mod.Config) -> None:
+        """Count direct SMTP per uid when the settings ask for it (a reload may turn it on or
+        off, or change its ports, users and allow list: the counters stay in the kernel)."""
+        from .directsmtp.source import NAME, DirectSmtpSource
+
+        if not cfg.settings.direct_smtp:
+            if self.direct_smtp is not None:
+                self.direct_smtp.remove()
+                self.direct_smtp = None
+            return
+        if self.direct_smtp is not None:
+            self.direct_smtp.reconfigure(cfg.settings)
+            return
+        saved = self.state.positions().get(NAME)
+        self.direct_smtp = DirectSmtpSource(cfg.settings, saved if isinstance(saved, dict) else None)
+        if self.direct_smtp.missing_users:
+            log.info("direct-smtp: no such MTA users here (skipped): %s", ", ".join(self.direct_smtp.missing_users))
+
+    def _drain_direct_smtp(self, source: Any) -> None:
+        """The kernel's direct-SMTP counters (polled once a second by the source) through the
+        jails like any event; their position is committed with the decisions they caused."""
+        events = source.read_events()
+        if not events:
+            return
+        from .core.syslog import Header
+
+        now = time.time()
+        _events, bans = self.pipeline.feed_events(events, Header(now, None, b"direct-smtp", None, 0), now)
+        tally: Tally[tuple[str, str]] = Tally((e.kind, e.filter) for e in events)
+        self.metrics.batch(source.path, 0, tally, bans)
+        folds: list[Folded] = []
+        if bans:
+            bans, folds = self._decide(bans, now)
+            if bans:
+                self._apply(bans)
+        self._commit(bans, {source.path: source.position.to_dict()})
+        self._lift_folded(folds, now)
+        self._cluster_batch(bans)
 
     def _note_stale(self, stale: dict[str, int], path: str, now: float) -> None:
         """Count the events the jails skipped as too old, and say so once per burst: a restored
@@ -561,6 +605,8 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
                 lag[name] = behind
         idle = {path: now - self.last_read.get(path, self.started) for path in self.lines_read}
         self.metrics.gauges(self.state.active_per_jail(now), lag, idle)
+        if self.direct_smtp is not None:
+            self.metrics.direct_smtp(self.direct_smtp.summary())
 
     def _expire(self, now: float) -> list[Ban]:
         """Prune old history and windows (hourly) and delete the bans whose time is up."""
@@ -695,6 +741,7 @@ class Daemon(ClusterHooks, ControlCommands):  # fleet hooks: daemon_cluster.py; 
         self._cluster_reloaded(new)
         self.config = new
         self._open_sources(new)
+        self._open_direct_smtp(new)
         log.info("configuration reloaded from %s", new.path)
         self.notifier.notify("READY=1")
         self._notify_status()

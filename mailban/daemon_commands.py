@@ -69,6 +69,9 @@ class ControlCommands:
                 for n, s in self.actions.items()
             ],
             "errors": self.errors[-10:],
+            **({"direct_smtp": {**self.direct_smtp.summary(), **self.direct_smtp.status(),
+                                "blocked": self._direct_smtp_blocked()}}
+               if self.direct_smtp is not None else {}),
             "state": {"path": self.state.path, "error": self.state_error, "unsaved_bans": len(self.unsaved_bans),
                       "unsaved_windows": len(self.unsaved_windows)},
         }
@@ -189,8 +192,19 @@ class ControlCommands:
         for slot in self.actions.values():
             held += slot.impl.held_for(key_type, key)
         never = self._never_banned(key_type, key, None) if key_type in ("ip", "net") else None
+        direct = None
+        if key_type == "uid" and self.direct_smtp is not None:
+            direct = self.direct_smtp.summary()["uids"].get(key)
         return {"key_type": key_type, "key": key, "active": active, "history": self.state.history(key_type, key),
-                "counting": counting, "held": held, "never_banned": never}
+                "counting": counting, "held": held, "never_banned": never,
+                **({"direct_smtp": direct} if direct is not None else {})}
+
+    def _direct_smtp_blocked(self) -> dict[str, int | None]:
+        """uid -> seconds left, of the direct-smtp-block set (status)."""
+        try:
+            return {str(u): left for u, left in self.direct_smtp.kernel.blocked().items()}
+        except Exception:
+            return {}
 
     def _cmd_purge(self, req: dict[str, Any]) -> dict[str, Any]:
         key_type, key = self._target(req)
