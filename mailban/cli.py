@@ -428,7 +428,10 @@ def cmd_direct_smtp(args: argparse.Namespace) -> int:
     try:
         snap = snapshot(cfg.settings)
     except Exception as exc:  # no nft table (never turned on), no CAP_NET_ADMIN
-        print(f"mailban direct-smtp: cannot read the counters: {exc}", file=sys.stderr)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ("" if cfg.settings.direct_smtp else
+                " (direct_smtp is off in this configuration: see docs/direct-smtp.md)")
+        print(f"mailban direct-smtp: cannot read the counters: {first}{hint}", file=sys.stderr)
         return 1
     print(json.dumps(snap, indent=2) if args.json else "\n".join(render_direct_smtp(snap)))
     return 0
