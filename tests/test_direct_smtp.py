@@ -314,6 +314,8 @@ def test_direct_smtp_end_to_end(world: dict[str, Any], _: None) -> None:
     assert snap["uids"]["65534"]["connections"] == 31  # the refused try is counted (and reported)
     assert "102" not in snap["uids"]  # postfix is never counted
 
+    wait_for(lambda: daemon.status()["direct_smtp"]["uids"]["65534"]["connections"] == 31, timeout=5,
+             what="the daemon's next poll")
     explained = daemon.cli("explain", "--uid", "65534").stdout
     assert "direct SMTP counted by the kernel: 31 connections" in explained, explained
 
