@@ -342,3 +342,20 @@ def test_direct_smtp_end_to_end(world: dict[str, Any], _: None) -> None:
 
     wait_for(lambda: counted() == 6, timeout=5, what="the 5 connections made while stopped")
     assert daemon.status()["direct_smtp"]["uids"]["65534"]["connections"] == 37
+
+
+def test_all_but_mta_refuses_every_other_uid_and_still_counts(world: dict[str, Any]) -> None:
+    """block_direct_smtp = "all-but-mta": the blanket rule of the hosting guides, kernel only."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, nftables)")
+    link = world["link"]
+    setup = ("import pwd; from mailban.directsmtp.kernel import DirectSmtpKernel, uids_of; "
+             "DirectSmtpKernel().ensure(mta_uids=uids_of(['postfix', 'root'])[0], block_all=True)")
+    world["run"](link.exec_argv(link.cli, [sys.executable, "-c", setup]))
+    ok, out = connect_as(world, "nobody", 2)
+    assert ok == 0 and out.count("ConnectionRefusedError") == 2, out
+    ok, out = connect_as(world, "postfix", 2)
+    assert ok == 2, out
+    read = "import json; from mailban.directsmtp.kernel import DirectSmtpKernel; print(json.dumps([[*k, n] for k, n in DirectSmtpKernel().counters().items()]))"
+    counted = json.loads(world["run"](link.exec_argv(link.cli, [sys.executable, "-c", read])).stdout)
+    assert counted == [[65534, world["mx4"], 25, 2]]  # who tried is still counted; postfix never
