@@ -83,6 +83,14 @@ class Settings:
     policy_listen: str = ""
     policy_socket_mode: int = 0o666
     policy_socket_owner: str = ""
+    # Direct outbound SMTP per local uid (docs/direct-smtp.md): an nft output chain counts new
+    # connections to these remote ports by the socket's owner, except the MTA's users and the
+    # allowed destinations; "all-but-mta" also refuses them all (the counting still reports).
+    direct_smtp: bool = False
+    direct_smtp_ports: tuple[int, ...] = (25, 465, 587)
+    direct_smtp_mta_users: tuple[str, ...] = ("postfix", "Debian-exim", "exim", "smmta", "root")
+    direct_smtp_allow: tuple[Any, ...] = ()
+    block_direct_smtp: str = "per-uid"
 
 
 @dataclass(frozen=True)
@@ -325,7 +333,8 @@ _SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "log
                   "journal", "journal_units", "journal_identifiers", "journal_files", "journal_directory",
                   "journal_trust", "metrics", "protect_own", "max_bans_per_minute", "control_group",
                   "shipped_jails", "run_without_jails", "local_uids",
-                  "policy_listen", "policy_socket_mode", "policy_socket_owner"}
+                  "policy_listen", "policy_socket_mode", "policy_socket_owner", "direct_smtp",
+                  "direct_smtp_ports", "direct_smtp_mta_users", "direct_smtp_allow", "block_direct_smtp"}
 
 
 def _settings(src: dict[str, tuple[Any, TomlDoc]], errors: list[ConfigError]) -> Settings:
@@ -400,7 +409,24 @@ def _setting(key: str, value: Any, doc: TomlDoc, values: dict[str, Any]) -> None
             except KeyError:
                 raise doc.error(where, f"there is no group {value!r} on this host") from None
         values[key] = value
-    elif key in ("protect_own", "shipped_jails", "run_without_jails"):
+    elif key == "direct_smtp_ports":
+        if not isinstance(value, list) or not value or not all(
+                isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in value):
+            raise doc.error(where, "`direct_smtp_ports` must be a non-empty list of port numbers")
+        values[key] = tuple(sorted(set(value)))
+    elif key == "direct_smtp_mta_users":
+        if not isinstance(value, list) or not all(
+                isinstance(v, str) and v and not any(c.isspace() for c in v) for v in value):
+            raise doc.error(where, "`direct_smtp_mta_users` must be a list of user names or uids")
+        values[key] = tuple(value)
+    elif key == "direct_smtp_allow":
+        values[key] = _networks(value, doc, where)
+    elif key == "block_direct_smtp":
+        if value not in ("per-uid", "all-but-mta"):
+            raise doc.error(where, "`block_direct_smtp` must be \"per-uid\" (the jail's direct-smtp-block "
+                                   "action only) or \"all-but-mta\" (refuse every uid but the MTA's)")
+        values[key] = value
+    elif key in ("protect_own", "shipped_jails", "run_without_jails", "direct_smtp"):
         if not isinstance(value, bool):
             raise doc.error(where, f"`{key}` must be true or false")
         values[key] = value

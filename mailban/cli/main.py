@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reload", help="reload the configuration (the old one stays if the new one is bad)")
     _add_socket(p)
 
+    p = sub.add_parser("direct-smtp", help="direct outbound SMTP per local uid, as the kernel counts it now "
+                                           "(with the processes holding such sockets); no daemon needed")
+    p.add_argument("--json", action="store_true")
+    _add_config(p)
+
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash", "zsh"])
     return parser
@@ -411,6 +416,29 @@ def cmd_ban(args: argparse.Namespace) -> int:
                       "force": bool(args.force)}, "banned")
 
 
+def cmd_direct_smtp(args: argparse.Namespace) -> int:
+    """`mailban test`'s counterpart for what no log shows: the kernel's counters, read directly."""
+    from .. import config as config_mod
+    from ..core.errors import ConfigError
+    from ..directsmtp.report import snapshot
+    from .render import render_direct_smtp
+
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        return _config_error(exc)
+    try:
+        snap = snapshot(cfg.settings)
+    except Exception as exc:  # no nft table (never turned on), no CAP_NET_ADMIN
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ("" if cfg.settings.direct_smtp else
+                " (direct_smtp is off in this configuration: see docs/direct-smtp.md)")
+        print(f"mailban direct-smtp: cannot read the counters: {first}{hint}", file=sys.stderr)
+        return 1
+    print(json.dumps(snap, indent=2) if args.json else "\n".join(render_direct_smtp(snap)))
+    return 0
+
+
 def cmd_unban(args: argparse.Namespace) -> int:
     if args.all:
         return _do(args, {"cmd": "unban", "all": True}, "unbanned")
@@ -448,6 +476,7 @@ COMMANDS = {
     "list": cmd_list,
     "ban": cmd_ban,
     "unban": cmd_unban,
+    "direct-smtp": cmd_direct_smtp,
     "reload": cmd_reload,
     "purge-held": cmd_purge_held,
     "explain": cmd_explain,
