@@ -249,7 +249,7 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "exim.syntax-error-any": ("exim", "SMTP syntax error in \"{a}\" H=({h}) [{ip}]:41234 malformed address: {b}", "exim.syntax-error"),
     "exim.lost-connection-smtp-ci": ("exim", "SMTP connection Ci=4242 from ({h}) [{ip}]:41234 I=[198.51.100.1]:25 lost while reading message data (header) D=1s", "exim.lost-connection-smtp"),
     "exim.acl-rejected-dkim": ("exim", "1rKx2p-0004Ab-1F H=({h}) [{ip}] F=<{b}> rejected DKIM : {d}", "exim.acl-rejected"),
-    "exim.relay-denied-dnssec": ("exim", " DSH={h} [{ip}] F=<{b}> rejected RCPT <{a}>: relay not permitted", "exim.relay-denied"),
+    "exim.acl-rejected-dnssec": ("exim", " DSH={h} [{ip}] F=<{b}> rejected RCPT <{a}>: relay not permitted", "exim.acl-rejected"),
     "exim.incomplete(none)": ("exim", "H=({h}) [{ip}] incomplete transaction (QUIT) from <{b}>", None),
     # exim-queue (tests/filters/exim-outbound.log): the sender first (spaces only inside its quoted
     # local part, `"` and `\\` escaped: QUOTED below), then Exim's H=, P=, A=, U=; subject, id= and
