@@ -344,15 +344,7 @@ class Daemon:
         self.runner.build(new, active)
         old = self.pipeline
         self.pipeline = self._build_pipeline(new, active)
-        # Counting goes on across a reload: the correlation, the rate limit's recent decisions
-        # and the windows of jails that kept their name and key carry over.
-        self.pipeline.correlator = old.correlator
-        if old.valve is not None and self.pipeline.valve is not None:
-            self.pipeline.valve.recent = old.valve.recent
-        for jail in self.pipeline.jails:
-            before = old.jail(jail.spec.name)
-            if before is not None and before.spec.key == jail.spec.key:
-                jail.windows, jail.logins = before.windows, before.logins
+        self.pipeline.take_over(old)  # counting goes on across a reload
         try:
             self.writer.state.keep_windows((j.spec.name, j.spec.key) for j in self.pipeline.jails)
         except Exception as exc:
