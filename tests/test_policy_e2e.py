@@ -176,16 +176,23 @@ def test_disabled_account_is_refused_on_its_next_rcpt(env: Env) -> None:
     s.sendmail(user, ["first@remote.example.net"], "Subject: ok\r\n\r\nhi\r\n")
     proc = subprocess.Popen([sys.executable, "-m", "mailban", "ban", "--user", user, "--jail", "disable-user",
                              "--config", str(env.config)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # RCPTs in one transaction, each a policy request: postfix opens a queue file only at a
+    # transaction's first accepted RCPT. A RSET/MAIL/RCPT loop opened one per RCPT, and after
+    # about 100 of them (none delivered) postfix's inbound flow control (in_flow_delay = 1s:
+    # cleanup waits for a token that only deliveries give back) held one RCPT for 1 s, which
+    # is what the first measurements of this test timed (0.6-0.9 s), not mailban.
+    s.mail(user)
     refused_at = None
     stamps: list[float] = []
     end = time.monotonic() + 20
     while time.monotonic() < end:
-        s.rset()
-        s.mail(user)
-        code, text = s.rcpt("next@remote.example.net")
+        if len(stamps) % 500 == 499:  # smtpd_recipient_limit is 1000
+            s.rset()
+            s.mail(user)
+        code, text = s.rcpt(f"next{len(stamps)}@remote.example.net")
         stamps.append(time.time())
         if code >= 500:
-            refused_at = time.time()
+            refused_at = stamps[-1]
             assert code == 554 and b"Account disabled" in text
             break
     assert proc.wait(30) == 0, proc.stderr.read()
@@ -193,16 +200,14 @@ def test_disabled_account_is_refused_on_its_next_rcpt(env: Env) -> None:
     ban = next(b for b in env.bans() if b["key"] == user)
     delay = refused_at - ban["time"]
     before = [t for t in stamps if t <= ban["time"]]
-    # The answer before the refusal came after the decision too: the refusal could not be seen
-    # earlier than one RCPT round trip after the decision.
+    gaps = sorted(round((b - a) * 1000, 1) for a, b in zip(stamps, stamps[1:]))
     print(f"\nlast accepted RCPT answered {(before[-1] - ban['time']) * 1000 if before else float('nan'):.1f} ms "
-          f"from the decision; {len(stamps)} RCPTs, gaps ms: "
-          f"{sorted(round((b - a) * 1000, 1) for a, b in zip(stamps, stamps[1:]))[-5:]}")
+          f"before the decision; {len(stamps)} RCPTs, longest gaps ms: {gaps[-5:]}")
     print(f"\ndisabled account refused {delay * 1000:.1f} ms after the decision")
     (env.tmp / "disable-delay.txt").write_text(f"{delay * 1000:.1f} ms\n")
-    # The target is 50 ms; measured 0.76-0.84 s here (one RCPT around the decision waits
-    # about 1 s; not the service's poll timeout, which was ruled out): asserted loosely until found.
-    assert delay < 2.0
+    # The target. Measured 1.3-9 ms (ten runs, docs/policy.md): the service is handed
+    # the decision before the sasl-disable action runs, and answers from memory.
+    assert delay < 0.05, f"refused {delay * 1000:.1f} ms after the decision; RCPT gaps {gaps[-5:]}"
     s.quit()
 
 
