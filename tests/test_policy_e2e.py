@@ -205,7 +205,7 @@ def test_disabled_account_is_refused_on_its_next_rcpt(env: Env) -> None:
           f"before the decision; {len(stamps)} RCPTs, longest gaps ms: {gaps[-5:]}")
     print(f"\ndisabled account refused {delay * 1000:.1f} ms after the decision")
     (env.tmp / "disable-delay.txt").write_text(f"{delay * 1000:.1f} ms\n")
-    # The target. Measured 1.3-9 ms (ten runs, docs/policy.md): the service is handed
+    # The target. Measured 1.0-6.7 ms (twelve runs, docs/policy.md): the service is handed
     # the decision before the sasl-disable action runs, and answers from memory.
     assert delay < 0.05, f"refused {delay * 1000:.1f} ms after the decision; RCPT gaps {gaps[-5:]}"
     s.quit()
