@@ -222,6 +222,29 @@ def test_held_account_next_message_is_held(env: Env) -> None:
     assert len(held) == 1
 
 
+def test_a_killed_service_process_is_restarted_and_mail_flows_meanwhile(env: Env) -> None:
+    import re
+
+    def pids() -> list[int]:
+        return [int(p) for p in re.findall(r"policy service: process (\d+) answers", (env.tmp / "daemon.log").read_text())]
+
+    first = pids()[-1]
+    os.kill(first, signal.SIGKILL)
+    user = "carol@example.test"
+    s = env.session(user)
+    s.sendmail(user, ["gap@remote.example.net"], "Subject: gap\r\n\r\nhi\r\n")  # DUNNO or the new child
+    s.quit()
+    wait_for("a new policy process", lambda: pids()[-1] != first, 10)
+    # the new one knows the bans in force: erin's next message is held too
+    user = "erin@example.test"
+    s = env.session(user)
+    s.sendmail(user, ["again@remote.example.net"], "Subject: again\r\n\r\nhi\r\n")
+    s.quit()
+    wait_for("the second message in the hold queue",
+             lambda: len([q for q in env.queue() if q["sender"] == user and q["queue_name"] == "hold"]) == 2)
+    assert env.proc is not None and env.proc.poll() is None
+
+
 def test_mail_flows_with_mailban_stopped(env: Env) -> None:
     env.stop_daemon()
     user = "carol@example.test"
