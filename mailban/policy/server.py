@@ -5,12 +5,11 @@ setting); the daemon's `Decisions` (a reference it replaces whole) and commands 
 thread (`call`: unban, reload). Outputs: answers; the inline jails' bans, which the daemon takes
 (`take_bans`) when `fileno()` becomes readable, then records and carries out like any other.
 
-Why a thread with its own selector loop: an answer is a few dictionary lookups (about 10 us of
-Python), so a thread per connection or asyncio would cost more than the work; a loop of its own
-keeps answering while the daemon's loop waits on an action (a postmap, a postfix reload), and it
-shares the daemon's memory, so the decisions need no copying or IPC. The cost is the GIL: while
-the daemon parses a batch of log lines, answers wait for the interpreter's switch interval
-(5 ms); bench/policy.py measures both with and without log load.
+Why one selector loop: an answer is a few dictionary lookups (about 10 us of Python), so a
+thread per connection or asyncio would cost more than the work. The daemon runs this loop in a
+process of its own (child.py: `_run` is the child's main loop); `start()` runs it as a thread
+instead (the tests, and bench/policy.py --thread, which shows what the GIL cost it there: it
+waited behind the daemon's log parsing).
 
 Fail-open, because mailban must never stop mail (postfix's `default_action = DUNNO` covers a
 mailban that is stopped, restarting or silent):
