@@ -31,6 +31,8 @@ capped (`max_keys`), evicting the least recently active key among those with one
 window first (an attacker who failed twice outlives a spray of single failures, see
 _evict_quietest), so a spray of a million addresses cannot exhaust memory.
 Must never: read the clock, perform I/O, or ban an ignored address (loopback is always ignored).
+Size: one jail's state machine (windows, thresholds, escalation, prefixes, account guessing
+with its owner's grace) reads and writes the same tables; split, its invariants would span files.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ class FleetBridge:
                 bans.append(replace(ban, cause=f"fleet: {total} in {format_duration(jail.spec.findtime)} on {nodes} nodes"))
                 self.daemon.writer.unsaved_windows.add((name, "key", key))
         if bans:
-            self.publish(self.daemon.decide(bans, now).bans)
+            self.publish(self.daemon.decide(bans, now))
         if last is not None:
             ids = self._carry_out(decisions, now)
             cluster.applied(ids, last)

@@ -137,7 +137,7 @@ class PolicyBridge:
             return
         bans = self.proc.take_bans()
         if bans:
-            self.daemon.fleet.publish(self.daemon.decide(bans, time.time()).bans)
+            self.daemon.fleet.publish(self.daemon.decide(bans, time.time()))
 
     def housekeeping(self) -> None:
         """Fork a child that died again, once its backoff has passed."""
