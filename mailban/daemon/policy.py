@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
-from ..core.jails import IgnoreList, Jail
+from ..core.jails import IgnoreList, Jail, JailSpec
 from ..core.records import Ban
 from ..policy.answer import Decisions, Inline, inline_jail
 from ..policy.child import PolicyProcess
@@ -117,8 +117,25 @@ class PolicyBridge:
         self.proc.send("decisions", self._decisions([*active, *(extra or ())]))
 
     def applying(self, bans: list[Ban]) -> None:
-        """The action runner is about to carry these out (first: the service answers at once)."""
+        """The action runner is about to carry these out (first: the service answers at once).
+        An inline jail's ban decided elsewhere (another node, an admin) is noted by that jail,
+        which answers for it from then on."""
         self.refresh(bans)
+        inline = self.inline_specs()
+        notes = [(b.jail, b.key, b.until, b.key_type) for b in bans if b.jail in inline]
+        if notes and self.proc is not None and self.proc.alive:
+            self.proc.send("note", notes)
+
+    def inline_specs(self) -> dict[str, JailSpec]:
+        """The enabled inline jails' specs by name."""
+        return {s.name: s for s in self.daemon.config.jails if s.enabled and s.inline}
+
+    def crossing(self, name: str, key: str, now: float, when: float, total: int, lines: tuple[str, ...],
+                 cause: str) -> None:
+        """The fleet's shared window of an inline jail crossed its threshold: the jail (in the
+        service's process) decides, and its ban comes back like its own."""
+        if self.proc is not None and self.proc.alive:
+            self.proc.send("crossing", name, key, now, when, total, tuple(lines), cause)
 
     def lifted(self, bans: list[Ban] | None) -> None:
         """Bans lifted (unban, folds; None: all of them): the inline jails forget them and
@@ -138,6 +155,9 @@ class PolicyBridge:
         bans = self.proc.take_bans()
         if bans:
             self.daemon.fleet.publish(self.daemon.decide(bans, time.time()))
+        if self.proc.shared:  # what `shared` inline jails counted, into the fleet's windows
+            shared, self.proc.shared = self.proc.shared, []
+            self.daemon.fleet.share_inline(shared, self.inline_specs())
 
     def housekeeping(self) -> None:
         """Fork a child that died again, once its backoff has passed."""

@@ -32,6 +32,7 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from ..core.jails import Jail
@@ -80,6 +81,8 @@ class PolicyProcess:
         # Called when the child is found gone, before the link is closed (the daemon's
         # selector lets go of its descriptor).
         self.on_lost: Callable[[], None] | None = None
+        # What shared inline jails counted, taken with the bans: (jail name, shared_out items).
+        self.shared: list[tuple[str, list]] = []
 
     def start(self, inline: Inline, decisions: Decisions) -> None:
         """Fork the child with these inline jails and decisions."""
@@ -118,6 +121,8 @@ class PolicyProcess:
                 for message in self._frames.feed(data):
                     if message[0] == "bans":
                         bans.extend(message[1])
+                    elif message[0] == "shared":
+                        self.shared.extend(message[1])
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:
@@ -205,9 +210,11 @@ def _link_loop(server: PolicyServer, link: socket.socket) -> None:
         while True:
             for key, _mask in sel.select():
                 if key.data == "bans":
-                    bans = server.take_bans()
+                    bans, shared = server.take_bans(), server.take_shared()
                     if bans:
                         link.sendall(_frame(("bans", bans)))
+                    if shared:
+                        link.sendall(_frame(("shared", shared)))
                     continue
                 data = link.recv(1 << 20)
                 if not data:
@@ -233,3 +240,24 @@ def _apply(server: PolicyServer, message: tuple[Any, ...]) -> None:
     elif op == "jails":
         jails: list[Jail] = message[1]
         server.call(lambda inline: inline.replace(jails))
+    elif op == "note":  # bans of inline jails decided elsewhere (another node, an admin)
+        notes = message[1]
+        server.call(lambda inline: _note(inline, notes))
+    elif op == "crossing":  # the fleet's shared window of an inline jail reached its threshold
+        args = message[1:]
+        server.call(lambda inline: _crossing(server, inline, *args))
+
+
+def _note(inline: Inline, notes: list[tuple[str, str, float, str]]) -> None:
+    for name, key, until, key_type in notes:
+        jail = inline.jail(name)
+        if jail is not None:
+            jail.note_ban(key, until, key_type)
+
+
+def _crossing(server: PolicyServer, inline: Inline, name: str, key: str, now: float, when: float, total: int,
+              lines: tuple[str, ...], cause: str) -> None:
+    jail = inline.jail(name)
+    ban = jail.decide_shared(key, now, when, total, lines) if jail is not None and jail.spec.shared else None
+    if ban is not None:
+        server.hand_over([replace(ban, cause=cause)])

@@ -88,6 +88,8 @@ class PolicyServer:
         # a queue, since a list swapped by the taker lost a ban that the loop appended to the
         # list it had just read (a race seen end to end, about one run in seven).
         self._bans: queue.SimpleQueue[Ban] = queue.SimpleQueue()
+        # What `shared` inline jails counted (jail name, Jail.shared_out items), for the fleet.
+        self._shared: queue.SimpleQueue[tuple[str, list]] = queue.SimpleQueue()
         self._commands: queue.SimpleQueue[Callable[[Inline], None]] = queue.SimpleQueue()
         self._cmd_r, self._cmd_w = socket.socketpair()
         self._out_r, self._out_w = socket.socketpair()
@@ -133,6 +135,21 @@ class PolicyServer:
                 bans.append(self._bans.get_nowait())
             except queue.Empty:
                 return bans
+
+    def take_shared(self) -> list[tuple[str, list]]:
+        """What shared inline jails counted since the last call (after take_bans)."""
+        out = []
+        while True:
+            try:
+                out.append(self._shared.get_nowait())
+            except queue.Empty:
+                return out
+
+    def hand_over(self, bans: list[Ban]) -> None:
+        """Queue bans decided in this thread outside a request (a fleet crossing) for the taker."""
+        for ban in bans:
+            self._bans.put(ban)
+        self._poke(self._out_w)
 
     def call(self, command: Callable[[Inline], None]) -> None:
         """Run `command(inline)` in the server's thread, between two requests."""
@@ -261,6 +278,12 @@ class PolicyServer:
                     self._bans.put(ban)
                 self._poke(self._out_w)
             replies.append(reply)
+        shared = [j for j in inline.jails if j.shared_out]
+        if shared:  # only `shared = true` jails fill it
+            for jail in shared:
+                self._shared.put((jail.spec.name, jail.shared_out))
+                jail.shared_out = []
+            self._poke(self._out_w)
         self._send(conn, replies[0] if len(replies) == 1 else b"".join(replies))
 
     def _send(self, conn: _Conn, payload: bytes) -> None:
