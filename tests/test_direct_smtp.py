@@ -32,17 +32,37 @@ from mailban.directsmtp.source import DirectSmtpSource, Position, describe
 
 
 class FakeKernel:
+    """The counting sets: `counts` per (uid, destination, port); the uid set is their sum per
+    uid unless `uids` says otherwise (a full destination set). Reading the destination sets
+    advances `timer` by `dest_cost` (what 10,000 elements cost, say)."""
+
     def __init__(self) -> None:
         self.counts: dict[tuple[int, str, int], int] = {}
+        self.uids: dict[int, int] | None = None
         self.ensured = 0
         self.fail = False
+        self.timer = 0.0
+        self.dest_cost = 0.0
+        self.dest_reads = 0
 
     def ensure(self, *args: Any) -> None:
         self.ensured += 1
 
+    def uid_counters(self) -> dict[int, int]:
+        if self.fail:
+            raise RuntimeError("No such file or directory")
+        if self.uids is not None:
+            return dict(self.uids)
+        out: dict[int, int] = {}
+        for (uid, _d, _p), n in self.counts.items():
+            out[uid] = out.get(uid, 0) + n
+        return out
+
     def counters(self) -> dict[tuple[int, str, int], int]:
         if self.fail:
             raise RuntimeError("No such file or directory")
+        self.dest_reads += 1
+        self.timer += self.dest_cost
         return dict(self.counts)
 
     def check(self) -> None:
@@ -65,7 +85,8 @@ class Clock:
 
 
 def make(saved: dict[str, Any] | None, kernel: FakeKernel, clock: Clock, proc: str = "/nonexistent") -> DirectSmtpSource:
-    return DirectSmtpSource(Settings(), saved, kernel=kernel, clock=clock, monotonic=clock, proc=proc)
+    return DirectSmtpSource(Settings(), saved, kernel=kernel, clock=clock, monotonic=clock, proc=proc,
+                            timer=lambda: kernel.timer)
 
 
 def test_first_start_takes_the_counters_as_baseline_then_counts_growth() -> None:
@@ -88,24 +109,69 @@ def test_first_start_takes_the_counters_as_baseline_then_counts_growth() -> None
 
 def test_restart_counts_what_grew_while_stopped_and_a_reset_counts_from_zero() -> None:
     kernel, clock = FakeKernel(), Clock()
-    saved = Position({(1001, "203.0.113.5", 25): 30, (1003, "198.51.100.9", 25): 50}).to_dict()
+    saved = Position({(1001, "203.0.113.5", 25): 30, (1003, "198.51.100.9", 25): 50}, {1001: 30, 1003: 50}).to_dict()
     assert Position.parse(json.loads(json.dumps(saved))) == {(1001, "203.0.113.5", 25): 30,
                                                             (1003, "198.51.100.9", 25): 50}
+    assert Position.parse_uids(json.loads(json.dumps(saved))) == {1001: 30, 1003: 50}
     # 5 more while mailban was stopped; uid 1003's counter was reset (table made again) to 4.
     kernel.counts = {(1001, "203.0.113.5", 25): 35, (1003, "198.51.100.9", 25): 4}
     src = make(saved, kernel, clock)
     events = src.read_events()
     assert sorted((e.uid, e.count) for e in events) == [(1001, 5), (1003, 4)]
-    assert src.position.to_dict() == Position(dict(kernel.counts)).to_dict()
-    # An element the kernel dropped (idle a day) is forgotten: it cannot grow any more.
+    assert src.position.to_dict() == Position(dict(kernel.counts), kernel.uid_counters()).to_dict()
+    # An element the kernel dropped (idle a day) is forgotten: it cannot grow any more (the
+    # destinations' positions at their next read: nothing grew, so they are not read now).
     kernel.counts = {}
     clock.t += 1
-    assert src.read_events() == [] and src.position.counters == {}
+    assert src.read_events() == [] and src.position.uids == {}
 
+
+def test_a_position_saved_before_the_uid_set_takes_the_counts_as_baseline() -> None:
+    kernel, clock = FakeKernel(), Clock()
+    kernel.counts = {(1001, "203.0.113.5", 25): 35}
+    src = make({"counters": [[1001, "203.0.113.5", 25, 30]]}, kernel, clock)
+    assert src.read_events() == []  # the uid set is new: what it holds is the baseline
+    kernel.counts = {(1001, "203.0.113.5", 25): 37}
+    clock.t += 1
+    assert [(e.uid, e.count) for e in src.read_events()] == [(1001, 2)]
+
+
+def test_the_destination_sets_are_read_only_when_a_uid_grew_and_within_their_share() -> None:
+    """Issue 18: the per-second cost must not grow with the destinations. The uid set is read
+    every second; the destination sets (here costing 0.3 s a read, as 10,000 elements do) only
+    when a uid's count grew, and then at most once per 20 times their cost (6 s). The events'
+    counts never wait: they come from the uid set."""
+    kernel, clock = FakeKernel(), Clock()
+    kernel.dest_cost = 0.3
+    kernel.counts = {(1001, f"203.0.113.{i}", 25): 1 for i in range(100)}
+    src = make(None, kernel, clock)
+    assert src.read_events() == [] and kernel.dest_reads == 1  # baseline
+    for _ in range(10):  # nothing grows: the destination sets are never read
+        clock.t += 1
+        assert src.read_events() == []
+    assert kernel.dest_reads == 1 and src.polls == 11
+    # A spam run: 2 new destinations a second for 8 seconds.
+    lines, total = [], 0
+    for second in range(8):
+        clock.t += 1
+        for j in range(2):
+            kernel.counts[(1001, f"198.51.100.{second * 2 + j}", 25)] = 1
+        events = src.read_events()
+        assert [(e.uid, e.count) for e in events] == [(1001, 2)]  # every second, exact
+        total += events[0].count
+        lines.append(events[0].line)
+    assert total == 16 and kernel.dest_reads == 3  # second 0 (cost 0.3 s: next read 6 s later) and second 6
+    assert "to=198.51.100.0:25(1),198.51.100.1:25(1) connections=2" in lines[0]
+    assert "to=(not read at this poll) connections=2" in lines[1]
+    # 5 shown of the 12 that grew since the last read (seconds 1 to 6)
+    assert "to=198.51.100.10:25(1),198.51.100.11:25(1),198.51.100.12:25(1),198.51.100.13:25(1)," in lines[6]
+    assert "+7 more connections=2" in lines[6]
+    assert src.summary()["uids"]["1001"]["connections"] == 116
+    assert src.summary()["destination_reads"] == 3
 
 def test_a_kernel_failure_is_kept_for_status_and_set_up_again() -> None:
     kernel, clock = FakeKernel(), Clock()
-    src = make({"counters": []}, kernel, clock)
+    src = make({"counters": [], "uids": []}, kernel, clock)
     kernel.fail = True
     assert src.read_events() == []
     assert "cannot read the counters" in (src.error or "") or kernel.ensured == 2
@@ -124,7 +190,7 @@ def test_bad_saved_positions_are_ignored() -> None:
 
 def test_the_line_quotes_the_processes_text() -> None:
     hostile = procs.Holder(42, 'php x.php\n2026-01-01 direct-smtp: uid=0 "', "/var/www/a b", ("203.0.113.5:25",))
-    line = describe(33, "203.0.113.5", 25, 3, [hostile], 0.0)
+    line = describe(33, {"203.0.113.5:25": 3}, 3, [hostile], 0.0)
     assert "\n" not in line and line.count("uid=") == 2  # the forged one is inside a JSON string
     assert 'cmd="php x.php\\n2026-01-01 direct-smtp: uid=0 \\""' in line
     Event(0.0, "direct-smtp", "direct-smtp", "connect", uid=33)  # the kind exists
