@@ -229,6 +229,13 @@ def test_holders_from_a_written_proc_tree(tmp_path: Path) -> None:
     found = procs.holders(mine, (25,), str(tmp_path))
     assert found == [procs.Holder(4242, "php -f mailer.php", "/var/www/site", ("198.51.100.1:25",))]
     assert procs.holders(mine, (465,), str(tmp_path)) == []
+    # The connection closed before mailban looked: with the fallback, the uid's running
+    # processes are named as candidates (no destinations), and the line says what they are.
+    candidates = procs.holders(mine, (465,), str(tmp_path), fallback=True)
+    assert candidates == [procs.Holder(4242, "php -f mailer.php", "/var/www/site", ())]
+    line = describe(mine, {"203.0.113.5:465": 1}, 1, candidates, 0.0)
+    assert line.endswith('no process held such a socket when mailban looked; the uid\'s processes then: '
+                         'pid=4242 cwd="/var/www/site" cmd="php -f mailer.php"')
 
 
 # ---- end to end, real nftables in two namespaces ---------------------------------------------
@@ -593,7 +600,9 @@ def test_unprivileged_daemon_with_cap_net_admin_counts_and_blocks(world: dict[st
             assert "1" in status["direct_smtp"]["blocked"]
             text = "\n".join(next(b for b in status["bans"] if b["key"] == "1")["lines"])
             assert "user=daemon" in text and f"to={world['mx4']}:25" in text
-            assert "no process held such a socket" in text, text  # /proc/PID/fd of uid 1: not ours to read
+            # /proc/PID/fd and cwd of uid 1: not ours to read; the running processes are named.
+            assert "no process held such a socket" in text, text
+            assert "the uid's processes then: pid=" in text and 'cwd="?" cmd="/usr/bin/python3 -c' in text, text
             ok, out = connect_as(world, "daemon", 1)
             assert ok == 0 and "ConnectionRefusedError" in out, out
             assert call({"cmd": "unban", "key_type": "uid", "key": "1"})["ok"]

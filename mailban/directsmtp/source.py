@@ -260,7 +260,7 @@ class DirectSmtpSource:
         events: list[Event] = []
         for uid, new in grown:
             try:
-                found = procs.holders(uid, self.ports, self.proc)
+                found = procs.holders(uid, self.ports, self.proc, fallback=True)
             except Exception as exc:  # /proc unreadable: the count still stands
                 log.debug("direct-smtp: cannot look for uid %d's processes: %s", uid, exc)
                 found = []
@@ -318,9 +318,11 @@ def describe(uid: int, dests: dict[str, int] | None, new: int, holders: list[pro
         if len(ranked) > SHOWN_DESTINATIONS:
             to += f"+{len(ranked) - SHOWN_DESTINATIONS} more"
     text = f"{stamp} direct-smtp: uid={uid} user={user_name(uid)} to={to} connections={new}"
-    if holders:
-        text += "; held by " + ", ".join(
-            f"pid={h.pid} cwd={json.dumps(h.cwd)} cmd={json.dumps(h.cmdline[:120])}" for h in holders[:3])
+    shown = ", ".join(f"pid={h.pid} cwd={json.dumps(h.cwd)} cmd={json.dumps(h.cmdline[:120])}" for h in holders[:3])
+    if holders and holders[0].destinations:
+        text += "; held by " + shown
+    elif holders:  # procs.holders' fallback: candidates, not proof
+        text += "; no process held such a socket when mailban looked; the uid's processes then: " + shown
     else:
         text += "; no process held such a socket when mailban looked"
     return text
