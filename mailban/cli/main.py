@@ -235,6 +235,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .. import config
     from ..core.errors import ConfigError
     from ..jail_fields import shown
+    from ..settings_fields import shown as shown_settings
     from ..speedups import describe, speedups
 
     try:
@@ -248,6 +249,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "ok": True, "config": cfg.path, "files": list(cfg.files),
+            "settings": shown_settings(cfg.settings),
             "filters": [{"name": f.name, "path": f.path, "rules": [r.id for r in f.rules]} for f in cfg.filters],
             "actions": {n: {"type": a.type, "path": a.path} for n, a in sorted(cfg.actions.items())},
             "jails": [{"name": j.name, **shown(j), "rule": j.describe()} for j in cfg.jails],
