@@ -1,12 +1,14 @@
 """Direct-SMTP counting: polled set counters (what mailban does) against nflog, measured (root).
 
-    python bench/direct_smtp.py [--elements 10,1000,10000,50000] [--conns 2000]
+    python bench/direct_smtp.py [--elements 10,1000,10000,50000] [--uids 20] [--conns 2000]
 
 Runs in a network namespace of its own (`directsmtp-bench-PID`) with a veth pair routing
 203.0.113.0/24: a non-blocking connect() there sends one SYN through the output hook (and
 nowhere further), so no server is needed. Prints:
-1. the cost of one poll (libnftables `list set` of both counting sets, parsed: what the daemon
-   does once a second) by the number of (uid, destination, port) elements in the set;
+1. by the number of (uid, destination, port) elements in the destination set: the cost of the
+   poll the daemon does once a second (libnftables `list set` of the uid set, parsed, and the
+   check that the chain is there), and of one read of the destination sets (done only when a
+   uid's count grew, at most once per 20 times its cost);
 2. the latency from connect() to the event with polling at the daemon's cadence (source polls
    once a second, the loop turns every 0.5 s at most);
 3. nflog (`log group N`, NFULNL_CFG_F_UID) read over a raw netlink socket in Python: the cost per
@@ -86,31 +88,55 @@ def fmt(seconds: float) -> str:
 
 
 # ---- 1, 2, 4: the set ----------------------------------------------------------------------
-def poll_cost(kernel: object, counts: list[int]) -> None:
-    from mailban.directsmtp.kernel import COUNT4
+def poll_cost(kernel: object, counts: list[int], nuids: int) -> None:
+    from mailban.directsmtp.kernel import COUNT4, UIDS
 
-    print("1. one poll (list both counting sets, parse) by elements in the set")
-    print(f"   {'elements':>9} {'median':>11} {'best':>11}")
+    print(f"1. by elements in the destination set ({nuids} uids): the per-second poll (uid set + check),")
+    print("   and a read")
+    print("   of the destination sets (only when a uid grew, at most 1/20 of the time)")
+    print(f"   {'elements':>9} {'poll median':>12} {'poll best':>11} {'dest median':>12} {'dest best':>11}")
     t = f"inet {kernel.table}"  # type: ignore[attr-defined]
     done = 0
     for n in counts:
         batch = []
         for i in range(done, n):
-            batch.append(f"{1000 + i % 500} . 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255} . 25 counter packets 3 bytes 180")
+            batch.append(f"{1000 + i % nuids} . 10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255} . 25 counter packets 3 bytes 180")
             if len(batch) == 2000:
                 kernel._cmd(f"add element {t} {COUNT4} {{ {', '.join(batch)} }}")  # type: ignore[attr-defined]
                 batch = []
         if batch:
             kernel._cmd(f"add element {t} {COUNT4} {{ {', '.join(batch)} }}")  # type: ignore[attr-defined]
+        # the uid set holds the same uids (what the kernel makes alongside)
+        uids = ", ".join(f"{1000 + i} counter packets 3 bytes 180" for i in range(min(n, nuids)))
+        kernel._cmd(f"add element {t} {UIDS} {{ {uids} }}")  # type: ignore[attr-defined]
         done = n
-        times = []
+        times, polls = [], []
         for _ in range(15 if n <= 10000 else 5):
             started = time.perf_counter()
             got = kernel.counters()  # type: ignore[attr-defined]
             times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            kernel.uid_counters()  # type: ignore[attr-defined]
+            kernel.check()  # type: ignore[attr-defined]
+            polls.append(time.perf_counter() - started)
         assert len(got) >= n
-        print(f"   {n:>9} {fmt(statistics.median(times))} {fmt(min(times))}")
+        print(f"   {n:>9} {fmt(statistics.median(polls)):>12} {fmt(min(polls)):>11} "
+              f"{fmt(statistics.median(times)):>12} {fmt(min(times)):>11}")
     kernel._cmd(f"flush set {t} {COUNT4}")  # type: ignore[attr-defined]
+    kernel._cmd(f"flush set {t} {UIDS}")  # type: ignore[attr-defined]
+    print("   the per-second poll by uids that made direct SMTP in the last day (no destinations):")
+    for n in (10, 100, 1000):
+        kernel._cmd(f"flush set {t} {UIDS}")  # type: ignore[attr-defined]
+        uids = ", ".join(f"{1000 + i} counter packets 3 bytes 180" for i in range(n))
+        kernel._cmd(f"add element {t} {UIDS} {{ {uids} }}")  # type: ignore[attr-defined]
+        polls = []
+        for _ in range(15):
+            started = time.perf_counter()
+            kernel.uid_counters()  # type: ignore[attr-defined]
+            kernel.check()  # type: ignore[attr-defined]
+            polls.append(time.perf_counter() - started)
+        print(f"   {n:>9} uids {fmt(statistics.median(polls)):>12} {fmt(min(polls)):>11}")
+    kernel._cmd(f"flush set {t} {UIDS}")  # type: ignore[attr-defined]
 
 
 def poll_latency(kernel: object, samples: int) -> None:
@@ -124,7 +150,7 @@ def poll_latency(kernel: object, samples: int) -> None:
         direct_smtp_allow = ()
         block_direct_smtp = "per-uid"
 
-    src = DirectSmtpSource(S(), {"counters": []}, kernel=kernel)
+    src = DirectSmtpSource(S(), {"counters": [], "uids": []}, kernel=kernel)
     lat = []
     rng = random.Random(1)
     for _ in range(samples):
@@ -271,6 +297,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--elements", default="10,1000,10000,50000")
     ap.add_argument("--conns", type=int, default=2000)
+    ap.add_argument("--uids", type=int, default=20, help="uids the destinations of step 1 belong to")
     ap.add_argument("--samples", type=int, default=10)
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -282,7 +309,7 @@ def main() -> int:
 
         kernel = DirectSmtpKernel(table="dsmtpbench_set")
         kernel.ensure(mta_uids=[0])
-        poll_cost(kernel, [int(n) for n in args.elements.split(",")])
+        poll_cost(kernel, [int(n) for n in args.elements.split(",")], args.uids)
         poll_latency(kernel, args.samples)
         nflog_bench(args.conns)
         set_burst(kernel, args.conns)

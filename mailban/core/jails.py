@@ -531,3 +531,18 @@ class Jail:
     def counts(self, now: float) -> dict[str, int]:
         horizon = now - self.spec.findtime
         return {k: win.total_since(horizon) for k, win in self.windows.items()}
+
+    def count_of(self, key: str, now: float) -> int | None:
+        """What `key` has counted within the window now; None when the jail is not counting it."""
+        window = self.windows.get(key)
+        return None if window is None else window.total_since(now - self.spec.findtime)
+
+    @property
+    def tracked(self) -> int:
+        """Keys counted at the moment (status)."""
+        return len(self.windows)
+
+    def take_counts(self, old: Jail) -> None:
+        """A reload: go on counting where the running jail of the same name and key was."""
+        if old.spec.key == self.spec.key:
+            self.windows, self.logins = old.windows, old.logins

@@ -257,6 +257,18 @@ class Pipeline:
             if jail.spec.key == key_type or key_type in ("ip", "net"):
                 jail.forget(key, key_type)
 
+    def take_over(self, old: Pipeline) -> None:
+        """A reload: counting goes on where the running pipeline was. The correlation, the rate
+        limit's recent decisions and the windows of jails that kept their name and key carry
+        over (what is held comes back with the active bans, note_ban)."""
+        self.correlator = old.correlator
+        if old.valve is not None and self.valve is not None:
+            self.valve.recent = old.valve.recent
+        for jail in self.jails:
+            before = old.jail(jail.spec.name)
+            if before is not None:
+                jail.take_counts(before)
+
     def forget_all(self) -> None:
         """`unban --all`: every jail's bans and counts, and every held key."""
         self.holding.clear()

@@ -53,7 +53,7 @@ class ControlCommands:
             jails.append({
                 "name": spec.name, "key": spec.key, "findtime": spec.findtime, "maxretry": spec.maxretry,
                 "count": spec.count,
-                "bantime": spec.bantime, "actions": list(spec.actions), "tracked": len(jail.windows),
+                "bantime": spec.bantime, "actions": list(spec.actions), "tracked": jail.tracked,
                 "suppressed": d.suppressed.get(spec.name, 0), "stale": d.inputs.stale.get(spec.name, 0),
                 "banned": sum(1 for b in bans if b.jail == spec.name), "top": top,
             })
@@ -177,8 +177,9 @@ class ControlCommands:
         active = [self._ban_dict(b, now) for b in w.state.active_on({(key_type, key)}, now)]
         counting = []
         for jail in d.pipeline.jails:
-            if jail.spec.key == key_type and key in jail.windows:
-                counting.append({"jail": jail.spec.name, "count": jail.counts(now).get(key, 0),
+            count = jail.count_of(key, now) if jail.spec.key == key_type else None
+            if count is not None:
+                counting.append({"jail": jail.spec.name, "count": count,
                                  "maxretry": jail.spec.maxretry, "findtime": jail.spec.findtime})
         held = d.runner.held_for(key_type, key)
         never = self._never_banned(key_type, key, None) if key_type in ("ip", "net") else None

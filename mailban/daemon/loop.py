@@ -113,8 +113,10 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        self.fleet.start()
+        # The policy service forks first: a child forked while the fleet's threads run could
+        # inherit a lock one of them holds.
         self.policy.start(self.writer.active(time.time()))
+        self.fleet.start()
         log.info("mailban %s started: config %s, %d jails, %d active bans and %d counting windows restored",
                  __version__, self.config.path, len(self.pipeline.jails), self.active_at_start, self.restored)
         self.notifier.notify("READY=1")
@@ -290,6 +292,7 @@ class Daemon:
         if self.wake_at is not None and now >= self.wake_at:
             self.fleet.batch(self.decide(self.pipeline.tick(now, now), now))
         self.runner.housekeeping(now)
+        self.policy.housekeeping()
 
     def _update_gauges(self, now: float) -> None:
         if not self.metrics.enabled:
@@ -344,15 +347,7 @@ class Daemon:
         self.runner.build(new, active)
         old = self.pipeline
         self.pipeline = self._build_pipeline(new, active)
-        # Counting goes on across a reload: the correlation, the rate limit's recent decisions
-        # and the windows of jails that kept their name and key carry over.
-        self.pipeline.correlator = old.correlator
-        if old.valve is not None and self.pipeline.valve is not None:
-            self.pipeline.valve.recent = old.valve.recent
-        for jail in self.pipeline.jails:
-            before = old.jail(jail.spec.name)
-            if before is not None and before.spec.key == jail.spec.key:
-                jail.windows, jail.logins = before.windows, before.logins
+        self.pipeline.take_over(old)  # counting goes on across a reload
         try:
             self.writer.state.keep_windows((j.spec.name, j.spec.key) for j in self.pipeline.jails)
         except Exception as exc:

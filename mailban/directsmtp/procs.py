@@ -9,8 +9,8 @@ processes owned by that uid (the owner of /proc/PID) whose /proc/PID/fd links na
 inodes (`socket:[INODE]`) hold them. Only processes of that uid are opened: a host with
 thousands of processes costs a stat() each, not a walk of every descriptor.
 What it cannot see: a connection already closed when mailban looks (the sockets of a short
-session are gone within a second; the counters still saw it), and a socket handed to a process
-of another uid.
+session are gone within a second; the counters still saw it; `fallback` then names the uid's
+running processes as candidates), and a socket handed to a process of another uid.
 Security note: command lines and directories are the attacker's text (a script names itself);
 they are returned as data, capped, and shown escaped (notify.printable) or JSON-quoted; they
 never reach a shell or a pattern.
@@ -81,14 +81,18 @@ def _text(path: str) -> str:
     return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")[:MAX_TEXT]
 
 
-def holders(uid: int, ports: tuple[int, ...], proc: str = "/proc") -> list[Holder]:
+def holders(uid: int, ports: tuple[int, ...], proc: str = "/proc", fallback: bool = False) -> list[Holder]:
     """The processes of `uid` that hold its sockets to these remote ports now (at most
-    MAX_HOLDERS, lowest pid first)."""
+    MAX_HOLDERS, lowest pid first). With `fallback`, when none does (the connections were
+    closed before mailban looked), the uid's processes running now, with no destinations: a
+    spam loop that opens short sessions lives on between them, and is one of these. They are
+    candidates, not proof (the line says so)."""
     sockets = smtp_sockets(uid, ports, proc)
-    if not sockets:
+    if not sockets and not fallback:
         return []
     wanted = {f"socket:[{inode}]": dest for inode, dest in sockets.items()}
     found: list[Holder] = []
+    running: list[int] = []
     try:
         pids = sorted(int(p) for p in os.listdir(proc) if p.isdigit())
     except OSError:
@@ -98,7 +102,8 @@ def holders(uid: int, ports: tuple[int, ...], proc: str = "/proc") -> list[Holde
         try:
             if os.stat(base).st_uid != uid:
                 continue
-            fds = os.listdir(os.path.join(base, "fd"))
+            running.append(pid)
+            fds = os.listdir(os.path.join(base, "fd")) if wanted else []
         except OSError:
             continue  # gone, or not ours to read
         dests: list[str] = []
@@ -111,11 +116,17 @@ def holders(uid: int, ports: tuple[int, ...], proc: str = "/proc") -> list[Holde
                 dests.append(wanted[target])
         if not dests:
             continue
-        try:
-            cwd = os.readlink(os.path.join(base, "cwd"))[:MAX_TEXT]
-        except OSError:
-            cwd = "?"
-        found.append(Holder(pid, _text(os.path.join(base, "cmdline")), cwd, tuple(dests)))
+        found.append(_holder(base, pid, tuple(dests)))
         if len(found) >= MAX_HOLDERS:
             break
+    if not found and fallback:
+        found = [_holder(os.path.join(proc, str(pid)), pid, ()) for pid in running[:MAX_HOLDERS]]
     return found
+
+
+def _holder(base: str, pid: int, dests: tuple[str, ...]) -> Holder:
+    try:
+        cwd = os.readlink(os.path.join(base, "cwd"))[:MAX_TEXT]
+    except OSError:
+        cwd = "?"  # gone, or not ours to read (no CAP_SYS_PTRACE: docs/direct-smtp.md)
+    return Holder(pid, _text(os.path.join(base, "cmdline")), cwd, dests)

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import procs
 from .kernel import DirectSmtpKernel, uids_of
-from .source import uid_summary
+from .source import uid_summary, where
 
 
 def snapshot(settings: Any, kernel: Any = None, proc: str = "/proc") -> dict[str, Any]:
@@ -21,12 +21,12 @@ def snapshot(settings: Any, kernel: Any = None, proc: str = "/proc") -> dict[str
     excluded, missing = uids_of(settings.direct_smtp_mta_users)
     per_uid: dict[int, dict[str, int]] = {}
     for (uid, dst, port), n in kernel.counters().items():
-        where = f"[{dst}]:{port}" if ":" in dst else f"{dst}:{port}"
-        per_uid.setdefault(uid, {})[where] = n
+        per_uid.setdefault(uid, {})[where(dst, port)] = n
+    totals = kernel.uid_counters()
     return {
         "ports": list(ports), "excluded_uids": excluded, "missing_users": missing,
         "policy": settings.block_direct_smtp, "enabled": settings.direct_smtp,
         "blocked": {str(u): left for u, left in kernel.blocked().items()},
-        "uids": {str(uid): uid_summary(uid, dests, procs.holders(uid, ports, proc))
-                 for uid, dests in sorted(per_uid.items())},
+        "uids": {str(uid): uid_summary(uid, per_uid.get(uid, {}), procs.holders(uid, ports, proc), None, total)
+                 for uid, total in sorted(totals.items())},
     }

@@ -1,11 +1,13 @@
 """The `direct-smtp` source: the kernel's per-uid SMTP counters turned into events for the jails.
 
-Inputs: the counting sets (kernel.DirectSmtpKernel.counters(), polled at most once per `every`
-seconds), the counters committed at the last batch (the position), the clock. Outputs: events
-of kind `direct-smtp` (filter `direct-smtp`, rule `connect`), one per (uid, destination, port)
-whose counter grew, with `uid` set and `count` the number of new connections; each event's
-`line` says who, where and which processes held such sockets when mailban looked (procs.py),
-which is what `list`, `explain` and the notify mail show.
+Inputs: the kernel's counters (kernel.DirectSmtpKernel): per uid, polled at most once per
+`every` seconds, and per (uid, destination, port), read only when a uid's count grew and no more
+often than their cost allows (DEST_SHARE); the counters committed at the last batch (the
+position); the clock. Outputs: events of kind `direct-smtp` (filter `direct-smtp`, rule
+`connect`), one per uid whose counter grew, with `uid` set and `count` the number of new
+connections; each event's `line` says who, where to (the destinations that grew) and which
+processes held such sockets when mailban looked (procs.py), which is what `list`, `explain` and
+the notify mail show.
 
 Why events and not lines through a filter: a filter matches by program name, and any local user
 can write a line with any program name to the mail log (`logger -p mail.info -t ...`); a forged
@@ -40,12 +42,15 @@ log = logging.getLogger("mailban.direct-smtp")
 NAME = "direct-smtp"
 KIND = "direct-smtp"
 POLL_EVERY = 1.0
-# A poll costs about 1 ms per 50 elements (bench/direct_smtp.py: 0.8 ms at 10, 15 ms at 1000,
-# 230 ms at 10,000): the next poll waits at least this many times the last one took, so that
-# polling never takes more than 1/POLL_SHARE of the loop (log reading must not slow down when a
-# spam run to thousands of MX hosts fills the set; the kernel goes on counting meanwhile).
-POLL_SHARE = 20
-MAX_EVENTS = 5000  # per poll; the rest waits for the next one (the position says what was taken)
+# Reading the destination sets costs about 1 ms per 30 elements (bench/direct_smtp.py: 0.5 ms
+# at 10, 12 ms at 1,000, 320 ms at 10,000). They are read only when a uid's count grew, and the
+# next read waits at least this many times the last one took, so that they never take more than
+# 1/DEST_SHARE of the loop (log reading must not slow down when a spam run to thousands of MX
+# hosts fills them). The events do not wait for them: their counts come from the uid set, read
+# every second at a cost that does not depend on the destinations.
+DEST_SHARE = 20
+MAX_EVENTS = 5000  # uids per poll; the rest waits for the next one (the position says what was taken)
+SHOWN_DESTINATIONS = 5  # per event line; the rest is "+N more"
 
 
 def user_name(uid: int) -> str:
@@ -55,12 +60,21 @@ def user_name(uid: int) -> str:
         return str(uid)
 
 
+def where(dst: str, port: int) -> str:
+    return f"[{dst}]:{port}" if ":" in dst else f"{dst}:{port}"
+
+
 class Position:
-    def __init__(self, counters: Counters) -> None:
+    """The counters as last committed: per uid (what events are counted from) and per (uid,
+    destination, port) (what their lines name)."""
+
+    def __init__(self, counters: Counters, uids: dict[int, int] | None = None) -> None:
         self.counters = counters
+        self.uids = uids if uids is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"counters": [[u, d, p, n] for (u, d, p), n in sorted(self.counters.items())]}
+        return {"uids": [[u, n] for u, n in sorted(self.uids.items())],
+                "counters": [[u, d, p, n] for (u, d, p), n in sorted(self.counters.items())]}
 
     @staticmethod
     def parse(saved: dict[str, Any] | None) -> Counters | None:
@@ -73,6 +87,15 @@ class Position:
                 out[(row[0], row[1], row[2])] = row[3]
         return out
 
+    @staticmethod
+    def parse_uids(saved: dict[str, Any] | None) -> dict[int, int] | None:
+        """None when there is none (a first start, or a position saved before the uid set
+        existed: the current counts are then the baseline)."""
+        if not isinstance(saved, dict) or not isinstance(saved.get("uids"), list):
+            return None
+        return {row[0]: row[1] for row in saved["uids"]
+                if isinstance(row, list) and len(row) == 2 and all(type(x) is int for x in row)}
+
 
 class DirectSmtpSource:
     path = NAME
@@ -80,25 +103,34 @@ class DirectSmtpSource:
 
     def __init__(self, settings: Any, saved: dict[str, Any] | None, kernel: Any = None,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-                 proc: str = "/proc", every: float = POLL_EVERY) -> None:
+                 proc: str = "/proc", every: float = POLL_EVERY,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
         self.kernel = kernel if kernel is not None else DirectSmtpKernel()
         self.clock, self.monotonic = clock, monotonic
+        self.timer = timer  # measures what a read of the kernel cost (injected by tests)
         self.proc = proc
         self.every = every
         self.ports: tuple[int, ...] = tuple(getattr(settings, "direct_smtp_ports", PORTS))
         self.settings = settings
         self.seen: Counters | None = Position.parse(saved)
+        self.seen_uids: dict[int, int] | None = Position.parse_uids(saved)
         self.error: str | None = None
         self.ready = False
         self.next_poll = 0.0
+        self.next_dest = 0.0  # monotonic time before which the destination sets are not read
+        self.dest_due = False  # a uid grew while a read was not allowed: read them when it is
         self.missing_users: list[str] = []
         self.excluded: list[int] = []
-        # What status and metrics show: per uid, the kernel's totals and the last processes found.
+        # What status and metrics show: per uid, the kernel's count, its destinations (as last
+        # read) and the last processes found.
+        self.uid_totals: dict[int, int] = {}
         self.totals: dict[int, dict[str, int]] = {}
         self.holders: dict[int, list[procs.Holder]] = {}
         self.last_seen: dict[int, float] = {}
         self.polls = 0
         self.poll_seconds = 0.0
+        self.dest_reads = 0
+        self.dest_seconds = 0.0
         self._setup()
 
     # ---- kernel -------------------------------------------------------------------------------
@@ -136,7 +168,7 @@ class DirectSmtpSource:
 
     @property
     def position(self) -> Position:
-        return Position(dict(self.seen or {}))
+        return Position(dict(self.seen or {}), dict(self.seen_uids or {}))
 
     def backlog(self) -> int | None:
         return None
@@ -146,7 +178,8 @@ class DirectSmtpSource:
         stopped, and the next start takes up what grew."""
 
     def read_events(self) -> list[Event]:
-        """The events of what the counters gained since the last poll ([] between polls)."""
+        """The events of what the uid counters gained since the last poll ([] between polls):
+        one per uid, its count the new connections, its line the destinations that grew."""
         mono = self.monotonic()
         if mono < self.next_poll:
             return []
@@ -155,9 +188,9 @@ class DirectSmtpSource:
             self._setup()
             if not self.ready:
                 return []
-        started = time.perf_counter()
+        started = self.timer()
         try:
-            current = self.kernel.counters()
+            current = self.kernel.uid_counters()
             self.kernel.check()
         except Exception as exc:
             # The table was deleted behind our back (`nft flush ruleset`): make it again; the
@@ -166,54 +199,78 @@ class DirectSmtpSource:
             log.error("direct-smtp: %s; setting the chain up again", self.error)
             self._setup()
             return []
-        took = time.perf_counter() - started
-        self.poll_seconds += took
-        self.next_poll = self.monotonic() + max(self.every, took * POLL_SHARE)
+        self.poll_seconds += self.timer() - started
         self.polls += 1
         now = self.clock()
-        if self.seen is None:  # first start: the current counters are the baseline
-            self.seen = current
-            self._totals(current)
+        if self.seen_uids is None:  # first start: the current counters are the baseline
+            self.seen_uids = current
+            self.uid_totals = current
+            self._read_destinations(baseline=True)
             return []
-        events = self._diff(current, now)
-        self._totals(current)
-        return events
-
-    def _diff(self, current: Counters, now: float) -> list[Event]:
-        grown: list[tuple[tuple[int, str, int], int]] = []
-        seen = self.seen or {}
-        for key, n in current.items():
-            before = seen.get(key, 0)
+        grown: list[tuple[int, int]] = []
+        for uid, n in current.items():
+            before = self.seen_uids.get(uid, 0)
             new = n - before if n >= before else n  # lower: the counter was reset
             if new > 0:
-                grown.append((key, new))
+                grown.append((uid, new))
         grown = grown[:MAX_EVENTS]
-        kept = {k: v for k, v in seen.items() if k in current}  # expired in the kernel: forgotten
-        for key, _new in grown:
-            kept[key] = current[key]
-        self.seen = kept
-        found: dict[int, list[procs.Holder]] = {}
-        events: list[Event] = []
-        for (uid, dst, port), new in grown:
-            if uid not in found:
-                try:
-                    found[uid] = procs.holders(uid, self.ports, self.proc)
-                except Exception as exc:  # /proc unreadable: the count still stands
-                    log.debug("direct-smtp: cannot look for uid %d's processes: %s", uid, exc)
-                    found[uid] = []
-                if found[uid]:
-                    self.holders[uid] = found[uid]
-                self.last_seen[uid] = now
-            events.append(Event(now, KIND, NAME, "connect", uid=uid, count=new, source=NAME,
-                                line=describe(uid, dst, port, new, found[uid], now)))
-        return events
+        kept = {u: v for u, v in self.seen_uids.items() if u in current}  # expired in the kernel: forgotten
+        for uid, _new in grown:
+            kept[uid] = current[uid]
+        self.seen_uids = kept
+        self.uid_totals = current
+        if grown:
+            self.dest_due = True
+        dests = self._read_destinations() if self.dest_due else None
+        return self._events(grown, dests, now)
 
-    def _totals(self, current: Counters) -> None:
+    def _read_destinations(self, baseline: bool = False) -> dict[int, dict[str, int]] | None:
+        """Per uid, the (destination, port)s whose counters grew since the last read, or None
+        when reading them now would cost more than their share (they are read later)."""
+        mono = self.monotonic()
+        if not baseline and mono < self.next_dest:
+            return None
+        started = self.timer()
+        try:
+            current = self.kernel.counters()
+        except Exception as exc:  # the uid counts stand; the lines say the destinations are unknown
+            log.debug("direct-smtp: cannot read the destination sets: %s", exc)
+            return None
+        took = self.timer() - started
+        self.dest_reads += 1
+        self.dest_seconds += took
+        self.next_dest = self.monotonic() + max(self.every, took * DEST_SHARE)
+        self.dest_due = False
+        seen = self.seen if self.seen is not None else current
+        grew: dict[int, dict[str, int]] = {}
+        for (uid, dst, port), n in current.items():
+            before = seen.get((uid, dst, port), 0)
+            new = n - before if n >= before else n
+            if new > 0:
+                grew.setdefault(uid, {})[where(dst, port)] = new
+        self.seen = current
         totals: dict[int, dict[str, int]] = {}
         for (uid, dst, port), n in current.items():
-            where = f"[{dst}]:{port}" if ":" in dst else f"{dst}:{port}"
-            totals.setdefault(uid, {})[where] = n
+            totals.setdefault(uid, {})[where(dst, port)] = n
         self.totals = totals
+        return grew
+
+    def _events(self, grown: list[tuple[int, int]], dests: dict[int, dict[str, int]] | None,
+                now: float) -> list[Event]:
+        events: list[Event] = []
+        for uid, new in grown:
+            try:
+                found = procs.holders(uid, self.ports, self.proc, fallback=True)
+            except Exception as exc:  # /proc unreadable: the count still stands
+                log.debug("direct-smtp: cannot look for uid %d's processes: %s", uid, exc)
+                found = []
+            if found:
+                self.holders[uid] = found
+            self.last_seen[uid] = now
+            to = None if dests is None else dests.get(uid, {})
+            events.append(Event(now, KIND, NAME, "connect", uid=uid, count=new, source=NAME,
+                                line=describe(uid, to, new, found, now)))
+        return events
 
     def status(self) -> dict[str, Any]:
         return {"exists": self.ready, **({"error": self.error} if self.error else {})}
@@ -225,15 +282,18 @@ class DirectSmtpSource:
             "excluded_uids": self.excluded, "missing_users": self.missing_users, "ports": list(self.ports),
             "policy": getattr(self.settings, "block_direct_smtp", "per-uid"),
             "polls": self.polls, "poll_seconds": round(self.poll_seconds, 6),
-            "uids": {str(uid): uid_summary(uid, dests, self.holders.get(uid, []), self.last_seen.get(uid))
-                     for uid, dests in sorted(self.totals.items())},
+            "destination_reads": self.dest_reads, "destination_seconds": round(self.dest_seconds, 6),
+            "uids": {str(uid): uid_summary(uid, self.totals.get(uid, {}), self.holders.get(uid, []),
+                                           self.last_seen.get(uid), total)
+                     for uid, total in sorted(self.uid_totals.items())},
         }
 
 
 def uid_summary(uid: int, dests: dict[str, int], holders: list[procs.Holder],
-                last: float | None = None) -> dict[str, Any]:
+                last: float | None = None, total: int | None = None) -> dict[str, Any]:
+    """`total` is the uid set's count; without it, the sum of the destinations'."""
     return {
-        "user": user_name(uid), "connections": sum(dests.values()),
+        "user": user_name(uid), "connections": sum(dests.values()) if total is None else total,
         "destinations": dict(sorted(dests.items(), key=lambda kv: -kv[1])[:20]),
         "processes": [{"pid": h.pid, "cmdline": h.cmdline, "cwd": h.cwd, "to": list(h.destinations)}
                       for h in holders],
@@ -241,15 +301,28 @@ def uid_summary(uid: int, dests: dict[str, int], holders: list[procs.Holder],
     }
 
 
-def describe(uid: int, dst: str, port: int, new: int, holders: list[procs.Holder], now: float) -> str:
+def describe(uid: int, dests: dict[str, int] | None, new: int, holders: list[procs.Holder], now: float) -> str:
     """The event's line: an RFC 3339 stamp and mailban's own words and numbers, the processes'
-    text JSON-quoted (it is the attacker's: a script names itself)."""
+    text JSON-quoted (it is the attacker's: a script names itself). `dests`: the destinations
+    that grew, with their new connections (None: not read at this poll, see DEST_SHARE)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now))
-    where = f"[{dst}]:{port}" if ":" in dst else f"{dst}:{port}"
-    text = f"{stamp} direct-smtp: uid={uid} user={user_name(uid)} to={where} connections={new}"
-    if holders:
-        text += "; held by " + ", ".join(
-            f"pid={h.pid} cwd={json.dumps(h.cwd)} cmd={json.dumps(h.cmdline[:120])}" for h in holders[:3])
+    if dests is None:
+        to = "(not read at this poll)"
+    elif not dests:
+        to = "(none new in the destination sets)"  # full (SET_SIZE), or read before the uid set grew
+    elif len(dests) == 1 and next(iter(dests.values())) == new:
+        to = next(iter(dests))
+    else:
+        ranked = sorted(dests.items(), key=lambda kv: (-kv[1], kv[0]))
+        to = ",".join(f"{w}({n})" for w, n in ranked[:SHOWN_DESTINATIONS])
+        if len(ranked) > SHOWN_DESTINATIONS:
+            to += f"+{len(ranked) - SHOWN_DESTINATIONS} more"
+    text = f"{stamp} direct-smtp: uid={uid} user={user_name(uid)} to={to} connections={new}"
+    shown = ", ".join(f"pid={h.pid} cwd={json.dumps(h.cwd)} cmd={json.dumps(h.cmdline[:120])}" for h in holders[:3])
+    if holders and holders[0].destinations:
+        text += "; held by " + shown
+    elif holders:  # procs.holders' fallback: candidates, not proof
+        text += "; no process held such a socket when mailban looked; the uid's processes then: " + shown
     else:
         text += "; no process held such a socket when mailban looked"
     return text
