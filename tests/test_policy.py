@@ -351,7 +351,8 @@ def test_a_new_child_counts_on_from_the_windows_the_last_one_sent(tmp_path: Path
             assert ask(c, req(user="u@x", instance=f"m{n}")) == DUNNO
         assert proc.flush() == [] and proc._flushed
         changes, proc.windows = proc.windows, []
-        assert [(name, which, key, w.total) for name, which, key, w in changes] == [("out", "key", "u@x", 15)]
+        assert [(name, which, key, checkpoint.unpack(w).total) for name, which, key, w in changes] == \
+            [("out", "key", "u@x", 15)]
         checkpoint.apply(mirror.jails, changes, time.time())
         assert mirror.jails[0].count_of("u@x", time.time()) == 15 and mirror.jails[0].touched == {("key", "u@x")}
         c.close()
