@@ -333,3 +333,77 @@ def test_the_child_exits_when_the_daemon_closes_the_link(tmp_path: Path) -> None
     assert time.monotonic() - started < 2
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_new_child_counts_on_from_the_windows_the_last_one_sent(tmp_path: Path) -> None:
+    """The inline windows survive the service's process: the child sends its changed windows
+    (here at once: `flush`, as the daemon asks before it stops; otherwise once a second), the
+    daemon's mirror takes them (checkpoint.apply), and the next child is forked with them."""
+    from mailban import checkpoint
+
+    mirror = messages_jail()
+    checkpoint.track(mirror.jails)
+    proc = PolicyProcess(PolicyServer(f"unix:{tmp_path}/p.sock"))
+    proc.start(mirror, Decisions())
+    try:
+        c = connect(proc.server)
+        for n in range(15):
+            assert ask(c, req(user="u@x", instance=f"m{n}")) == DUNNO
+        assert proc.flush() == [] and proc._flushed
+        changes, proc.windows = proc.windows, []
+        assert [(name, which, key, checkpoint.unpack(w).total) for name, which, key, w in changes] == \
+            [("out", "key", "u@x", 15)]
+        checkpoint.apply(mirror.jails, changes, time.time())
+        assert mirror.jails[0].count_of("u@x", time.time()) == 15 and mirror.jails[0].touched == {("key", "u@x")}
+        c.close()
+        first = proc.pid
+        os.kill(first, signal.SIGKILL)
+        assert wait_readable(proc.fileno()) and proc.take_bans() is None
+        proc.start(mirror, Decisions())  # the daemon forks the next one with its mirror
+        assert proc.pid != first
+        c = connect(proc.server)
+        for n in range(15, 20):
+            assert ask(c, req(user="u@x", instance=f"m{n}")) == DUNNO
+        assert ask(c, req(user="u@x", instance="m20")) == INLINE_ANSWERS["defer"]
+        assert wait_readable(proc.fileno())
+        deadline = time.monotonic() + 3
+        bans: list[Ban] = []
+        while not (bans and proc.windows) and time.monotonic() < deadline:  # the ban, and its window's end
+            wait_readable(proc.fileno(), 0.1)
+            bans += proc.take_bans() or []
+        assert [(b.key, b.count) for b in bans] == [("u@x", 20)]
+        checkpoint.apply(mirror.jails, proc.windows, time.time())
+        assert mirror.jails[0].count_of("u@x", time.time()) is None  # banned: its window is gone
+    finally:
+        proc.stop()
+
+
+def test_changed_windows_reach_the_mirror_and_the_database(tmp_path: Path) -> None:
+    """checkpoint.changed -> pickle -> checkpoint.apply -> rows -> State.commit -> restore: the
+    inline jail's window comes back whole in fresh jails (the next start of mailban)."""
+    import pickle
+
+    from mailban import checkpoint
+    from mailban.state import State
+
+    child, mirror = messages_jail(), messages_jail()
+    checkpoint.track(child.jails)
+    checkpoint.track(mirror.jails)
+    for n in range(7):
+        send_message(child, 2, 1000.0 + n, f"m{n}")
+    changes = pickle.loads(pickle.dumps(checkpoint.changed(child.jails)))
+    assert not child.jails[0].touched
+    checkpoint.apply(mirror.jails, changes, 1010.0)
+    touched: checkpoint.Touched = set()
+    checkpoint.collect(mirror.jails, touched)
+    upserts, dropped = checkpoint.rows(mirror.jails, touched)
+    state = State(str(tmp_path))
+    state.commit([], {}, upserts, dropped)
+    fresh = messages_jail()
+    assert checkpoint.restore(fresh.jails, state.windows(), 1010.0) == 1
+    assert fresh.jails[0].count_of("u@x", 1010.0) == 7
+    # a key banned since (noted in the mirror) gets no window back from a late send
+    mirror.jails[0].note_ban("v@x", 5000.0, "user")
+    checkpoint.apply(mirror.jails, [("out", "key", "v@x", changes[0][3])], 1010.0)
+    assert mirror.jails[0].count_of("v@x", 1010.0) is None
+    state.close()

@@ -3,7 +3,10 @@ mailban's policy service in smtpd_recipient_restrictions:
 - an account over an inline limit of 20 messages is deferred on its 21st;
 - a disabled account is refused on its very next RCPT, timed from the decision (target < 50 ms);
 - a held account's next message lands in the hold queue;
-- with mailban stopped, mail flows (postfix's default_action = DUNNO).
+- with mailban stopped, mail flows (postfix's default_action = DUNNO);
+- inline counts survive a kill -9 of the service's process and of mailban: 15 messages, both
+  restarts, 6 more -> the 21st is deferred;
+- `status`, `ban --jail`, `unban` and `explain` know the inline jail.
 The sasl-disable action here has no postfix map: a refusal can only come from the policy service."""
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from tests.mta.postfix_dovecot import PostfixDovecot
 
 REPO = Path(__file__).resolve().parent.parent
 H = "127.0.0.1"
-USERS = {"carol@example.test": "S3cret-carol", "dave@example.test": "S3cret-dave", "erin@example.test": "S3cret-erin"}
+USERS = {"carol@example.test": "S3cret-carol", "dave@example.test": "S3cret-dave", "erin@example.test": "S3cret-erin",
+         "frank@example.test": "S3cret-frank", "grace@example.test": "S3cret-grace"}
 LIMIT = 20
 
 
@@ -100,7 +104,7 @@ actions = ["queue-hold"]
                               cwd=REPO, capture_output=True, text=True, timeout=60)
 
     def start_daemon(self) -> None:
-        self.log = open(self.tmp / "daemon.log", "wb")
+        self.log = open(self.tmp / "daemon.log", "ab")  # appended: restarts keep what was said
         self.proc = subprocess.Popen([sys.executable, "-m", "mailban", "run", "--config", str(self.config)],
                                      cwd=REPO, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for("the daemon", lambda: self.proc.poll() is not None or self.mailban("status", "--json").returncode == 0,
@@ -243,6 +247,100 @@ def test_a_killed_service_process_is_restarted_and_mail_flows_meanwhile(env: Env
     wait_for("the second message in the hold queue",
              lambda: len([q for q in env.queue() if q["sender"] == user and q["queue_name"] == "hold"]) == 2)
     assert env.proc is not None and env.proc.poll() is None
+
+
+def policy_pids(env: Env) -> list[int]:
+    import re
+
+    return [int(p) for p in re.findall(r"policy service: process (\d+) answers", (env.tmp / "daemon.log").read_text())]
+
+
+def inline_count(env: Env, user: str) -> int:
+    """What the inline jail counts for `user`, as the daemon knows it (and has committed)."""
+    ex = json.loads(env.mailban("explain", "--user", user, "--json").stdout)
+    return next((c["count"] for c in ex["counting"] if c["jail"] == "inline-out"), 0)
+
+
+def send(env: Env, user: str, n: int, tag: str) -> None:
+    s = env.session(user)
+    for i in range(n):
+        s.sendmail(user, [f"{tag}{i}@remote.example.net"], f"Subject: {tag}{i}\r\n\r\nhello\r\n")
+    s.quit()
+
+
+def test_inline_counts_survive_a_killed_service_process_and_a_killed_mailban(env: Env) -> None:
+    user = "frank@example.test"
+    send(env, user, 8, "a")
+    sent = time.monotonic()
+    wait_for("8 counted in the daemon", lambda: inline_count(env, user) == 8, 5)
+    lag = [time.monotonic() - sent]
+    first = policy_pids(env)[-1]
+    os.kill(first, signal.SIGKILL)  # the service's process: forked again with the daemon's windows
+    wait_for("a new policy process", lambda: policy_pids(env)[-1] != first, 10)
+    send(env, user, 7, "b")
+    sent = time.monotonic()
+    wait_for("15 counted in the daemon", lambda: inline_count(env, user) == 15, 5)
+    lag.append(time.monotonic() - sent)
+    print(f"\ninline counts reached the daemon's database {', '.join(f'{x * 1000:.0f}' for x in lag)} ms "
+          f"after the last message (the child sends once a second; includes a `mailban explain` run)")
+    assert max(lag) < 2.5
+    status = json.loads(env.mailban("status", "inline-out", "--json").stdout)
+    assert status["inline"] and [user, 15] in status["top"]
+    assert env.proc is not None
+    child = policy_pids(env)[-1]
+    env.proc.kill()  # kill -9 of mailban: its child leaves when the link closes
+    env.proc.wait(10)
+    env.log.close()
+    wait_for("the policy process to leave", lambda: not os.path.exists(f"/proc/{child}") or
+             "zombie" in Path(f"/proc/{child}/status").read_text().lower(), 10)
+    env.start_daemon()
+    assert inline_count(env, user) == 15  # restored from the database
+    s = env.session(user)
+    for n in range(LIMIT - 15):
+        s.sendmail(user, [f"c{n}@remote.example.net"], f"Subject: c{n}\r\n\r\nhello\r\n")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        s.sendmail(user, ["c21@remote.example.net"], "Subject: 21\r\n\r\nhello\r\n")
+    code, text = refused.value.recipients["c21@remote.example.net"]
+    assert code == 450 and b"rate limit" in text
+    s.quit()
+    ban = wait_for("the inline ban", lambda: next((b for b in env.bans() if b["key"] == user), None))
+    assert ban["jail"] == "inline-out" and ban["count"] == LIMIT
+
+
+def test_status_ban_unban_and_explain_know_the_inline_jail(env: Env) -> None:
+    user = "grace@example.test"
+    send(env, user, 3, "g")
+    wait_for("3 counted", lambda: inline_count(env, user) == 3, 5)
+    text = env.mailban("status").stdout
+    assert "jail inline-out (inline)" in text and "grace@example.test" in text
+    banned = env.mailban("ban", "--user", user, "--jail", "inline-out", "--for", "10m")
+    assert banned.returncode == 0, banned.stderr
+    assert "policy service" in banned.stdout
+    s = env.session(user)
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:  # the service answers for it at once
+        s.sendmail(user, ["g-banned@remote.example.net"], "x")
+    assert refused.value.recipients["g-banned@remote.example.net"][0] == 450
+    status = json.loads(env.mailban("status", "inline-out", "--json").stdout)
+    assert status["banned"] >= 1 and any(b["key"] == user and b["manual"] for b in status["bans"])
+    ex = json.loads(env.mailban("explain", "--user", user, "--json").stdout)
+    assert [b["jail"] for b in ex["active"]] == ["inline-out"]
+    assert not any(c["jail"] == "inline-out" for c in ex["counting"])  # a banned key counts nothing
+    unbanned = env.mailban("unban", "--user", user)
+    assert unbanned.returncode == 0 and "inline-out" in unbanned.stdout, unbanned.stderr
+    wait_for("the unban to reach the service", lambda: not s.sendmail(user, ["g-again@remote.example.net"], "x"), 5)
+    s.quit()
+    wait_for("counting afresh", lambda: inline_count(env, user) == 1, 5)
+    assert "inline, at postfix's policy check" in env.mailban("explain", "--user", user).stdout
+    # a clean stop loses nothing: the daemon asks the child for every changed window first
+    send(env, user, 2, "g-stop")
+    env.stop_daemon()
+    env.start_daemon()
+    assert inline_count(env, user) == 3
+    # a reload keeps the inline jail's counts, in the service and in the database
+    assert env.mailban("reload").returncode == 0 and inline_count(env, user) == 3
+    env.stop_daemon()
+    env.start_daemon()
+    assert inline_count(env, user) == 3
 
 
 def test_mail_flows_with_mailban_stopped(env: Env) -> None:

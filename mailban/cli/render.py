@@ -72,8 +72,13 @@ def render_status(st: dict[str, Any], jail_name: str | None = None) -> str:
 
 def _render_jail(jail: dict[str, Any]) -> str:
     unit = {"score": "point", "recipients": "recipient"}.get(jail.get("count", "events"), "event")
-    out = [f"jail {jail['name']}: {_n(jail['maxretry'], unit)} per {jail.get('key', 'ip')} in "
-           f"{_d(jail['findtime'])} -> ban for {_d(jail['bantime'])} via {', '.join(jail['actions'])}; "
+    via = list(jail["actions"])
+    where = ""
+    if jail.get("inline"):  # counted at postfix's policy check; the service answers for its bans
+        via.append(f"the policy service ({str(jail.get('inline_answer', 'defer')).upper()})")
+        where = " (inline)"
+    out = [f"jail {jail['name']}{where}: {_n(jail['maxretry'], unit)} per {jail.get('key', 'ip')} in "
+           f"{_d(jail['findtime'])} -> ban for {_d(jail['bantime'])} via {', '.join(via)}; "
            f"{_n(jail['tracked'], 'key')} counting, {jail['banned']} banned"]
     if jail.get("stale"):
         out.append(f"    {_n(jail['stale'], 'event')} not counted: their lines were older than the find time "
@@ -200,7 +205,9 @@ def render_explain(ex: dict[str, Any]) -> str:
         elif row["what"] == "suppressed":
             out.append(f"  {when}  NOT acted on: {row['reason']}")
     for c in ex["counting"]:
-        out.append(f"  now counting in jail {c['jail']}: {c['count']} of {c['maxretry']} within {_d(c['findtime'])}")
+        inline = " (inline, at postfix's policy check)" if c.get("inline") else ""
+        out.append(f"  now counting in jail {c['jail']}{inline}: {c['count']} of {c['maxretry']} within "
+                   f"{_d(c['findtime'])}")
     if ex.get("direct_smtp"):
         info = ex["direct_smtp"]
         out.append(f"  direct SMTP counted by the kernel: {_n(info['connections'], 'connection')} to "

@@ -45,7 +45,8 @@ class ControlCommands:
         d, now = self.daemon, time.time()
         bans = d.writer.active(now)
         jails = []
-        for jail in d.pipeline.jails:
+        inline = d.policy.jails()
+        for jail in [*d.pipeline.jails, *inline]:
             spec = jail.spec
             # Windows count log timestamps; a followed log's lines are stamped about now.
             counts = jail.counts(now)
@@ -56,6 +57,9 @@ class ControlCommands:
                 "bantime": spec.bantime, "actions": list(spec.actions), "tracked": jail.tracked,
                 "suppressed": d.suppressed.get(spec.name, 0), "stale": d.inputs.stale.get(spec.name, 0),
                 "banned": sum(1 for b in bans if b.jail == spec.name), "top": top,
+                # inline: counted by the policy service; its counts are as of the service's
+                # last send to the daemon (about once a second)
+                **({"inline": True, "inline_answer": spec.inline_answer} if spec.inline else {}),
             })
         return {
             "version": __version__,
@@ -116,9 +120,9 @@ class ControlCommands:
         if seconds <= 0:
             raise ValueError("the ban duration must be longer than zero")
         jail_name = str(req.get("jail") or "manual")
-        jail = d.pipeline.jail(jail_name)
+        jail = d.pipeline.jail(jail_name) or d.policy.jail(jail_name)
         if jail is None and jail_name != "manual":
-            known = ", ".join(j.spec.name for j in d.pipeline.jails)
+            known = ", ".join(j.spec.name for j in [*d.pipeline.jails, *d.policy.jails()])
             raise ValueError(f"there is no jail {jail_name!r}; the jails are: {known} (or \"manual\")")
         if key_type in ("ip", "net") and not req.get("force"):
             why = self._never_banned(key_type, key, jail)
@@ -136,7 +140,8 @@ class ControlCommands:
             actions = jail.spec.actions if jail and jail.spec.key == "ip" else tuple(a for a in ("nft",) if a in d.runner)
         else:
             actions = jail.spec.actions
-        if not actions:
+        inline = jail is not None and jail.spec.inline and jail.spec.key == key_type
+        if not actions and not inline:  # an inline jail's ban is carried out by the policy service
             raise ValueError("no action is configured to carry out a manual ban")
         now = time.time()
         ban = Ban(jail=jail_name, key_type=key_type, key=key, time=now, until=now + seconds, count=0,
@@ -151,7 +156,8 @@ class ControlCommands:
         d.notify_status()
         label = key if key_type in ("ip", "net") else f"{key_type} {key}"
         chosen = f", the actions of jail {jail.spec.name}" if jail is not None and jail.spec.name != jail_name else ""
-        return {"message": f"banned {label} for {format_duration(seconds)} via {', '.join(actions)} "
+        via = [*actions, *(["the policy service"] if inline else [])]
+        return {"message": f"banned {label} for {format_duration(seconds)} via {', '.join(via)} "
                            f"(jail {jail_name}{chosen})"}
 
     def _never_banned(self, key_type: str, key: str, jail: Any) -> str | None:
@@ -176,11 +182,12 @@ class ControlCommands:
         now = time.time()
         active = [self._ban_dict(b, now) for b in w.state.active_on({(key_type, key)}, now)]
         counting = []
-        for jail in d.pipeline.jails:
+        for jail in [*d.pipeline.jails, *d.policy.jails()]:
             count = jail.count_of(key, now) if jail.spec.key == key_type else None
             if count is not None:
                 counting.append({"jail": jail.spec.name, "count": count,
-                                 "maxretry": jail.spec.maxretry, "findtime": jail.spec.findtime})
+                                 "maxretry": jail.spec.maxretry, "findtime": jail.spec.findtime,
+                                 **({"inline": True} if jail.spec.inline else {})})
         held = d.runner.held_for(key_type, key)
         never = self._never_banned(key_type, key, None) if key_type in ("ip", "net") else None
         direct = None

@@ -90,7 +90,8 @@ class Daemon:
         self.fleet = FleetBridge(self)  # connects in run()
         self.runner.build(self.config, active)
         self.pipeline = self._build_pipeline(self.config, active)
-        self.restored = checkpoint.restore(self.pipeline, self.writer.state.windows(), now)
+        saved = self.writer.state.windows()
+        self.restored = checkpoint.restore(self.pipeline.jails, saved, now) + self.policy.restore(active, saved, now)
         self.wake_at = self.pipeline.wake_at()
         self.active_at_start = len(active)
 
@@ -140,7 +141,7 @@ class Daemon:
         pipeline = cfg.pipeline(time.time(), local_to_epoch, protected)
         for ban in active:
             pipeline.note_ban(ban)
-        checkpoint.track(pipeline)  # after the restored bans: their windows are not changes
+        checkpoint.track(pipeline.jails)  # after the restored bans: their windows are not changes
         # Repeat offenders: the decisions of the longest repeat window, from the history.
         longest = max((j.spec.repeat_window for j in pipeline.jails), default=0.0)
         if longest:
@@ -280,7 +281,7 @@ class Daemon:
         if writer.error is not None and not writer.commit(self.pipeline, force=True):
             expired: list[Ban] = []  # expiry waits for the database
         else:
-            longest = max((j.spec.findtime for j in self.pipeline.jails), default=0.0)
+            longest = max((j.spec.findtime for j in [*self.pipeline.jails, *self.policy.jails()]), default=0.0)
             expired = writer.expire(now, longest)
         if expired:
             log.info("%d bans expired", len(expired))
@@ -349,7 +350,8 @@ class Daemon:
         self.pipeline = self._build_pipeline(new, active)
         self.pipeline.take_over(old)  # counting goes on across a reload
         try:
-            self.writer.state.keep_windows((j.spec.name, j.spec.key) for j in self.pipeline.jails)
+            self.writer.state.keep_windows([*((j.spec.name, j.spec.key) for j in self.pipeline.jails),
+                                            *((s.name, s.key) for s in new.jails if s.enabled and s.inline)])
         except Exception as exc:
             log.error("cannot drop the saved windows of removed jails: %s", exc)
         self.wake_at = self.pipeline.wake_at()

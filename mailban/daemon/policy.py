@@ -9,6 +9,12 @@ carried out like a log jail's (Daemon.decide: rate limit, actions, commit, fleet
 The service runs in a process of its own (mailban/policy/child.py: the GIL made a thread wait
 behind log parsing) and owns the inline jails; this side reaches them only through messages.
 A child that dies is forked again (backoff 1 s doubling to 60 s), with the bans in force.
+The daemon keeps a mirror of the inline jails (`mirror`): restored from the database at start,
+given to each child it forks (the fork copies it), and kept up with the windows the child sends
+(once a second and with each inline ban, checkpoint.apply), which the state writer commits like
+a log jail's. So a restart of mailban (kill -9 included) or of the child loses at most about a
+second of inline counting, and status, explain and `ban --jail` read the inline jails here
+(their counts as of the child's last send).
 Must never: stop mail (postfix's default action, DUNNO, answers while the service is down) or
 stop the daemon because the socket cannot be bound (said in status and the log).
 """
@@ -20,9 +26,11 @@ import selectors
 import time
 from typing import TYPE_CHECKING, Any
 
+from .. import checkpoint
 from ..config import Config
 from ..core.jails import IgnoreList, Jail, JailSpec
 from ..core.records import Ban
+from ..state import WindowRow
 from ..policy.answer import Decisions, Inline, inline_jail
 from ..policy.child import PolicyProcess
 
@@ -40,6 +48,9 @@ class PolicyBridge:
         self._fd = -1  # the link's descriptor, as registered in the daemon's selector
         self.restart_at = 0.0  # monotonic; when a dead child is forked again
         self.backoff = RESTART_MIN
+        # The inline jails as the daemon knows them (their windows as of the child's last send).
+        self.mirror = Inline()
+        daemon.writer.inline = self.mirror
 
     def _jails(self, cfg: Config) -> list[Jail]:
         """The configuration's inline jails, counting afresh."""
@@ -48,14 +59,30 @@ class PolicyBridge:
         return [inline_jail(spec, IgnoreList(ignore.networks + spec.ignoreip))
                 for spec in cfg.jails if spec.enabled and spec.inline]
 
-    def _inline(self, active: list[Ban]) -> Inline:
-        """Fresh inline jails that know the bans in force (so they answer for them)."""
-        inline = Inline(self._jails(self.daemon.config))
+    def _note(self, active: list[Ban]) -> None:
+        """The mirror's jails know the bans in force (so a child forked with them answers for
+        them, and no window is restored for a banned key)."""
         for ban in active:
-            for jail in inline.jails:
-                if jail.spec.name == ban.jail:
-                    jail.note_ban(ban.key, ban.until, ban.key_type)
-        return inline
+            jail = self.mirror.jail(ban.jail)
+            if jail is not None:
+                jail.note_ban(ban.key, ban.until, ban.key_type)
+
+    def restore(self, active: list[Ban], saved: list[WindowRow], now: float) -> int:
+        """At start: the inline jails with the bans in force and their saved windows (`saved`:
+        every jail's rows, State.windows()); returns how many windows were restored."""
+        self.mirror = Inline(self._jails(self.daemon.config))
+        self.daemon.writer.inline = self.mirror
+        self._note(active)
+        restored = checkpoint.restore(self.mirror.jails, saved, now)
+        checkpoint.track(self.mirror.jails)  # after the restore: those windows are not changes
+        return restored
+
+    def jails(self) -> list[Jail]:
+        """The inline jails (the mirror: status, explain, ban --jail)."""
+        return self.mirror.jails
+
+    def jail(self, name: str) -> Jail | None:
+        return self.mirror.jail(name)
 
     def start(self, active: list[Ban]) -> None:
         settings = self.daemon.config.settings
@@ -81,7 +108,11 @@ class PolicyBridge:
 
     def _fork(self, active: list[Ban]) -> None:
         assert self.proc is not None
-        self.proc.start(self._inline(active), self._decisions(active))
+        self._windows()  # what the last child sent before it died
+        self._note(active)
+        # The child gets the mirror's jails (the fork copies them): it counts on from where the
+        # database, or the last child, left them.
+        self.proc.start(self.mirror, self._decisions(active))
         self._fd = self.proc.fileno()
         self.daemon.selector.register(self._fd, selectors.EVENT_READ, self._take)
 
@@ -123,6 +154,7 @@ class PolicyBridge:
         self.refresh(bans)
         inline = self.inline_specs()
         notes = [(b.jail, b.key, b.until, b.key_type) for b in bans if b.jail in inline]
+        self._note([b for b in bans if b.jail in inline])
         if notes and self.proc is not None and self.proc.alive:
             self.proc.send("note", notes)
 
@@ -140,6 +172,11 @@ class PolicyBridge:
     def lifted(self, bans: list[Ban] | None) -> None:
         """Bans lifted (unban, folds; None: all of them): the inline jails forget them and
         count afresh, and the service stops answering for them."""
+        if bans is None:
+            self.mirror.forget_all()
+        else:
+            for b in bans:
+                self.mirror.forget(b.key_type, b.key)
         if self.proc is None or not self.proc.alive:
             return
         if bans is None:
@@ -153,11 +190,21 @@ class PolicyBridge:
         if self.proc is None:
             return
         bans = self.proc.take_bans()
+        if self._windows() and not bans:
+            self.daemon.writer.commit(self.daemon.pipeline)  # about once a second while counting
         if bans:
-            self.daemon.fleet.publish(self.daemon.decide(bans, time.time()))
+            self.daemon.fleet.publish(self.daemon.decide(bans, time.time()))  # commits the windows too
         if self.proc.shared:  # what `shared` inline jails counted, into the fleet's windows
             shared, self.proc.shared = self.proc.shared, []
             self.daemon.fleet.share_inline(shared, self.inline_specs())
+
+    def _windows(self) -> bool:
+        """The windows the child sent, into the mirror (the writer commits them next)."""
+        if self.proc is None or not self.proc.windows:
+            return False
+        changes, self.proc.windows = self.proc.windows, []
+        checkpoint.apply(self.mirror.jails, changes, time.time())
+        return True
 
     def housekeeping(self) -> None:
         """Fork a child that died again, once its backoff has passed."""
@@ -165,6 +212,7 @@ class PolicyBridge:
             self._fork(self._active())
 
     def reloaded(self, cfg: Config) -> None:
+        self.reload_mirror(cfg)
         if self.proc is None:
             return
         if cfg.settings.policy_listen != self.proc.listen:
@@ -173,9 +221,23 @@ class PolicyBridge:
             self.proc.send("jails", self._jails(cfg))
         self.refresh()
 
+    def reload_mirror(self, cfg: Config) -> None:
+        """A reload's inline jails in the mirror (a jail that keeps its name and key keeps its
+        windows, as in the child: Inline.replace); called with or without a policy service."""
+        jails = self._jails(cfg)
+        checkpoint.track(jails)
+        self.mirror.replace(jails)
+
     def stop(self) -> None:
+        """Stop the child, after it sent every window it changed (the daemon's last commit
+        takes them) and the bans it decided meanwhile (carried out)."""
         if self.proc is not None:
+            bans: list[Ban] = []
             if self.proc.alive:
+                bans = self.proc.flush()
                 self._unregister()
+            self._windows()
             self.proc.stop()
             self.proc = None
+            if bans:
+                self.daemon.decide(bans, time.time())

@@ -1,7 +1,9 @@
 """The daemon's state writer: bans, log positions and changed windows committed together.
 
 Inputs: the bans of a batch, the positions reached in the logs, and the running pipeline (whose
-jails note which windows they changed: checkpoint.collect). Outputs: one SQLite transaction per
+jails note which windows they changed: checkpoint.collect), and the daemon's mirror of the
+policy service's inline jails (`inline`: their changed windows arrive from the service's process
+about once a second and are committed with the next commit). Outputs: one SQLite transaction per
 batch (State.commit), the history rows `explain` reads, hourly pruning and the expiry of bans.
 When the database cannot be written (read-only, disk full, locked), nothing is lost and nothing
 stops: the uncommitted bans, positions and windows stay here in memory and go with the next
@@ -14,10 +16,11 @@ Must never: raise into the loop because the database fails (said once, shown in 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from .. import checkpoint
 from ..core.decisions import Folded
+from ..core.jails import Jail
 from ..core.pipeline import Pipeline
 from ..core.records import Ban
 from ..state import State
@@ -30,6 +33,10 @@ PRUNE_EVERY = 3600.0
 HistoryRow = tuple[float, str, str, str, str, dict[str, Any]]
 
 
+class _Jails(Protocol):
+    jails: list[Jail]
+
+
 class StateWriter:
     def __init__(self, state: State, changed: Callable[[], None]) -> None:
         self.state = state
@@ -40,6 +47,9 @@ class StateWriter:
         self.unsaved_windows: checkpoint.Touched = set()
         self.error: str | None = None
         self.next_prune = 0.0
+        # The inline jails as the daemon mirrors them (daemon/policy.py), whose windows are
+        # committed like the pipeline's; None without inline jails.
+        self.inline: _Jails | None = None
 
     @property
     def path(self) -> str:
@@ -51,7 +61,8 @@ class StateWriter:
         earlier failed commit left; on failure keep it all for the next try.
         While the database fails, only the once-a-second retry (`force`) tries: a locked
         database makes every try wait BUSY_TIMEOUT, which must not slow reading down."""
-        checkpoint.collect(pipeline, self.unsaved_windows)  # the windows the jails changed
+        jails = pipeline.jails if self.inline is None else [*pipeline.jails, *self.inline.jails]
+        checkpoint.collect(jails, self.unsaved_windows)  # the windows the jails changed
         self.unsaved_bans.extend(bans)
         if positions:
             self.unsaved_positions.update(positions)
@@ -59,7 +70,7 @@ class StateWriter:
             return True
         if self.error is not None and not force:
             return False
-        upserts, dropped = checkpoint.rows(pipeline, self.unsaved_windows)
+        upserts, dropped = checkpoint.rows(jails, self.unsaved_windows)
         try:
             self.state.commit(self.unsaved_bans, self.unsaved_positions, upserts, dropped)
         except Exception as exc:  # sqlite3.Error, OSError: read-only, disk full, I/O error

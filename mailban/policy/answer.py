@@ -117,6 +117,7 @@ class Inline:
             before = self.jail(jail.spec.name)
             if before is not None and before.spec.key == jail.spec.key:
                 jail.windows, jail.banned, jail.offenses = before.windows, before.banned, before.offenses
+                jail.nets, jail.banned_nets, jail.touched = before.nets, before.banned_nets, before.touched
         self.jails = jails
 
     def forget(self, key_type: str, key: str, jail_name: str | None = None) -> None:

@@ -9,7 +9,10 @@ Inputs: a `PolicyServer` built (socket bound, owner set) by the daemon before th
 a refused bind is said by the daemon; then, over a socketpair (the link): the decisions
 (`Decisions`, replaced whole), unbans (the inline jails forget keys), a reload's inline jails.
 Outputs: the inline jails' bans, sent back over the link; the daemon records and carries them
-out. Messages are length-prefixed pickles between the daemon and the child it forked (the same
+out. The inline jails' changed windows (checkpoint.changed), sent once a second and with each
+inline ban, and all of them when the daemon stops ("flush"); the daemon mirrors them and commits
+them to its database, and a child forked again (or at the next start) gets them back, so a
+restart of mailban or of this process loses at most about a second of inline counting. Messages are length-prefixed pickles between the daemon and the child it forked (the same
 code on both ends; attacker text travels only as str fields of Bans and Decisions).
 
 Fail-open: a child that dies (or stops reading for LINK_TIMEOUT) is reaped and forked again by
@@ -35,6 +38,7 @@ import time
 from dataclasses import replace
 from typing import Any, Callable
 
+from .. import checkpoint
 from ..core.jails import Jail
 from ..core.records import Ban
 from .answer import Decisions, Inline
@@ -43,6 +47,7 @@ from .server import PolicyServer
 log = logging.getLogger("mailban.policy")
 LINK_TIMEOUT = 2.0  # seconds a send to the child may wait before the child is taken for hung
 _HEAD = struct.Struct("!I")
+WINDOWS_PER_MESSAGE = 100  # changed windows pickled at a time (the GIL is held while pickling)
 
 
 def _frame(message: tuple[Any, ...]) -> bytes:
@@ -83,6 +88,9 @@ class PolicyProcess:
         self.on_lost: Callable[[], None] | None = None
         # What shared inline jails counted, taken with the bans: (jail name, shared_out items).
         self.shared: list[tuple[str, list]] = []
+        # The inline jails' changed windows the child sent (checkpoint.apply takes them).
+        self.windows: list[checkpoint.Change] = []
+        self._flushed = False
 
     def start(self, inline: Inline, decisions: Decisions) -> None:
         """Fork the child with these inline jails and decisions."""
@@ -118,16 +126,46 @@ class PolicyProcess:
                 if not data:
                     self._lost("exited")
                     return None
-                for message in self._frames.feed(data):
-                    if message[0] == "bans":
-                        bans.extend(message[1])
-                    elif message[0] == "shared":
-                        self.shared.extend(message[1])
+                self._handle(self._frames.feed(data), bans)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:
             self._lost(str(exc))
             return None
+        finally:
+            if self.link is not None:
+                self.link.settimeout(LINK_TIMEOUT)
+        return bans
+
+    def _handle(self, messages: list[tuple[Any, ...]], bans: list[Ban]) -> None:
+        for message in messages:
+            if message[0] == "bans":
+                bans.extend(message[1])
+            elif message[0] == "shared":
+                self.shared.extend(message[1])
+            elif message[0] == "windows":
+                self.windows.extend(message[1])
+            elif message[0] == "flushed":
+                self._flushed = True
+
+    def flush(self, timeout: float = 1.0) -> list[Ban]:
+        """Have the child send every changed window (before a stop) and wait for them, at most
+        `timeout`; returns the bans that came meanwhile. A child that does not answer in time
+        loses what it counted since its last send (about a second)."""
+        bans: list[Ban] = []
+        if self.link is None or not self.send("flush"):
+            return bans
+        self._flushed = False
+        end = time.monotonic() + timeout
+        try:
+            while not self._flushed and (left := end - time.monotonic()) > 0:
+                self.link.settimeout(left)
+                data = self.link.recv(1 << 16)
+                if not data:
+                    break
+                self._handle(self._frames.feed(data), bans)
+        except OSError:  # timed out, or the child is gone: stop() reaps it
+            pass
         finally:
             if self.link is not None:
                 self.link.settimeout(LINK_TIMEOUT)
@@ -191,6 +229,12 @@ def _child_main(server: PolicyServer, link: socket.socket) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # The jails came from the daemon's mirror with its restored windows; from here on this
+        # process notes what it changes and sends it back (flush_windows).
+        for jail in server.inline.jails:
+            jail.touched.clear()
+        checkpoint.track(server.inline.jails)
+        server.save_windows = True
         threading.Thread(target=_link_loop, args=(server, link), name="mailban-policy-link", daemon=True).start()
         server._run()
     except BaseException:  # noqa: BLE001 - the child must leave through os._exit whatever happens
@@ -210,17 +254,26 @@ def _link_loop(server: PolicyServer, link: socket.socket) -> None:
         while True:
             for key, _mask in sel.select():
                 if key.data == "bans":
-                    bans, shared = server.take_bans(), server.take_shared()
+                    bans, shared, windows = server.take_bans(), server.take_shared(), server.take_windows()
                     if bans:
                         link.sendall(_frame(("bans", bans)))
                     if shared:
                         link.sendall(_frame(("shared", shared)))
+                    changes = [c for part in windows if part for c in part]
+                    # In pieces: pickling holds the GIL, and thousands of windows at once held
+                    # the answering thread for 100-200 ms (bench/policy.py's p99.9).
+                    for at in range(0, len(changes), WINDOWS_PER_MESSAGE):
+                        link.sendall(_frame(("windows", changes[at:at + WINDOWS_PER_MESSAGE])))
+                    if None in windows:
+                        link.sendall(_frame(("flushed",)))
                     continue
                 data = link.recv(1 << 20)
                 if not data:
                     return  # the daemon stopped or died
                 for message in frames.feed(data):
                     _apply(server, message)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the daemon closed the link while a send was under way: it stopped
     except Exception:
         log.exception("policy service: the link to the daemon failed")
     finally:
@@ -239,7 +292,10 @@ def _apply(server: PolicyServer, message: tuple[Any, ...]) -> None:
         server.call(lambda inline: inline.forget_all())
     elif op == "jails":
         jails: list[Jail] = message[1]
+        checkpoint.track(jails)
         server.call(lambda inline: inline.replace(jails))
+    elif op == "flush":  # the daemon stops: every changed window, then "flushed"
+        server.call(lambda _inline: server.flush_windows(marker=True))
     elif op == "note":  # bans of inline jails decided elsewhere (another node, an admin)
         notes = message[1]
         server.call(lambda inline: _note(inline, notes))

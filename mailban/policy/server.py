@@ -36,6 +36,7 @@ import threading
 import time
 from typing import Callable
 
+from .. import checkpoint
 from ..core.records import Ban
 from .answer import DUNNO, Decisions, Inline, decide
 from .protocol import ProtocolError, RequestBuffer
@@ -91,6 +92,11 @@ class PolicyServer:
         # What `shared` inline jails counted (jail name, Jail.shared_out items), for the fleet.
         self._shared: queue.SimpleQueue[tuple[str, list]] = queue.SimpleQueue()
         self._commands: queue.SimpleQueue[Callable[[Inline], None]] = queue.SimpleQueue()
+        # The inline jails' changed windows (checkpoint.changed), for the daemon to commit, taken
+        # once a second and with each inline ban; None marks the end of a `flush_windows(True)`.
+        # Only when the daemon saves them (the child process): `save_windows`.
+        self.save_windows = False
+        self._windows: queue.SimpleQueue[list[checkpoint.Change] | None] = queue.SimpleQueue()
         self._cmd_r, self._cmd_w = socket.socketpair()
         self._out_r, self._out_w = socket.socketpair()
         for s in (self._cmd_r, self._cmd_w, self._out_r, self._out_w):
@@ -144,6 +150,28 @@ class PolicyServer:
                 out.append(self._shared.get_nowait())
             except queue.Empty:
                 return out
+
+    def take_windows(self) -> list[list[checkpoint.Change] | None]:
+        """The inline jails' changed windows since the last call (None: a flush ended)."""
+        out = []
+        while True:
+            try:
+                out.append(self._windows.get_nowait())
+            except queue.Empty:
+                return out
+
+    def flush_windows(self, marker: bool = False) -> None:
+        """In the server's thread: queue the inline jails' changed windows for the taker (and
+        with `marker`, a None after them, so that the daemon knows it has them all)."""
+        if not self.save_windows:
+            return
+        changes = checkpoint.changed(self.inline.jails)
+        if changes:
+            self._windows.put(changes)
+        if marker:
+            self._windows.put(None)
+        if changes or marker:
+            self._poke(self._out_w)
 
     def hand_over(self, bans: list[Ban]) -> None:
         """Queue bans decided in this thread outside a request (a fleet crossing) for the taker."""
@@ -209,6 +237,8 @@ class PolicyServer:
                 if woke >= next_sweep:
                     next_sweep = woke + SWEEP_EVERY
                     self._sweep(woke)
+                    # at most about a second of inline counting is lost if mailban is killed
+                    self.flush_windows()
             except Exception:  # a bug must not stop the service: logged, the loop goes on
                 log.exception("policy service: unexpected error")
         for conn in list(self._conns.values()):
@@ -260,6 +290,7 @@ class PolicyServer:
         replies = []
         decisions, inline, deadline = self.decisions, self.inline, self.deadline
         self.stats["requests"] += len(requests)
+        banned = False
         for request in requests:
             if time.monotonic() - woke > deadline:
                 self.stats["late"] += 1
@@ -277,7 +308,10 @@ class PolicyServer:
                 for ban in bans:  # queued before the poke: the taker may run as soon as it is sent
                     self._bans.put(ban)
                 self._poke(self._out_w)
+                banned = True
             replies.append(reply)
+        if banned:  # the window a ban ends goes with it, so a restart cannot count it again
+            self.flush_windows()
         shared = [j for j in inline.jails if j.shared_out]
         if shared:  # only `shared = true` jails fill it
             for jail in shared:
