@@ -25,6 +25,8 @@ Must never: read the clock or perform I/O; trust a line's text for anything but 
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .records import FAILURE_KINDS, Event
 from .syslog import Header
 
@@ -73,24 +75,24 @@ class Correlator:
                 self._remember_session(event, header)
             return event
         key = (header.host, qid)
+
+        def opened() -> Message:
+            if kind == "submission":
+                return Message(event.time, event.user, event.uid, event.ip, event.sender)
+            # sendmail: the `from=` line opens the record; its session may know the user.
+            session = self.sessions.get((header.host, header.program, header.pid))
+            user = session[1] if session and session[2] in (None, event.ip) else None
+            return Message(event.time, user, event.uid, event.ip, event.sender)
+
+        msg, kept, new = self._record(kind, key, event.time, opened)
+        if not kept:
+            return None  # a retry of a message already counted
         if kind == "submission":
-            self._store(key, Message(event.time, event.user, event.uid, event.ip, event.sender), event.time)
             return event
-        msg = self.messages.pop(key, None) if kind == "removed" else self.messages.get(key)
         if kind == "queued":
-            if msg is None:
-                # sendmail: the `from=` line opens the record; its session may know the user.
-                session = self.sessions.get((header.host, header.program, header.pid))
-                user = session[1] if session and session[2] in (None, event.ip) else None
-                msg = Message(event.time, user, event.uid, event.ip, event.sender)
-                self._store(key, msg, event.time)
-                if self.held and event.ip is not None:
-                    # the envelope's failures (`<rcpt>... User unknown`) came before it
-                    self.unrecorded(event, key)
-            elif msg.queued:
-                return None  # a retry of a message already counted
-            msg.queued = True
-            if msg.sender is None:
+            if new and self.held and event.ip is not None:
+                self.unrecorded(event, key)  # the envelope's failures (`<rcpt>... User unknown`) came before it
+            if msg is not None and msg.sender is None:
                 msg.sender = event.sender
         if msg is None:
             return self.unrecorded(event, key) if event.ip is None or self.held else event
@@ -114,25 +116,39 @@ class Correlator:
         """process() for an event with a queue id, reduced to what `mailban test`'s summary
         reads: whether the event is kept (a qmgr retry is not) and its address afterwards.
 
-        The same records are kept and evicted as by process() (user, uid and sender aside,
-        which the summary does not show), so a summary fed only through here counts exactly
-        what process() would pass; it saves building an Event and a Header per queue line
-        (~400,000 in the 1M-line benchmark log), the serial part of a multi-process summary."""
-        key = (host, qid)
-        if kind == "submission":
-            self._store(key, Message(when, None, None, ip, None), when)
-            return True, ip
-        msg = self.messages.pop(key, None) if kind == "removed" else self.messages.get(key)
-        if kind == "queued":
-            if msg is None:
-                msg = Message(when, None, None, ip, None)
-                self._store(key, msg, when)
-            elif msg.queued:
-                return False, ip  # a retry of a message already counted
-            msg.queued = True
-        if msg is None or ip is not None:
-            return True, ip
+        The records are kept and evicted by the same _record() as process()'s (user, uid and
+        sender aside, which the summary does not show), so a summary fed only through here
+        counts what process() would pass (failures waiting for their session's address aside:
+        the summary counts them at once, without one); it saves building an Event and a Header
+        per queue line (~400,000 in the 1M-line benchmark log), the serial part of a
+        multi-process summary."""
+        msg, kept, _new = self._record(kind, (host, qid), when, lambda: Message(when, None, None, ip, None))
+        if not kept or msg is None or ip is not None:
+            return kept, ip
         return True, msg.ip
+
+    def _record(self, kind: str, key: tuple[bytes | None, str], when: float,
+                opened: Callable[[], Message]) -> tuple[Message | None, bool, bool]:
+        """The one step of queue-id correlation on the records, for process() and address_of():
+        a submission opens its message's record (`opened()`), a queue manager's line opens it
+        when no submission did and drops a retry of a message already counted, a removal
+        closes it, every other line reads it. Returns (the record or None, kept, just opened)."""
+        if kind == "submission":
+            msg = opened()
+            self._store(key, msg, when)
+            return msg, True, True
+        msg = self.messages.pop(key, None) if kind == "removed" else self.messages.get(key)
+        if kind != "queued":
+            return msg, True, False
+        if msg is None:
+            msg = opened()
+            self._store(key, msg, when)
+            msg.queued = True
+            return msg, True, True
+        if msg.queued:
+            return msg, False, False
+        msg.queued = True
+        return msg, True, False
 
     def unrecorded(self, event: Event, key: tuple[bytes | None, str]) -> Event | None:
         """An event with a queue id that no record knows (the C correlate() calls this too): a
