@@ -220,8 +220,13 @@ ctx_parser(Ctx *x)
 /* What a loop over lines remembers from one line to the next (all owned). */
 typedef struct {
     PyObject *host, *tag, *when;
-    char stamp[19];  /* the stamp `when` belongs to: a BSD one (has_stamp 15) or Exim's (19) */
+    char stamp[15];  /* the BSD stamp `when` belongs to, when has_stamp */
     int has_stamp;
+    /* Exim's stamp and its time, apart from the BSD one: a host's mainlog and its syslog
+     * (dovecot's lines) are read together, and their lines alternate */
+    PyObject *exim_when;
+    char exim_stamp[19];
+    int has_exim_stamp;
     /* the time of the last line cut here, not yet stored in the parser's `last` (dirty) */
     PyObject *last;
     int dirty;
@@ -233,6 +238,7 @@ memo_clear(Memo *memo)
     Py_CLEAR(memo->host);
     Py_CLEAR(memo->tag);
     Py_CLEAR(memo->when);
+    Py_CLEAR(memo->exim_when);
     Py_CLEAR(memo->last);
 }
 
@@ -296,8 +302,8 @@ exim_header(Ctx *x, Memo *memo, const char *s, Py_ssize_t n, Line *h)
     if (memchr(s, ' ', 10) != NULL)
         return 0;
     PyObject *when;
-    if (memo->has_stamp == 19 && memcmp(s, memo->stamp, 19) == 0) {
-        when = memo->when;
+    if (memo->has_exim_stamp && memcmp(s, memo->exim_stamp, 19) == 0) {
+        when = memo->exim_when;
     } else {
         PyObject *k = PyBytes_FromStringAndSize(s, 19);
         if (k == NULL)
@@ -306,9 +312,9 @@ exim_header(Ctx *x, Memo *memo, const char *s, Py_ssize_t n, Line *h)
         Py_DECREF(k);
         if (when == NULL)
             return PyErr_Occurred() ? -1 : 0;
-        Py_XSETREF(memo->when, Py_NewRef(when));
-        memcpy(memo->stamp, s, 19);
-        memo->has_stamp = 19;
+        Py_XSETREF(memo->exim_when, Py_NewRef(when));
+        memcpy(memo->exim_stamp, s, 19);
+        memo->has_exim_stamp = 1;
     }
     /* _EXIM_ZONE_PID: a zone makes the time another (parse_py converts it) */
     Py_ssize_t pos = 20;
@@ -348,7 +354,7 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
     h->header = NULL;
     /* Consecutive lines mostly share their second: reuse the last stamp's time (the cache
      * cannot change its mind within one call, `now` being fixed). */
-    if (memo->has_stamp == 15 && n >= 20 && s[15] == ' ' && memcmp(s, memo->stamp, 15) == 0) {
+    if (memo->has_stamp && n >= 20 && s[15] == ' ' && memcmp(s, memo->stamp, 15) == 0) {
         when = memo->when;
     } else if (n >= 21 && s[10] == ' ' && s[19] == ' ' && s[0] >= '0' && s[0] <= '9') {
         /* Exim's own log (`YYYY-MM-DD HH:MM:SS `, then `[pid] ` or a message id) */
@@ -425,7 +431,7 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
         if (when != NULL) {
             Py_XSETREF(memo->when, when);
             memcpy(memo->stamp, s, 15);
-            memo->has_stamp = 15;
+            memo->has_stamp = 1;
         }
     }
     if (when != NULL && cut_host_tag(s, n, pos, &h->cut)) {
