@@ -119,7 +119,16 @@ class SaslDisableAction(ActionBase):
         self.refused: dict[str, None] = {}  # unsafe names of active bans, oldest first
         # exim: the list its MAIL ACL (and, optionally, its authenticators) refuse ("": no exim
         # side), and the argv that reads its configuration for the check (docs/exim.md)
-        self.exim_list = options.get("exim_list", "")
+        # Not set: the list under /var/lib/mailban/exim when this host's MTA is Exim (mta_detect).
+        self.exim_list, self.mta_detected = options.get("exim_list", ""), None
+        if "exim_list" not in options and "exim_dir" not in options:
+            from ..mta_detect import detected
+            from .exim import LISTS_DIR
+
+            found = detected()
+            if found.mta == "exim":
+                self.exim_list = f"{LISTS_DIR}/disabled-users"
+                self.mta_detected = f"detected exim: {found.evidence}"
         # and the dsearch directory (one file per account) its MAIL ACL reads at each message,
         # which reaches sessions that authenticated before the ban: a list file does not (an
         # Exim process keeps the file it first read open). Default: the list's path + ".d".
