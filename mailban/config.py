@@ -76,6 +76,11 @@ class Settings:
     # become a uid (Exim's `U=www-data` on local submissions; mailban/localusers.py): for a log
     # replayed on another host, or names that host's NSS cannot resolve.
     local_uids: tuple[tuple[str, int], ...] = ()
+    # The Postfix policy service (mailban/policy, docs/policy.md): "unix:/path" or
+    # "inet:HOST:PORT"; "" runs none. The socket's mode and owner let postfix connect.
+    policy_listen: str = ""
+    policy_socket_mode: int = 0o666
+    policy_socket_owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,12 +130,16 @@ class Config:
         jails = [
             Jail(spec, IgnoreList(ignore.networks + spec.ignoreip))
             for spec in self.jails
-            if spec.enabled
+            if spec.enabled and not spec.inline  # inline jails count at the policy service
         ]
+        from .actions import registry  # validated these actions at load: already imported
+
         fast = speedups()
         return Pipeline(SyslogParser(now, to_epoch, fast), FilterSet(list(self.filters)), jails, fast=fast,
                         valve=Valve(self.settings.max_bans_per_minute),
-                        uid_of=localusers.resolver(dict(self.settings.local_uids)))
+                        uid_of=localusers.resolver(dict(self.settings.local_uids)),
+                        hold_actions=frozenset(name for name, action in self.actions.items()
+                                               if registry.load(action.type).holds_mail))
 
 
 def _read(path: Path) -> TomlDoc:
@@ -313,7 +322,8 @@ def _did_you_mean(word: str, known: Any) -> str:
 _SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from",
                   "journal", "journal_units", "journal_identifiers", "journal_files", "journal_directory",
                   "journal_trust", "metrics", "protect_own", "max_bans_per_minute", "control_group",
-                  "shipped_jails", "run_without_jails", "local_uids"}
+                  "shipped_jails", "run_without_jails", "local_uids",
+                  "policy_listen", "policy_socket_mode", "policy_socket_owner"}
 
 
 def _settings(src: dict[str, tuple[Any, TomlDoc]], errors: list[ConfigError]) -> Settings:
@@ -340,9 +350,22 @@ def _setting(key: str, value: Any, doc: TomlDoc, values: dict[str, Any]) -> None
         if not isinstance(value, str) or not value.startswith("/"):
             raise doc.error(where, f"`{key}` must be an absolute path")
         values[key] = value
-    elif key == "socket_mode":
+    elif key == "policy_listen":
+        from .policy.server import parse_listen
+
+        try:
+            if not isinstance(value, str) or (value and parse_listen(value) is None):
+                raise ValueError
+        except ValueError:
+            raise doc.error(where, "`policy_listen` must be \"unix:/absolute/path\", \"inet:HOST:PORT\" or \"\"") from None
+        values[key] = value
+    elif key == "policy_socket_owner":
+        if not isinstance(value, str):
+            raise doc.error(where, "`policy_socket_owner` must be a user name")
+        values[key] = value
+    elif key in ("socket_mode", "policy_socket_mode"):
         if not isinstance(value, str) or not value.isdigit() or int(value, 8) > 0o777:
-            raise doc.error(where, "`socket_mode` must be an octal string such as \"0600\"")
+            raise doc.error(where, f"`{key}` must be an octal string such as \"0600\"")
         values[key] = int(value, 8)
     elif key == "ignoreip":
         values[key] = _networks(value, doc, where)
@@ -504,7 +527,7 @@ def _jail(
 
 def _checked_jail(name: str, src: dict[str, tuple[Any, TomlDoc]], values: dict[str, Any]) -> JailSpec:
     """The spec of a jail whose keys are each valid, checked as a whole."""
-    if not values["kinds"] and not values.get("filters") and not values.get("rules"):
+    if not values["kinds"] and not values.get("filters") and not values.get("rules") and not values.get("inline"):
         doc = next(iter(src.values()))[1] if src else None
         if doc is not None:
             raise doc.error(("jail", name), f"jail {name!r} selects nothing: give `kinds`, `filters` or `rules`")
@@ -512,6 +535,10 @@ def _checked_jail(name: str, src: dict[str, tuple[Any, TomlDoc]], values: dict[s
     if (spec.ban_ips or spec.min_ips) and spec.key == "ip":
         doc = next(iter(src.values()))[1]
         raise doc.error(("jail", name, "key"), "`ban_ips` and `min_ips` need a jail keyed by user, uid or sender")
+    if spec.inline and (spec.key == "uid" or spec.ban_ips):
+        doc = next(iter(src.values()))[1]
+        raise doc.error(("jail", name, "inline"), "an inline jail counts policy requests per user, sender or ip "
+                                                  "(postfix sends no uid), without `ban_ips`")
     if spec.key != "ip" and "prefix6" not in src and "prefix4" not in src:
         spec = replace(spec, prefix6=0, prefix4=0)  # prefixes are for ip jails
     if spec.count == "recipients" and spec.kinds and not spec.kinds & {"queued", "submission"}:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .core.durations import parse_duration
-from .core.jails import COUNT_MODES, MODES
+from .core.jails import COUNT_MODES, INLINE_ANSWERS, MODES
 from .core.records import JAIL_KEY_TYPES, KINDS, STATUSES
 
 
@@ -162,6 +162,8 @@ JAIL_FIELDS: dict[str, Reader] = {
     "ignoreip": networks,
     "max_keys": whole("max_keys", 1),
     "shared": boolean("shared"),
+    "inline": boolean("inline"),
+    "inline_answer": choice("inline_answer", INLINE_ANSWERS),
 }
 
 

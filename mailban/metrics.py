@@ -12,8 +12,7 @@ logged and the daemon runs on without metrics. See docs/metrics.md for example a
 from __future__ import annotations
 
 import logging
-from collections import Counter as Tally
-from typing import Any
+from typing import Any, Mapping
 
 log = logging.getLogger("mailban.metrics")
 
@@ -51,11 +50,11 @@ class Metrics:
         self.enabled = True
         log.info("metrics on http://%s/metrics", address)
 
-    def batch(self, source: str, lines: int, events: Tally[tuple[str, str]], bans: list[Any]) -> None:
+    def batch(self, source: str, lines: int, events: Mapping[tuple[str, str], int] | None, bans: list[Any]) -> None:
         if not self.enabled:
             return
         self.lines.labels(source).inc(lines)
-        for (kind, filt), n in events.items():
+        for (kind, filt), n in (events or {}).items():
             self.events.labels(kind, filt).inc(n)
         for ban in bans:
             self.decisions.labels(ban.jail, ban.key_type).inc()

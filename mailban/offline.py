@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import IO, Any, Iterable, Iterator
 
 from .config import Config
+from .core.decisions import Outcome
 from .core.durations import format_duration
 from .core.filters import Filter, FilterSet, TallySet
 from .core.pipeline import Pipeline
@@ -305,11 +306,14 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
 
     held_back = 0
 
-    def show(bans: list[Ban]) -> None:
-        """The jails' bans through the daemon's decision stage (rate limit, prefix folds)."""
+    # (action, jail, key type, key) -> messages a held key went on submitting, held as they came
+    followers: dict[tuple[str, str, str, str], int] = {}
+
+    def show(cmds: Outcome) -> None:
+        """What the pipeline asks for, as the daemon gets it (Pipeline.step, its decision
+        stage: rate limit, prefix folds, holds), printed instead of carried out."""
         nonlocal decisions, held_back
-        kept, held, folds = pipeline.decide(bans)
-        for ban in kept:
+        for ban in cmds.bans:
             decisions += 1
             jail = pipeline.jail(ban.jail)
             if jail is not None and jail.spec.key == ban.key_type:
@@ -323,7 +327,7 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
                     f"{format_duration(ban.until - ban.time)})  -> {', '.join(ban.actions)}"
                     + (f"  because of {ban.cause}" if ban.cause else "") + "\n"
                 )
-        for fold in folds:
+        for fold in cmds.folds:
             net = fold.net
             if as_json:
                 out.write(json.dumps({"decision": "folded", "time": iso(net.time), "jail": net.jail, "into": net.key,
@@ -331,7 +335,7 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
             else:
                 out.write(f"{iso(net.time)}  {net.jail}  fold {len(fold.ips)} single bans into {net.key}: "
                           f"{', '.join(fold.ips)}\n")
-        for s in held:
+        for s in cmds.suppressed:
             held_back += 1
             ban = s.ban
             if as_json:
@@ -340,13 +344,18 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
             else:
                 out.write(f"{iso(ban.time)}  {ban.jail}  held back: ban {ban.key_type} "
                           f"{ban.key if ban.key_type == 'ip' else repr(ban.key)} ({s.reason})\n")
+        for h in cmds.holds:
+            key = (h.action, h.jail, h.key_type, h.key)
+            followers[key] = followers.get(key, 0) + 1
+        cmds.clear()
 
     # Every key the logs show, to put the decisions in proportion: (event field, keys seen).
     seen_fields = tuple((Event._fields.index(key_type), store) for key_type, store in seen_keys.items())
     fast = speedups()
-    feed = pipeline.feed_events
+    step = pipeline.step
+    cmds = Outcome()
     for _, _, _, header, events in matched:
-        events, bans = feed(events, header, None)
+        events = step(events, header, None, cmds)
         if fast is not None:
             fast.seen(events, seen_fields, SEEN_CAP)  # the loop below, in C
         else:
@@ -355,12 +364,20 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
                     value = event[index]
                     if value is not None and len(store) < SEEN_CAP:
                         store.add(str(value))
-        if bans:
-            show(bans)
+        if cmds:
+            show(cmds)
     lines, last = read.parsed, read.last
     progress.finish()
     grace = max((j.spec.owner_grace for j in pipeline.jails), default=0.0)
-    show(pipeline.tick(last + grace))
+    pipeline.decide_into(cmds, pipeline.tick(last + grace))
+    show(cmds)
+    for (action, jail_name, key_type, key), count in followers.items():
+        if as_json:
+            out.write(json.dumps({"decision": "hold", "action": action, "jail": jail_name, "key_type": key_type,
+                                  "key": key, "messages": count}, ensure_ascii=False) + "\n")
+        else:
+            out.write(f"{jail_name}: {action} held {count} more messages of {key_type} {key!r} as they "
+                      "were submitted after the ban\n")
     for jail in pipeline.jails:
         spec = jail.spec
         acted = len(per_jail.get(spec.name, ()))

@@ -158,7 +158,8 @@ def render_explain(ex: dict[str, Any]) -> str:
             for line in row.get("lines", []):
                 out.append(f"      | {_shown(line)}")
         elif row["what"] == "action":
-            out.append(f"  {when}  action {row['action']}: {_shown(row['result'])}")
+            note = f" ({_shown(row['note'])})" if row.get("note") else ""
+            out.append(f"  {when}  action {row['action']}: {_shown(row['result'])}{note}")
         elif row["what"] == "unban":
             who = f" by uid {row['by_uid']}" if row.get("by_uid") is not None else ""
             out.append(f"  {when}  unbanned{who}")

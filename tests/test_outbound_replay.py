@@ -24,7 +24,8 @@ def replay(log_text: str, tmp_path: Path, *extra: str) -> list[dict]:
 
 
 def test_only_the_stolen_account_and_the_hacked_uid_are_acted_on(tmp_path: Path) -> None:
-    decisions = replay(outbound_incident().text(), tmp_path)
+    out = replay(outbound_incident().text(), tmp_path)
+    decisions = [d for d in out if d["decision"] == "ban"]
     acted = {(d["jail"], d["key_type"], d["key"]) for d in decisions}
     assert acted == {("outbound-user", "user", "victim@example.test"), ("outbound-uid", "uid", "1033")}
     by_key = {d["key"]: d for d in decisions}

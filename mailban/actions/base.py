@@ -35,7 +35,7 @@ class ActionContext:
 
 @runtime_checkable
 class Action(Protocol):
-    """What the daemon (daemon.py, daemon_commands.py) calls on an action; ActionBase gives the
+    """What the daemon (daemon/runner.py, daemon/commands.py) calls on an action; ActionBase gives the
     defaults and says what each member means."""
 
     name: str
@@ -46,6 +46,7 @@ class Action(Protocol):
 
     def start(self, active: list[Ban]) -> None: ...
     def ban(self, bans: list[Ban]) -> list[str]: ...
+    def ban_notes(self) -> dict[str, str]: ...
     def unban(self, bans: list[Ban]) -> None: ...
     def unban_all(self) -> bool: ...
     def stop(self) -> None: ...
@@ -106,6 +107,11 @@ class ActionBase:
         place (e.g. a failed postfix reload), shown in explain, list and status; raises when the
         ban is not in place (retried with backoff)."""
         raise NotImplementedError(f"action {type(self).__name__} does not implement ban()")
+
+    def ban_notes(self) -> dict[str, str]:
+        """What the last ban() did per key that is worth a word beside "ok" in `mailban
+        explain` (nft: "cut 2 live connections"). Default: nothing."""
+        return {}
 
     def unban(self, bans: list[Ban]) -> None:
         """Undo the bans (idempotent: also for keys it never banned). Default: nothing to undo."""

@@ -185,5 +185,17 @@ class Correlator:
                 break
             del sessions[first]
 
+    def queue_ids(self, key_type: str, key: str) -> list[str]:
+        """The queue ids of the messages this key submitted that are still recorded (what
+        queue-hold holds at once when it acts on an account, a uid or a sender)."""
+        if key_type not in ("user", "uid", "sender", "ip"):
+            return []
+        want: object = key
+        if key_type == "uid":
+            if not key.isdigit():
+                return []
+            want = int(key)
+        return [qid for (_host, qid), msg in self.messages.items() if getattr(msg, key_type) == want]
+
     def __len__(self) -> int:
         return len(self.messages)

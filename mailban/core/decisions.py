@@ -6,9 +6,12 @@ their keys afresh, and a prefix ban lifted the single-address bans inside it. He
 pure stage of the pipeline (Pipeline.decide), which the daemon and replay both run; the daemon
 then carries out what it returns (and records, logs and shows it), replay prints it.
 
-Inputs: the bans of one line or batch, in order, each with its own time (`Ban.time`: wall time in
-the daemon, log time in replay). Outputs: the bans to act on, the ones held back (`Suppressed`)
-and the prefix folds (`Folded`). Must never: perform I/O or read the clock (see mailban.core).
+Inputs: the bans of one line, in order, each with its own time (`Ban.time`: wall time in the
+daemon, log time in replay). Outputs: the bans to act on, the ones held back (`Suppressed`) and
+the prefix folds (`Folded`), gathered with the messages to hold (`Hold`) in an `Outcome`, the
+command list Pipeline.run returns. The stage runs after every line that decided something, in the
+daemon as in replay: a decision held back or folded changes what the jail counts next (it forgets
+the key), so deciding once per batch would count the rest of the batch differently. Must never: perform I/O or read the clock (see mailban.core).
 """
 
 from __future__ import annotations
@@ -44,6 +47,37 @@ class Folded:
     ips: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A message submitted by a key whose mail is being held (a queue-hold action acted on it
+    and its ban is in force): hold this one too, the script that was caught goes on."""
+
+    action: str
+    jail: str  # of the ban that holds the key
+    key_type: str
+    key: str
+    queue_id: str
+
+
+@dataclass
+class Outcome:
+    """What a batch of lines (Pipeline.run) asks the daemon to do, in order: the bans to act on,
+    the decisions the rate limit held back, the prefix folds, the messages to hold, and when to
+    look again for decisions that fall due with time alone (WakeAt; None: nothing pending)."""
+
+    bans: list[Ban] = field(default_factory=list)
+    suppressed: list[Suppressed] = field(default_factory=list)
+    folds: list[Folded] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
+    wake_at: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.bans or self.suppressed or self.folds or self.holds)
+
+    def clear(self) -> None:
+        self.bans, self.suppressed, self.folds, self.holds = [], [], [], []
+
+
 @dataclass
 class Valve:
     """At most `limit` new decisions per jail per minute (max_bans_per_minute): a broken filter
@@ -65,9 +99,14 @@ class Valve:
 def decide(bans: list[Ban], valve: Valve | None, jails: dict[str, Jail]
            ) -> tuple[list[Ban], list[Suppressed], list[Folded]]:
     """The bans to act on, the suppressed ones and the prefix folds, in the bans' order."""
-    kept: list[Ban] = []
-    held: list[Suppressed] = []
-    folds: list[Folded] = []
+    out = Outcome()
+    decide_into(out, bans, valve, jails)
+    return out.bans, out.suppressed, out.folds
+
+
+def decide_into(out: Outcome, bans: list[Ban], valve: Valve | None, jails: dict[str, Jail]) -> None:
+    """decide(), appending to an Outcome."""
+    kept, held, folds = out.bans, out.suppressed, out.folds
     for ban in bans:
         jail = jails.get(ban.jail)
         if valve is not None and not valve.admit(ban):
@@ -80,7 +119,6 @@ def decide(bans: list[Ban], valve: Valve | None, jails: dict[str, Jail]
             ips = fold_into(jail, ban)
             if ips:
                 folds.append(Folded(ban, ips))
-    return kept, held, folds
 
 
 def fold_into(jail: Jail, net_ban: Ban) -> tuple[str, ...]:

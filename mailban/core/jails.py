@@ -55,6 +55,7 @@ MAX_LOGIN_IPS = 64
 MAX_OFFENSES_KEPT = 16
 COUNT_MODES = ("events", "recipients", "score")
 MODES = ("act", "observe")
+INLINE_ANSWERS = ("defer", "hold", "reject")
 # Events that prove an account's owner uses an address: a successful login or submission.
 PROOF_KINDS = frozenset({"login", "submission"})
 
@@ -93,6 +94,10 @@ class JailSpec:
     ignorekeys: frozenset[str] = frozenset()
     enabled: bool = True
     max_keys: int = 100_000
+    # Counted at postfix's policy check instead of from the logs (mailban/policy): the request
+    # that crosses the threshold, and every later one of the key, gets `inline_answer`.
+    inline: bool = False
+    inline_answer: str = "defer"
 
     def selects(self, event: Event) -> bool:
         if self.kinds and event.kind not in self.kinds:
@@ -122,6 +127,8 @@ class JailSpec:
         if self.key == "ip" and (self.prefix6 or self.prefix4):
             nets = " and ".join(f"/{n}" for n in (self.prefix6, self.prefix4) if n)
             text += f"; whole {nets} prefixes from {self.prefix_min_ips} addresses"
+        if self.inline:
+            text += f"; inline at postfix's policy check, answering {self.inline_answer.upper()}"
         if self.mode == "observe":
             text += " [OBSERVE MODE: nothing is acted on]"
         return text

@@ -1,7 +1,11 @@
-"""The pipeline: line in, events and decisions out. One code path for daemon, test and replay.
+"""The pipeline: lines in, commands out. One code path for the daemon, test and replay.
 
 Inputs: raw lines (bytes) with their source name and line number, and optionally the current
-time. Outputs: the events each line produced and the bans the jails decided.
+time. Outputs: the events each line produced (what `mailban test` shows), and, through `run` (the
+daemon, a batch of lines) and `step` (replay, a line matched in C), an `Outcome`: the bans to act
+on, the decisions the rate limit held back, prefix folds, messages to hold, and when decisions
+fall due with time alone. The daemon executes it, replay prints it: the same calls in the same
+order, so replay decides what the daemon decides (tests/test_decide_equivalence.py).
 Stages: syslog header -> filters (typed events) -> queue-id correlation (the submitting account
 attached to later lines of the same message) -> jails -> decisions (the rate limit and prefix
 folds, see decisions.py: `decide`, which the daemon and replay both call on the jails' bans).
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .correlate import Correlator, Message
-from .decisions import Folded, Suppressed, Valve, decide
+from .decisions import Folded, Hold, Outcome, Suppressed, Valve, decide_into
 from .filters import FilterSet
 from .jails import Jail
 from .records import Ban, Event
@@ -50,6 +54,10 @@ class Pipeline:
     # time when read (a restored backup, a log shipped late, a clock jump): the daemon's only
     # (replay, with now=None, keeps log time and counts them all).
     stale: dict[str, int] = field(default_factory=dict, init=False)
+    # The actions that hold a key's mail (queue-hold): a ban naming one holds what the key
+    # submits for as long as it is in force. Keys held now: (key type, key) -> (action, until, jail).
+    hold_actions: frozenset[str] = frozenset()
+    holding: dict[tuple[str, str], tuple[str, float, str]] = field(default_factory=dict, init=False)
 
     def events(self, line: bytes, source: str = "", lineno: int = 0) -> list[Event]:
         """Filters and correlation only (what `mailban test` shows)."""
@@ -140,6 +148,76 @@ class Pipeline:
                     bans.extend(new)
         return events, bans
 
+    def run(self, lines: list[bytes], now: float | None = None, source: str = "",
+            tally: dict[tuple[str, str], int] | None = None) -> Outcome:
+        """A batch of lines through every stage: the commands they cause (the daemon's path).
+        `tally`, when given, counts the events per (kind, filter) (metrics)."""
+        out = Outcome()
+        parser, match = self.parser, self.filters.match_logged
+        for line in lines:
+            header = parser.parse(line)
+            if header is None:
+                continue
+            events = match(parser, line, header, source, 0)
+            if events:
+                events = self.step(events, header, now, out)
+                if tally is not None:
+                    for e in events:
+                        key = (e.kind, e.filter)
+                        tally[key] = tally.get(key, 0) + 1
+        out.wake_at = self.wake_at()
+        return out
+
+    def step(self, events: list[Event], header: Header, now: float | None, out: Outcome) -> list[Event]:
+        """One line's matched events through correlation, the jails and the decision stage,
+        appending what they ask for to `out` (replay's path, and run()'s body). Returns the
+        events as correlated."""
+        events, bans = self.feed_events(events, header, now)
+        if bans:
+            self.decide_into(out, bans)
+        if self.holding:
+            self._holds(events, out, now)
+        return events
+
+    def decide_into(self, out: Outcome, bans: list[Ban]) -> None:
+        """The decision stage on one line's bans (or on bans that fell due with time)."""
+        first = len(out.bans)
+        decide_into(out, bans, self.valve, {jail.spec.name: jail for jail in self.jails})
+        for ban in out.bans[first:]:
+            self._note_hold(ban)
+
+    def _note_hold(self, ban: Ban) -> None:
+        if ban.key_type in ("ip", "net") or not self.hold_actions:
+            return
+        for action in ban.actions:
+            if action in self.hold_actions:
+                key = (ban.key_type, ban.key)
+                held = self.holding.get(key)
+                if held is None or held[1] < ban.until:
+                    self.holding[key] = (action, ban.until, ban.jail)
+
+    def _holds(self, events: list[Event], out: Outcome, now: float | None) -> None:
+        holding = self.holding
+        for event in events:
+            if event.kind != "queued" or not event.queue_id:
+                continue
+            for key_type, value in (("user", event.user), ("uid", event.uid), ("sender", event.sender)):
+                if value is None:
+                    continue
+                held = holding.get((key_type, str(value)))
+                if held is None:
+                    continue
+                if held[1] <= (event.time if now is None else now):
+                    del holding[(key_type, str(value))]  # its ban ended
+                    continue
+                out.holds.append(Hold(held[0], held[2], key_type, str(value), event.queue_id))
+
+    def wake_at(self) -> float | None:
+        """The earliest time a decision may fall due with time alone (an account attacker's
+        grace running out), or None: tick() before it does nothing."""
+        due = min((jail.next_due for jail in self.jails if jail.probation), default=float("inf"))
+        return None if due == float("inf") else due
+
     def tick(self, log_now: float, now: float | None = None) -> list[Ban]:
         """Decisions that fall due with time alone (an account's single-guess attackers whose
         grace ran out). The daemon calls it every second; replay at the end of the logs."""
@@ -151,7 +229,9 @@ class Pipeline:
 
     def decide(self, bans: list[Ban]) -> tuple[list[Ban], list[Suppressed], list[Folded]]:
         """The jails' bans after the rate limit and prefix folds: (to act on, held back, folds)."""
-        return decide(bans, self.valve, {jail.spec.name: jail for jail in self.jails})
+        out = Outcome()
+        self.decide_into(out, bans)
+        return out.bans, out.suppressed, out.folds
 
     def jail(self, name: str) -> Jail | None:
         for jail in self.jails:
@@ -160,13 +240,23 @@ class Pipeline:
         return None
 
     def note_ban(self, ban: Ban) -> None:
+        """A ban made elsewhere (restored, manual, another node's): the jails and holding
+        know it as they know their own."""
+        self._note_hold(ban)
         jail = self.jail(ban.jail)
         if jail is not None and (jail.spec.key == ban.key_type or ban.key_type in ("ip", "net")):
             jail.note_ban(ban.key, ban.until, ban.key_type)
 
     def forget(self, key_type: str, key: str, jail_name: str | None = None) -> None:
+        self.holding.pop((key_type, key), None)
         for jail in self.jails:
             if jail_name is not None and jail.spec.name != jail_name:
                 continue
             if jail.spec.key == key_type or key_type in ("ip", "net"):
                 jail.forget(key, key_type)
+
+    def forget_all(self) -> None:
+        """`unban --all`: every jail's bans and counts, and every held key."""
+        self.holding.clear()
+        for jail in self.jails:
+            jail.forget_all()

@@ -14,7 +14,9 @@ Options: `sasl_disable=True` wires in the two lines that mailban's sasl-disable 
 (actions.d/sasl-disable.toml): the dovecot deny passdb (always present here, file `deny`) and
 `check_sasl_access hash:ETC/mailban_sasl_access` first in smtpd_relay_restrictions and
 smtpd_recipient_restrictions. `main_extra` adds or overrides main.cf settings, `dovecot_extra`
-is appended to dovecot.conf, `extra_users` (name -> password) adds accounts. Local mail to
+is appended to dovecot.conf, `extra_users` (name -> password) adds accounts, `listen` is where
+dovecot's IMAP and POP3 listen (a dovecot address list that must include 127.0.0.1, e.g.
+"127.0.0.1, ::" for a test in its own network namespace). Local mail to
 `mbadmin@mail.example.test` is appended to the mbox file `admin_mbox` (for notifications).
 
 Recipe: /work/shared/REAL-MTA.md sections 2 and 4 (CI speed-ups included).
@@ -251,8 +253,10 @@ class Service:
 
 class PostfixDovecot(Service):
     def __init__(self, sasl_disable: bool = False, main_extra: dict[str, str] | None = None,
-                 dovecot_extra: str = "", extra_users: dict[str, str] | None = None) -> None:
+                 dovecot_extra: str = "", extra_users: dict[str, str] | None = None,
+                 listen: str = "127.0.0.1") -> None:
         self._options("pf-", sasl_disable, main_extra, dovecot_extra, extra_users)
+        self.listen = listen
         self.etc = self.work / "etc"
         self.queue = self.work / "spool"
         self.data = self.work / "data"
@@ -315,7 +319,7 @@ class PostfixDovecot(Service):
         (self.work / "dovecot.conf").write_text(f"""\
 instance_name = mbmta-{self.work.name}
 protocols = imap pop3
-listen = 127.0.0.1
+listen = {self.listen}
 base_dir = {self.dovecot_run}/
 state_dir = {self.work}/dovecot-state
 log_path = {self.dovecot_log}
@@ -339,7 +343,7 @@ userdb {{
   driver = static
   args = uid=vmail gid=vmail home={self.work}/mail/%n
 }}
-{dovecot_services(self.imap_port, self.pop3_port, f"{self.queue}/private/auth", "127.0.0.1")}
+{dovecot_services(self.imap_port, self.pop3_port, f"{self.queue}/private/auth", self.listen)}
 {self.dovecot_extra}
 """)
         (self.work / "dovecot-state").mkdir(exist_ok=True)

@@ -1,12 +1,13 @@
-"""The daemon's side of fleet mode: the hooks `Daemon` calls, as a mixin it inherits.
+"""The daemon's fleet bridge: this node's decisions and counts out to Redis, other nodes' in.
 
-Inputs: the running daemon (its pipeline, actions, state and control handlers) and a
-`cluster.Cluster` when the configuration has a `[cluster]` table. Outputs: this node's decisions
+Inputs: the running daemon (its pipeline, action runner, state writer and control commands) and
+a `cluster.Cluster` when the configuration has a `[cluster]` table. Outputs: this node's decisions
 published (bans after every batch, manual bans, unbans), what shared jails counted sent, and the
 results the cluster threads hand back applied in the loop: fleet-wide crossings decided with
 `Jail.decide_shared`, other nodes' bans and unbans carried out through this node's own actions
 and recorded with cause `node X`, never published again.
-Kept apart from daemon.py so that the loop stays readable: daemon.py only calls `_cluster_*`.
+The loop calls start/stop/reloaded, batch (after each batch of lines) and status_text; the
+control commands call publish, unbanned and status.
 Must never: block the loop on Redis (cluster.py does the I/O in its threads), apply a remote
 decision on an address this node never bans (its own addresses, mynetworks, ignoreip), or
 publish a decision that came from another node.
@@ -21,80 +22,81 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from . import __version__
-from .core.durations import format_duration
-from .core.jails import IgnoreList
-from .core.records import Ban
-from .hostaddrs import never_ban
+from typing import TYPE_CHECKING
+
+from .. import __version__
+from ..config import Config
+from ..core.durations import format_duration
+from ..core.jails import IgnoreList
+from ..core.records import Ban
+from ..hostaddrs import never_ban
+
+if TYPE_CHECKING:
+    from ..cluster import Cluster
+    from .loop import Daemon
 
 log = logging.getLogger("mailban")
 
 
-class ClusterHooks:
-    # Provided by Daemon (see daemon.py).
-    config: Any
-    pipeline: Any
-    actions: dict[str, Any]
-    state: Any
-    selector: selectors.BaseSelector
-    unsaved_windows: set[tuple[str, str, str]]
+class FleetBridge:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.cluster: Cluster | None = None
+        self._ignore: IgnoreList | None = None
+        self._shown: str | None = None
 
-    cluster: Any = None
-    _cluster_ignore: IgnoreList | None = None
-    _cluster_shown: str | None = None
-
-    def _cluster_start(self) -> None:
+    def start(self) -> None:
         """At start, after the actions and the pipeline: connect when configured."""
-        cs = self.config.cluster
+        cs = self.daemon.config.cluster
         if cs is None:
-            shared = [j.spec.name for j in self.pipeline.jails if j.spec.shared]
+            shared = [j.spec.name for j in self.daemon.pipeline.jails if j.spec.shared]
             if shared:
                 log.warning("jails %s are marked shared but there is no [cluster] table: they count "
                             "on this host only", ", ".join(shared))
             return
-        from . import cluster as cluster_mod
+        from .. import cluster as cluster_mod
 
-        self._cluster_ignore = self._cluster_never(self.config)
-        self.cluster = cluster_mod.Cluster(cs, self.state.path, __version__)
-        self.selector.register(self.cluster.fileno(), selectors.EVENT_READ, self._cluster_poll)
+        self._ignore = self._never(self.daemon.config)
+        self.cluster = cluster_mod.Cluster(cs, self.daemon.writer.path, __version__)
+        self.daemon.selector.register(self.cluster.fileno(), selectors.EVENT_READ, self._poll)
         self.cluster.start()
 
-    def _cluster_stop(self) -> None:
+    def stop(self) -> None:
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None
 
-    def _cluster_reloaded(self, new: Any) -> None:
-        if new.cluster != self.config.cluster:
+    def reloaded(self, new: Config) -> None:
+        if new.cluster != self.daemon.config.cluster:
             log.warning("the [cluster] table changed: it takes effect at the next restart")
         if self.cluster is not None:
-            self._cluster_ignore = self._cluster_never(new)
+            self._ignore = self._never(new)
 
     @staticmethod
-    def _cluster_never(cfg: Any) -> IgnoreList:
+    def _never(cfg: Config) -> IgnoreList:
         protected = tuple(never_ban()) if cfg.settings.protect_own else ()
         return IgnoreList(tuple(cfg.settings.ignoreip) + protected)
 
     # ---- this node's decisions out --------------------------------------------------------------
-    def _cluster_batch(self, bans: list[Ban]) -> None:
+    def batch(self, bans: list[Ban]) -> None:
         """After a batch of lines (or due decisions): publish its decisions, share its counts."""
         if self.cluster is None:
-            for jail in self.pipeline.jails:
+            for jail in self.daemon.pipeline.jails:
                 if jail.shared_out:
                     jail.shared_out = []  # no fleet to share with
             return
-        self._cluster_publish(bans)  # before the counts: the ban stops the fleet's counting
-        self.cluster.share(j for j in self.pipeline.jails if j.spec.shared)
+        self.publish(bans)  # before the counts: the ban stops the fleet's counting
+        self.cluster.share(j for j in self.daemon.pipeline.jails if j.spec.shared)
 
-    def _cluster_publish(self, bans: list[Ban]) -> None:
+    def publish(self, bans: list[Ban]) -> None:
         if self.cluster is None:
             return
         for ban in bans:
-            jail = self.pipeline.jail(ban.jail)
+            jail = self.daemon.pipeline.jail(ban.jail)
             shared = jail is not None and jail.spec.shared and ban.key_type == jail.spec.key
             self.cluster.publish("ban", ban=ban, windows=[f"{ban.jail}:{ban.key}"] if shared else [])
 
-    def _cluster_unbanned(self, req: dict[str, Any], key_type: str | None, key: str | None) -> None:
+    def unbanned(self, req: dict[str, Any], key_type: str | None, key: str | None) -> None:
         """After `unban` (key None: all): lift it on every node, unless it came from one."""
         if self.cluster is None:
             return
@@ -104,47 +106,43 @@ class ClusterHooks:
         if key is None:
             self.cluster.publish("unban-all")
             return
-        windows = [f"{j.spec.name}:{key}" for j in self.pipeline.jails if j.spec.shared and j.spec.key == key_type]
+        windows = [f"{j.spec.name}:{key}" for j in self.daemon.pipeline.jails if j.spec.shared and j.spec.key == key_type]
         self.cluster.publish("unban", str(key_type), key, windows=windows)
 
     # ---- results in -----------------------------------------------------------------------------
-    def _cluster_poll(self, _selector: Any = None) -> None:
+    def _poll(self, _selector: Any = None) -> None:
         if self.cluster is None:
             return
         try:
-            self._cluster_results()
+            self._results()
         except Exception:  # a bug here must not stop detection: logged, the loop goes on
             log.exception("cluster: cannot handle what Redis returned")
 
-    def _cluster_results(self) -> None:
+    def _results(self) -> None:
         cluster = self.cluster
         crossings, decisions, last = cluster.poll()
         now = time.time()
         bans: list[Ban] = []
         for name, key, total, when, nodes, lines in crossings:
-            jail = self.pipeline.jail(name)
+            jail = self.daemon.pipeline.jail(name)
             if jail is None or not jail.spec.shared:
                 continue
             ban = jail.decide_shared(key, now, when, total, tuple(lines))
             if ban is not None:
                 bans.append(replace(ban, cause=f"fleet: {total} in {format_duration(jail.spec.findtime)} on {nodes} nodes"))
-                self.unsaved_windows.add((name, "key", key))
+                self.daemon.writer.unsaved_windows.add((name, "key", key))
         if bans:
-            bans, _folds = self._decide(bans, now)  # type: ignore[attr-defined]  # fleet keys are never prefixes
-            if bans:
-                self._apply(bans)  # type: ignore[attr-defined]
-                self._commit(bans)  # type: ignore[attr-defined]
-                self._cluster_publish(bans)
+            self.publish(self.daemon.decide(bans, now).bans)
         if last is not None:
-            ids = self._cluster_apply(decisions, now)
+            ids = self._carry_out(decisions, now)
             cluster.applied(ids, last)
-        if cluster.error != self._cluster_shown:
-            self._cluster_shown = cluster.error
-            self._notify_status()  # type: ignore[attr-defined]
+        if cluster.error != self._shown:
+            self._shown = cluster.error
+            self.daemon.notify_status()
 
-    def _cluster_apply(self, decisions: list[tuple[str, str, str, dict[str, Any]]], now: float) -> list[str]:
+    def _carry_out(self, decisions: list[tuple[str, str, str, dict[str, Any]]], now: float) -> list[str]:
         """Carry out other nodes' decisions in stream order; their ids (applied or skipped)."""
-        from .cluster import ban_from
+        from ..cluster import ban_from
 
         pending: list[Ban] = []
         ids: list[str] = []
@@ -157,9 +155,9 @@ class ClusterHooks:
                 except (KeyError, ValueError, TypeError) as exc:
                     log.warning("cluster: decision %s from node %s is not valid (%s); skipped", sid, origin, exc)
                     continue
-                if ban.until <= now or self._cluster_refused(ban, origin):
+                if ban.until <= now or self._refused(ban, origin):
                     continue
-                ban = replace(ban, actions=self._cluster_actions(ban),
+                ban = replace(ban, actions=self._actions(ban),
                               cause=f"node {origin}" + (f": {ban.cause}" if ban.cause else ""))
                 pending = [b for b in pending if (b.jail, b.key_type, b.key) != (ban.jail, ban.key_type, ban.key)]
                 pending.append(ban)
@@ -168,28 +166,28 @@ class ClusterHooks:
                 pending = [b for b in pending if key is not None and (b.key_type, b.key) != (key_type, key)]
                 req: dict[str, Any] = {"all": True} if key is None else {"key_type": key_type, "key": key}
                 try:
-                    self._cmd_unban({**req, "_remote": origin})  # type: ignore[attr-defined]
+                    self.daemon.commands.unban({**req, "_remote": origin})
                 except ValueError as exc:
                     log.warning("cluster: unban %s from node %s refused: %s", sid, origin, exc)
                     continue
                 log.info("cluster: node %s lifted %s", origin, "every ban" if key is None else f"{key_type} {key}")
-                if key is not None:  # who asked, next to the unban row _cmd_unban wrote
-                    self._record([(now, "remote-unban", "-", str(key_type), key,  # type: ignore[attr-defined]
-                                   {"node": origin})])
+                if key is not None:  # who asked, next to the unban row commands.unban wrote
+                    self.daemon.writer.record([(now, "remote-unban", "-", str(key_type), key, {"node": origin})])
         if pending:
             for ban in pending:
                 log.info("cluster: node %s decided %s %s (jail %s)", ban.cause[5:].split(":")[0], ban.key_type,
                          ban.key, ban.jail)
-                self.pipeline.note_ban(ban)
-                self.unsaved_windows.add((ban.jail, "net" if ban.key_type == "net" else "key", ban.key))
-            self._apply(pending)  # type: ignore[attr-defined]
-            self._commit(pending)  # type: ignore[attr-defined]
+                self.daemon.pipeline.note_ban(ban)
+                self.daemon.writer.unsaved_windows.add((ban.jail, "net" if ban.key_type == "net" else "key", ban.key))
+            # Decided on another node: not through this node's rate limit again.
+            self.daemon.runner.apply(pending)
+            self.daemon.writer.commit(self.daemon.pipeline, pending)
         return ids
 
-    def _cluster_refused(self, ban: Ban, origin: str) -> bool:
+    def _refused(self, ban: Ban, origin: str) -> bool:
         """Addresses this node never bans stay unbanned whatever another node decided."""
-        ignore = self._cluster_ignore
-        jail = self.pipeline.jail(ban.jail)
+        ignore = self._ignore
+        jail = self.daemon.pipeline.jail(ban.jail)
         refused = False
         if ban.key_type == "ip":
             refused = (ignore is not None and ban.key in ignore) or (
@@ -202,28 +200,28 @@ class ClusterHooks:
                         origin, ban.key_type, ban.key)
         return refused
 
-    def _cluster_actions(self, ban: Ban) -> tuple[str, ...]:
+    def _actions(self, ban: Ban) -> tuple[str, ...]:
         """This node's actions for another node's decision: the same-named jail's, else the ones
         named in the decision that exist here, else nft for an address."""
         if ban.observe:
             return ()
-        jail = self.pipeline.jail(ban.jail)
+        jail = self.daemon.pipeline.jail(ban.jail)
         if jail is not None:
             if jail.spec.mode == "observe":
                 return ()
             wanted = jail.spec.ip_actions if ban.key_type in ("ip", "net") and jail.spec.key != "ip" else jail.spec.actions
         else:
             wanted = ban.actions
-        chosen = tuple(a for a in wanted if a in self.actions)
-        if not chosen and ban.key_type in ("ip", "net") and "nft" in self.actions:
+        chosen = tuple(a for a in wanted if a in self.daemon.runner)
+        if not chosen and ban.key_type in ("ip", "net") and "nft" in self.daemon.runner:
             chosen = ("nft",)
         return chosen
 
     # ---- status ---------------------------------------------------------------------------------
-    def _cluster_status(self, status: dict[str, Any]) -> dict[str, Any]:
+    def status(self, status: dict[str, Any]) -> dict[str, Any]:
         status["cluster"] = self.cluster.status(status.get("bans", [])) if self.cluster is not None else None
         return status
 
-    def _cluster_status_text(self) -> str:
+    def status_text(self) -> str:
         line = self.cluster.status_line() if self.cluster is not None else None
         return f"; {line}" if line else ""

@@ -1,0 +1,192 @@
+"""Policy service benchmark: requests per second and latency over the unix socket, with many
+postfix-like clients (each connection stays open and sends one request at a time, waiting for
+its answer, as postfix's smtpd does).
+
+The server runs in a process of its own (a PolicyServer thread, with an inline jail counting
+per sasl_username and a few thousand decisions loaded), the load generator in this process
+(one epoll loop driving every connection), so that on 2 cores each has a core. Two runs:
+- closed loop: every connection sends its next request as soon as its answer arrives (the
+  most the server answers);
+- open loop: requests arrive at --rate per second in total, spread over the connections
+  (each waits for its previous answer): the latency postfix sees at that load.
+Optionally (--log-load) the server's process also parses log lines in its main thread, as the
+daemon does, to show what the GIL costs the answers.
+Prints figures; also CPU seconds used by the client and the server.
+
+    .venv/bin/python bench/policy.py [--conns 200] [--seconds 5] [--rate 20000] [--log-load]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import resource
+import selectors
+import socket
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+
+def serve(path: str, ready: mp.Event, stop: mp.Event, log_load: bool, out: mp.Queue) -> None:
+    from mailban.core.jails import IgnoreList, JailSpec
+    from mailban.core.records import Ban
+    from mailban.policy.answer import Decisions, Inline, inline_jail
+    from mailban.policy.server import PolicyServer
+
+    spec = JailSpec(name="out", kinds=frozenset(), key="user", maxretry=1_000_000, findtime=3600, bantime=600,
+                    inline=True, actions=())
+    srv = PolicyServer(f"unix:{path}", Inline([inline_jail(spec, IgnoreList(()))]), max_connections=4096)
+    now = time.time()
+    bans = [Ban(jail="j", key_type="user", key=f"dis{i}@example.test", time=now, until=now + 3600, count=1,
+                findtime=60, actions=("sasl-disable",)) for i in range(2000)]
+    bans += [Ban(jail="j", key_type="ip", key=f"198.51.{i // 250}.{i % 250 + 1}", time=now, until=now + 3600, count=1,
+                 findtime=60, actions=("defer",)) for i in range(2000)]
+    srv.decisions = Decisions.from_bans(bans, {"sasl-disable": "sasl-disable", "defer": "defer"}, now)
+    srv.start()
+    ready.set()
+    if log_load:
+        from mailban.config import load
+        from mailban.localtime import local_to_epoch
+
+        pipeline = load(None).pipeline(time.time(), local_to_epoch)
+        lines = [f"Nov 20 08:00:{i % 60:02d} mx postfix/smtpd[{1000 + i}]: warning: unknown[198.51.100.{i % 250}]: "
+                 f"SASL LOGIN authentication failed: UGFzc3dvcmQ6\n".encode() for i in range(5000)]
+        while not stop.is_set():
+            for line in lines:
+                pipeline.feed(line, time.time(), "/var/log/mail.log")
+    else:
+        stop.wait()
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    out.put((srv.stats, cpu.ru_utime + cpu.ru_stime))
+    srv.stop()
+
+
+def request(i: int) -> bytes:
+    user = f"user{i % 5000}@example.test" if i % 3 else ""
+    return (f"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=203.0.113.{i % 250}\n"
+            f"client_name=unknown\nreverse_client_name=unknown\nhelo_name=client{i}.example.net\n"
+            f"sender=sender{i % 777}@example.net\nrecipient=rcpt{i}@example.org\nrecipient_count=0\nqueue_id=\n"
+            f"instance={i:x}.6746f0c1.8a2b.0\nsize=0\netrn_domain=\nstress=\nsasl_method={'plain' if user else ''}\n"
+            f"sasl_username={user}\nsasl_sender=\nccert_subject=\nccert_issuer=\nccert_fingerprint=\n"
+            f"ccert_pubkey_fingerprint=\nencryption_protocol=TLSv1.3\nencryption_cipher=TLS_AES_256_GCM_SHA384\n"
+            f"encryption_keysize=256\nclient_port={1024 + i % 60000}\npolicy_context=\nserver_address=192.0.2.2\n"
+            f"server_port=25\ncompatibility_level=3.6\nmail_version=3.7.11\n\n").encode()
+
+
+def drive(path: str, conns: int, seconds: float, rate: float | None) -> tuple[int, list[float], float]:
+    """Run the clients; (answers, latencies in seconds, client CPU seconds)."""
+    reqs = [request(i) for i in range(10007)]
+    sel = selectors.DefaultSelector()
+    socks = []
+    for _ in range(conns):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        s.setblocking(False)
+        socks.append(s)
+    sent_at = [0.0] * conns
+    busy = [False] * conns
+    for idx, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ, idx)
+    lat: list[float] = []
+    lag: list[float] = []
+    n = 0
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    end = start + seconds
+    waiting = [0] * conns  # open loop: requests due while their connection was busy
+    next_due = start
+    gap = 1.0 / rate if rate else 0.0
+    rng = random.Random(1)
+    if not rate:
+        for idx, s in enumerate(socks):
+            s.send(reqs[idx % len(reqs)])
+            sent_at[idx] = time.perf_counter()
+            busy[idx] = True
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        if rate:
+            while next_due <= now:
+                idx = rng.randrange(conns)
+                if busy[idx]:
+                    waiting[idx] += 1  # sent when its connection's answer comes
+                else:
+                    socks[idx].send(reqs[n % len(reqs)])
+                    # Latency counts from the send, as postfix sees it; how late the generator
+                    # itself sent (epoll's millisecond timeouts) is reported apart.
+                    sent_at[idx] = time.perf_counter()
+                    lag.append(sent_at[idx] - next_due)
+                    busy[idx] = True
+                next_due += gap
+            timeout = max(0.0, next_due - time.perf_counter())
+        else:
+            timeout = 0.1
+        for key, _ in sel.select(timeout):
+            idx = key.data
+            data = key.fileobj.recv(4096)
+            t = time.perf_counter()
+            lat.append(t - sent_at[idx])
+            n += 1
+            busy[idx] = False
+            if not rate:
+                key.fileobj.send(reqs[n % len(reqs)])
+                sent_at[idx] = t
+                busy[idx] = True
+            elif waiting[idx]:
+                waiting[idx] -= 1
+                key.fileobj.send(reqs[n % len(reqs)])
+                sent_at[idx] = t
+                busy[idx] = True
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
+    for s in socks:
+        s.close()
+    drive.lag = lag  # type: ignore[attr-defined]
+    return n, lat, cpu if elapsed else 0.0
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] * 1000 if values else float("nan")
+
+
+def run(args: argparse.Namespace, rate: float | None) -> None:
+    path = os.path.join(tempfile.mkdtemp(prefix="policy-bench-"), "policy.sock")
+    ready, stop, out = mp.Event(), mp.Event(), mp.Queue()
+    proc = mp.Process(target=serve, args=(path, ready, stop, args.log_load, out))
+    proc.start()
+    ready.wait(30)
+    time.sleep(0.5 if not args.log_load else 2.0)
+    n, lat, client_cpu = drive(path, args.conns, args.seconds, rate)
+    stop.set()
+    stats, server_cpu = out.get(timeout=30)
+    proc.join(10)
+    mode = f"open loop at {rate:,.0f}/s" if rate else "closed loop"
+    print(f"{mode:>26}: {n / args.seconds:>9,.0f} answers/s over {args.conns} connections"
+          f"{' (log load in the server process)' if args.log_load else ''}; latency ms p50 {pct(lat, .5):.3f} "
+          f"p99 {pct(lat, .99):.3f} p99.9 {pct(lat, .999):.3f} max {pct(lat, 1):.3f}; "
+          f"late (DUNNO by deadline) {stats['late']}; CPU s: client {client_cpu:.2f}, server {server_cpu:.2f} "
+          f"over {args.seconds:.0f} s" + (f"; generator sent p99 {pct(drive.lag, .99):.3f} ms after due"  # type: ignore[attr-defined]
+                                            if rate else ""))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--conns", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rate", type=float, default=20000.0)
+    ap.add_argument("--log-load", action="store_true")
+    args = ap.parse_args()
+    print(f"policy service on a unix socket, {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    run(args, None)
+    run(args, args.rate)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""The daemon's state writer: bans, log positions and changed windows committed together.
+
+Inputs: the bans of a batch, the positions reached in the logs, and the running pipeline (whose
+jails note which windows they changed: checkpoint.collect). Outputs: one SQLite transaction per
+batch (State.commit), the history rows `explain` reads, hourly pruning and the expiry of bans.
+When the database cannot be written (read-only, disk full, locked), nothing is lost and nothing
+stops: the uncommitted bans, positions and windows stay here in memory and go with the next
+commit that works (retried once a second by the loop: `force`); positions in the database stay at
+the last commit, so a crash meanwhile re-reads those lines, and re-decided bans are idempotent in
+every action.
+Must never: raise into the loop because the database fails (said once, shown in status).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable
+
+from .. import checkpoint
+from ..core.pipeline import Pipeline
+from ..core.records import Ban
+from ..state import State
+
+log = logging.getLogger("mailban")
+HISTORY_DAYS = 180  # `explain` and repeat-offender history older than this is dropped
+WINDOW_KEEP = 7 * 86400  # saved windows idle for longer than this (plus the findtime) are pruned
+PRUNE_EVERY = 3600.0
+
+HistoryRow = tuple[float, str, str, str, str, dict[str, Any]]
+
+
+class StateWriter:
+    def __init__(self, state: State, changed: Callable[[], None]) -> None:
+        self.state = state
+        self._changed = changed  # the health shown in status changed (systemd STATUS line)
+        # What the database has not taken yet (it was read-only or full): committed next time.
+        self.unsaved_bans: list[Ban] = []
+        self.unsaved_positions: dict[str, dict[str, Any]] = {}
+        self.unsaved_windows: checkpoint.Touched = set()
+        self.error: str | None = None
+        self.next_prune = 0.0
+
+    @property
+    def path(self) -> str:
+        return self.state.path
+
+    def commit(self, pipeline: Pipeline, bans: Iterable[Ban] = (),
+               positions: dict[str, dict[str, Any]] | None = None, force: bool = False) -> bool:
+        """Commit bans, positions and touched windows in one transaction, with whatever an
+        earlier failed commit left; on failure keep it all for the next try.
+        While the database fails, only the once-a-second retry (`force`) tries: a locked
+        database makes every try wait BUSY_TIMEOUT, which must not slow reading down."""
+        checkpoint.collect(pipeline, self.unsaved_windows)  # the windows the jails changed
+        self.unsaved_bans.extend(bans)
+        if positions:
+            self.unsaved_positions.update(positions)
+        if not (self.unsaved_bans or self.unsaved_positions or self.unsaved_windows):
+            return True
+        if self.error is not None and not force:
+            return False
+        upserts, dropped = checkpoint.rows(pipeline, self.unsaved_windows)
+        try:
+            self.state.commit(self.unsaved_bans, self.unsaved_positions, upserts, dropped)
+        except Exception as exc:  # sqlite3.Error, OSError: read-only, disk full, I/O error
+            if self.error is None:
+                log.error("cannot write the database %s: %s; detection and actions go on, %d bans "
+                          "and the positions wait in memory and are committed when it works again",
+                          self.state.path, exc, len(self.unsaved_bans))
+            self.error = f"cannot write {self.state.path}: {exc}"
+            self._changed()
+            return False
+        self.unsaved_bans, self.unsaved_positions = [], {}
+        self.unsaved_windows = set()
+        if self.error is not None:
+            log.info("the database %s can be written again: everything kept in memory is committed",
+                     self.state.path)
+            self.error = None
+            self._changed()
+        return True
+
+    def record(self, rows: list[HistoryRow]) -> None:
+        """History rows for `explain`; a full disk must not stop detection (logged, not raised)."""
+        if not rows:
+            return
+        try:
+            self.state.record_many(rows)
+        except Exception as exc:
+            log.error("cannot record history: %s", exc)
+
+    def active(self, now: float) -> list[Ban]:
+        """The bans in force: the database's and those it has not taken yet."""
+        return self.state.active(now) + [b for b in self.unsaved_bans if b.until > now]
+
+    def drop_unsaved(self, keys: set[tuple[str, str]] | None = None) -> None:
+        """Forget uncommitted bans on these keys (all: None), lifted before they were committed."""
+        if keys is None:
+            self.unsaved_bans, self.unsaved_windows = [], set()
+        else:
+            self.unsaved_bans = [b for b in self.unsaved_bans if (b.key_type, b.key) not in keys]
+
+    def expire(self, now: float, longest_findtime: float) -> list[Ban]:
+        """Prune old history and windows (hourly) and delete the bans whose time is up."""
+        try:
+            if now >= self.next_prune:
+                self.state.prune_history(now - HISTORY_DAYS * 86400)
+                self.state.prune_windows(now - longest_findtime - WINDOW_KEEP)
+                self.next_prune = now + PRUNE_EVERY
+            return self.state.expire(now)
+        except Exception as exc:  # full or locked: expiry waits (nft elements expire by themselves)
+            if self.error is None:
+                log.error("cannot write the database %s: %s", self.state.path, exc)
+                self.error = f"cannot write {self.state.path}: {exc}"
+                self._changed()
+            return []
+
+    def status(self) -> dict[str, Any]:
+        return {"path": self.state.path, "error": self.error, "unsaved_bans": len(self.unsaved_bans),
+                "unsaved_windows": len(self.unsaved_windows)}
