@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 MTAS = ("exim", "postfix", "sendmail")
 SENDMAIL = "usr/sbin/sendmail"
@@ -111,3 +111,21 @@ def choose(configured: str, allowed: tuple[str, ...], fallback: str = "postfix")
         return found.mta, f"detected {found.mta}: {found.evidence}"
     why = found.evidence if found.mta is None else f"detected {found.mta}, which this action has no mode for"
     return fallback, f"{why}; {fallback} assumed"
+
+
+def following(actions: dict[str, tuple[str, dict[str, Any]]]) -> list[str]:
+    """The actions (name -> (type, options)) that follow the detection: queue-hold and defer with
+    `mta` "auto" or unset, sasl-disable with neither Exim list set."""
+    names = []
+    for name, (kind, options) in sorted(actions.items()):
+        if kind in ("queue-hold", "defer") and options.get("mta", "auto") == "auto":
+            names.append(name)
+        elif kind == "sasl-disable" and "exim_list" not in options and "exim_dir" not in options:
+            names.append(name)
+    return names
+
+
+def summary(actions: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """What `mailban check` shows: the detected MTA, why, and who follows it."""
+    found = detected()
+    return {"detected": found.mta, "evidence": found.evidence, "followed_by": following(actions)}

@@ -122,3 +122,22 @@ def test_the_actions_follow_the_detected_mta(monkeypatch: pytest.MonkeyPatch, tm
     assert SaslDisableAction("sasl-disable", {}).exim_list == ""
     with pytest.raises(ValueError):
         QueueHoldAction.validate({"mta": "qmail"})
+
+
+def test_check_says_what_it_detected(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from mailban.cli import main
+
+    monkeypatch.setattr(mta_detect, "detected", lambda: mta_detect.Detected("exim", "/usr/sbin/sendmail -> /usr/sbin/exim4"))
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert ("  mta: exim, detected (/usr/sbin/sendmail -> /usr/sbin/exim4); followed by defer, queue-hold, "
+            "sasl-disable") in out
+    assert main(["check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mta"] == {
+        "detected": "exim", "evidence": "/usr/sbin/sendmail -> /usr/sbin/exim4",
+        "followed_by": ["defer", "queue-hold", "sasl-disable"]}
+    monkeypatch.setattr(mta_detect, "detected", lambda: mta_detect.Detected(None, "several MTAs installed (exim, postfix): set `mta`"))
+    assert main(["check"]) == 0
+    assert "mta: none detected, postfix assumed (several MTAs installed" in capsys.readouterr().out
