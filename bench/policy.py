@@ -2,18 +2,22 @@
 postfix-like clients (each connection stays open and sends one request at a time, waiting for
 its answer, as postfix's smtpd does).
 
-The server runs in a process of its own (a PolicyServer thread, with an inline jail counting
-per sasl_username and a few thousand decisions loaded), the load generator in this process
-(one epoll loop driving every connection), so that on 2 cores each has a core. Two runs:
+The server runs as the daemon runs it: a child process forked by a "daemon" process
+(mailban/policy/child.py), with an inline jail counting per sasl_username and a few thousand
+decisions loaded; the load generator in this process (one epoll loop driving every
+connection). --thread runs it as a thread of the "daemon" process instead (how it ran before,
+for comparison). Two runs:
 - closed loop: every connection sends its next request as soon as its answer arrives (the
   most the server answers);
 - open loop: requests arrive at --rate per second in total, spread over the connections
   (each waits for its previous answer): the latency postfix sees at that load.
-Optionally (--log-load) the server's process also parses log lines in its main thread, as the
-daemon does, to show what the GIL costs the answers.
+Optionally (--log-load) the "daemon" process parses log lines in its main thread all along, as
+the daemon does under a log flood, and the log lines it parsed per second are printed: first
+with no policy traffic (the baseline), then during each run, to show what the service costs
+the log-reading path (and, with --thread, what the GIL costs the answers).
 Prints figures; also CPU seconds used by the client and the server.
 
-    .venv/bin/python bench/policy.py [--conns 200] [--seconds 5] [--rate 20000] [--log-load]
+    .venv/bin/python bench/policy.py [--conns 200] [--seconds 5] [--rate 20000] [--log-load] [--thread]
 """
 
 from __future__ import annotations
@@ -32,23 +36,33 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
-def serve(path: str, ready: mp.Event, stop: mp.Event, log_load: bool, out: mp.Queue) -> None:
+def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bool, thread: bool,
+          out: mp.Queue) -> None:
     from mailban.core.jails import IgnoreList, JailSpec
     from mailban.core.records import Ban
     from mailban.policy.answer import Decisions, Inline, inline_jail
+    from mailban.policy.child import PolicyProcess
     from mailban.policy.server import PolicyServer
 
     spec = JailSpec(name="out", kinds=frozenset(), key="user", maxretry=1_000_000, findtime=3600, bantime=600,
                     inline=True, actions=())
-    srv = PolicyServer(f"unix:{path}", Inline([inline_jail(spec, IgnoreList(()))]), max_connections=4096)
+    inline = Inline([inline_jail(spec, IgnoreList(()))])
+    srv = PolicyServer(f"unix:{path}", inline, max_connections=4096)
     now = time.time()
     bans = [Ban(jail="j", key_type="user", key=f"dis{i}@example.test", time=now, until=now + 3600, count=1,
                 findtime=60, actions=("sasl-disable",)) for i in range(2000)]
     bans += [Ban(jail="j", key_type="ip", key=f"198.51.{i // 250}.{i % 250 + 1}", time=now, until=now + 3600, count=1,
                  findtime=60, actions=("defer",)) for i in range(2000)]
-    srv.decisions = Decisions.from_bans(bans, {"sasl-disable": "sasl-disable", "defer": "defer"}, now)
-    srv.start()
+    decisions = Decisions.from_bans(bans, {"sasl-disable": "sasl-disable", "defer": "defer"}, now)
+    child = None
+    if thread:
+        srv.decisions = decisions
+        srv.start()
+    else:
+        child = PolicyProcess(srv)
+        child.start(inline, decisions)
     ready.set()
+    rates = []  # log lines per second: before the clients start (the baseline), while they run
     if log_load:
         from mailban.config import load
         from mailban.localtime import local_to_epoch
@@ -56,14 +70,26 @@ def serve(path: str, ready: mp.Event, stop: mp.Event, log_load: bool, out: mp.Qu
         pipeline = load(None).pipeline(time.time(), local_to_epoch)
         lines = [f"Nov 20 08:00:{i % 60:02d} mx postfix/smtpd[{1000 + i}]: warning: unknown[198.51.100.{i % 250}]: "
                  f"SASL LOGIN authentication failed: UGFzc3dvcmQ6\n".encode() for i in range(5000)]
-        while not stop.is_set():
-            for line in lines:
-                pipeline.feed(line, time.time(), "/var/log/mail.log")
+        for phase in (go, stop):
+            n, t0, c0 = 0, time.perf_counter(), time.process_time()
+            while not phase.is_set():
+                for line in lines[:500]:
+                    pipeline.feed(line, time.time(), "/var/log/mail.log")
+                n += 500
+            # wall: lines/s (what the CPU left it); CPU: its own cost per line, which the
+            # scheduling on a shared machine does not change
+            rates.append((n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1e6))
     else:
         stop.wait()
     cpu = resource.getrusage(resource.RUSAGE_SELF)
-    out.put((srv.stats, cpu.ru_utime + cpu.ru_stime))
-    srv.stop()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if child is not None:
+        child.stop()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    else:
+        srv.stop()
+    stats = srv.stats if thread else {"late": "n/a (in the child)"}
+    out.put((stats, cpu.ru_utime + cpu.ru_stime, children.ru_utime + children.ru_stime, rates))
 
 
 def request(i: int) -> bytes:
@@ -158,22 +184,29 @@ def pct(values: list[float], p: float) -> float:
 
 def run(args: argparse.Namespace, rate: float | None) -> None:
     path = os.path.join(tempfile.mkdtemp(prefix="policy-bench-"), "policy.sock")
-    ready, stop, out = mp.Event(), mp.Event(), mp.Queue()
-    proc = mp.Process(target=serve, args=(path, ready, stop, args.log_load, out))
+    ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
+    proc = mp.Process(target=serve, args=(path, ready, go, stop, args.log_load, args.thread, out))
     proc.start()
     ready.wait(30)
-    time.sleep(0.5 if not args.log_load else 2.0)
+    time.sleep(0.5 if not args.log_load else args.seconds)  # the log rate alone, meanwhile
+    go.set()
     n, lat, client_cpu = drive(path, args.conns, args.seconds, rate)
     stop.set()
-    stats, server_cpu = out.get(timeout=30)
+    stats, server_cpu, child_cpu, rates = out.get(timeout=30)
     proc.join(10)
     mode = f"open loop at {rate:,.0f}/s" if rate else "closed loop"
     print(f"{mode:>26}: {n / args.seconds:>9,.0f} answers/s over {args.conns} connections"
           f"{' (log load in the server process)' if args.log_load else ''}; latency ms p50 {pct(lat, .5):.3f} "
           f"p99 {pct(lat, .99):.3f} p99.9 {pct(lat, .999):.3f} max {pct(lat, 1):.3f}; "
-          f"late (DUNNO by deadline) {stats['late']}; CPU s: client {client_cpu:.2f}, server {server_cpu:.2f} "
+          f"late (DUNNO by deadline) {stats['late']}; CPU s: client {client_cpu:.2f}, daemon {server_cpu:.2f}, "
+          f"service child {child_cpu:.2f} "
           f"over {args.seconds:.0f} s" + (f"; generator sent p99 {pct(drive.lag, .99):.3f} ms after due"  # type: ignore[attr-defined]
                                             if rate else ""))
+    if rates:
+        (alone, cpu_alone), (during, cpu_during) = rates
+        print(f"{'':>26}  log lines in the daemon process: {alone:,.0f}/s alone, {during:,.0f}/s while answering "
+              f"({(during / alone - 1) * 100:+.1f}%); CPU per line {cpu_alone:.2f} us alone, {cpu_during:.2f} us "
+              f"while answering ({(cpu_during / cpu_alone - 1) * 100:+.1f}%)")
 
 
 def main() -> None:
@@ -182,8 +215,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=20000.0)
     ap.add_argument("--log-load", action="store_true")
+    ap.add_argument("--thread", action="store_true", help="the service as a thread of the daemon process (before)")
     args = ap.parse_args()
-    print(f"policy service on a unix socket, {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"policy service on a unix socket ({'a thread of' if args.thread else 'a child process of'} the daemon "
+          f"process), {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     run(args, None)
     run(args, args.rate)
 

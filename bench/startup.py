@@ -127,7 +127,7 @@ def main() -> int:
             run([PY, "-c", "pass"])
             bare.append(time.perf_counter() - t)
         print(f"  of which the interpreter itself (python -c pass): best {min(bare) * 1000:.0f} ms")
-        imp = subprocess.run([PY, "-X", "importtime", "-c", "import mailban.cli, mailban.control, mailban.render"],
+        imp = subprocess.run([PY, "-X", "importtime", "-c", "import mailban.cli, mailban.control, mailban.cli.render"],
                              capture_output=True, text=True).stderr.splitlines()
         rows = []
         for line in imp:

@@ -35,6 +35,8 @@ network, or lose a decision of this node (the outbox is written before anything 
 Security note: Redis is a trust boundary. Whoever can write to it can ban addresses on every
 node, so use a password and TLS; decisions read from it are validated as Ban records, and the
 daemon still refuses addresses it never bans (its own, mynetworks, ignoreip).
+Size: the Redis key schema, its Lua scripts, the local outbox and the two I/O threads are one
+protocol (what the writer sends, the reader expects); the daemon side is daemon/fleet.py.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ exist). Filters and actions are looked up in `<confdir>/filters.d` and `<confdir
 first, then among the files shipped inside the package; an admin file overrides a shipped file
 of the same name. Output: a validated `Config`, or a `ConfigError` naming file, line and column.
 Must never: half-apply a bad file. The daemon keeps its last good Config when loading fails.
+Size: loading the three layers (shipped default, mailban.toml, jail.d) and refusing each bad key
+with its file, line and column; jail keys are in jail_fields.py, the TOML reader in core/tomldoc.py.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from .core.pipeline import Pipeline
 from .core.records import KINDS
 from .core.syslog import LocalToEpoch, SyslogParser
 from .core.tomldoc import TomlDoc, parse_toml
-from .jail_fields import JAIL_FIELDS, Names, networks
+from .jail_fields import JAIL_FIELDS, Names
+from .settings_fields import SETTINGS_FIELDS
 from . import localusers
 from .speedups import speedups
 
@@ -81,6 +84,14 @@ class Settings:
     policy_listen: str = ""
     policy_socket_mode: int = 0o666
     policy_socket_owner: str = ""
+    # Direct outbound SMTP per local uid (docs/direct-smtp.md): an nft output chain counts new
+    # connections to these remote ports by the socket's owner, except the MTA's users and the
+    # allowed destinations; "all-but-mta" also refuses them all (the counting still reports).
+    direct_smtp: bool = False
+    direct_smtp_ports: tuple[int, ...] = (25, 465, 587)
+    direct_smtp_mta_users: tuple[str, ...] = ("postfix", "Debian-exim", "exim", "smmta", "root")
+    direct_smtp_allow: tuple[Any, ...] = ()
+    block_direct_smtp: str = "per-uid"
 
 
 @dataclass(frozen=True)
@@ -319,11 +330,7 @@ def _did_you_mean(word: str, known: Any) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-_SETTINGS_KEYS = {"logs", "state_dir", "socket", "socket_mode", "ignoreip", "loglevel", "read_from",
-                  "journal", "journal_units", "journal_identifiers", "journal_files", "journal_directory",
-                  "journal_trust", "metrics", "protect_own", "max_bans_per_minute", "control_group",
-                  "shipped_jails", "run_without_jails", "local_uids",
-                  "policy_listen", "policy_socket_mode", "policy_socket_owner"}
+_SETTINGS_KEYS = set(SETTINGS_FIELDS)
 
 
 def _settings(src: dict[str, tuple[Any, TomlDoc]], errors: list[ConfigError]) -> Settings:
@@ -337,95 +344,17 @@ def _settings(src: dict[str, tuple[Any, TomlDoc]], errors: list[ConfigError]) ->
 
 
 def _setting(key: str, value: Any, doc: TomlDoc, values: dict[str, Any]) -> None:
-    """Validate one [mailban] key into `values`; raises ConfigError."""
+    """Validate one [mailban] key into `values` (settings_fields.SETTINGS_FIELDS); raises
+    ConfigError."""
     where = ("mailban", key)
-    if key not in _SETTINGS_KEYS:
+    read = SETTINGS_FIELDS.get(key)
+    if read is None:
         raise doc.error(where, f"unknown setting {key!r}{_did_you_mean(key, _SETTINGS_KEYS)}; "
                                f"known: {', '.join(sorted(_SETTINGS_KEYS))}")
-    if key == "logs":
-        if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith("/") for v in value):
-            raise doc.error(where, "`logs` must be a list of absolute file paths")
-        values[key] = tuple(value)
-    elif key in ("state_dir", "socket"):
-        if not isinstance(value, str) or not value.startswith("/"):
-            raise doc.error(where, f"`{key}` must be an absolute path")
-        values[key] = value
-    elif key == "policy_listen":
-        from .policy.server import parse_listen
-
-        try:
-            if not isinstance(value, str) or (value and parse_listen(value) is None):
-                raise ValueError
-        except ValueError:
-            raise doc.error(where, "`policy_listen` must be \"unix:/absolute/path\", \"inet:HOST:PORT\" or \"\"") from None
-        values[key] = value
-    elif key == "policy_socket_owner":
-        if not isinstance(value, str):
-            raise doc.error(where, "`policy_socket_owner` must be a user name")
-        values[key] = value
-    elif key in ("socket_mode", "policy_socket_mode"):
-        if not isinstance(value, str) or not value.isdigit() or int(value, 8) > 0o777:
-            raise doc.error(where, f"`{key}` must be an octal string such as \"0600\"")
-        values[key] = int(value, 8)
-    elif key == "ignoreip":
-        values[key] = _networks(value, doc, where)
-    elif key == "loglevel":
-        if value not in ("debug", "info", "warning", "error"):
-            raise doc.error(where, "`loglevel` must be one of debug, info, warning, error")
-        values[key] = value
-    elif key == "journal":
-        if value not in ("auto", True, False):
-            raise doc.error(where, "`journal` must be \"auto\", true or false")
-        values[key] = value
-    elif key in ("journal_units", "journal_identifiers", "journal_files"):
-        if not isinstance(value, list) or not all(isinstance(v, str) and v and not v.startswith("-") for v in value):
-            raise doc.error(where, f"`{key}` must be a list of names")
-        if key == "journal_files" and not all(v.startswith("/") for v in value):
-            raise doc.error(where, "`journal_files` must be absolute paths")
-        values[key] = tuple(value)
-    elif key == "journal_directory":
-        if not isinstance(value, str) or (value and not value.startswith("/")):
-            raise doc.error(where, "`journal_directory` must be an absolute path")
-        values[key] = value
-    elif key == "control_group":
-        if not isinstance(value, str):
-            raise doc.error(where, "`control_group` must be a group name")
-        if value:
-            import grp
-
-            try:
-                grp.getgrnam(value)
-            except KeyError:
-                raise doc.error(where, f"there is no group {value!r} on this host") from None
-        values[key] = value
-    elif key in ("protect_own", "shipped_jails", "run_without_jails"):
-        if not isinstance(value, bool):
-            raise doc.error(where, f"`{key}` must be true or false")
-        values[key] = value
-    elif key == "max_bans_per_minute":
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise doc.error(where, "`max_bans_per_minute` must be a whole number of at least 1")
-        values[key] = value
-    elif key == "metrics":
-        host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
-        if value != "" and (not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host):
-            raise doc.error(where, "`metrics` must be HOST:PORT (e.g. \"127.0.0.1:9234\"), or \"\" for none")
-        values[key] = value
-    elif key == "journal_trust":
-        if value not in ("strict", "off"):
-            raise doc.error(where, "`journal_trust` must be \"strict\" or \"off\"")
-        values[key] = value
-    elif key == "local_uids":
-        if not isinstance(value, dict) or not all(
-                isinstance(k, str) and k and not any(c.isspace() for c in k)
-                and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32 for k, v in value.items()):
-            raise doc.error(where, "`local_uids` must be a table of login names and uids, "
-                                   "e.g. { \"www-data\" = 33 }")
-        values[key] = tuple(sorted(value.items()))
-    elif key == "read_from":
-        if value not in ("end", "beginning"):
-            raise doc.error(where, "`read_from` must be \"end\" or \"beginning\"")
-        values[key] = value
+    try:
+        values[key] = read(value)
+    except ValueError as exc:
+        raise doc.error(where, str(exc)) from None
 
 
 _CLUSTER_KEYS = {"url", "password", "password_file", "node", "prefix", "stream_maxlen", "timeout",
@@ -478,13 +407,6 @@ def _cluster(src: dict[str, tuple[Any, TomlDoc]]) -> ClusterSettings | None:
         # Else the admin believes the link is TLS while it is plain TCP, password included.
         raise src["tls_ca"][1].error(("cluster", "tls_ca"), "`tls_ca` needs a rediss:// (TLS) `url`")
     return ClusterSettings(**values)
-
-
-def _networks(value: Any, doc: TomlDoc, where: tuple[Any, ...]) -> tuple[Any, ...]:
-    try:
-        return networks(value)
-    except ValueError as exc:
-        raise doc.error(where, str(exc)) from None
 
 
 _JAIL_KEYS = set(JAIL_FIELDS)

@@ -42,6 +42,9 @@ class Metrics:
         self.lag_bytes = Gauge("mailban_tail_lag_bytes", "Bytes written to a log and not read yet", ["source"], registry=r)
         self.idle = Gauge("mailban_source_idle_seconds", "Seconds since a line was last read from a source", ["source"], registry=r)
         self.action_ok = Gauge("mailban_action_up", "1 when the action works, 0 while it fails", ["action"], registry=r)
+        self.direct_smtp_conns = Gauge("mailban_direct_smtp_connections",
+                                       "Direct outbound SMTP connections counted by the kernel, per local uid "
+                                       "(since its counter was made; idle a day: dropped)", ["uid", "user"], registry=r)
         try:
             start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=r)
         except (OSError, ValueError) as exc:
@@ -76,3 +79,10 @@ class Metrics:
             self.lag_bytes.labels(source).set(n)
         for source, seconds in idle.items():
             self.idle.labels(source).set(seconds)
+
+    def direct_smtp(self, summary: dict[str, Any]) -> None:
+        """Per uid, the connections the kernel counted (directsmtp.source.summary())."""
+        if not self.enabled:
+            return
+        for uid, info in summary.get("uids", {}).items():
+            self.direct_smtp_conns.labels(uid, info.get("user", uid)).set(info.get("connections", 0))

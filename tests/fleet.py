@@ -65,13 +65,16 @@ class Node(Link):
 class Fleet:
     def __init__(self, tmp: Path, size: int = 3, *, cluster: bool = True, maxretry: int = 6,
                  heartbeat: float = 1, tls: Certs | None = None,
-                 tables: dict[int, dict[str, Any]] | None = None) -> None:
+                 tables: dict[int, dict[str, Any]] | None = None, inline: int = 0) -> None:
         tag = f"{os.getpid() % 100000}"
         self.tmp = tmp
         self.redis_ns = f"mbr-{tag}"
         self.nodes = [Node(f"mbn{i}-{tag}") for i in range(1, size + 1)]
         self.cluster_on, self.maxretry, self.heartbeat = cluster, maxretry, heartbeat
         self.tls, self.tables = tls, tables or {}
+        # inline > 0: each node also runs the policy service (a unix socket in its directory,
+        # `policy_socket(i)`) with a shared inline jail `out` per sasl_username, maxretry = inline
+        self.inline = inline
         self.namespaces: list[str] = []
         self.redis: subprocess.Popen[bytes] | None = None
         self.daemons: list[Daemon] = []
@@ -99,6 +102,11 @@ class Fleet:
             self.logs[-1].parent.mkdir(parents=True)
             self.logs[-1].write_bytes(b"")
             extra = "shared = true\n"
+            settings = ""
+            if self.inline:
+                settings = f'policy_listen = "unix:{self.policy_socket(i - 1)}"\n'
+                extra += (f'\n[jail.out]\ninline = true\nkey = "user"\nshared = true\nmaxretry = {self.inline}\n'
+                          'findtime = "1h"\nbantime = "1h"\nactions = []\n')
             if self.cluster_on:
                 table: dict[str, Any] = {"node": f"n{i}", "heartbeat": self.heartbeat, "timeout": 1}
                 if self.tls:
@@ -111,7 +119,8 @@ class Fleet:
                     table.update(url=f"redis://{REDIS_IP}:{REDIS_PORT}/0", password=PASSWORD)
                 table.update(self.tables.get(i, {}))
                 extra += "\n[cluster]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
-            cfg = write_config(self.tmp / f"n{i}" / "etc", [str(self.logs[-1])], maxretry=self.maxretry, extra=extra)
+            cfg = write_config(self.tmp / f"n{i}" / "etc", [str(self.logs[-1])], maxretry=self.maxretry, extra=extra,
+                               settings=settings)
             self.daemons.append(Daemon(node, cfg))
         for d in self.daemons:
             d.start()
@@ -147,6 +156,10 @@ class Fleet:
         for ns in self.namespaces:
             run(["ip", "netns", "del", ns], check=False)
         self.namespaces.clear()
+
+    def policy_socket(self, i: int) -> Path:
+        """Node i's (0-based) policy socket: a path, reachable from any network namespace."""
+        return self.tmp / f"n{i + 1}" / "policy.sock"
 
     def banned(self, ip: str) -> list[bool]:
         return [ip in n.nft_elements() for n in self.nodes]

@@ -162,8 +162,10 @@ def write_config(
     read_from: str = "end",
     extra: str = "",
     ignoreip: tuple[str, ...] = (),
+    settings: str = "",
 ) -> Path:
-    """A config dir: mailban.toml (one jail, keyed by ip) and an admin actions.d/nft.toml."""
+    """A config dir: mailban.toml (one jail, keyed by ip) and an admin actions.d/nft.toml;
+    `settings`: more [mailban] lines, `extra`: more lines after the jail (its keys, then tables)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "actions.d").mkdir(exist_ok=True)
     (directory / "actions.d" / "nft.toml").write_text('[action]\ntype = "nft"\nports = [2525]\n')
@@ -177,7 +179,8 @@ def write_config(
         f'read_from = "{read_from}"\n'
         "journal = false\n"
         f"ignoreip = {json.dumps(list(ignoreip))}\n"
-        "\n[jail.auth]\n"
+        + settings
+        + "\n[jail.auth]\n"
         'kinds = ["auth-failure"]\n'
         f'findtime = "{findtime}"\n'
         f"maxretry = {maxretry}\n"

@@ -123,7 +123,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 # --- the admin's files are an overlay on the shipped defaults (issue 14) -----------------------
 SASL_FAIL = "Nov 20 08:00:{s:02d} mx postfix/smtpd[1]: warning: unknown[198.51.100.9]: SASL LOGIN authentication failed: x\n"
-SHIPPED_JAILS = {"mail-abuse", "slow-guess", "account-guess", "outbound-user", "outbound-uid"}
+SHIPPED_JAILS = {"mail-abuse", "slow-guess", "account-guess", "outbound-user", "outbound-uid", "direct-smtp"}
 
 
 def _bans(cfg: config.Config, lines: str) -> list[str]:

@@ -75,7 +75,7 @@ def test_man_pages_render_cleanly(page: str) -> None:
 
 
 def test_every_command_is_in_the_man_page() -> None:
-    from mailban.cli import COMMANDS
+    from mailban.cli.main import COMMANDS
 
     page = (DOCS / "man" / "mailban.1").read_text()
     missing = [c for c in COMMANDS if f"mailban {c}".replace("-", "\\-") not in page and f"B {c}".replace("-", "\\-") not in page]
@@ -87,7 +87,7 @@ def test_every_option_of_every_command_is_in_the_man_page() -> None:
     reads must name every option the commands take."""
     import argparse
 
-    from mailban.cli import build_parser
+    from mailban.cli.main import build_parser
 
     page = (DOCS / "man" / "mailban.1").read_text().replace("\\-", "-")
     parser = build_parser()
@@ -119,5 +119,29 @@ def test_check_json_shows_every_jail_field() -> None:
 
     out = subprocess.run([sys.executable, "-m", "mailban", "check", "--json", "--config", str(config.SHIPPED_DEFAULT)],
                          capture_output=True, text=True, check=True).stdout
-    for jail in json.loads(out)["jails"]:
+    checked = json.loads(out)
+    for jail in checked["jails"]:
         assert set(JAIL_FIELDS) <= set(jail), jail["name"]
+    from mailban.settings_fields import SETTINGS_FIELDS
+
+    assert set(checked["settings"]) == set(SETTINGS_FIELDS)
+
+
+def test_the_configuration_reference_documents_exactly_the_settings() -> None:
+    """docs/configuration.md's `[mailban]` table, mailban/settings_fields.py (which validates the
+    settings) and config.Settings name the same settings."""
+    import dataclasses
+
+    from mailban.settings_fields import SETTINGS_FIELDS
+
+    text = (DOCS / "configuration.md").read_text()
+    section = text[text.index("## `[mailban]`"):text.index("### Log line formats")]
+    documented = set()
+    for row in section.splitlines():
+        if row.startswith("| `"):
+            documented |= set(re.findall(r"`([a-z_0-9]+)`", row.split(" | ")[0]))
+    assert documented == set(SETTINGS_FIELDS), (
+        f"undocumented: {sorted(set(SETTINGS_FIELDS) - documented)}; "
+        f"not a setting: {sorted(documented - set(SETTINGS_FIELDS))}")
+    attributes = {f.name for f in dataclasses.fields(config.Settings)}
+    assert set(SETTINGS_FIELDS) <= attributes, sorted(set(SETTINGS_FIELDS) - attributes)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailban.config import load_filters, shipped_dir
-from mailban.missed import collect, shape_of, write_missed
+from mailban.offline.missed import collect, shape_of, write_missed
 from mailban.offline import run_test
 
 

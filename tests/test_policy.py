@@ -3,6 +3,9 @@ and the server over a real unix socket (slow clients, floods, bounded connection
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import socket
 import time
 from pathlib import Path
@@ -13,6 +16,7 @@ from mailban.core.jails import IgnoreList, JailSpec
 from mailban.core.records import Ban
 from mailban.policy.answer import DEFERRED, DISABLED, DUNNO, HELD, INLINE_ANSWERS, Decisions, Inline, decide, inline_jail
 from mailban.policy.protocol import MAX_REQUEST, ProtocolError, RequestBuffer, parse
+from mailban.policy.child import PolicyProcess
 from mailban.policy.server import PolicyServer, parse_listen
 
 TYPES = {"sasl-disable": "sasl-disable", "queue-hold": "queue-hold", "defer": "defer", "nft": "nft"}
@@ -262,3 +266,70 @@ def test_a_late_loop_answers_dunno_without_counting(tmp_path: Path) -> None:
         assert srv.stats["late"] == 30 and not srv.take_bans()
     finally:
         srv.stop()
+
+
+# ---- the service's own process (mailban/policy/child.py) -----------------------------------------
+def wait_readable(fd: int, timeout: float = 3.0) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def test_child_process_answers_takes_decisions_and_sends_inline_bans(tmp_path: Path) -> None:
+    proc = PolicyProcess(PolicyServer(f"unix:{tmp_path}/p.sock"))
+    proc.start(messages_jail(), Decisions())
+    try:
+        c = connect(proc.server)
+        assert ask(c, req(user="dis@x")) == DUNNO
+        assert proc.send("decisions", Decisions.from_bans([ban("user", "dis@x", "sasl-disable", until=time.time() + 100)],
+                                                          TYPES, time.time()))
+        deadline = time.monotonic() + 3  # the child's link thread takes it in a moment
+        while ask(c, req(user="dis@x")) != DISABLED:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        for n in range(20):
+            assert ask(c, req(user="u@x", instance=f"m{n}")) == DUNNO
+        assert ask(c, req(user="u@x", instance="m20")) == INLINE_ANSWERS["defer"]
+        assert wait_readable(proc.fileno())
+        assert [(b.key_type, b.key, b.count) for b in proc.take_bans() or []] == [("user", "u@x", 20)]
+        assert proc.send("forget", [("user", "u@x")])
+        deadline = time.monotonic() + 3
+        while ask(c, req(user="u@x", instance="m21")) != DUNNO:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        proc.stop()
+    assert not os.path.exists(f"{tmp_path}/p.sock")
+
+
+def test_a_killed_child_is_noticed_and_a_new_one_answers_on_the_same_socket(tmp_path: Path) -> None:
+    proc = PolicyProcess(PolicyServer(f"unix:{tmp_path}/p.sock"))
+    lost = []
+    proc.on_lost = lambda: lost.append(proc.pid)
+    proc.start(messages_jail(), Decisions())
+    try:
+        first = proc.pid
+        os.kill(first, signal.SIGKILL)
+        assert wait_readable(proc.fileno())
+        assert proc.take_bans() is None and not proc.alive and lost == [first]
+        # postfix's connections wait in the backlog of the socket the daemon keeps open
+        c = connect(proc.server)
+        c.sendall(req(user="dis@x"))
+        proc.start(messages_jail(), Decisions.from_bans([ban("user", "dis@x", "sasl-disable", until=time.time() + 100)],
+                                                        TYPES, time.time()))
+        assert proc.pid != first
+        got = b""
+        while not got.endswith(b"\n\n"):
+            got += c.recv(4096)
+        assert got == DISABLED
+    finally:
+        proc.stop()
+
+
+def test_the_child_exits_when_the_daemon_closes_the_link(tmp_path: Path) -> None:
+    proc = PolicyProcess(PolicyServer(f"unix:{tmp_path}/p.sock"))
+    proc.start(messages_jail(), Decisions())
+    pid = proc.pid
+    started = time.monotonic()
+    proc.stop()  # closes the link and waits; it kills only a child that did not leave
+    assert time.monotonic() - started < 2
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

@@ -176,16 +176,23 @@ def test_disabled_account_is_refused_on_its_next_rcpt(env: Env) -> None:
     s.sendmail(user, ["first@remote.example.net"], "Subject: ok\r\n\r\nhi\r\n")
     proc = subprocess.Popen([sys.executable, "-m", "mailban", "ban", "--user", user, "--jail", "disable-user",
                              "--config", str(env.config)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # RCPTs in one transaction, each a policy request: postfix opens a queue file only at a
+    # transaction's first accepted RCPT. A RSET/MAIL/RCPT loop opened one per RCPT, and after
+    # about 100 of them (none delivered) postfix's inbound flow control (in_flow_delay = 1s:
+    # cleanup waits for a token that only deliveries give back) held one RCPT for 1 s, which
+    # is what the first measurements of this test timed (0.6-0.9 s), not mailban.
+    s.mail(user)
     refused_at = None
     stamps: list[float] = []
     end = time.monotonic() + 20
     while time.monotonic() < end:
-        s.rset()
-        s.mail(user)
-        code, text = s.rcpt("next@remote.example.net")
+        if len(stamps) % 500 == 499:  # smtpd_recipient_limit is 1000
+            s.rset()
+            s.mail(user)
+        code, text = s.rcpt(f"next{len(stamps)}@remote.example.net")
         stamps.append(time.time())
         if code >= 500:
-            refused_at = time.time()
+            refused_at = stamps[-1]
             assert code == 554 and b"Account disabled" in text
             break
     assert proc.wait(30) == 0, proc.stderr.read()
@@ -193,16 +200,14 @@ def test_disabled_account_is_refused_on_its_next_rcpt(env: Env) -> None:
     ban = next(b for b in env.bans() if b["key"] == user)
     delay = refused_at - ban["time"]
     before = [t for t in stamps if t <= ban["time"]]
-    # The answer before the refusal came after the decision too: the refusal could not be seen
-    # earlier than one RCPT round trip after the decision.
+    gaps = sorted(round((b - a) * 1000, 1) for a, b in zip(stamps, stamps[1:]))
     print(f"\nlast accepted RCPT answered {(before[-1] - ban['time']) * 1000 if before else float('nan'):.1f} ms "
-          f"from the decision; {len(stamps)} RCPTs, gaps ms: "
-          f"{sorted(round((b - a) * 1000, 1) for a, b in zip(stamps, stamps[1:]))[-5:]}")
+          f"before the decision; {len(stamps)} RCPTs, longest gaps ms: {gaps[-5:]}")
     print(f"\ndisabled account refused {delay * 1000:.1f} ms after the decision")
     (env.tmp / "disable-delay.txt").write_text(f"{delay * 1000:.1f} ms\n")
-    # The target is 50 ms; measured 0.76-0.84 s here (one RCPT around the decision waits
-    # about 1 s; not the service's poll timeout, which was ruled out): asserted loosely until found.
-    assert delay < 2.0
+    # The target. Measured 1.0-6.7 ms (twelve runs, docs/policy.md): the service is handed
+    # the decision before the sasl-disable action runs, and answers from memory.
+    assert delay < 0.05, f"refused {delay * 1000:.1f} ms after the decision; RCPT gaps {gaps[-5:]}"
     s.quit()
 
 
@@ -215,6 +220,29 @@ def test_held_account_next_message_is_held(env: Env) -> None:
     held = wait_for("the message in the hold queue",
                     lambda: [q for q in env.queue() if q["sender"] == user and q["queue_name"] == "hold"])
     assert len(held) == 1
+
+
+def test_a_killed_service_process_is_restarted_and_mail_flows_meanwhile(env: Env) -> None:
+    import re
+
+    def pids() -> list[int]:
+        return [int(p) for p in re.findall(r"policy service: process (\d+) answers", (env.tmp / "daemon.log").read_text())]
+
+    first = pids()[-1]
+    os.kill(first, signal.SIGKILL)
+    user = "carol@example.test"
+    s = env.session(user)
+    s.sendmail(user, ["gap@remote.example.net"], "Subject: gap\r\n\r\nhi\r\n")  # DUNNO or the new child
+    s.quit()
+    wait_for("a new policy process", lambda: pids()[-1] != first, 10)
+    # the new one knows the bans in force: erin's next message is held too
+    user = "erin@example.test"
+    s = env.session(user)
+    s.sendmail(user, ["again@remote.example.net"], "Subject: again\r\n\r\nhi\r\n")
+    s.quit()
+    wait_for("the second message in the hold queue",
+             lambda: len([q for q in env.queue() if q["sender"] == user and q["queue_name"] == "hold"]) == 2)
+    assert env.proc is not None and env.proc.poll() is None
 
 
 def test_mail_flows_with_mailban_stopped(env: Env) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mailban import config, report
+from mailban import config
+from mailban.offline import report
 from tests.logsynth import T0, Log
 
 ROOT = Path(__file__).resolve().parent.parent

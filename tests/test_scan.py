@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mailban import config, scan
+from mailban import config
+from mailban.offline import scan
 from mailban.core.correlate import Correlator
 from mailban.core.filters import Filter, FilterSet
 from mailban.core.syslog import SyslogParser

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mailban import config, scan
+from mailban import config
+from mailban.offline import scan
 from mailban.core.filters import TallySet
 from mailban.core.literals import literal_index
 from mailban.core.syslog import SyslogParser

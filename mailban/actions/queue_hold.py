@@ -34,6 +34,8 @@ up to RETRY_FOR seconds) if its delivery is deferred.
 Security note: queue ids are checked against the MTA's own queue listing and the [0-9A-Za-z]
 alphabet before they are passed on; quarantine reasons are fixed text (no log or client text);
 nothing reaches a shell.
+Size: holding mail is the same action on three MTAs (postfix, sendmail, Exim) whose queue
+commands differ; the shared part (what is held, released, explained) is most of the module.
 """
 
 from __future__ import annotations

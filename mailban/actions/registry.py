@@ -26,6 +26,7 @@ TYPES: dict[str, str] = {
     "defer": "mailban.actions.defer:DeferAction",
     "notify": "mailban.actions.notify:NotifyAction",
     "exec": "mailban.actions.exec_action:ExecAction",
+    "direct-smtp-block": "mailban.actions.direct_smtp_block:DirectSmtpBlockAction",
 }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Union
 
 from .jails import Jail
 from .records import Ban
@@ -59,23 +60,41 @@ class Hold:
     queue_id: str
 
 
+Command = Union[Ban, Suppressed, Folded, Hold]
+
+
 @dataclass
 class Outcome:
-    """What a batch of lines (Pipeline.run) asks the daemon to do, in order: the bans to act on,
-    the decisions the rate limit held back, the prefix folds, the messages to hold, and when to
-    look again for decisions that fall due with time alone (WakeAt; None: nothing pending)."""
+    """What a batch of lines (Pipeline.run) asks the daemon to do: the commands in the order the
+    lines caused them (a Ban to act on, a decision the rate limit held back, a prefix Fold, a
+    message to Hold), and when to look again for decisions that fall due with time alone
+    (wake_at, the WakeAt command; None: nothing pending). The daemon carries them out by kind
+    (one call per action for all the bans of a batch); replay prints them in order."""
 
-    bans: list[Ban] = field(default_factory=list)
-    suppressed: list[Suppressed] = field(default_factory=list)
-    folds: list[Folded] = field(default_factory=list)
-    holds: list[Hold] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
     wake_at: float | None = None
 
+    @property
+    def bans(self) -> list[Ban]:
+        return [c for c in self.commands if type(c) is Ban]
+
+    @property
+    def suppressed(self) -> list[Suppressed]:
+        return [c for c in self.commands if type(c) is Suppressed]
+
+    @property
+    def folds(self) -> list[Folded]:
+        return [c for c in self.commands if type(c) is Folded]
+
+    @property
+    def holds(self) -> list[Hold]:
+        return [c for c in self.commands if type(c) is Hold]
+
     def __bool__(self) -> bool:
-        return bool(self.bans or self.suppressed or self.folds or self.holds)
+        return bool(self.commands)
 
     def clear(self) -> None:
-        self.bans, self.suppressed, self.folds, self.holds = [], [], [], []
+        self.commands.clear()  # in place: replay holds on to the list
 
 
 @dataclass
@@ -105,20 +124,20 @@ def decide(bans: list[Ban], valve: Valve | None, jails: dict[str, Jail]
 
 
 def decide_into(out: Outcome, bans: list[Ban], valve: Valve | None, jails: dict[str, Jail]) -> None:
-    """decide(), appending to an Outcome."""
-    kept, held, folds = out.bans, out.suppressed, out.folds
+    """decide(), appending its commands to an Outcome."""
+    commands = out.commands
     for ban in bans:
         jail = jails.get(ban.jail)
         if valve is not None and not valve.admit(ban):
-            held.append(Suppressed(ban, valve.limit))
+            commands.append(Suppressed(ban, valve.limit))
             if jail is not None:
                 jail.forget(ban.key, ban.key_type)
             continue
-        kept.append(ban)
+        commands.append(ban)
         if ban.key_type == "net" and jail is not None:
             ips = fold_into(jail, ban)
             if ips:
-                folds.append(Folded(ban, ips))
+                commands.append(Folded(ban, ips))
 
 
 def fold_into(jail: Jail, net_ban: Ban) -> tuple[str, ...]:

@@ -14,6 +14,8 @@ only the fields the rule captures.
 
 Security note: only a rule's `ip` group becomes an event's address, and only after `ipaddress`
 accepted it; every other field is attacker-influenced text and travels as data.
+Size: a filter's compiled form and the matcher that reads it (program selection, literals, the
+Python twin of the C matcher) change together, so they stay in one module.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ capped (`max_keys`), evicting the least recently active key among those with one
 window first (an attacker who failed twice outlives a spray of single failures, see
 _evict_quietest), so a spray of a million addresses cannot exhaust memory.
 Must never: read the clock, perform I/O, or ban an ignored address (loopback is always ignored).
+Size: one jail's state machine (windows, thresholds, escalation, prefixes, account guessing
+with its owner's grace) reads and writes the same tables; split, its invariants would span files.
 """
 
 from __future__ import annotations
@@ -529,3 +531,18 @@ class Jail:
     def counts(self, now: float) -> dict[str, int]:
         horizon = now - self.spec.findtime
         return {k: win.total_since(horizon) for k, win in self.windows.items()}
+
+    def count_of(self, key: str, now: float) -> int | None:
+        """What `key` has counted within the window now; None when the jail is not counting it."""
+        window = self.windows.get(key)
+        return None if window is None else window.total_since(now - self.spec.findtime)
+
+    @property
+    def tracked(self) -> int:
+        """Keys counted at the moment (status)."""
+        return len(self.windows)
+
+    def take_counts(self, old: Jail) -> None:
+        """A reload: go on counting where the running jail of the same name and key was."""
+        if old.spec.key == self.spec.key:
+            self.windows, self.logins = old.windows, old.logins

@@ -21,6 +21,8 @@ Cost: Python's `re` backtracks, so a repeated group that contains a quantifier o
 `backtracking_hazard` refuses such templates (and prefixes) at load, with the column of the
 group; atomic groups and possessive quantifiers are accepted. Figures, and why not RE2, in
 docs/security.md.
+Size: the whole pattern language (tokens, placeholders, their validation with file, line and
+column, and the regex they compile to) is one compiler; splitting it would split its grammar.
 """
 
 from __future__ import annotations

@@ -181,10 +181,12 @@ class Pipeline:
 
     def decide_into(self, out: Outcome, bans: list[Ban]) -> None:
         """The decision stage on one line's bans (or on bans that fell due with time)."""
-        first = len(out.bans)
+        first = len(out.commands)
         decide_into(out, bans, self.valve, {jail.spec.name: jail for jail in self.jails})
-        for ban in out.bans[first:]:
-            self._note_hold(ban)
+        if self.hold_actions:
+            for command in out.commands[first:]:
+                if type(command) is Ban:
+                    self._note_hold(command)
 
     def _note_hold(self, ban: Ban) -> None:
         if ban.key_type in ("ip", "net") or not self.hold_actions:
@@ -210,7 +212,7 @@ class Pipeline:
                 if held[1] <= (event.time if now is None else now):
                     del holding[(key_type, str(value))]  # its ban ended
                     continue
-                out.holds.append(Hold(held[0], held[2], key_type, str(value), event.queue_id))
+                out.commands.append(Hold(held[0], held[2], key_type, str(value), event.queue_id))
 
     def wake_at(self) -> float | None:
         """The earliest time a decision may fall due with time alone (an account attacker's
@@ -254,6 +256,18 @@ class Pipeline:
                 continue
             if jail.spec.key == key_type or key_type in ("ip", "net"):
                 jail.forget(key, key_type)
+
+    def take_over(self, old: Pipeline) -> None:
+        """A reload: counting goes on where the running pipeline was. The correlation, the rate
+        limit's recent decisions and the windows of jails that kept their name and key carry
+        over (what is held comes back with the active bans, note_ban)."""
+        self.correlator = old.correlator
+        if old.valve is not None and self.valve is not None:
+            self.valve.recent = old.valve.recent
+        for jail in self.jails:
+            before = old.jail(jail.spec.name)
+            if before is not None:
+                jail.take_counts(before)
 
     def forget_all(self) -> None:
         """`unban --all`: every jail's bans and counts, and every held key."""

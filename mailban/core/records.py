@@ -19,10 +19,11 @@ from typing import Any, NamedTuple
 # login: a successful authentication. submission: a message accepted from a client, SASL user or
 # local uid. queued: the queue manager took a message in (carries its recipient count).
 # delivery: one recipient's delivery result (status). removed: a message left the queue (lets
-# the queue-id correlation forget it).
+# the queue-id correlation forget it). direct-smtp: a local uid opened connections to a remote
+# SMTP port itself, bypassing the MTA (counted by the kernel, mailban/directsmtp; never from a log).
 KINDS = frozenset(
     {"auth-failure", "reject", "rate-limit", "protocol", "login", "submission", "queued", "delivery",
-     "removed"}
+     "removed", "direct-smtp"}
 )
 # The kinds that count as failures for the default jail.
 FAILURE_KINDS = frozenset({"auth-failure", "reject", "rate-limit", "protocol"})

@@ -34,6 +34,9 @@ Tags like `auth-worker(1234)` carry the pid in parentheses; both forms are split
 Must never: raise on any input (garbage, NUL bytes, invalid UTF-8, 100 KB lines), read the clock,
 or decode the message. Security note: everything after the header is attacker-influenced text;
 the header itself can be forged by any local user writing to syslog (see docs/security.md).
+Size: every header format real hosts write (BSD, RFC 3339, RFC 5424, programs' own logs,
+repeat lines) in one parser, which must stay line for line the twin of the C module's header
+cut (tests/test_speedups.py compares them).
 """
 
 from __future__ import annotations

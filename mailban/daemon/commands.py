@@ -53,8 +53,8 @@ class ControlCommands:
             jails.append({
                 "name": spec.name, "key": spec.key, "findtime": spec.findtime, "maxretry": spec.maxretry,
                 "count": spec.count,
-                "bantime": spec.bantime, "actions": list(spec.actions), "tracked": len(jail.windows),
-                "suppressed": d.suppressed.get(spec.name, 0), "stale": d.stale.get(spec.name, 0),
+                "bantime": spec.bantime, "actions": list(spec.actions), "tracked": jail.tracked,
+                "suppressed": d.suppressed.get(spec.name, 0), "stale": d.inputs.stale.get(spec.name, 0),
                 "banned": sum(1 for b in bans if b.jail == spec.name), "top": top,
             })
         return {
@@ -66,6 +66,7 @@ class ControlCommands:
             "bans": [self._ban_dict(b, now) for b in bans],
             "actions": d.runner.status({n: a.type for n, a in d.config.actions.items()}),
             "errors": d.errors[-10:],
+            **({"direct_smtp": d.inputs.direct_smtp_status()} if d.inputs.direct_smtp is not None else {}),
             "state": d.writer.status(),
         }
 
@@ -176,13 +177,18 @@ class ControlCommands:
         active = [self._ban_dict(b, now) for b in w.state.active_on({(key_type, key)}, now)]
         counting = []
         for jail in d.pipeline.jails:
-            if jail.spec.key == key_type and key in jail.windows:
-                counting.append({"jail": jail.spec.name, "count": jail.counts(now).get(key, 0),
+            count = jail.count_of(key, now) if jail.spec.key == key_type else None
+            if count is not None:
+                counting.append({"jail": jail.spec.name, "count": count,
                                  "maxretry": jail.spec.maxretry, "findtime": jail.spec.findtime})
         held = d.runner.held_for(key_type, key)
         never = self._never_banned(key_type, key, None) if key_type in ("ip", "net") else None
+        direct = None
+        if key_type == "uid" and d.inputs.direct_smtp is not None:
+            direct = d.inputs.direct_smtp.summary()["uids"].get(key)
         return {"key_type": key_type, "key": key, "active": active, "history": w.state.history(key_type, key),
-                "counting": counting, "held": held, "never_banned": never}
+                "counting": counting, "held": held, "never_banned": never,
+                **({"direct_smtp": direct} if direct is not None else {})}
 
     def purge(self, req: dict[str, Any]) -> dict[str, Any]:
         key_type, key = self._target(req)

@@ -20,6 +20,7 @@ import logging
 import selectors
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 from typing import TYPE_CHECKING
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..config import Config
 from ..core.durations import format_duration
-from ..core.jails import IgnoreList
+from ..core.jails import IgnoreList, JailSpec
 from ..core.records import Ban
 from ..hostaddrs import never_ban
 
@@ -49,7 +50,7 @@ class FleetBridge:
         """At start, after the actions and the pipeline: connect when configured."""
         cs = self.daemon.config.cluster
         if cs is None:
-            shared = [j.spec.name for j in self.daemon.pipeline.jails if j.spec.shared]
+            shared = [s.name for s in self.daemon.config.jails if s.enabled and s.shared]
             if shared:
                 log.warning("jails %s are marked shared but there is no [cluster] table: they count "
                             "on this host only", ", ".join(shared))
@@ -88,12 +89,25 @@ class FleetBridge:
         self.publish(bans)  # before the counts: the ban stops the fleet's counting
         self.cluster.share(j for j in self.daemon.pipeline.jails if j.spec.shared)
 
+    def share_inline(self, counted: list[tuple[str, list]], specs: dict[str, JailSpec]) -> None:
+        """What shared inline jails counted (the policy service's process sends it): into the
+        fleet's windows, as a log jail's counts are."""
+        if self.cluster is None:
+            return
+        self.cluster.share(SimpleNamespace(spec=specs[name], shared_out=items)
+                           for name, items in counted if name in specs and specs[name].shared)
+
+    def _spec(self, name: str) -> JailSpec | None:
+        """A log jail's spec, or an inline jail's (those live in the policy service's process)."""
+        jail = self.daemon.pipeline.jail(name)
+        return jail.spec if jail is not None else self.daemon.policy.inline_specs().get(name)
+
     def publish(self, bans: list[Ban]) -> None:
         if self.cluster is None:
             return
         for ban in bans:
-            jail = self.daemon.pipeline.jail(ban.jail)
-            shared = jail is not None and jail.spec.shared and ban.key_type == jail.spec.key
+            spec = self._spec(ban.jail)
+            shared = spec is not None and spec.shared and ban.key_type == spec.key
             self.cluster.publish("ban", ban=ban, windows=[f"{ban.jail}:{ban.key}"] if shared else [])
 
     def unbanned(self, req: dict[str, Any], key_type: str | None, key: str | None) -> None:
@@ -106,7 +120,8 @@ class FleetBridge:
         if key is None:
             self.cluster.publish("unban-all")
             return
-        windows = [f"{j.spec.name}:{key}" for j in self.daemon.pipeline.jails if j.spec.shared and j.spec.key == key_type]
+        specs = [j.spec for j in self.daemon.pipeline.jails] + list(self.daemon.policy.inline_specs().values())
+        windows = [f"{s.name}:{key}" for s in specs if s.shared and s.key == key_type]
         self.cluster.publish("unban", str(key_type), key, windows=windows)
 
     # ---- results in -----------------------------------------------------------------------------
@@ -123,8 +138,13 @@ class FleetBridge:
         crossings, decisions, last = cluster.poll()
         now = time.time()
         bans: list[Ban] = []
+        inline = self.daemon.policy.inline_specs()
         for name, key, total, when, nodes, lines in crossings:
             jail = self.daemon.pipeline.jail(name)
+            if jail is None and name in inline and inline[name].shared:
+                cause = f"fleet: {total} in {format_duration(inline[name].findtime)} on {nodes} nodes"
+                self.daemon.policy.crossing(name, key, now, when, total, tuple(lines), cause)
+                continue
             if jail is None or not jail.spec.shared:
                 continue
             ban = jail.decide_shared(key, now, when, total, tuple(lines))
@@ -132,7 +152,7 @@ class FleetBridge:
                 bans.append(replace(ban, cause=f"fleet: {total} in {format_duration(jail.spec.findtime)} on {nodes} nodes"))
                 self.daemon.writer.unsaved_windows.add((name, "key", key))
         if bans:
-            self.publish(self.daemon.decide(bans, now).bans)
+            self.publish(self.daemon.decide(bans, now))
         if last is not None:
             ids = self._carry_out(decisions, now)
             cluster.applied(ids, last)

@@ -9,13 +9,20 @@ Must never: stop following a log because it is missing (a source retries by itse
 
 from __future__ import annotations
 
+import logging
 import selectors
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .. import config as config_mod, sources as sources_mod
 from ..sources import Source
 from ..sources.tail import Watcher
 
+if TYPE_CHECKING:
+    from ..directsmtp.source import DirectSmtpSource
+
+log = logging.getLogger("mailban")
+# A burst of too-old lines is logged once; a new burst after this long a quiet spell logs again.
+STALE_QUIET = 60.0
 Positions = dict[str, dict[str, Any]]
 
 
@@ -36,6 +43,13 @@ class Inputs:
         # Per log file, its last line with a program tag: what a `last message repeated N times`
         # line of that file stands for (SyslogParser.previous, which the files share).
         self.previous_line: dict[str, bytes | None] = {}
+        # Per jail, events not counted because their line was older than the find time when
+        # read (Pipeline.stale, summed over reloads); when the last burst of them was logged.
+        self.stale: dict[str, int] = {}
+        self.stale_logged = 0.0
+        # The kernel's direct-SMTP counters (mailban/directsmtp), when `direct_smtp = true`: a
+        # source of events, not lines (nothing a local user writes into a log can forge them).
+        self.direct_smtp: DirectSmtpSource | None = None
 
     def follow(self, cfg: config_mod.Config, positions: Positions,
                commit_start: Callable[[Positions], None]) -> None:
@@ -65,6 +79,35 @@ class Inputs:
                 commit_start({name: {**source.position.to_dict(), "lines": 0}})
         self.watch_fds()
 
+    def follow_direct_smtp(self, cfg: config_mod.Config, positions: Positions) -> None:
+        """Count direct SMTP per uid when the settings ask for it (a reload may turn it on or
+        off, or change its ports, users and allow list: the counters stay in the kernel)."""
+        if not cfg.settings.direct_smtp:
+            if self.direct_smtp is not None:
+                self.direct_smtp.remove()
+                self.direct_smtp = None
+            return
+        if self.direct_smtp is not None:
+            self.direct_smtp.reconfigure(cfg.settings)
+            return
+        from ..directsmtp.source import NAME, DirectSmtpSource
+
+        saved = positions.get(NAME)
+        self.direct_smtp = DirectSmtpSource(cfg.settings, saved if isinstance(saved, dict) else None)
+        if self.direct_smtp.missing_users:
+            log.info("direct-smtp: no such MTA users here (skipped): %s", ", ".join(self.direct_smtp.missing_users))
+
+    def direct_smtp_status(self) -> dict[str, Any]:
+        """What `status` shows of direct SMTP: counts per uid, the source's health, the blocks."""
+        source = self.direct_smtp
+        if source is None:
+            return {}
+        try:
+            blocked = {str(u): left for u, left in source.kernel.blocked().items()}
+        except Exception:  # the kernel side failed: status() says why
+            blocked = {}
+        return {**source.summary(), **source.status(), "blocked": blocked}
+
     def ready(self) -> Iterator[Source]:
         """The sources that may have lines: files inotify named, and every source without a
         watched directory (its descriptor woke the loop, or it is read at every turn)."""
@@ -77,6 +120,19 @@ class Inputs:
         total = self.lines_total[name] = self.lines_total.get(name, 0) + count
         self.last_read[name] = now
         return total
+
+    def note_stale(self, stale: dict[str, int], path: str, now: float) -> None:
+        """Count the events the jails skipped as too old, and say so once per burst: a restored
+        backup or a late log must not ban hundreds of addresses for what happened days ago, and
+        the admin must not wonder why nothing is counted."""
+        for name, count in stale.items():
+            self.stale[name] = self.stale.get(name, 0) + count
+        if now - self.stale_logged > STALE_QUIET:
+            log.warning("not counting lines of %s that were already older than the find time when read "
+                        "(a restored backup, a late log or a clock jump?); `mailban status` shows how many, "
+                        "`mailban replay` counts them in log time", path)
+        self.stale_logged = now
+        stale.clear()
 
     def position(self, name: str) -> dict[str, Any]:
         return {**self.sources[name].position.to_dict(), "lines": self.lines_total.get(name, 0)}

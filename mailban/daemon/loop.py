@@ -37,6 +37,7 @@ from ..core.decisions import Folded, Outcome, Suppressed
 from ..core.errors import ConfigError
 from ..core.pipeline import Pipeline
 from ..core.records import Ban
+from ..core.syslog import Header
 from ..hostaddrs import labelled
 from ..localtime import local_to_epoch
 from ..metrics import Metrics
@@ -51,8 +52,6 @@ from .writer import StateWriter
 
 log = logging.getLogger("mailban")
 BATCH_LINES = 5000
-# A burst of too-old lines is logged once; a new burst after this long a quiet spell logs again.
-STALE_QUIET = 60.0
 HOUSEKEEPING_EVERY = 1.0  # seconds: expiry, due decisions, action retries, database retry
 
 
@@ -75,10 +74,6 @@ class Daemon:
         self.errors: list[str] = []
         # Per jail, the decisions the rate limit held back (Pipeline.decide), summed over reloads.
         self.suppressed: dict[str, int] = {}
-        # Per jail, events not counted because their line was older than the find time when
-        # read (Pipeline.stale, summed over reloads); when the last burst of them was logged.
-        self.stale: dict[str, int] = {}
-        self.stale_logged = 0.0
         # Networks never banned, each with why (this host's addresses, mynetworks): for the
         # refusals of a manual ban; set with each pipeline.
         self.protected: tuple[tuple[Any, str], ...] = ()
@@ -102,6 +97,7 @@ class Daemon:
         self.selector = selectors.DefaultSelector()
         self.inputs = Inputs(self.selector)
         self.inputs.follow(self.config, self.writer.state.positions(), self._commit_start)
+        self.inputs.follow_direct_smtp(self.config, self.writer.state.positions())
         self.commands = ControlCommands(self)
         self.control = ControlServer(settings.socket, settings.socket_mode, self.commands.handlers(),
                                      group=settings.control_group or None)
@@ -117,8 +113,10 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        self.fleet.start()
+        # The policy service forks first: a child forked while the fleet's threads run could
+        # inherit a lock one of them holds.
         self.policy.start(self.writer.active(time.time()))
+        self.fleet.start()
         log.info("mailban %s started: config %s, %d jails, %d active bans and %d counting windows restored",
                  __version__, self.config.path, len(self.pipeline.jails), self.active_at_start, self.restored)
         self.notifier.notify("READY=1")
@@ -172,6 +170,8 @@ class Daemon:
                     pass  # refused and logged by reload(): the running configuration stays
             for source in self.inputs.ready():
                 self._drain(source)
+            if self.inputs.direct_smtp is not None:
+                self._drain_direct_smtp()
             self.inputs.watch_fds()
             now = time.monotonic()
             if now >= next_housekeeping:
@@ -195,36 +195,62 @@ class Daemon:
             out = pipeline.run(lines, now, tail.path, tally)
             inputs.previous_line[tail.path] = pipeline.parser.previous
             if pipeline.stale:
-                self._note_stale(pipeline.stale, tail.path, now)
+                inputs.note_stale(pipeline.stale, tail.path, now)
             total = inputs.read(tail.path, len(lines), now)
-            self.metrics.batch(tail.path, len(lines), tally, out.bans + [s.ban for s in out.suppressed])
-            self.execute(out, now, {tail.path: {**tail.position.to_dict(), "lines": total}})
-            self.fleet.batch(out.bans)
+            bans = self.execute(out, now, {tail.path: {**tail.position.to_dict(), "lines": total}})
+            if self.metrics.enabled:
+                self.metrics.batch(tail.path, len(lines), tally, bans + [s.ban for s in out.suppressed])
+            self.fleet.batch(bans)
             if len(lines) < BATCH_LINES:
                 return
 
-    def decide(self, bans: list[Ban], now: float) -> Outcome:
+    def _drain_direct_smtp(self) -> None:
+        """The kernel's direct-SMTP counters (polled once a second by the source) through the
+        pipeline like a line's events; their position is committed with what they caused."""
+        source = self.inputs.direct_smtp
+        assert source is not None
+        events = source.read_events()
+        if not events:
+            return
+        now = time.time()
+        out = Outcome()
+        self.pipeline.step(events, Header(now, None, b"direct-smtp", None, 0), now, out)
+        out.wake_at = self.pipeline.wake_at()
+        bans = self.execute(out, now, {source.path: source.position.to_dict()})
+        if self.metrics.enabled:
+            tally: dict[tuple[str, str], int] = {}
+            for e in events:
+                tally[(e.kind, e.filter)] = tally.get((e.kind, e.filter), 0) + 1
+            self.metrics.batch(source.path, 0, tally, bans)
+        self.fleet.batch(bans)
+
+    def decide(self, bans: list[Ban], now: float) -> list[Ban]:
         """Bans decided outside a batch of lines (fell due with time, fleet-wide crossings)
-        through the pipeline's decision stage, then carried out; returns what it did."""
+        through the pipeline's decision stage, then carried out; returns the bans acted on."""
         out = Outcome(wake_at=self.pipeline.wake_at())
         self.pipeline.decide_into(out, bans)
-        self.execute(out, now)
-        return out
+        return self.execute(out, now)
 
-    def execute(self, out: Outcome, now: float, positions: dict[str, dict[str, Any]] | None = None) -> None:
+    def execute(self, out: Outcome, now: float, positions: dict[str, dict[str, Any]] | None = None) -> list[Ban]:
         """Carry out what the pipeline asks for: the held-back decisions said and recorded, the
         bans through the actions, the messages of held keys held, one commit with the
         positions, then the single bans a prefix ban replaced lifted (after the commit: they
-        may be from this batch)."""
-        if out.suppressed:
-            self._held_back(out.suppressed, now)
-        if out.bans:
-            self.runner.apply(out.bans)
-        if out.holds:
-            self.runner.hold(out.holds)
-        self.writer.commit(self.pipeline, out.bans, positions)
-        self._lift_folded(out.folds, now)
+        may be from this batch). Returns the bans acted on."""
+        bans: list[Ban] = []
+        if out.commands:
+            bans = out.bans
+            suppressed, holds = out.suppressed, out.holds
+            if suppressed:
+                self._held_back(suppressed, now)
+            if bans:
+                self.runner.apply(bans)
+            if holds:
+                self.runner.hold(holds)
+        self.writer.commit(self.pipeline, bans, positions)
+        if out.commands:
+            self._lift_folded(out.folds, now)
         self.wake_at = out.wake_at
+        return bans
 
     def _held_back(self, held: list[Suppressed], now: float) -> None:
         """The decisions the rate limit held back are recorded and said, not acted on."""
@@ -242,35 +268,9 @@ class Daemon:
     def _lift_folded(self, folds: list[Folded], now: float) -> None:
         """A prefix ban replaces the single-address bans of its jail inside it (Pipeline.decide
         found them): lift those, once the prefix ban is in place."""
-        if not folds:
-            return
-        into = {(f.net.jail, ip): f.net.key for f in folds for ip in f.ips}
-        writer = self.writer
-        try:
-            active = writer.state.active(now)
-        except Exception:  # the database fails: what it has not taken yet is in unsaved_bans
-            active = []
-        covered = [b for b in active + [b for b in writer.unsaved_bans if b.until > now]
-                   if b.key_type == "ip" and (b.jail, b.key) in into]
-        writer.unsaved_bans = [b for b in writer.unsaved_bans if not (b.key_type == "ip" and (b.jail, b.key) in into)]
-        for ban in covered:
-            writer.state.remove("ip", ban.key)
+        covered = self.writer.take_folded(folds, now)
         if covered:
             self.runner.unapply(covered)
-            writer.record([(now, "folded", b.jail, "ip", b.key, {"into": into[(b.jail, b.key)]}) for b in covered])
-
-    def _note_stale(self, stale: dict[str, int], path: str, now: float) -> None:
-        """Count the events the jails skipped as too old, and say so once per burst: a restored
-        backup or a late log must not ban hundreds of addresses for what happened days ago, and
-        the admin must not wonder why nothing is counted."""
-        for name, count in stale.items():
-            self.stale[name] = self.stale.get(name, 0) + count
-        if now - self.stale_logged > STALE_QUIET:
-            log.warning("not counting lines of %s that were already older than the find time when read "
-                        "(a restored backup, a late log or a clock jump?); `mailban status` shows how many, "
-                        "`mailban replay` counts them in log time", path)
-        self.stale_logged = now
-        stale.clear()
 
     # ---- once a second ----------------------------------------------------------------------
     def _housekeeping(self) -> None:
@@ -290,8 +290,9 @@ class Daemon:
             self.policy.refresh()
             self.notify_status()
         if self.wake_at is not None and now >= self.wake_at:
-            self.fleet.batch(self.decide(self.pipeline.tick(now, now), now).bans)
+            self.fleet.batch(self.decide(self.pipeline.tick(now, now), now))
         self.runner.housekeeping(now)
+        self.policy.housekeeping()
 
     def _update_gauges(self, now: float) -> None:
         if not self.metrics.enabled:
@@ -299,6 +300,8 @@ class Daemon:
         inputs = self.inputs
         idle = {path: now - inputs.last_read.get(path, self.started) for path in inputs.lines_read}
         self.metrics.gauges(self.writer.state.active_per_jail(now), inputs.backlog(), idle)
+        if inputs.direct_smtp is not None:
+            self.metrics.direct_smtp(inputs.direct_smtp.summary())
 
     def notify_status(self) -> None:
         """The systemd STATUS line: bans in force and every fault, in a word each."""
@@ -344,15 +347,7 @@ class Daemon:
         self.runner.build(new, active)
         old = self.pipeline
         self.pipeline = self._build_pipeline(new, active)
-        # Counting goes on across a reload: the correlation, the rate limit's recent decisions
-        # and the windows of jails that kept their name and key carry over.
-        self.pipeline.correlator = old.correlator
-        if old.valve is not None and self.pipeline.valve is not None:
-            self.pipeline.valve.recent = old.valve.recent
-        for jail in self.pipeline.jails:
-            before = old.jail(jail.spec.name)
-            if before is not None and before.spec.key == jail.spec.key:
-                jail.windows, jail.logins = before.windows, before.logins
+        self.pipeline.take_over(old)  # counting goes on across a reload
         try:
             self.writer.state.keep_windows((j.spec.name, j.spec.key) for j in self.pipeline.jails)
         except Exception as exc:
@@ -362,6 +357,7 @@ class Daemon:
         self.config = new
         self.policy.reloaded(new)
         self.inputs.follow(new, self.writer.state.positions(), self._commit_start)
+        self.inputs.follow_direct_smtp(new, self.writer.state.positions())
         log.info("configuration reloaded from %s", new.path)
         self.notifier.notify("READY=1")
         self.notify_status()

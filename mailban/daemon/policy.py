@@ -6,8 +6,9 @@ Inputs: the settings (`policy_listen`), the bans in force, and the action runner
 before a new ban's actions run, so that postfix's next request is answered by it while a
 postmap or a reload is still going on; the inline jails' decisions, taken from the service and
 carried out like a log jail's (Daemon.decide: rate limit, actions, commit, fleet).
-The service runs in a thread of its own and owns the inline jails; this side reaches them only
-through `PolicyServer.call`.
+The service runs in a process of its own (mailban/policy/child.py: the GIL made a thread wait
+behind log parsing) and owns the inline jails; this side reaches them only through messages.
+A child that dies is forked again (backoff 1 s doubling to 60 s), with the bans in force.
 Must never: stop mail (postfix's default action, DUNNO, answers while the service is down) or
 stop the daemon because the socket cannot be bound (said in status and the log).
 """
@@ -20,114 +21,161 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
-from ..core.jails import IgnoreList, Jail
+from ..core.jails import IgnoreList, Jail, JailSpec
 from ..core.records import Ban
 from ..policy.answer import Decisions, Inline, inline_jail
+from ..policy.child import PolicyProcess
 
 if TYPE_CHECKING:
-    from ..policy.server import PolicyServer
     from .loop import Daemon
 
 log = logging.getLogger("mailban")
+RESTART_MIN, RESTART_MAX = 1.0, 60.0
 
 
 class PolicyBridge:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self.server: PolicyServer | None = None
+        self.proc: PolicyProcess | None = None
+        self._fd = -1  # the link's descriptor, as registered in the daemon's selector
+        self.restart_at = 0.0  # monotonic; when a dead child is forked again
+        self.backoff = RESTART_MIN
 
-    def _jails(self, cfg: Config, old: Inline | None = None) -> list[Jail]:
-        """The configuration's inline jails; their counts and bans carry over a reload."""
+    def _jails(self, cfg: Config) -> list[Jail]:
+        """The configuration's inline jails, counting afresh."""
         protected = tuple(net for net, _why in self.daemon.protected)
         ignore = IgnoreList(tuple(cfg.settings.ignoreip) + protected)
-        jails = []
-        for spec in cfg.jails:
-            if not (spec.enabled and spec.inline):
-                continue
-            jail = inline_jail(spec, IgnoreList(ignore.networks + spec.ignoreip))
-            before = old.jail(spec.name) if old is not None else None
-            if before is not None and before.spec.key == spec.key:
-                jail.windows, jail.banned, jail.offenses = before.windows, before.banned, before.offenses
-            jails.append(jail)
-        return jails
+        return [inline_jail(spec, IgnoreList(ignore.networks + spec.ignoreip))
+                for spec in cfg.jails if spec.enabled and spec.inline]
 
-    def start(self, active: list[Ban]) -> None:
-        settings = self.daemon.config.settings
+    def _inline(self, active: list[Ban]) -> Inline:
+        """Fresh inline jails that know the bans in force (so they answer for them)."""
         inline = Inline(self._jails(self.daemon.config))
-        if not settings.policy_listen:
-            if inline.jails:
-                log.warning("jails %s are inline but policy_listen is not set: they count nothing",
-                            ", ".join(j.spec.name for j in inline.jails))
-            return
-        from ..policy.server import PolicyServer
-
         for ban in active:
             for jail in inline.jails:
                 if jail.spec.name == ban.jail:
                     jail.note_ban(ban.key, ban.until, ban.key_type)
+        return inline
+
+    def start(self, active: list[Ban]) -> None:
+        settings = self.daemon.config.settings
+        if not settings.policy_listen:
+            if any(spec.enabled and spec.inline for spec in self.daemon.config.jails):
+                log.warning("jails %s are inline but policy_listen is not set: they count nothing",
+                            ", ".join(s.name for s in self.daemon.config.jails if s.enabled and s.inline))
+            return
+        from ..policy.server import PolicyServer
+
         try:
-            self.server = PolicyServer(settings.policy_listen, inline, socket_mode=settings.policy_socket_mode,
-                                       socket_owner=settings.policy_socket_owner)
+            server = PolicyServer(settings.policy_listen, socket_mode=settings.policy_socket_mode,
+                                  socket_owner=settings.policy_socket_owner)
         except (OSError, KeyError) as exc:  # postfix falls back to its default action meanwhile
             log.error("policy service: cannot listen on %s: %s", settings.policy_listen, exc)
             self.daemon.errors.append(f"policy service: cannot listen on {settings.policy_listen}: {exc}")
             return
-        self.refresh(active=active)
-        self.server.start()
-        self.daemon.selector.register(self.server.fileno(), selectors.EVENT_READ, self._take)
-        log.info("policy service listening on %s (%d inline jails)", settings.policy_listen, len(inline.jails))
+        self.proc = PolicyProcess(server)
+        self.proc.on_lost = self._unregister
+        self._fork(active)
+        log.info("policy service listening on %s (%d inline jails)", settings.policy_listen,
+                 sum(1 for s in self.daemon.config.jails if s.enabled and s.inline))
+
+    def _fork(self, active: list[Ban]) -> None:
+        assert self.proc is not None
+        self.proc.start(self._inline(active), self._decisions(active))
+        self._fd = self.proc.fileno()
+        self.daemon.selector.register(self._fd, selectors.EVENT_READ, self._take)
+
+    def _unregister(self) -> None:
+        if self._fd >= 0:
+            try:
+                self.daemon.selector.unregister(self._fd)
+            except (KeyError, ValueError):
+                pass
+            self._fd = -1
+        lived = time.monotonic() - (self.proc.started_at if self.proc else 0.0)
+        self.backoff = RESTART_MIN if lived > RESTART_MAX else min(RESTART_MAX, self.backoff * 2)
+        self.restart_at = time.monotonic() + (RESTART_MIN if lived > RESTART_MAX else self.backoff)
+
+    def _active(self) -> list[Ban]:
+        now = time.time()
+        try:
+            return self.daemon.writer.active(now)
+        except Exception:  # the database fails: what it has not taken yet still counts
+            return [b for b in self.daemon.writer.unsaved_bans if b.until > now]
+
+    def _decisions(self, active: list[Ban]) -> Decisions:
+        types = {name: action.type for name, action in self.daemon.config.actions.items()}
+        return Decisions.from_bans(active, types, time.time())
 
     def refresh(self, extra: list[Ban] | None = None, active: list[Ban] | None = None) -> None:
         """Hand the service what mailban acts on now: the bans in force (the database's and
         those it has not taken yet) and `extra`, about to be applied."""
-        if self.server is None:
+        if self.proc is None or not self.proc.alive:
             return
-        now = time.time()
         if active is None:
-            try:
-                active = self.daemon.writer.active(now)
-            except Exception:  # the database fails: what it has not taken yet still counts
-                active = [b for b in self.daemon.writer.unsaved_bans if b.until > now]
-        types = {name: action.type for name, action in self.daemon.config.actions.items()}
-        self.server.decisions = Decisions.from_bans([*active, *(extra or ())], types, now)
+            active = self._active()
+        self.proc.send("decisions", self._decisions([*active, *(extra or ())]))
 
     def applying(self, bans: list[Ban]) -> None:
-        """The action runner is about to carry these out (first: the service answers at once)."""
+        """The action runner is about to carry these out (first: the service answers at once).
+        An inline jail's ban decided elsewhere (another node, an admin) is noted by that jail,
+        which answers for it from then on."""
         self.refresh(bans)
+        inline = self.inline_specs()
+        notes = [(b.jail, b.key, b.until, b.key_type) for b in bans if b.jail in inline]
+        if notes and self.proc is not None and self.proc.alive:
+            self.proc.send("note", notes)
+
+    def inline_specs(self) -> dict[str, JailSpec]:
+        """The enabled inline jails' specs by name."""
+        return {s.name: s for s in self.daemon.config.jails if s.enabled and s.inline}
+
+    def crossing(self, name: str, key: str, now: float, when: float, total: int, lines: tuple[str, ...],
+                 cause: str) -> None:
+        """The fleet's shared window of an inline jail crossed its threshold: the jail (in the
+        service's process) decides, and its ban comes back like its own."""
+        if self.proc is not None and self.proc.alive:
+            self.proc.send("crossing", name, key, now, when, total, tuple(lines), cause)
 
     def lifted(self, bans: list[Ban] | None) -> None:
         """Bans lifted (unban, folds; None: all of them): the inline jails forget them and
         count afresh, and the service stops answering for them."""
-        if self.server is None:
+        if self.proc is None or not self.proc.alive:
             return
         if bans is None:
-            self.server.call(lambda inline: inline.forget_all())
+            self.proc.send("forget_all")
         else:
-            keys = [(b.key_type, b.key) for b in bans]
-            self.server.call(lambda inline: [inline.forget(kt, k) for kt, k in keys])
+            self.proc.send("forget", [(b.key_type, b.key) for b in bans])
         self.refresh()
 
     def _take(self, _selector: Any = None) -> None:
         """The inline jails decided: recorded and carried out like a log jail's decision."""
-        if self.server is None:
+        if self.proc is None:
             return
-        bans = self.server.take_bans()
+        bans = self.proc.take_bans()
         if bans:
-            self.daemon.fleet.publish(self.daemon.decide(bans, time.time()).bans)
+            self.daemon.fleet.publish(self.daemon.decide(bans, time.time()))
+        if self.proc.shared:  # what `shared` inline jails counted, into the fleet's windows
+            shared, self.proc.shared = self.proc.shared, []
+            self.daemon.fleet.share_inline(shared, self.inline_specs())
+
+    def housekeeping(self) -> None:
+        """Fork a child that died again, once its backoff has passed."""
+        if self.proc is not None and not self.proc.alive and time.monotonic() >= self.restart_at:
+            self._fork(self._active())
 
     def reloaded(self, cfg: Config) -> None:
-        if self.server is None:
+        if self.proc is None:
             return
-        if cfg.settings.policy_listen != self.server.listen:
+        if cfg.settings.policy_listen != self.proc.listen:
             log.warning("policy_listen changed: it takes effect at the next start of mailban")
-
-        def swap(inline: Inline) -> None:
-            inline.jails = self._jails(cfg, inline)
-
-        self.server.call(swap)
+        if self.proc.alive:
+            self.proc.send("jails", self._jails(cfg))
         self.refresh()
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        if self.proc is not None:
+            if self.proc.alive:
+                self._unregister()
+            self.proc.stop()
+            self.proc = None

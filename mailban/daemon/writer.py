@@ -17,6 +17,7 @@ import logging
 from typing import Any, Callable, Iterable
 
 from .. import checkpoint
+from ..core.decisions import Folded
 from ..core.pipeline import Pipeline
 from ..core.records import Ban
 from ..state import State
@@ -97,6 +98,25 @@ class StateWriter:
             self.unsaved_bans, self.unsaved_windows = [], set()
         else:
             self.unsaved_bans = [b for b in self.unsaved_bans if (b.key_type, b.key) not in keys]
+
+    def take_folded(self, folds: list[Folded], now: float) -> list[Ban]:
+        """The single-address bans that prefix bans replaced (Folded): removed from the
+        database (or from what it has not taken yet) with a history row each; the caller
+        undoes them in the actions."""
+        if not folds:
+            return []
+        into = {(f.net.jail, ip): f.net.key for f in folds for ip in f.ips}
+        try:
+            active = self.state.active(now)
+        except Exception:  # the database fails: what it has not taken yet is in unsaved_bans
+            active = []
+        covered = [b for b in active + [b for b in self.unsaved_bans if b.until > now]
+                   if b.key_type == "ip" and (b.jail, b.key) in into]
+        self.unsaved_bans = [b for b in self.unsaved_bans if not (b.key_type == "ip" and (b.jail, b.key) in into)]
+        for ban in covered:
+            self.state.remove("ip", ban.key)
+        self.record([(now, "folded", b.jail, "ip", b.key, {"into": into[(b.jail, b.key)]}) for b in covered])
+        return covered
 
     def expire(self, now: float, longest_findtime: float) -> list[Ban]:
         """Prune old history and windows (hourly) and delete the bans whose time is up."""

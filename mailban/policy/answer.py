@@ -110,6 +110,15 @@ class Inline:
     def jail(self, name: str) -> Jail | None:
         return next((j for j in self.jails if j.spec.name == name), None)
 
+    def replace(self, jails: list[Jail]) -> None:
+        """A reload's inline jails: a jail that stays (same name, same key) keeps its counts
+        and bans."""
+        for jail in jails:
+            before = self.jail(jail.spec.name)
+            if before is not None and before.spec.key == jail.spec.key:
+                jail.windows, jail.banned, jail.offenses = before.windows, before.banned, before.offenses
+        self.jails = jails
+
     def forget(self, key_type: str, key: str, jail_name: str | None = None) -> None:
         for jail in self.jails:
             if jail_name is None or jail.spec.name == jail_name:

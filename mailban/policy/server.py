@@ -5,12 +5,11 @@ setting); the daemon's `Decisions` (a reference it replaces whole) and commands 
 thread (`call`: unban, reload). Outputs: answers; the inline jails' bans, which the daemon takes
 (`take_bans`) when `fileno()` becomes readable, then records and carries out like any other.
 
-Why a thread with its own selector loop: an answer is a few dictionary lookups (about 10 us of
-Python), so a thread per connection or asyncio would cost more than the work; a loop of its own
-keeps answering while the daemon's loop waits on an action (a postmap, a postfix reload), and it
-shares the daemon's memory, so the decisions need no copying or IPC. The cost is the GIL: while
-the daemon parses a batch of log lines, answers wait for the interpreter's switch interval
-(5 ms); bench/policy.py measures both with and without log load.
+Why one selector loop: an answer is a few dictionary lookups (about 10 us of Python), so a
+thread per connection or asyncio would cost more than the work. The daemon runs this loop in a
+process of its own (child.py: `_run` is the child's main loop); `start()` runs it as a thread
+instead (the tests, and bench/policy.py --thread, which shows what the GIL cost it there: it
+waited behind the daemon's log parsing).
 
 Fail-open, because mailban must never stop mail (postfix's `default_action = DUNNO` covers a
 mailban that is stopped, restarting or silent):
@@ -85,7 +84,12 @@ class PolicyServer:
         self.request_timeout, self.idle_timeout = request_timeout, idle_timeout
         self.clock = clock
         self.stats = {"requests": 0, "late": 0, "errors": 0, "refused": 0, "closed": 0}
-        self._bans: list[Ban] = []
+        # The inline jails' bans, for the daemon (another thread, or the child's link thread):
+        # a queue, since a list swapped by the taker lost a ban that the loop appended to the
+        # list it had just read (a race seen end to end, about one run in seven).
+        self._bans: queue.SimpleQueue[Ban] = queue.SimpleQueue()
+        # What `shared` inline jails counted (jail name, Jail.shared_out items), for the fleet.
+        self._shared: queue.SimpleQueue[tuple[str, list]] = queue.SimpleQueue()
         self._commands: queue.SimpleQueue[Callable[[Inline], None]] = queue.SimpleQueue()
         self._cmd_r, self._cmd_w = socket.socketpair()
         self._out_r, self._out_w = socket.socketpair()
@@ -125,8 +129,27 @@ class PolicyServer:
                 pass
         except (BlockingIOError, OSError):
             pass
-        bans, self._bans = self._bans, []
-        return bans
+        bans = []
+        while True:
+            try:
+                bans.append(self._bans.get_nowait())
+            except queue.Empty:
+                return bans
+
+    def take_shared(self) -> list[tuple[str, list]]:
+        """What shared inline jails counted since the last call (after take_bans)."""
+        out = []
+        while True:
+            try:
+                out.append(self._shared.get_nowait())
+            except queue.Empty:
+                return out
+
+    def hand_over(self, bans: list[Ban]) -> None:
+        """Queue bans decided in this thread outside a request (a fleet crossing) for the taker."""
+        for ban in bans:
+            self._bans.put(ban)
+        self._poke(self._out_w)
 
     def call(self, command: Callable[[Inline], None]) -> None:
         """Run `command(inline)` in the server's thread, between two requests."""
@@ -251,10 +274,16 @@ class PolicyServer:
                 log.exception("policy service: cannot answer %r; answered DUNNO", request)
                 reply, bans = DUNNO, []
             if bans:
-                if not self._bans:
-                    self._poke(self._out_w)
-                self._bans.extend(bans)
+                for ban in bans:  # queued before the poke: the taker may run as soon as it is sent
+                    self._bans.put(ban)
+                self._poke(self._out_w)
             replies.append(reply)
+        shared = [j for j in inline.jails if j.shared_out]
+        if shared:  # only `shared = true` jails fill it
+            for jail in shared:
+                self._shared.put((jail.spec.name, jail.shared_out))
+                jail.shared_out = []
+            self._poke(self._out_w)
         self._send(conn, replies[0] if len(replies) == 1 else b"".join(replies))
 
     def _send(self, conn: _Conn, payload: bytes) -> None:

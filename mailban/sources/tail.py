@@ -24,6 +24,8 @@ directory plus a one-second poll as a safety net):
   could, after a crash at that moment, make the new file's lines be read again.
 A partial last line waits until its newline arrives. Lines longer than MAX_LINE are cut.
 Must never: raise on a missing, unreadable or vanishing file (it is retried), or decode text.
+Size: following a file through rotation, truncation and restarts and the inotify watcher that
+wakes it are one mechanism; the fallback without inotify_simple is inotify_fallback.py.
 """
 
 from __future__ import annotations

@@ -20,12 +20,12 @@ import re
 from dataclasses import dataclass
 from typing import IO, Any
 
-from .core.filters import Filter, FilterSet
-from .core.syslog import SyslogParser
-from .localtime import local_to_epoch
-from .offline import ReadCount, file_events
+from ..core.filters import Filter, FilterSet
+from ..core.syslog import SyslogParser
+from ..localtime import local_to_epoch
+from .run import ReadCount, file_events
 from .scan import looks_like_failure
-from .speedups import speedups
+from ..speedups import speedups
 
 MAX_SHAPE = 240
 

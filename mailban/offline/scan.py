@@ -20,12 +20,12 @@ import multiprocessing
 import os
 from typing import Any, Callable, Iterator, TypeVar
 
-from .core.correlate import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, Correlator
-from .core.filters import TallySet
-from .core.syslog import SyslogParser
-from .localtime import local_to_epoch
-from .speedups import speedups
-from .sources.tail import chunk_lines
+from ..core.correlate import DEFAULT_MAX_MESSAGES, DEFAULT_TTL, Correlator
+from ..core.filters import TallySet
+from ..core.syslog import SyslogParser
+from ..localtime import local_to_epoch
+from ..speedups import speedups
+from ..sources.tail import chunk_lines
 
 # Below this size a file is read in the calling process: forking and merging cost more than
 # they save (~50 ms against ~4 s per 100 MB).

@@ -22,12 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Iterable, Iterator
 
-from .config import Config
-from .core.durations import format_duration
-from .core.jails import JailSpec
-from .core.records import Event
-from .localtime import local_to_epoch
-from .offline import ReadCount, matched_lines
+from ..config import Config
+from ..core.durations import format_duration
+from ..core.jails import JailSpec
+from ..core.records import Event
+from ..localtime import local_to_epoch
+from .run import ReadCount, matched_lines
 
 MAX_KEYS = 500_000
 TOP = 15

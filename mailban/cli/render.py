@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .core.durations import format_duration as _d
+from ..core.durations import format_duration as _d
 
 
 def _n(count: int, word: str, plural: str | None = None) -> str:
@@ -61,6 +61,9 @@ def render_status(st: dict[str, Any], jail_name: str | None = None) -> str:
                    "memory, committed when it works again)")
     for err in st.get("errors", []):
         out.append(f"error: {err}")
+    if st.get("direct_smtp") is not None:
+        out.append("")
+        out.extend(render_direct_smtp(st["direct_smtp"]))
     if st.get("cluster"):
         out.append("")
         out.extend(render_cluster(st["cluster"]))
@@ -80,6 +83,31 @@ def _render_jail(jail: dict[str, Any]) -> str:
     for key, count in jail["top"]:
         out.append(f"    {count:>4}  {_shown(key)}")
     return "\n".join(out)
+
+
+def render_direct_smtp(ds: dict[str, Any]) -> list[str]:
+    """Direct outbound SMTP per uid (status, `mailban direct-smtp`): what the kernel counted."""
+    state = f"FAILING: {ds['error']}" if ds.get("error") else "counting"
+    policy = ("every uid but the MTA's refused" if ds.get("policy") == "all-but-mta"
+              else "uids blocked one by one by the direct-smtp-block action")
+    out = [f"direct SMTP (ports {', '.join(map(str, ds.get('ports', [])))}): {state}; {policy}; "
+           f"not counted: uids {', '.join(map(str, ds.get('excluded_uids', []))) or 'none'}"
+           + (f" (no such users here: {', '.join(ds['missing_users'])})" if ds.get("missing_users") else "")]
+    blocked = ds.get("blocked") or {}
+    uids = ds.get("uids") or {}
+    if not uids:
+        out.append("  no direct connection counted")
+    for uid, info in sorted(uids.items(), key=lambda kv: -kv[1]["connections"]):
+        mark = ""
+        if uid in blocked:
+            left = blocked[uid]
+            mark = f"  BLOCKED ({_left(left)} left)" if left is not None else "  BLOCKED"
+        out.append(f"  uid {uid} ({_shown(info['user'])}): {_n(info['connections'], 'connection')}{mark}")
+        dests = ", ".join(f"{d} x{n}" for d, n in list(info["destinations"].items())[:8])
+        out.append(f"    to {dests}")
+        for proc in info.get("processes", []):
+            out.append(f"    pid {proc['pid']} in {_shown(proc['cwd'])}: {_shown(proc['cmdline'])}")
+    return out
 
 
 def render_cluster(cl: dict[str, Any]) -> list[str]:
@@ -173,6 +201,12 @@ def render_explain(ex: dict[str, Any]) -> str:
             out.append(f"  {when}  NOT acted on: {row['reason']}")
     for c in ex["counting"]:
         out.append(f"  now counting in jail {c['jail']}: {c['count']} of {c['maxretry']} within {_d(c['findtime'])}")
+    if ex.get("direct_smtp"):
+        info = ex["direct_smtp"]
+        out.append(f"  direct SMTP counted by the kernel: {_n(info['connections'], 'connection')} to "
+                   + ", ".join(f"{d} x{n}" for d, n in list(info["destinations"].items())[:8]))
+        for proc in info.get("processes", []):
+            out.append(f"    pid {proc['pid']} in {_shown(proc['cwd'])}: {_shown(proc['cmdline'])}")
     if ex.get("held"):
         out.append(f"  mail on hold: {', '.join(ex['held'])}")
     if ex["active"]:

@@ -1,6 +1,8 @@
 """The `mailban` command: run the daemon, test filters, replay logs, and control the daemon.
 
 Imports are deferred to the subcommand that needs them, so that `mailban status` stays quick.
+Size: one argparse definition (the source of the man page's checked option list) and one short
+function per command; the commands' work is elsewhere (offline/, daemon/, render.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from . import __version__
+from .. import __version__
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
@@ -110,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reload", help="reload the configuration (the old one stays if the new one is bad)")
     _add_socket(p)
 
+    p = sub.add_parser("direct-smtp", help="direct outbound SMTP per local uid, as the kernel counts it now "
+                                           "(with the processes holding such sockets); no daemon needed")
+    p.add_argument("--json", action="store_true")
+    _add_config(p)
+
     p = sub.add_parser("completion", help="print a shell completion script")
     p.add_argument("shell", choices=["bash", "zsh"])
     return parser
@@ -137,8 +144,8 @@ def _config_error(exc: Exception) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .core.errors import ConfigError
-    from .daemon import Daemon
+    from ..core.errors import ConfigError
+    from ..daemon import Daemon
 
     try:
         daemon = Daemon(args.config)
@@ -158,9 +165,9 @@ def _quiet_stdout() -> None:
 def cmd_test(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import config
-    from .core.errors import ConfigError
-    from .offline import run_test
+    from .. import config
+    from ..core.errors import ConfigError
+    from ..offline import run_test
 
     confdir = Path(args.config).parent if args.config else Path(config.DEFAULT_CONFIG).parent
     try:
@@ -174,7 +181,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         if args.missed:
             import time
 
-            from .missed import collect, write_missed
+            from ..offline.missed import collect, write_missed
 
             write_missed(collect([args.log], filters, time.time()), args.json, sys.stdout)
             return 0
@@ -188,16 +195,16 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from . import config
-    from .core.errors import ConfigError
-    from .offline import run_replay
+    from .. import config
+    from ..core.errors import ConfigError
+    from ..offline import run_replay
 
     try:
         cfg = config.load(args.config)
     except ConfigError as exc:
         return _config_error(exc)
     if args.report or args.html:
-        from . import report
+        from ..offline import report
 
         try:
             reports = report.build(cfg, report.events_from(cfg, args.logs))
@@ -225,10 +232,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import config
-    from .core.errors import ConfigError
-    from .jail_fields import shown
-    from .speedups import describe, speedups
+    from .. import config
+    from ..core.errors import ConfigError
+    from ..jail_fields import shown
+    from ..settings_fields import shown as shown_settings
+    from ..speedups import describe, speedups
 
     try:
         cfg = config.load(args.config)
@@ -241,6 +249,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "ok": True, "config": cfg.path, "files": list(cfg.files),
+            "settings": shown_settings(cfg.settings),
             "filters": [{"name": f.name, "path": f.path, "rules": [r.id for r in f.rules]} for f in cfg.filters],
             "actions": {n: {"type": a.type, "path": a.path} for n, a in sorted(cfg.actions.items())},
             "jails": [{"name": j.name, **shown(j), "rule": j.describe()} for j in cfg.jails],
@@ -263,7 +272,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in _action_config_warnings(cfg):
         print(f"  warning: {warning}")
     if cfg.cluster is not None:
-        from .cluster import redacted
+        from ..cluster import redacted
 
         shared = [j.name for j in cfg.jails if j.enabled and j.shared]
         print(f"  cluster: node {cfg.cluster.node}, Redis {redacted(cfg.cluster.url)}, key prefix "
@@ -285,8 +294,8 @@ def _mta_summary(cfg: Any) -> dict[str, Any]:
 
 def _action_config_warnings(cfg: Any) -> list[str]:
     """What the MTAs' configurations lack for the configured actions (check_config())."""
-    from .actions import registry
-    from .actions.base import ActionBase, ActionContext
+    from ..actions import registry
+    from ..actions.base import ActionBase, ActionContext
 
     warnings = []
     for name, action in sorted(cfg.actions.items()):
@@ -332,7 +341,7 @@ def _socket_path(args: argparse.Namespace) -> str:
 
     import tomli
 
-    from .config import DEFAULT_CONFIG, SHIPPED_DEFAULT, Settings
+    from ..config import DEFAULT_CONFIG, SHIPPED_DEFAULT, Settings
 
     path = args.config or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else str(SHIPPED_DEFAULT))
     try:
@@ -346,7 +355,7 @@ def _socket_path(args: argparse.Namespace) -> str:
 def _call(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any] | int:
     """The daemon's answer, or the exit code of a failure already reported on stderr: 3 when
     the daemon cannot be reached, 2 when it refused a configuration, 1 for any other refusal."""
-    from .control import request
+    from ..control import request
 
     path = _socket_path(args)
     try:
@@ -421,6 +430,29 @@ def cmd_ban(args: argparse.Namespace) -> int:
                       "force": bool(args.force)}, "banned")
 
 
+def cmd_direct_smtp(args: argparse.Namespace) -> int:
+    """`mailban test`'s counterpart for what no log shows: the kernel's counters, read directly."""
+    from .. import config as config_mod
+    from ..core.errors import ConfigError
+    from ..directsmtp.report import snapshot
+    from .render import render_direct_smtp
+
+    try:
+        cfg = config_mod.load(args.config)
+    except ConfigError as exc:
+        return _config_error(exc)
+    try:
+        snap = snapshot(cfg.settings)
+    except Exception as exc:  # no nft table (never turned on), no CAP_NET_ADMIN
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = ("" if cfg.settings.direct_smtp else
+                " (direct_smtp is off in this configuration: see docs/direct-smtp.md)")
+        print(f"mailban direct-smtp: cannot read the counters: {first}{hint}", file=sys.stderr)
+        return 1
+    print(json.dumps(snap, indent=2) if args.json else "\n".join(render_direct_smtp(snap)))
+    return 0
+
+
 def cmd_unban(args: argparse.Namespace) -> int:
     if args.all:
         return _do(args, {"cmd": "unban", "all": True}, "unbanned")
@@ -458,6 +490,7 @@ COMMANDS = {
     "list": cmd_list,
     "ban": cmd_ban,
     "unban": cmd_unban,
+    "direct-smtp": cmd_direct_smtp,
     "reload": cmd_reload,
     "purge-held": cmd_purge_held,
     "explain": cmd_explain,

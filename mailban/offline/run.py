@@ -3,6 +3,8 @@
 Inputs: log files (or "-" for stdin), the configuration. Outputs: a summary or JSON lines on
 stdout. Executes no action: replay only prints what the daemon would decide. Uses the same
 Pipeline as the daemon, with the log's own timestamps as the clock.
+Size: `test` and `replay` share how files are read, merged by time and matched in C batches
+(file_events, matched_lines, ReadCount); kept with both commands rather than split three ways.
 """
 
 from __future__ import annotations
@@ -18,20 +20,20 @@ import time
 from datetime import datetime, timezone
 from typing import IO, Any, Iterable, Iterator
 
-from .config import Config
-from .core.decisions import Outcome
-from .core.durations import format_duration
-from .core.filters import Filter, FilterSet, TallySet
-from .core.pipeline import Pipeline
-from .core.records import Ban, Event
-from .core.syslog import Header, SyslogParser
-from . import localusers
-from .localtime import local_to_epoch
+from ..config import Config
+from ..core.decisions import Folded, Outcome, Suppressed
+from ..core.durations import format_duration
+from ..core.filters import Filter, FilterSet, TallySet
+from ..core.pipeline import Pipeline
+from ..core.records import Ban, Event
+from ..core.syslog import Header, SyslogParser
+from .. import localusers
+from ..localtime import local_to_epoch
 from .progress import Progress
-from .speedups import speedups
+from ..speedups import speedups
 from .scan import (PendingCounter, RangeTally, default_jobs, map_ranges, split_ranges, tally_lines,
                    worth_splitting)
-from .sources.tail import iter_file_line_lists, iter_file_lines
+from ..sources.tail import iter_file_line_lists, iter_file_lines
 
 
 def iso(t: float) -> str:
@@ -293,67 +295,98 @@ def run_replay(paths: list[str], config: Config, as_json: bool, out: IO[str] = s
         return _replay(paths, config, as_json, out)
 
 
+class DecisionPrinter:
+    """Prints what the pipeline asks for (an Outcome: Pipeline.run in the daemon, Pipeline.step
+    in replay) instead of carrying it out: one line per ban, fold and decision held back by the
+    rate limit, as they come; at the end, per held key, how many more messages it would have
+    had held. tests/test_decide_equivalence.py prints the daemon's batches with it too."""
+
+    def __init__(self, pipeline: Pipeline, as_json: bool, out: IO[str]) -> None:
+        self.pipeline = pipeline
+        self.as_json = as_json
+        self.out = out
+        self.decisions = 0
+        self.held_back = 0
+        self.per_jail: dict[str, set[str]] = {}  # distinct keys each jail acted on
+        # (action, jail, key type, key) -> messages a held key went on submitting
+        self.followers: dict[tuple[str, str, str, str], int] = {}
+
+    def show(self, cmds: Outcome) -> None:
+        """Print the commands in the order the lines caused them, and empty `cmds`."""
+        out, as_json = self.out, self.as_json
+        for command in cmds.commands:
+            if isinstance(command, Ban):
+                self._ban(command)
+            elif isinstance(command, Folded):
+                net = command.net
+                if as_json:
+                    out.write(json.dumps({"decision": "folded", "time": iso(net.time), "jail": net.jail,
+                                          "into": net.key, "ips": list(command.ips)}) + "\n")
+                else:
+                    out.write(f"{iso(net.time)}  {net.jail}  fold {len(command.ips)} single bans into {net.key}: "
+                              f"{', '.join(command.ips)}\n")
+            elif isinstance(command, Suppressed):
+                self.held_back += 1
+                ban = command.ban
+                if as_json:
+                    out.write(json.dumps({"decision": "suppressed", **ban_json(ban), "reason": command.reason},
+                                         ensure_ascii=False) + "\n")
+                else:
+                    out.write(f"{iso(ban.time)}  {ban.jail}  held back: ban {ban.key_type} "
+                              f"{ban.key if ban.key_type == 'ip' else repr(ban.key)} ({command.reason})\n")
+            else:  # Hold: summed per key, shown at the end
+                key = (command.action, command.jail, command.key_type, command.key)
+                self.followers[key] = self.followers.get(key, 0) + 1
+        cmds.clear()
+
+    def _ban(self, ban: Ban) -> None:
+        self.decisions += 1
+        jail = self.pipeline.jail(ban.jail)
+        if jail is not None and jail.spec.key == ban.key_type:
+            self.per_jail.setdefault(ban.jail, set()).add(ban.key)
+        if self.as_json:
+            self.out.write(json.dumps({"decision": "ban", **ban_json(ban)}, ensure_ascii=False) + "\n")
+        else:
+            self.out.write(
+                f"{iso(ban.time)}  {ban.jail}  ban {ban.key_type} {ban.key if ban.key_type == 'ip' else repr(ban.key)}  "
+                f"({ban.count} in {format_duration(ban.findtime)}, for "
+                f"{format_duration(ban.until - ban.time)})  -> {', '.join(ban.actions)}"
+                + (f"  because of {ban.cause}" if ban.cause else "") + "\n"
+            )
+
+    def finish(self, last: float) -> None:
+        """The logs ended at log time `last`: what falls due with time alone (an account
+        attacker's grace) as the daemon's clock would have decided it, then the holds."""
+        pipeline = self.pipeline
+        grace = max((j.spec.owner_grace for j in pipeline.jails), default=0.0)
+        cmds = Outcome()
+        pipeline.decide_into(cmds, pipeline.tick(last + grace))
+        self.show(cmds)
+        for (action, jail_name, key_type, key), count in self.followers.items():
+            if self.as_json:
+                self.out.write(json.dumps({"decision": "hold", "action": action, "jail": jail_name,
+                                           "key_type": key_type, "key": key, "messages": count},
+                                          ensure_ascii=False) + "\n")
+            else:
+                self.out.write(f"{jail_name}: {action} held {count} more messages of {key_type} {key!r} as "
+                               "they were submitted after the ban\n")
+
+
 def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> int:
     pipeline = config.pipeline(time.time(), local_to_epoch)
     progress = Progress(paths)
     read = ReadCount()
     matched = matched_lines(paths, pipeline.parser, pipeline.filters, read, progress)
-    decisions = 0
     started = time.perf_counter()
-
-    per_jail: dict[str, set[str]] = {}  # distinct keys each jail acted on
     seen_keys: dict[str, set[Any]] = {spec.key: set() for spec in config.jails if spec.enabled}
-
-    held_back = 0
-
-    # (action, jail, key type, key) -> messages a held key went on submitting, held as they came
-    followers: dict[tuple[str, str, str, str], int] = {}
-
-    def show(cmds: Outcome) -> None:
-        """What the pipeline asks for, as the daemon gets it (Pipeline.step, its decision
-        stage: rate limit, prefix folds, holds), printed instead of carried out."""
-        nonlocal decisions, held_back
-        for ban in cmds.bans:
-            decisions += 1
-            jail = pipeline.jail(ban.jail)
-            if jail is not None and jail.spec.key == ban.key_type:
-                per_jail.setdefault(ban.jail, set()).add(ban.key)
-            if as_json:
-                out.write(json.dumps({"decision": "ban", **ban_json(ban)}, ensure_ascii=False) + "\n")
-            else:
-                out.write(
-                    f"{iso(ban.time)}  {ban.jail}  ban {ban.key_type} {ban.key if ban.key_type == 'ip' else repr(ban.key)}  "
-                    f"({ban.count} in {format_duration(ban.findtime)}, for "
-                    f"{format_duration(ban.until - ban.time)})  -> {', '.join(ban.actions)}"
-                    + (f"  because of {ban.cause}" if ban.cause else "") + "\n"
-                )
-        for fold in cmds.folds:
-            net = fold.net
-            if as_json:
-                out.write(json.dumps({"decision": "folded", "time": iso(net.time), "jail": net.jail, "into": net.key,
-                                      "ips": list(fold.ips)}) + "\n")
-            else:
-                out.write(f"{iso(net.time)}  {net.jail}  fold {len(fold.ips)} single bans into {net.key}: "
-                          f"{', '.join(fold.ips)}\n")
-        for s in cmds.suppressed:
-            held_back += 1
-            ban = s.ban
-            if as_json:
-                out.write(json.dumps({"decision": "suppressed", **ban_json(ban), "reason": s.reason},
-                                     ensure_ascii=False) + "\n")
-            else:
-                out.write(f"{iso(ban.time)}  {ban.jail}  held back: ban {ban.key_type} "
-                          f"{ban.key if ban.key_type == 'ip' else repr(ban.key)} ({s.reason})\n")
-        for h in cmds.holds:
-            key = (h.action, h.jail, h.key_type, h.key)
-            followers[key] = followers.get(key, 0) + 1
-        cmds.clear()
+    printer = DecisionPrinter(pipeline, as_json, out)
 
     # Every key the logs show, to put the decisions in proportion: (event field, keys seen).
     seen_fields = tuple((Event._fields.index(key_type), store) for key_type, store in seen_keys.items())
     fast = speedups()
     step = pipeline.step
     cmds = Outcome()
+    commands = cmds.commands  # the same list all along: show() empties it in place
     for _, _, _, header, events in matched:
         events = step(events, header, None, cmds)
         if fast is not None:
@@ -364,23 +397,14 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
                     value = event[index]
                     if value is not None and len(store) < SEEN_CAP:
                         store.add(str(value))
-        if cmds:
-            show(cmds)
+        if commands:
+            printer.show(cmds)
     lines, last = read.parsed, read.last
     progress.finish()
-    grace = max((j.spec.owner_grace for j in pipeline.jails), default=0.0)
-    pipeline.decide_into(cmds, pipeline.tick(last + grace))
-    show(cmds)
-    for (action, jail_name, key_type, key), count in followers.items():
-        if as_json:
-            out.write(json.dumps({"decision": "hold", "action": action, "jail": jail_name, "key_type": key_type,
-                                  "key": key, "messages": count}, ensure_ascii=False) + "\n")
-        else:
-            out.write(f"{jail_name}: {action} held {count} more messages of {key_type} {key!r} as they "
-                      "were submitted after the ban\n")
+    printer.finish(last)
     for jail in pipeline.jails:
         spec = jail.spec
-        acted = len(per_jail.get(spec.name, ()))
+        acted = len(printer.per_jail.get(spec.name, ()))
         seen = len(seen_keys.get(spec.key, ()))
         if acted >= MANY and acted > seen * TOO_MANY_SHARE:
             # maxretry 1 on normal traffic: the daemon's valve (max_bans_per_minute) would stop
@@ -390,7 +414,7 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
                   "traffic? (mailban replay --report shows the peaks)", file=sys.stderr)
     if not as_json:
         elapsed = max(time.perf_counter() - started, 1e-9)
-        held = f" ({held_back} more held back by max_bans_per_minute)" if held_back else ""
-        out.write(f"\n{decisions} decisions{held} from {lines} log lines in {elapsed:.2f} s "
+        held = f" ({printer.held_back} more held back by max_bans_per_minute)" if printer.held_back else ""
+        out.write(f"\n{printer.decisions} decisions{held} from {lines} log lines in {elapsed:.2f} s "
                   f"({lines / elapsed:,.0f} lines/s); no action was executed.\n")
     return 0
