@@ -287,7 +287,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _mta_summary(cfg: Any) -> dict[str, Any]:
     """The MTA found on this host and the actions that follow it (`mta = "auto"`)."""
-    from .mta_detect import summary
+    from ..mta_detect import summary
 
     return summary({n: (a.type, a.options) for n, a in cfg.actions.items()})
 
