@@ -235,6 +235,21 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "exim.timeout": ("exim", "SMTP command timeout on connection from ({h}) [{ip}] D=2s", "exim.timeout"),
     "exim.lost-connection": ("exim", "unexpected disconnection while reading SMTP command from ({h}) [{ip}] D=12s", "exim.lost-connection"),
     "exim.lost-connection-smtp": ("exim", "SMTP connection from ({h}) [{ip}]:41234 I=[198.51.100.1]:25 lost D=0.001s", "exim.lost-connection-smtp"),
+    # issue 16 audit (tests/filters/exim-audit.log): shapes written from Exim's source
+    "exim.auth-aborted-553": ("exim", "plain authenticator failed for H=({h}) [{ip}]:41234: 553 Initial data not expected", "exim.auth-aborted"),
+    "exim.helo-verify": ("exim", "rejected \"HELO {a}\" from {h} [{ip}]:41234 I=[198.51.100.1]:25", "exim.helo-verify"),
+    "exim.connect-dropped": ("exim", "H=({h}) [{ip}]:41234 X=TLS1.3:TLS_AES_256_GCM_SHA384:256 SNI={c} dropped by 'connect' ACL: {d}", "exim.connect-dropped"),
+    "exim.host-rejected": ("exim", "refused connection from {h} [{ip}]:41234 (host_reject_connection)", "exim.host-rejected"),
+    "exim.no-helo": ("exim", "rejected MAIL from [{ip}]:41234: no HELO/EHLO given", "exim.no-helo"),
+    "exim.too-many-messages": ("exim", "rejected MAIL command H=({h}) [{ip}]: too many messages in one connection", "exim.too-many-messages"),
+    "exim.too-many-recipients": ("exim", "too many recipients: message rejected: sender=<{b}> H=({h}) [{ip}]:41234 I=[198.51.100.1]:25", "exim.too-many-recipients"),
+    "exim.data-timeout": ("exim", "SMTP data timeout (message abandoned) on connection from ({h}) [{ip}] F=<{b}> D=10m", "exim.data-timeout"),
+    "exim.no-mail": ("exim", "no MAIL in SMTP connection from ({h}) [{ip}]:41234 D=0.2s X=TLS1.3:TLS_AES_256_GCM_SHA384:256 SNI={c} C=EHLO,AUTH,QUIT", "exim.no-mail"),
+    "exim.tls-failed": ("exim", "TLS error on connection from ({h}) [{ip}]:41234 I=[198.51.100.1]:25 (gnutls_handshake): {d}", "exim.tls-failed"),
+    "exim.syntax-error-any": ("exim", "SMTP syntax error in \"{a}\" H=({h}) [{ip}]:41234 malformed address: {b}", "exim.syntax-error"),
+    "exim.lost-connection-smtp-ci": ("exim", "SMTP connection Ci=4242 from ({h}) [{ip}]:41234 I=[198.51.100.1]:25 lost while reading message data (header) D=1s", "exim.lost-connection-smtp"),
+    "exim.acl-rejected-dkim": ("exim", "1rKx2p-0004Ab-1F H=({h}) [{ip}] F=<{b}> rejected DKIM : {d}", "exim.acl-rejected"),
+    "exim.acl-rejected-dnssec": ("exim", " DSH={h} [{ip}] F=<{b}> rejected RCPT <{a}>: relay not permitted", "exim.acl-rejected"),
     "exim.incomplete(none)": ("exim", "H=({h}) [{ip}] incomplete transaction (QUIT) from <{b}>", None),
     # exim-queue (tests/filters/exim-outbound.log): the sender first (spaces only inside its quoted
     # local part, `"` and `\\` escaped: QUOTED below), then Exim's H=, P=, A=, U=; subject, id= and
@@ -286,6 +301,7 @@ ALWAYS_FOUND = {
     "postfix.sasl-auth-failed-port", "postfix.relay-denied-310", "postfix.milter-reject", "postfix.milter-reject-cleanup",
     "sendmail.vrfy-expn-rejected", "postfix.illegal-address-syntax", "postfix.user-unknown-vrfy",
     "exim-queue.arrival-auth", "exim-queue.arrival-auth-stamped", "exim-queue.arrival",
+    "exim.too-many-recipients", "exim.data-timeout",
 }
 # Real account names (dovecot's default auth_username_chars), RFC 1413 names as sendmail keeps them.
 account = st.from_regex(r"[a-z0-9][a-z0-9._@-]{0,24}", fullmatch=True)

@@ -60,8 +60,8 @@ PLACEHOLDERS: dict[str, tuple[str, frozenset[str]]] = {
     # reverse name (a DNS name Exim checked: letters, digits, `_`, `.`, `/`, `-`; never `<=` or
     # `=>`, so the sender of an arrival line cannot pass for it), the HELO name in
     # parentheses when it differs (Exim accepts only letters, digits, `.`, `-` and an address
-    # literal `[...]` unless helo_accept_junk_hosts is set: the rule takes none with a space or
-    # parenthesis), then `[ip]` or `[ip]:port` (+incoming_port), then ` I=[ip]:port`
+    # literal `[...]` unless helo_accept_junk_hosts is set: then a HELO holding `) [ip] (` can
+    # pass for the address, a known limit, docs/quickstart.md), then `[ip]` or `[ip]:port` (+incoming_port), then ` I=[ip]:port`
     # (+incoming_interface), ` U=ident` (RFC 1413: the client's text, after the address) and
     # ` Ci=N` (+connection_id). Exim writes it before any other text the client chose, except in
     # the lines that quote a command first (`SMTP syntax error in "..." H=...`).
