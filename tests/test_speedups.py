@@ -123,6 +123,32 @@ def test_parse_header_on_any_bytes(data: bytes) -> None:
     _both([data, b"Nov 20 08:00:01 " + data, b"Nov 20 08:00:01 mx " + data])
 
 
+# Exim's own log (mainlog, rejectlog): the stamp, then a zone, `[pid] `, a message id of either
+# form, or none of them (dovecot's log_timestamp, a template), at the edges of the C cut.
+EXIM_STAMPS = [b"2026-11-20 08:00:01", b"2026-11-20 08:00:01.123", b"2026-02-30 08:00:01",
+               b"2026-11-20 25:00:01", b"2026 11-20 08:00:01", b"2026-11-20 08:00:0x", b"2026-11-2008:00:01"]
+EXIM_AFTER = [b"[123] ", b"[1234567890] ", b"[12345678901] ", b"[] ", b"[12a] ", b"[123]", b"[123]x",
+              b"+0100 ", b"-0530 [77] ", b"+01 ", b"1rKx2p-0004Ab-1F ", b"1tAbCd-000000012Ab-1FGh ",
+              b"1rKx2p-0004Ab-1F", b"1rKx2p-0004Ab-1FG ", b"1rKx2p_0004Ab-1F ", b"1tAbCd-000000012Ab-1FG ",
+              b"mx exim[3]: ", b"auth: ", b"H=[1.2.3.4] ", b"", b" "]
+
+
+@needs_c
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(EXIM_STAMPS), st.sampled_from(EXIM_AFTER), st.binary(max_size=20)),
+                min_size=1, max_size=8))
+def test_parse_header_on_exim_stamps(parts: list[tuple[bytes, bytes, bytes]]) -> None:
+    # In order, twice over: the first line of a second goes to Python (which caches its
+    # stamp), the next ones are cut in C; `last` is compared at the end.
+    lines = [stamp + b" " + after + rest for stamp, after, rest in parts]
+    _both(lines + lines)
+
+
+@needs_c
+def test_parse_header_on_exim_logs() -> None:
+    _both([line.encode() for line in genlog().generate(5000, seed=4, fmt="bsd", mta="exim")])
+
+
 # Lines with and without a time in any order: a line without one gets the time of the last line
 # that had one (`last`, which C stores on the parser for the lines it cuts itself), or `now` once
 # the daemon has moved it.
@@ -231,6 +257,7 @@ def test_tally_equals_the_python_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = _sample_lines() + HOSTILE
     lines += [line.encode() for line in genlog().generate(20_000, seed=11, fmt="bsd")]
     lines += [line.encode() for line in genlog().generate(3_000, seed=12, fmt="rfc3339")]
+    lines += [line.encode() for line in genlog().generate(5_000, seed=13, fmt="bsd", mta="exim")]
     fast = _tally(lines, monkeypatch, pure=False)
     slow = _tally(lines, monkeypatch, pure=True)
     assert fast == slow
@@ -340,6 +367,7 @@ def _replay_json(paths: list[str], monkeypatch: pytest.MonkeyPatch, pure: bool) 
 def test_replay_is_the_same_with_and_without_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     log = tmp_path / "mixed.log"
     lines = list(genlog().generate(40_000, seed=9, fmt="bsd"))
+    lines += genlog().generate(10_000, seed=9, fmt="bsd", mta="exim")  # Exim's own stamps, cut in C
     log.write_text("".join(line + "\n" for line in lines))
     fast = _replay_json([str(log)], monkeypatch, pure=False)
     assert fast == _replay_json([str(log)], monkeypatch, pure=True)

@@ -1,7 +1,8 @@
 """The `defer` action: a soft brake. Postfix answers a client address or a sender with a 4xx
 for the duration of the ban, and the sender's MTA retries later by itself.
 
-Config (actions.d/defer.toml): mta ("postfix", the default, or "exim"); postfix: client_map,
+Config (actions.d/defer.toml): mta ("postfix", "exim", or "auto", the default: the MTA
+mailban/mta_detect.py finds, postfix when it finds none or sendmail); postfix: client_map,
 sender_map, map_type, reply, postmap; exim: lists_dir (deferred-hosts, deferred-senders), exim
 (the argv that reads its configuration for `mailban check`).
 Handles `ip` bans (client map, used with `check_client_access`) and `sender` bans (sender map,
@@ -21,6 +22,7 @@ import logging
 from typing import Any
 
 from ..core.records import Ban
+from ..mta_detect import choose
 from .base import ActionBase, ActionContext, check_options
 from .executor import ActionError, run, safe_token, write_atomically
 
@@ -41,7 +43,7 @@ class DeferAction(ActionBase):
         self.reply = options.get("reply", "450 4.7.1 Service temporarily limited, please try again later")
         self.postmap = list(options.get("postmap", ["postmap"]))
         self.keys: dict[str, set[str]] = {"ip": set(), "sender": set()}
-        self.mta = options.get("mta", "postfix")
+        self.mta, self.mta_detected = choose(options.get("mta", "auto"), ("postfix", "exim"))
         if self.mta == "exim":
             from .exim import LISTS_DIR
 
@@ -56,8 +58,8 @@ class DeferAction(ActionBase):
         reply = options.get("reply", "450 x")
         if not (reply[:1] == "4" and reply[1:3].isdigit() and reply[3:4] == " ") or any(c in reply for c in "\r\n"):
             raise ValueError("`reply` must be one line starting with a 4xx code, e.g. \"450 4.7.1 Try again later\"")
-        if options.get("mta", "postfix") not in ("postfix", "exim"):
-            raise ValueError("`mta` must be postfix or exim")
+        if options.get("mta", "auto") not in ("postfix", "exim", "auto"):
+            raise ValueError("`mta` must be postfix, exim or auto")
         for key in ("client_map", "sender_map", "lists_dir"):
             if not options.get(key, "/x").startswith("/"):
                 raise ValueError(f"`{key}` must be an absolute path")

@@ -4,7 +4,12 @@ Exim's configuration reads mailban's files.
 
 Exim has no maps to rebuild: its ACLs look keys up in plain files at each use (`lsearch` for
 names and uids, `net-iplsearch` for client addresses), so a ban is a file written atomically,
-and Exim sees it at the next SMTP command that consults it. Every list lives in one directory
+and Exim sees it at the next SMTP command that consults it -- once it has closed the old one:
+a process that looked into a list file keeps it open, and its answers cached, until its next
+search_tidyup (in an SMTP session: when the next message's DATA starts). So a session that
+authenticated before a ban would get the cached answer at its next MAIL. What must reach
+sessions already open (a disabled account's next MAIL) is a dsearch directory, one empty file
+per key, looked up with `cache=no_rd` (write_dir). Every list lives in one directory
 (default /var/lib/mailban/exim), world-readable: Exim's receiving processes run as its own user.
 The ACL lines each list needs are in docs/exim.md, and ACL_LINES below (shown by `mailban check`).
 
@@ -55,9 +60,13 @@ ACL_LINES = {
         "          control = freeze/no_tell\n"
         "          set acl_m_mailban = held"),
     "disabled-users": (
+        "each plaintext authenticator (optional: refuses AUTH itself):\n"
+        "  server_condition = ${if and {{!eq{${lookup{$auth2}lsearch{PATH}{yes}{no}}}{yes}} {EXISTING CONDITION}}}"),
+    "disabled-users.d": (
         "acl_smtp_mail, first:\n"
         "  deny    authenticated = *\n"
-        "          condition = ${lookup{$authenticated_id}lsearch{PATH}{yes}{no}}\n"
+        "          condition = ${if match{$authenticated_id}{/}{no}"
+        "{${lookup{$authenticated_id}dsearch,filter=file,cache=no_rd{PATH}{yes}{no}}}}\n"
         "          message = account disabled by mailban, contact support"),
     "deferred-hosts": (
         "acl_smtp_connect (or first in acl_smtp_mail):\n"
@@ -91,6 +100,34 @@ def write_list(path: str, keys: list[str], what: str, quote: bool = False) -> No
     except (OSError, UnicodeDecodeError):
         pass
     write_atomically(path, text, mode=0o644)
+
+
+def dir_entry_ok(key: str) -> bool:
+    """Whether a key can be a file of a dsearch directory: a name, not a path (dsearch defers on
+    a key with a slash; the ACL line asks Exim to skip such keys), nor `.`/`..`."""
+    return "/" not in key and key not in (".", "..") and len(key.encode()) <= 255
+
+
+def write_dir(path: str, keys: list[str]) -> None:
+    """One empty file per key in `path` (created if missing), and no other file: what Exim's
+    `dsearch,filter=file,cache=no_rd` lookup reads. Unlike a list file, which an SMTP session
+    keeps open once it looked into it (so it does not see the file that replaced it before its
+    next DATA), dsearch stats `path/key` at each use: a key added here is seen by the next MAIL of a session that
+    is already open. Each file appears or goes in one step (create, unlink)."""
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    wanted = {k for k in keys if dir_entry_ok(k)}
+    for k in sorted(set(keys) - wanted):
+        log.error("cannot write %r into %s (a slash, `.`/`..`, or longer than a file name): "
+                  "only the list file names it", k, path)
+    present = set(os.listdir(path))
+    for name in sorted(present - wanted):
+        try:
+            os.unlink(os.path.join(path, name))
+        except FileNotFoundError:
+            pass
+    for name in sorted(wanted - present):
+        fd = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        os.close(fd)
 
 
 def spool_dir(exim: list[str], configured: str | None, timeout: float) -> str:

@@ -1,7 +1,8 @@
 """The `queue-hold` action: stop a key's queued messages, let them go on unban.
 
-Config (actions.d/queue-hold.toml): mta ("postfix", the default, "sendmail" or "exim": see
-docs/exim.md and mailban/actions/exim.py); for postfix
+Config (actions.d/queue-hold.toml): mta ("postfix", "sendmail", "exim", or "auto", the default:
+the MTA mailban/mta_detect.py finds, postfix when it finds none; see docs/exim.md and
+mailban/actions/exim.py); for postfix
 postqueue, postsuper, postcat, scan_limit; for sendmail `sendmail` (an argv prefix, default
 ["/usr/sbin/sendmail"], so that `-C FILE` can be added) and `qtool` (sendmail's qtool.pl, for
 purge only); timeout (seconds a program may run before it is killed and the action marked
@@ -47,6 +48,7 @@ import time
 from typing import Any
 
 from ..core.records import Ban
+from ..mta_detect import choose
 from .base import ActionBase, ActionContext, check_options
 from . import exim as ex
 from .executor import ActionError, run, write_atomically
@@ -116,7 +118,9 @@ class QueueHoldAction(ActionBase):
         self.validate(options)
         self.name = name
         self.context = context or ActionContext()
-        self.mta: str = options.get("mta", "postfix")
+        # "auto": the MTA this host runs (mta_detect: what /usr/sbin/sendmail is, or the only one
+        # installed); an explicit setting always wins. `mta_detected` says why, for check/status.
+        self.mta, self.mta_detected = choose(options.get("mta", "auto"), MTAS)
         self.postqueue = list(options.get("postqueue", ["postqueue"]))
         self.postsuper = list(options.get("postsuper", ["postsuper"]))
         self.postcat = list(options.get("postcat", ["postcat"]))
@@ -142,8 +146,8 @@ class QueueHoldAction(ActionBase):
     @staticmethod
     def validate(options: dict[str, Any]) -> None:
         check_options(options, _OPTIONS)
-        if options.get("mta", "postfix") not in MTAS:
-            raise ValueError(f"`mta` must be one of {', '.join(MTAS)}")
+        if options.get("mta", "auto") not in (*MTAS, "auto"):
+            raise ValueError(f"`mta` must be one of {', '.join(MTAS)} or auto")
         if options.get("scan_limit", 0) < 0:
             raise ValueError("`scan_limit` must be 0 or more")
         if not 0 < options.get("timeout", 30) <= 600:

@@ -40,7 +40,7 @@ MAX_REFUSED_SHOWN = 20
 _OPTIONS: dict[str, Any] = {
     "dovecot_deny_file": str, "postfix_map": str, "map_type": str, "reject_text": str,
     "postmap": list, "postfix_reload": list, "kick": list, "doveconf": list, "timeout": (int, float),
-    "exim_list": str, "exim": list,
+    "exim_list": str, "exim_dir": str, "exim": list,
 }
 
 
@@ -119,14 +119,27 @@ class SaslDisableAction(ActionBase):
         self.refused: dict[str, None] = {}  # unsafe names of active bans, oldest first
         # exim: the list its MAIL ACL (and, optionally, its authenticators) refuse ("": no exim
         # side), and the argv that reads its configuration for the check (docs/exim.md)
-        self.exim_list = options.get("exim_list", "")
+        # Not set: the list under /var/lib/mailban/exim when this host's MTA is Exim (mta_detect).
+        self.exim_list, self.mta_detected = options.get("exim_list", ""), None
+        if "exim_list" not in options and "exim_dir" not in options:
+            from ..mta_detect import detected
+            from .exim import LISTS_DIR
+
+            found = detected()
+            if found.mta == "exim":
+                self.exim_list = f"{LISTS_DIR}/disabled-users"
+                self.mta_detected = f"detected exim: {found.evidence}"
+        # and the dsearch directory (one file per account) its MAIL ACL reads at each message,
+        # which reaches sessions that authenticated before the ban: a list file does not (an
+        # Exim process keeps the file it first read open). Default: the list's path + ".d".
+        self.exim_dir = options.get("exim_dir", self.exim_list + ".d" if self.exim_list else "")
         self.exim = list(options.get("exim", ["exim"]))
         self.exim_warning: str | None = None
 
     @staticmethod
     def validate(options: dict[str, Any]) -> None:
         check_options(options, _OPTIONS)
-        for key in ("dovecot_deny_file", "postfix_map", "exim_list"):
+        for key in ("dovecot_deny_file", "postfix_map", "exim_list", "exim_dir"):
             value = options.get(key, "/x")
             if value and not value.startswith("/"):
                 raise ValueError(f"`{key}` must be an absolute path (or \"\" to leave it out)")
@@ -204,12 +217,14 @@ class SaslDisableAction(ActionBase):
         """Disabled accounts stay disabled while mailban is down: the files are left as they are."""
 
     def check_config(self) -> list[str]:
-        """exim: whether its configuration reads the disabled-users list."""
-        if not self.exim_list:
+        """exim: whether its configuration reads the disabled-users directory (the MAIL ACL;
+        the list file is optional: an authenticator's condition), or the list without one."""
+        if not self.exim_list and not self.exim_dir:
             return []
         from .exim import config_warning
 
-        self.exim_warning = config_warning(self.exim, {"disabled-users": self.exim_list}, min(10, self.timeout))
+        wanted = {"disabled-users.d": self.exim_dir} if self.exim_dir else {"disabled-users": self.exim_list}
+        self.exim_warning = config_warning(self.exim, wanted, min(10, self.timeout))
         return [self.exim_warning] if self.exim_warning else []
 
     def health(self) -> str | None:
@@ -235,7 +250,7 @@ class SaslDisableAction(ActionBase):
         postfix = bool(self.postfix_map) and os.path.isdir(os.path.dirname(self.postfix_map))
         missing = [p for p, ok in ((self.deny_file, dovecot), (self.postfix_map, postfix)) if p and not ok]
         self.warning = f"not installed, skipped: {', '.join(missing)}" if missing else None
-        if not dovecot and not postfix and not self.exim_list:
+        if not dovecot and not postfix and not self.exim_list and not self.exim_dir:
             raise ActionError(f"neither {self.deny_file!r} nor {self.postfix_map!r} can be written "
                               "(is dovecot or postfix installed?)")
         return dovecot, postfix
@@ -248,6 +263,10 @@ class SaslDisableAction(ActionBase):
             from .exim import write_list
 
             write_list(self.exim_list, users, "sasl-disable, accounts refused")
+        if self.exim_dir:
+            from .exim import write_dir
+
+            write_dir(self.exim_dir, users)
         if dovecot:
             write_atomically(self.deny_file, "".join(f"{u}\n" for u in users))
         if postfix:

@@ -255,6 +255,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             "jails": [{"name": j.name, **shown(j), "rule": j.describe()} for j in cfg.jails],
             "speedups": speedups() is not None,
             "warnings": _action_config_warnings(cfg),
+            "mta": _mta_summary(cfg),
         }, indent=2))
         return 0
     shipped = str(config.SHIPPED_DEFAULT)
@@ -264,6 +265,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  filters: {', '.join(f.name for f in cfg.filters)}")
     print(f"  actions: {', '.join(sorted(cfg.actions))}")
     print(f"  hot loops: {describe()}")
+    mta = _mta_summary(cfg)
+    if mta["followed_by"]:
+        found = f"{mta['detected']}, detected" if mta["detected"] else "none detected, postfix assumed"
+        print(f"  mta: {found} ({mta['evidence']}); followed by {', '.join(mta['followed_by'])}")
     for warning in _action_config_warnings(cfg):
         print(f"  warning: {warning}")
     if cfg.cluster is not None:
@@ -278,6 +283,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         state = "enabled" if spec.enabled else "disabled"
         _print_keys(cfg, ("jail", spec.name), f"  jail {spec.name} ({state}): {spec.describe()}")
     return 0
+
+
+def _mta_summary(cfg: Any) -> dict[str, Any]:
+    """The MTA found on this host and the actions that follow it (`mta = "auto"`)."""
+    from ..mta_detect import summary
+
+    return summary({n: (a.type, a.options) for n, a in cfg.actions.items()})
 
 
 def _action_config_warnings(cfg: Any) -> list[str]:

@@ -67,6 +67,7 @@ configured(void)
 }
 
 static PyObject *str_group, *int_one;
+static PyObject *bytes_exim;  /* syslog.EXIM, the program of Exim's own log lines */
 /* Interned names: Event kinds, and the attributes of Correlator and its Message records. */
 static PyObject *str_submission, *str_removed, *str_queued, *str_user, *str_uid, *str_ip, *str_sender,
     *str_time, *str_remember, *str_messages, *str_sessions, *str_ttl, *str_max_messages, *str_dropped,
@@ -221,6 +222,11 @@ typedef struct {
     PyObject *host, *tag, *when;
     char stamp[15];  /* the BSD stamp `when` belongs to, when has_stamp */
     int has_stamp;
+    /* Exim's stamp and its time, apart from the BSD one: a host's mainlog and its syslog
+     * (dovecot's lines) are read together, and their lines alternate */
+    PyObject *exim_when;
+    char exim_stamp[19];
+    int has_exim_stamp;
     /* the time of the last line cut here, not yet stored in the parser's `last` (dirty) */
     PyObject *last;
     int dirty;
@@ -232,6 +238,7 @@ memo_clear(Memo *memo)
     Py_CLEAR(memo->host);
     Py_CLEAR(memo->tag);
     Py_CLEAR(memo->when);
+    Py_CLEAR(memo->exim_when);
     Py_CLEAR(memo->last);
 }
 
@@ -255,6 +262,89 @@ typedef struct {
     Cut cut;
 } Line;
 
+/* Whether s[pos:] starts with an Exim message id and a space, as syslog._EXIM_ID matches it:
+ * `1rKx2p-0004Ab-1F ` or 4.97's `1tAbCd-000000012Ab-1FGh `. */
+static int
+exim_id_at(const char *s, Py_ssize_t n, Py_ssize_t pos)
+{
+    static const unsigned char old_form[] = {6, 6, 2}, new_form[] = {6, 11, 4};
+    for (int f = 0; f < 2; f++) {
+        const unsigned char *runs = f == 0 ? old_form : new_form;
+        Py_ssize_t i = pos;
+        int ok = 1;
+        for (int r = 0; ok && r < 3; r++) {
+            for (int k = 0; k < runs[r]; k++, i++) {
+                if (i >= n || !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                                (s[i] >= 'a' && s[i] <= 'z'))) {
+                    ok = 0;
+                    break;
+                }
+            }
+            if (ok && (i >= n || s[i] != (r < 2 ? '-' : ' ')))
+                ok = 0;
+            i++;
+        }
+        if (ok)
+            return 1;
+    }
+    return 0;
+}
+
+/* Exim's own log line, `YYYY-MM-DD HH:MM:SS ` (s[10] and s[19] spaces), as parse_py's fast path
+ * and SyslogParser._exim read it: the stamp's time from the parser's iso_cache under its 19
+ * bytes, then `[pid] ` or a message id; program `exim`, no host. 1 with *h filled; 0 for
+ * everything else (a stamp not cached yet, a zone, neither a pid nor an id after the stamp:
+ * dovecot's log_timestamp or a template), which parse_py decides; -1 on error. */
+static int
+exim_header(Ctx *x, Memo *memo, const char *s, Py_ssize_t n, Line *h)
+{
+    /* parse_py takes this path only when the line's first space within 40 bytes is at 10 */
+    if (memchr(s, ' ', 10) != NULL)
+        return 0;
+    PyObject *when;
+    if (memo->has_exim_stamp && memcmp(s, memo->exim_stamp, 19) == 0) {
+        when = memo->exim_when;
+    } else {
+        PyObject *k = PyBytes_FromStringAndSize(s, 19);
+        if (k == NULL)
+            return -1;
+        when = PyDict_GetItemWithError(x->iso_cache, k);
+        Py_DECREF(k);
+        if (when == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        Py_XSETREF(memo->exim_when, Py_NewRef(when));
+        memcpy(memo->exim_stamp, s, 19);
+        memo->has_exim_stamp = 1;
+    }
+    /* _EXIM_ZONE_PID: a zone makes the time another (parse_py converts it) */
+    Py_ssize_t pos = 20;
+    if (s[pos] == '+' || s[pos] == '-')
+        return 0;
+    Cut *c = &h->cut;
+    c->pid = c->pid_end = -1;
+    if (s[pos] == '[') {
+        Py_ssize_t d = pos + 1;
+        while (d < n && d - pos <= 10 && s[d] >= '0' && s[d] <= '9')
+            d++;
+        if (d > pos + 1 && d - pos <= 11 && d + 1 < n && s[d] == ']' && s[d + 1] == ' ') {
+            c->pid = pos + 1;
+            c->pid_end = d;
+            pos = d + 2;
+        }
+    }
+    if (c->pid < 0 && !exim_id_at(s, n, pos))
+        return 0;
+    h->when = when;
+    h->host = Py_None;
+    h->tag = bytes_exim;
+    h->msg = c->msg = pos;
+    if (x->parser != NULL) {
+        Py_XSETREF(memo->last, Py_NewRef(when));
+        memo->dirty = 1;
+    }
+    return 1;
+}
+
 /* 1: the line has a header (in *h); 0: it has none; -1: error. */
 static int
 read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Line *h)
@@ -266,6 +356,12 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
      * cannot change its mind within one call, `now` being fixed). */
     if (memo->has_stamp && n >= 20 && s[15] == ' ' && memcmp(s, memo->stamp, 15) == 0) {
         when = memo->when;
+    } else if (n >= 21 && s[10] == ' ' && s[19] == ' ' && s[0] >= '0' && s[0] <= '9') {
+        /* Exim's own log (`YYYY-MM-DD HH:MM:SS `, then `[pid] ` or a message id) */
+        int got = exim_header(x, memo, s, n, h);
+        if (got != 0)
+            return got;
+        goto python;
     } else if (n >= 20 && s[0] >= '0' && s[0] <= '9') {
         /* RFC 3339, as parse_py and _iso_time: the stamp ends at the first space within 40
          * bytes; its whole seconds and zone are cached, the fraction added. */
@@ -1782,6 +1878,7 @@ PyInit__speedups(void)
     str_rate_limit = PyUnicode_InternFromString("rate-limit");
     str_protocol = PyUnicode_InternFromString("protocol");
     str_last = PyUnicode_InternFromString("last");
+    bytes_exim = PyBytes_FromStringAndSize("exim", 4);
     str_time = PyUnicode_InternFromString("time");
     str_remember = PyUnicode_InternFromString("_remember_session");
     str_messages = PyUnicode_InternFromString("messages");
@@ -1789,7 +1886,7 @@ PyInit__speedups(void)
     if (!str_user || !str_uid || !str_ip || !str_sender || !str_queued || !str_submission ||
         !str_removed || !str_remember || !str_messages || !str_sessions || !str_ttl ||
         !str_max_messages || !str_dropped || !str_time || !str_held || !str_unrecorded || !str_auth_failure ||
-        !str_reject || !str_rate_limit || !str_protocol || !str_last)
+        !str_reject || !str_rate_limit || !str_protocol || !str_last || !bytes_exim)
         return NULL;
     if (str_group == NULL || int_one == NULL)
         return NULL;
