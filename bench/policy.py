@@ -37,14 +37,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
 def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bool, thread: bool,
-          out: mp.Queue) -> None:
+          out: mp.Queue, maxretry: int = 1_000_000) -> None:
     from mailban.core.jails import IgnoreList, JailSpec
     from mailban.core.records import Ban
     from mailban.policy.answer import Decisions, Inline, inline_jail
     from mailban.policy.child import PolicyProcess
     from mailban.policy.server import PolicyServer
 
-    spec = JailSpec(name="out", kinds=frozenset(), key="user", maxretry=1_000_000, findtime=3600, bantime=600,
+    spec = JailSpec(name="out", kinds=frozenset(), key="user", maxretry=maxretry, findtime=3600, bantime=600,
                     inline=True, actions=())
     inline = Inline([inline_jail(spec, IgnoreList(()))])
     srv = PolicyServer(f"unix:{path}", inline, max_connections=4096)
@@ -195,7 +195,7 @@ def pct(values: list[float], p: float) -> float:
 def run(args: argparse.Namespace, rate: float | None) -> None:
     path = os.path.join(tempfile.mkdtemp(prefix="policy-bench-"), "policy.sock")
     ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
-    proc = mp.Process(target=serve, args=(path, ready, go, stop, args.log_load, args.thread, out))
+    proc = mp.Process(target=serve, args=(path, ready, go, stop, args.log_load, args.thread, out, args.maxretry))
     proc.start()
     ready.wait(30)
     time.sleep(0.5 if not args.log_load else args.seconds)  # the log rate alone, meanwhile
@@ -226,6 +226,10 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20000.0)
     ap.add_argument("--log-load", action="store_true")
     ap.add_argument("--thread", action="store_true", help="the service as a thread of the daemon process (before)")
+    ap.add_argument("--maxretry", type=int, default=1_000_000,
+                    help="the inline jail's limit per account and hour: the default never bans, so every window "
+                         "grows all run long (the worst case for saving windows); a real limit (e.g. 500) keeps "
+                         "each window at most that long")
     args = ap.parse_args()
     print(f"policy service on a unix socket ({'a thread of' if args.thread else 'a child process of'} the daemon "
           f"process), {os.cpu_count()} cores, Python {sys.version.split()[0]}")

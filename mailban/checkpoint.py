@@ -44,14 +44,26 @@ def track(jails: Iterable[Jail]) -> None:
 def changed(jails: Iterable[Jail]) -> list[Change]:
     """The windows the jails changed since the last call, as they are now (the caller pickles
     them: a copy), and clears the jails' notes."""
-    out: list[Change] = []
+    return packed(take_touched(jails))
+
+
+def take_touched(jails: Iterable[Jail]) -> list[tuple[Jail, str, str]]:
+    """The windows the jails changed since the last call, (jail, "key" | "net", key), taken off
+    their notes, to be packed later (packed()), a few at a time if need be."""
+    out: list[tuple[Jail, str, str]] = []
     for jail in jails:
         if jail.touched:
-            name = jail.spec.name
-            for which, key in jail.touched:
-                window = (jail.windows if which == "key" else jail.nets).get(key)
-                out.append((name, which, key, None if window is None else pack(window)))
+            out.extend((jail, which, key) for which, key in jail.touched)
             jail.touched.clear()
+    return out
+
+
+def packed(items: Iterable[tuple[Jail, str, str]]) -> list[Change]:
+    """Those windows as they are now."""
+    out: list[Change] = []
+    for jail, which, key in items:
+        window = (jail.windows if which == "key" else jail.nets).get(key)
+        out.append((jail.spec.name, which, key, None if window is None else pack(window)))
     return out
 
 
