@@ -58,6 +58,8 @@ class Pipeline:
     # submits for as long as it is in force. Keys held now: (key type, key) -> (action, until, jail).
     hold_actions: frozenset[str] = frozenset()
     holding: dict[tuple[str, str], tuple[str, float, str]] = field(default_factory=dict, init=False)
+    # What the C batch matcher reads (FilterSet.scan_context), built on the first run().
+    _scan: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     def events(self, line: bytes, source: str = "", lineno: int = 0) -> list[Event]:
         """Filters and correlation only (what `mailban test` shows)."""
@@ -153,18 +155,33 @@ class Pipeline:
         """A batch of lines through every stage: the commands they cause (the daemon's path).
         `tally`, when given, counts the events per (kind, filter) (metrics)."""
         out = Outcome()
-        parser, match = self.parser, self.filters.match_logged
-        for line in lines:
-            header = parser.parse(line)
-            if header is None:
-                continue
-            events = match(parser, line, header, source, 0)
-            if events:
-                events = self.step(events, header, now, out)
+        step = self.step
+        if self.fast is not None:
+            # The C batch matcher (header cut, rule selection, events), as replay's reading
+            # uses it (offline.file_events); the lines of a batch are numbered from 1.
+            if self._scan is None:
+                self._scan = (*self.filters.scan_context(self.parser), Header)
+            matched: list[tuple[float, int, bytes, Header, list[Event]]] = []
+            self.fast.match_lines(lines, 0, self._scan, source, False, matched)
+            for _time, _lineno, _line, header, events in matched:
+                events = step(events, header, now, out)
                 if tally is not None:
                     for e in events:
                         key = (e.kind, e.filter)
                         tally[key] = tally.get(key, 0) + 1
+        else:
+            parser, match = self.parser, self.filters.match_logged
+            for lineno, line in enumerate(lines, 1):
+                header = parser.parse(line)
+                if header is None:
+                    continue
+                events = match(parser, line, header, source, lineno)
+                if events:
+                    events = step(events, header, now, out)
+                    if tally is not None:
+                        for e in events:
+                            key = (e.kind, e.filter)
+                            tally[key] = tally.get(key, 0) + 1
         out.wake_at = self.wake_at()
         return out
 
