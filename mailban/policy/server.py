@@ -22,6 +22,9 @@ mailban that is stopped, restarting or silent):
   closed: nothing a client sends makes the loop wait or keep unbounded memory.
 Must never: block (every socket is non-blocking), raise out of the loop, or answer anything but
 DUNNO when in doubt.
+Size: one epoll loop and everything it owns (connections and their buffers, the deadline and
+connection limits of fail-open, the hand-over of bans and saved windows to the daemon's side);
+the protocol is protocol.py, the answers answer.py, the process around it child.py.
 """
 
 from __future__ import annotations
