@@ -3,7 +3,7 @@
 Both used to live in the daemon, so `mailban replay` (which has no daemon) decided differently
 from it on the same lines: past `max_bans_per_minute` the daemon held decisions back and counted
 their keys afresh, and a prefix ban lifted the single-address bans inside it. Here they are one
-pure stage of the pipeline (Pipeline.decide), which the daemon and replay both run; the daemon
+pure stage of the pipeline (Pipeline.decide_into), which the daemon and replay both run; the daemon
 then carries out what it returns (and records, logs and shows it), replay prints it.
 
 Inputs: the bans of one line, in order, each with its own time (`Ban.time`: wall time in the

@@ -20,10 +20,10 @@ Must never: perform I/O or read the clock (see mailban.core).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .correlate import Correlator, Message
-from .decisions import Folded, Hold, Outcome, Suppressed, Valve, decide_into
+from .decisions import Hold, Outcome, Valve, decide_into
 from .filters import FilterSet
 from .jails import Jail
 from .records import Ban, Event
@@ -156,34 +156,33 @@ class Pipeline:
         `tally`, when given, counts the events per (kind, filter) (metrics)."""
         out = Outcome()
         step = self.step
+        for header, events in self._matched(lines, source):
+            events = step(events, header, now, out)
+            if tally is not None:
+                count_events(events, tally)
+        out.wake_at = self.wake_at()
+        return out
+
+    def _matched(self, lines: list[bytes], source: str) -> Iterator[tuple[Header, list[Event]]]:
+        """The lines of a batch that have events, with their headers; the lines are numbered
+        from 1. In C where the module is built (header cut, rule selection, events: the batch
+        matcher replay's reading uses too, offline.file_events)."""
         if self.fast is not None:
-            # The C batch matcher (header cut, rule selection, events), as replay's reading
-            # uses it (offline.file_events); the lines of a batch are numbered from 1.
             if self._scan is None:
                 self._scan = (*self.filters.scan_context(self.parser), Header)
             matched: list[tuple[float, int, bytes, Header, list[Event]]] = []
             self.fast.match_lines(lines, 0, self._scan, source, False, matched)
             for _time, _lineno, _line, header, events in matched:
-                events = step(events, header, now, out)
-                if tally is not None:
-                    for e in events:
-                        key = (e.kind, e.filter)
-                        tally[key] = tally.get(key, 0) + 1
-        else:
-            parser, match = self.parser, self.filters.match_logged
-            for lineno, line in enumerate(lines, 1):
-                header = parser.parse(line)
-                if header is None:
-                    continue
-                events = match(parser, line, header, source, lineno)
-                if events:
-                    events = step(events, header, now, out)
-                    if tally is not None:
-                        for e in events:
-                            key = (e.kind, e.filter)
-                            tally[key] = tally.get(key, 0) + 1
-        out.wake_at = self.wake_at()
-        return out
+                yield header, events
+            return
+        parser, match = self.parser, self.filters.match_logged
+        for lineno, line in enumerate(lines, 1):
+            header = parser.parse(line)
+            if header is None:
+                continue
+            events = match(parser, line, header, source, lineno)
+            if events:
+                yield header, events
 
     def step(self, events: list[Event], header: Header, now: float | None, out: Outcome) -> list[Event]:
         """One line's matched events through correlation, the jails and the decision stage,
@@ -246,12 +245,6 @@ class Pipeline:
                 bans.extend(jail.tick(log_now, now))
         return bans
 
-    def decide(self, bans: list[Ban]) -> tuple[list[Ban], list[Suppressed], list[Folded]]:
-        """The jails' bans after the rate limit and prefix folds: (to act on, held back, folds)."""
-        out = Outcome()
-        self.decide_into(out, bans)
-        return out.bans, out.suppressed, out.folds
-
     def jail(self, name: str) -> Jail | None:
         for jail in self.jails:
             if jail.spec.name == name:
@@ -291,3 +284,10 @@ class Pipeline:
         self.holding.clear()
         for jail in self.jails:
             jail.forget_all()
+
+
+def count_events(events: list[Event], tally: dict[tuple[str, str], int]) -> None:
+    """Add events to a count per (kind, filter): the daemon's metrics."""
+    for e in events:
+        key = (e.kind, e.filter)
+        tally[key] = tally.get(key, 0) + 1

@@ -35,7 +35,7 @@ from .. import __version__, checkpoint, config as config_mod
 from ..control import ConfigRefused, ControlServer
 from ..core.decisions import Folded, Outcome, Suppressed
 from ..core.errors import ConfigError
-from ..core.pipeline import Pipeline
+from ..core.pipeline import Pipeline, count_events
 from ..core.records import Ban
 from ..core.syslog import Header
 from ..hostaddrs import labelled
@@ -72,7 +72,7 @@ class Daemon:
         self.stop_requested = False
         self.reload_requested = False
         self.errors: list[str] = []
-        # Per jail, the decisions the rate limit held back (Pipeline.decide), summed over reloads.
+        # Per jail, the decisions the rate limit held back (Pipeline.decide_into), summed over reloads.
         self.suppressed: dict[str, int] = {}
         # Networks never banned, each with why (this host's addresses, mynetworks): for the
         # refusals of a manual ban; set with each pipeline.
@@ -220,8 +220,7 @@ class Daemon:
         bans = self.execute(out, now, {source.path: source.position.to_dict()})
         if self.metrics.enabled:
             tally: dict[tuple[str, str], int] = {}
-            for e in events:
-                tally[(e.kind, e.filter)] = tally.get((e.kind, e.filter), 0) + 1
+            count_events(events, tally)
             self.metrics.batch(source.path, 0, tally, bans)
         self.fleet.batch(bans)
 
@@ -267,7 +266,7 @@ class Daemon:
         self.notify_status()
 
     def _lift_folded(self, folds: list[Folded], now: float) -> None:
-        """A prefix ban replaces the single-address bans of its jail inside it (Pipeline.decide
+        """A prefix ban replaces the single-address bans of its jail inside it (Pipeline.decide_into
         found them): lift those, once the prefix ban is in place."""
         covered = self.writer.take_folded(folds, now)
         if covered:

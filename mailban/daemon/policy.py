@@ -128,11 +128,7 @@ class PolicyBridge:
         self.restart_at = time.monotonic() + (RESTART_MIN if lived > RESTART_MAX else self.backoff)
 
     def _active(self) -> list[Ban]:
-        now = time.time()
-        try:
-            return self.daemon.writer.active(now)
-        except Exception:  # the database fails: what it has not taken yet still counts
-            return [b for b in self.daemon.writer.unsaved_bans if b.until > now]
+        return self.daemon.writer.in_force(time.time())
 
     def _decisions(self, active: list[Ban]) -> Decisions:
         types = {name: action.type for name, action in self.daemon.config.actions.items()}

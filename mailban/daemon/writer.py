@@ -103,6 +103,13 @@ class StateWriter:
         """The bans in force: the database's and those it has not taken yet."""
         return self.state.active(now) + [b for b in self.unsaved_bans if b.until > now]
 
+    def in_force(self, now: float) -> list[Ban]:
+        """active(), or while the database fails only what it has not taken yet (never raises)."""
+        try:
+            return self.active(now)
+        except Exception:  # the database fails: what it has not taken yet is in unsaved_bans
+            return [b for b in self.unsaved_bans if b.until > now]
+
     def drop_unsaved(self, keys: set[tuple[str, str]] | None = None) -> None:
         """Forget uncommitted bans on these keys (all: None), lifted before they were committed."""
         if keys is None:
@@ -117,12 +124,7 @@ class StateWriter:
         if not folds:
             return []
         into = {(f.net.jail, ip): f.net.key for f in folds for ip in f.ips}
-        try:
-            active = self.state.active(now)
-        except Exception:  # the database fails: what it has not taken yet is in unsaved_bans
-            active = []
-        covered = [b for b in active + [b for b in self.unsaved_bans if b.until > now]
-                   if b.key_type == "ip" and (b.jail, b.key) in into]
+        covered = [b for b in self.in_force(now) if b.key_type == "ip" and (b.jail, b.key) in into]
         self.unsaved_bans = [b for b in self.unsaved_bans if not (b.key_type == "ip" and (b.jail, b.key) in into)]
         for ban in covered:
             self.state.remove("ip", ban.key)
