@@ -13,6 +13,15 @@ def test_placeholders_expand_and_capture() -> None:
     assert p.literal == b"authentication failed:"
 
 
+def test_a_rule_may_give_several_literals_any_of_which_holds() -> None:
+    p = compile_pattern(r"(?:no such user|user unknown): <IP>$", literal=["no such user", "user unknown"])
+    assert p.literal == (b"no such user", b"user unknown")
+    assert compile_pattern(r"a (?:b|c)$", literal=["a "]).literal == b"a "  # a list of one: as a string
+    for bad in (["no such user", "mailbox full"], [], ["no such user", ""]):
+        with pytest.raises(PatternError):
+            compile_pattern(r"(?:no such user|user unknown): <IP>$", literal=bad)
+
+
 def test_whitespace_is_significant() -> None:
     p = compile_pattern(r"a <NUM> b$")
     assert p.regex.match(b"a 12 b") and not p.regex.match(b"a12b")

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mailban import config
 from mailban.offline import scan
-from mailban.core.filters import TallySet
+from mailban.core.filters import TallySet, holds
 from mailban.core.literals import literal_index
 from mailban.core.syslog import SyslogParser
 from mailban.localtime import local_to_epoch
@@ -455,13 +455,16 @@ def test_correlate_joins_a_sendmail_session_only_from_its_own_address(queued_ip:
 
 # --- literals_in: which rules' literals a line holds, in one pass -------------------------------
 
-def _python_bits(literals: list[bytes], line: bytes) -> int:
-    return sum(1 << r for r, lit in enumerate(literals) if lit and lit in line)
+def _python_bits(literals: list[bytes | tuple[bytes, ...]], line: bytes) -> int:
+    return sum(1 << r for r, lit in enumerate(literals) if lit and holds(lit, line))
+
+
+_LITERAL = st.binary(min_size=2, max_size=9).map(lambda b: bytes(97 + c % 3 for c in b))
 
 
 @needs_c
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(st.just(b""), st.binary(min_size=2, max_size=9).map(lambda b: bytes(97 + c % 3 for c in b))),
+@given(st.lists(st.one_of(st.just(b""), _LITERAL),
                 min_size=1, max_size=64),
        st.binary(max_size=120).map(lambda b: bytes(97 + c % 4 for c in b)))
 def test_literals_in_finds_what_in_finds(literals: list[bytes], line: bytes) -> None:
@@ -477,6 +480,26 @@ def test_literals_in_finds_what_in_finds(literals: list[bytes], line: bytes) -> 
         if lit:
             for planted in (lit + line, line + lit):
                 assert C.literals_found(index, rules, planted) == _python_bits(literals, planted)
+
+
+@needs_c
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.just(b""), _LITERAL, st.lists(_LITERAL, min_size=2, max_size=4).map(tuple)),
+                min_size=1, max_size=64),
+       st.binary(max_size=120).map(lambda b: bytes(97 + c % 4 for c in b)))
+def test_literals_in_finds_any_of_a_rules_literals(literals: list[bytes | tuple[bytes, ...]], line: bytes) -> None:
+    # Rules with several literals (`literal = ["a", "b"]`: any of them), mixed with plain ones.
+    index = literal_index(literals)
+    if index is None:
+        assert not any(literals)
+        return
+    rules = tuple((lit,) for lit in literals)
+    assert C.literals_found(index, rules, line) == _python_bits(literals, line)
+    for lit in literals:
+        for text in (lit,) if isinstance(lit, bytes) else lit:
+            if text:
+                for planted in (text + line, line + text):
+                    assert C.literals_found(index, rules, planted) == _python_bits(literals, planted)
 
 
 def test_literal_index_leaves_short_literals_to_the_plain_check() -> None:

@@ -648,9 +648,33 @@ contains(const char *s, Py_ssize_t n, const char *lit, Py_ssize_t llen)
     return 0;
 }
 
+/* Whether a rule's literal (bytes, or a tuple of them: any of them, filters.holds) occurs in
+ * s[:n]. */
+static int
+holds(PyObject *literal, const char *s, Py_ssize_t n)
+{
+    if (PyBytes_Check(literal))
+        return contains(s, n, PyBytes_AS_STRING(literal), PyBytes_GET_SIZE(literal));
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(literal); k++) {
+        PyObject *text = PyTuple_GET_ITEM(literal, k);
+        if (PyBytes_GET_SIZE(text) > 0 && contains(s, n, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text)))
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether the literal text starts at u[at] (and fits in n bytes). */
+static inline int
+text_at(PyObject *text, const unsigned char *u, Py_ssize_t at, Py_ssize_t n)
+{
+    Py_ssize_t len = PyBytes_GET_SIZE(text);
+    return at + len <= n && memcmp(u + at, PyBytes_AS_STRING(text), (size_t)len) == 0;
+}
+
 /* Which of the first 64 rules' literals occur in s[:n], as bits: one Wu-Manber pass (see
  * mailban/core/literals.py) instead of a memchr pass per literal. The literal texts are the
- * rules' own (rules[r][0]); the index only says where to look. */
+ * rules' own (rules[r][0]: bytes, or a tuple of them, any of which counts); the index only says
+ * where to look. */
 static uint64_t
 literals_in(const char *index, PyObject *rules, const char *s, Py_ssize_t n)
 {
@@ -673,8 +697,13 @@ literals_in(const char *index, PyObject *rules, const char *s, Py_ssize_t n)
         for (c &= ~found; c != 0; c &= c - 1) {
             int r = __builtin_ctzll(c);
             PyObject *literal = PyTuple_GET_ITEM(PyTuple_GET_ITEM(rules, r), 0);
-            Py_ssize_t len = PyBytes_GET_SIZE(literal);
-            if (at + len <= n && memcmp(u + at, PyBytes_AS_STRING(literal), (size_t)len) == 0)
+            int here = 0;
+            if (PyBytes_Check(literal))
+                here = text_at(literal, u, at, n);
+            else
+                for (Py_ssize_t k = 0; !here && k < PyTuple_GET_SIZE(literal); k++)
+                    here = text_at(PyTuple_GET_ITEM(literal, k), u, at, n);
+            if (here)
                 found |= (uint64_t)1 << r;
         }
         if (found == all)
@@ -827,9 +856,8 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
     for (Py_ssize_t r = 0; r < count; r++) {
         PyObject *rule = PyTuple_GET_ITEM(rules, r);  /* (literal, match, Python builder) */
         PyObject *literal = PyTuple_GET_ITEM(rule, 0);
-        Py_ssize_t llen = PyBytes_GET_SIZE(literal);
-        if (llen > 0 && (index != Py_None && r < INDEX_WIDTH ? !((found >> r) & 1)
-                                                            : !contains(s, n, PyBytes_AS_STRING(literal), llen)))
+        Py_ssize_t llen = PyBytes_Check(literal) ? PyBytes_GET_SIZE(literal) : PyTuple_GET_SIZE(literal);
+        if (llen > 0 && (index != Py_None && r < INDEX_WIDTH ? !((found >> r) & 1) : !holds(literal, s, n)))
             continue;
         PyObject *margs[] = {line, start};
         PyObject *m = PyObject_Vectorcall(PyTuple_GET_ITEM(rule, 1), margs, 2, NULL);
@@ -1798,7 +1826,7 @@ configure(PyObject *module, PyObject *fields)
 }
 
 /* literals_found(index, rules, line) -> bits: literals_in for the tests, which compare it with
- * `literal in line` for every rule. */
+ * filters.holds(literal, line) for every rule. */
 static PyObject *
 literals_found(PyObject *module, PyObject *args)
 {
@@ -1812,8 +1840,12 @@ literals_found(PyObject *module, PyObject *args)
     } else {
         for (Py_ssize_t r = 0; r < PyTuple_GET_SIZE(rules); r++) {
             PyObject *rule = PyTuple_GET_ITEM(rules, r);
-            if (!PyTuple_Check(rule) || PyTuple_GET_SIZE(rule) < 1 || !PyBytes_Check(PyTuple_GET_ITEM(rule, 0))) {
-                PyErr_SetString(PyExc_TypeError, "rules must be (literal, ...) tuples");
+            PyObject *literal = PyTuple_Check(rule) && PyTuple_GET_SIZE(rule) >= 1 ? PyTuple_GET_ITEM(rule, 0) : NULL;
+            int ok = literal != NULL && (PyBytes_Check(literal) || PyTuple_Check(literal));
+            for (Py_ssize_t k = 0; ok && PyTuple_Check(literal) && k < PyTuple_GET_SIZE(literal); k++)
+                ok = PyBytes_Check(PyTuple_GET_ITEM(literal, k));
+            if (!ok) {
+                PyErr_SetString(PyExc_TypeError, "rules must be (literal, ...) tuples, a literal bytes or a tuple of bytes");
                 goto done;
             }
         }

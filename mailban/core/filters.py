@@ -119,8 +119,9 @@ def _build_rule(name: str, doc: TomlDoc, i: int, raw: Any, prefix: str, ids: set
     if status is not None and status not in STATUSES:
         raise doc.error(where + ("status",), f"`status` must be one of {', '.join(sorted(STATUSES))}")
     literal = raw.get("literal")
-    if literal is not None and not isinstance(literal, str):
-        raise doc.error(where + ("literal",), "`literal` must be a string")
+    if literal is not None and not isinstance(literal, str) and not (
+            isinstance(literal, list) and literal and all(isinstance(t, str) and t for t in literal)):
+        raise doc.error(where + ("literal",), "`literal` must be a string or a list of non-empty strings (any of them)")
     try:
         compiled = compile_pattern(template, prefix, literal)
     except PatternError as exc:
@@ -144,8 +145,9 @@ def _only_keys(doc: TomlDoc, where: tuple[Any, ...], table: dict[str, Any], allo
             )
 
 
-# The compiled form of one rule for the hot path: (literal, regex match method, event builder).
-Compiled = tuple[bytes, Any, Callable[..., "Event | None"]]
+# The compiled form of one rule for the hot path: (literal, regex match method, event builder);
+# the literal is bytes, or a tuple of them when the rule has several (any of them: `holds`).
+Compiled = tuple[bytes | tuple[bytes, ...], Any, Callable[..., "Event | None"]]
 # One group per filter covering a program: (combined match, marker group -> rule index, rules
 # with the builders the combined regex needs, rules for one-by-one matching, and each rule's
 # spec, which the C loops of `_speedups` build from instead of calling the builder).
@@ -248,7 +250,7 @@ class FilterSet:
                     continue
                 k = markers[m.lastindex]
                 literal, _, build = joined[k]
-                if literal and literal not in line:
+                if literal and not holds(literal, line):
                     event = _one_by_one(rules, k + 1, line, header, source, lineno)
                 else:
                     event = build(m, header.time, line, source, lineno)
@@ -289,12 +291,19 @@ def refolded(results: list[Any], times: int, line: bytes) -> list[Any]:
     return [r._replace(count=r.count * times, line=shown) if isinstance(r, Event) else r for r in results]
 
 
+def holds(literal: bytes | tuple[bytes, ...], line: bytes) -> bool:
+    """Whether the line holds a rule's literal, or one of its literals (a tuple: any of them)."""
+    if literal.__class__ is bytes:
+        return literal in line  # type: ignore[operator]
+    return any(text in line for text in literal)
+
+
 def _one_by_one(rules: tuple[Compiled, ...], first: int, line: bytes, header: Header,
                 source: str, lineno: int) -> Event | None:
     """The first rule from `first` on whose literal is in the line and whose regex matches."""
     start = header.msg_start
     for literal, match, build in rules[first:]:
-        if literal and literal not in line:
+        if literal and not holds(literal, line):
             continue
         m = match(line, start)
         if m is not None:

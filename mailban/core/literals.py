@@ -18,6 +18,10 @@ Wu-Manber way:
 The answer is the same as `literal in line` for every rule (tests/test_speedups.py compares them
 on the bench log and on random lines). On the bench log the scan looks at about one byte in five.
 
+A rule may give several literals (any of them: `literal = ["a", "b"]`, a tuple here): each steers
+the scan like a literal of its own, and a candidate's rule is found when one of its literals is
+there (the C code compares each of the rule's literals at the candidate's place).
+
 Layout (native byte order, read by `_speedups.c`): uint64 m, uint64 mask of the rules that have
 a literal, uint64 cand[256], uint8 shift[4096]. The literals themselves are read from the rules.
 Only the first 64 rules of a filter are indexed; the C code checks any further rule's literal on
@@ -41,10 +45,12 @@ def cand_slot(a: int, b: int) -> int:
     return (a * 31 + b) & (CAND_SLOTS - 1)
 
 
-def literal_index(literals: list[bytes]) -> bytes | None:
-    """The scan table of a filter's rules' literals, or None when there is nothing to gain (no
-    literal, or one shorter than two bytes: the C code then checks them one by one)."""
-    indexed = [(r, lit) for r, lit in enumerate(literals[:WIDTH]) if lit]
+def literal_index(literals: list[bytes | tuple[bytes, ...]]) -> bytes | None:
+    """The scan table of a filter's rules' literals (bytes, or a tuple of them per rule), or None
+    when there is nothing to gain (no literal, or one shorter than two bytes: the C code then
+    checks them one by one)."""
+    indexed = [(r, text) for r, lit in enumerate(literals[:WIDTH]) if lit
+               for text in ((lit,) if isinstance(lit, bytes) else lit)]
     if not indexed:
         return None
     m = min(len(lit) for _, lit in indexed)

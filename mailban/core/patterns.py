@@ -138,7 +138,9 @@ class PatternError(ValueError):
 @dataclass(frozen=True, slots=True)
 class CompiledPattern:
     regex: re.Pattern[bytes]
-    literal: bytes
+    # Text every match holds, checked before the regex runs; several (a tuple) when the rule's
+    # matches share no text but each holds one of them (`literal = ["a", "b"]`: any of).
+    literal: bytes | tuple[bytes, ...]
     fields: frozenset[str]
     source: str
 
@@ -160,7 +162,7 @@ _GRAMMAR = _grammar()
 _RESERVED_GROUP = re.compile(r"\(\?P<|\(\?P=|\(\?<[A-Za-z_]")
 
 
-def compile_pattern(template: str, prefix: str = "", literal: str | None = None) -> CompiledPattern:
+def compile_pattern(template: str, prefix: str = "", literal: str | list[str] | None = None) -> CompiledPattern:
     """Compile `template` (preceded by the filter's `prefix` regex) to a bytes regex."""
     if not template:
         raise PatternError("the pattern is empty", 1)
@@ -209,9 +211,14 @@ def compile_pattern(template: str, prefix: str = "", literal: str | None = None)
         raise PatternError(danger[1], max(1, _map_column(tokens, danger[0])))
     if literal is None:
         literal = longest_literal(body)
-    elif literal and literal not in template.replace("\\", ""):
-        raise PatternError(f"the literal {literal!r} does not occur in the pattern", 1)
-    return CompiledPattern(regex, literal.encode(), frozenset(fields), template)
+    texts = [literal] if isinstance(literal, str) else literal
+    if not isinstance(literal, str) and (not texts or not all(texts)):
+        raise PatternError("a list of literals must hold at least one, none of them empty", 1)
+    for text in texts:
+        if text and text not in template.replace("\\", ""):
+            raise PatternError(f"the literal {text!r} does not occur in the pattern", 1)
+    encoded = tuple(t.encode() for t in texts)
+    return CompiledPattern(regex, encoded[0] if len(encoded) == 1 else encoded, frozenset(fields), template)
 
 
 _HAZARD_ADVICE = ("; a line that does not match could then take exponential time (the regex engine "
