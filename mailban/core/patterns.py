@@ -33,6 +33,8 @@ from typing import Any
 
 import pyparsing as pp
 
+from .regexopt import cheaper_optionals
+
 _IP = r"(?P<ip>[0-9A-Fa-f:.]{2,45})"
 _HOST = r"[^\s\[\]]+"
 
@@ -199,7 +201,7 @@ def compile_pattern(template: str, prefix: str = "", literal: str | list[str] | 
             parts.append(value)
     body = "".join(parts)
     try:
-        regex = re.compile((prefix + body).encode(), re.DOTALL)
+        regex = re.compile(cheaper_optionals(prefix + body).encode(), re.DOTALL)
     except re.error as exc:
         col = 1 if exc.pos is None else max(1, _map_column(tokens, exc.pos - len(prefix)))
         raise PatternError(f"invalid regular expression: {exc.msg}", col) from None
@@ -210,13 +212,14 @@ def compile_pattern(template: str, prefix: str = "", literal: str | list[str] | 
     if danger is not None:
         raise PatternError(danger[1], max(1, _map_column(tokens, danger[0])))
     if literal is None:
-        literal = longest_literal(body)
-    texts = [literal] if isinstance(literal, str) else literal
-    if not isinstance(literal, str) and (not texts or not all(texts)):
-        raise PatternError("a list of literals must hold at least one, none of them empty", 1)
-    for text in texts:
-        if text and text not in template.replace("\\", ""):
-            raise PatternError(f"the literal {text!r} does not occur in the pattern", 1)
+        texts = [longest_literal(body)]
+    else:
+        texts = [literal] if isinstance(literal, str) else literal
+        if not isinstance(literal, str) and (not texts or not all(texts)):
+            raise PatternError("a list of literals must hold at least one, none of them empty", 1)
+        for text in texts:
+            if text and text not in template.replace("\\", ""):
+                raise PatternError(f"the literal {text!r} does not occur in the pattern", 1)
     encoded = tuple(t.encode() for t in texts)
     return CompiledPattern(regex, encoded[0] if len(encoded) == 1 else encoded, frozenset(fields), template)
 
