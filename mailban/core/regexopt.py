@@ -21,16 +21,18 @@ from __future__ import annotations
 import re
 
 _VERBOSE_OR_COMMENT = re.compile(r"\(\?[aiLmsu]*x|\(\?#")
+_SPECIAL = re.compile(r"[\\\[()]")  # what the scan stops at: an escape, a class, a group's ends
 
 
 def cheaper_optionals(regex: str) -> str:
     """`regex` with each greedy `(?:X)?` written `(?:X|)` (same length, same matches)."""
-    if _VERBOSE_OR_COMMENT.search(regex):
-        return regex  # `#` comments could hold parentheses: left as written
+    if ")?" not in regex or _VERBOSE_OR_COMMENT.search(regex):
+        return regex  # nothing to do; or `#` comments, which could hold parentheses
     out = list(regex)
     stack: list[bool] = []  # for each open group: whether it is `(?:`
-    i, n = 0, len(regex)
-    while i < n:
+    i = 0
+    while (found := _SPECIAL.search(regex, i)) is not None:
+        i = found.start()
         c = regex[i]
         if c == "\\":
             i += 2
@@ -40,7 +42,7 @@ def cheaper_optionals(regex: str) -> str:
             continue
         if c == "(":
             stack.append(regex.startswith("(?:", i))
-        elif c == ")" and stack:
+        elif stack:  # `)`
             plain = stack.pop()
             if plain and regex[i + 1:i + 2] == "?" and regex[i + 2:i + 3] not in ("?", "+"):
                 out[i], out[i + 1] = "|", ")"
