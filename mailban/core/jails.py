@@ -257,7 +257,8 @@ class Jail:
         due: list[Ban] = self.tick(event.time, now) if self.probation else []
         if spec.ban_ips and event.kind in PROOF_KINDS:
             self._note_login(event)
-        key = self.counted_key(event)
+        # most events offered to user and uid jails lack the key (inbound): no call for those
+        key = None if event[self.key_field] is None else self.counted_key(event)
         if key is None:
             return due
         counted = self._count(event, key, now)
