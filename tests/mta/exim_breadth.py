@@ -2,7 +2,7 @@
 several log_selector settings, over IPv4 and IPv6, with and without reverse DNS names, into
 its own files and through syslog: the capture behind tests/filters/exim49?-captured-*.log.
 
-Re-run (as root, on a test machine; about 3 minutes once the roots of tests/mta/exim.py exist):
+Re-run (as root, on a test machine; about 4 minutes once the roots of tests/mta/exim.py exist):
 
     python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie ...]
 
@@ -19,7 +19,13 @@ from 127.0.0.N and from fd00:e1::N (N, the category, is the client's last number
 - `all-minus`: `log_selector = +all -host_lookup_failed -arguments -queue_time -deliver_time`,
   through syslog only (log_file_path = syslog, syslog_timestamp = false), names as in `all`;
 - `listed`: `+pid +incoming_port +incoming_interface +smtp_connection +tls_peerdn
-  +sender_on_delivery +received_recipients`, mainlog only, no names.
+  +sender_on_delivery +received_recipients`, mainlog only, no names;
+- `dovecot`: exim4-daemon-heavy and dovecot-core in a root of their own (built once from the
+  light root, about 40 s), Exim's PLAIN and LOGIN going through dovecot's auth socket
+  (`dovecot_traffic()`: .50-.55), +incoming_port; Exim's mainlog and dovecot's log.
+
+`python3 -m tests.mta.exim_breadth samples DIR` then writes tests/filters/exim49?-captured-RUN.log
+from a capture directory, with the expectations the filters give (review the diff).
 
 The categories, by N (hostile ones put a forged 6.6.6.6 into text the client chose):
 .10 AUTH PLAIN wrong; .11 AUTH LOGIN wrong; .12 AUTH CRAM-MD5 wrong; .13 AUTH PLAIN right and a
@@ -42,7 +48,9 @@ data); .37 AUTH LOGIN with the user `x [6.6.6.6]:25 (set_id=y)`; .38 a second co
 smtp_accept_max_per_host is 1; .39 an ordinary inbound message with a forging subject and
 sender (no event); .40 an SMTP syntax error in MAIL; .41 talks before the banner; .44 and .45
 relay denied (no reverse name: .44's PTR does not resolve back, .45 has none); .46 a sender
-forging reject reasons, then QUIT (the incomplete transaction line must give no event).
+forging reject reasons, then QUIT (the incomplete transaction line must give no event); .47
+relay denied over TLS with a client certificate whose subject forges a client and a reason
+(`DN="..."` with +tls_peerdn).
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
@@ -67,7 +75,8 @@ from typing import Callable, Iterator
 
 from tests.mta.clients import connect, converse, read_reply
 from tests.mta.dnsstub import DnsStub
-from tests.mta.exim import PORT, SUITES, Exim
+from tests.mta.exim import PORT, SUITES, Exim, ensure_root
+from tests.mta.exim import root_of as mta_root_of
 
 TLS_PORT = 2465
 V6 = "fd00:e1::"
@@ -93,6 +102,8 @@ pipelining_connect_advertise_hosts =
 tls_advertise_hosts = *
 tls_certificate = /etc/exim4/mb-test.crt
 tls_privatekey = /etc/exim4/mb-test.key
+tls_verify_certificates = system
+tls_try_verify_hosts = <; 127.0.0.47 ; @@V6@@47
 auth_advertise_hosts = *
 pipelining_advertise_hosts = <; ! 127.0.0.31 ; ! @@V6@@31 ; *
 helo_verify_hosts = <; 127.0.0.21 ; @@V6@@21 ; 127.0.0.22 ; @@V6@@22
@@ -186,11 +197,127 @@ RUNS: dict[str, dict[str, str]] = {
                   "LOG_EXTRA": "log_selector = +all -host_lookup_failed -arguments -queue_time -deliver_time\n"
                                "syslog_timestamp = false",
                   "HOST_LOOKUP": "*", "RCPT_REJECT": "true"},
+    "dovecot": {"LOG_FILE_PATH": "/var/log/exim4/%slog", "LOG_EXTRA": "log_selector = +incoming_port",
+                "HOST_LOOKUP": "", "RCPT_REJECT": "true"},
     "listed": {"LOG_FILE_PATH": "/var/log/exim4/%slog",
                "LOG_EXTRA": "log_selector = +pid +incoming_port +incoming_interface +smtp_connection "
                             "+tls_peerdn +sender_on_delivery +received_recipients",
                "HOST_LOOKUP": "", "RCPT_REJECT": "true"},
 }
+
+# The `dovecot` run: exim4-daemon-heavy (which has the dovecot authenticator) and dovecot-core in
+# a root of their own (the light root plus the two packages, cached like it), Exim asking
+# dovecot's auth socket; the PLAIN and LOGIN authenticators of CONFIG are replaced by these.
+DOVECOT_AUTH = r"""
+dovecot_plain:
+  driver = dovecot
+  public_name = PLAIN
+  server_socket = /run/dovecot/auth-client
+  server_set_id = $auth1
+dovecot_login:
+  driver = dovecot
+  public_name = LOGIN
+  server_socket = /run/dovecot/auth-client
+  server_set_id = $auth1
+"""
+DOVECOT_CONF = {
+    "bookworm": """protocols =
+log_path = /var/log/dovecot.log
+auth_verbose = yes
+auth_mechanisms = plain login
+auth_failure_delay = 0
+ssl = no
+passdb {
+  driver = passwd-file
+  args = /etc/dovecot/users
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=/tmp
+}
+service auth {
+  unix_listener auth-client {
+    mode = 0666
+  }
+}
+""",
+    "trixie": """dovecot_config_version = 2.4.1
+dovecot_storage_version = 2.4.1
+protocols =
+log_path = /var/log/dovecot.log
+auth_verbose = yes
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_allow_cleartext = yes
+ssl = no
+passdb passwd-file {
+  passwd_file_path = /etc/dovecot/users
+}
+userdb static {
+  fields {
+    uid = nobody
+    gid = nogroup
+    home = /tmp
+  }
+}
+service auth {
+  unix_listener auth-client {
+    mode = 0666
+  }
+}
+""",
+}
+
+
+def ensure_heavy_root(suite: str) -> Path:
+    """The light root of tests/mta/exim.py plus exim4-daemon-heavy and dovecot-core (about 40 s)."""
+    root = mta_root_of(suite).with_name(f"exim-{suite}-heavy-root")
+    if (root / "usr/sbin/dovecot").exists():
+        return root
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(ensure_root(suite)), str(tmp)], check=True)
+    subprocess.run(["mount", "-t", "proc", "proc", str(tmp / "proc")], check=True)
+    try:
+        subprocess.run(["chroot", str(tmp), "bash", "-c", "export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q "
+                        "--no-install-recommends exim4-daemon-heavy dovecot-core"],
+                       check=True, capture_output=True, timeout=900)
+    finally:
+        subprocess.run(["umount", "-l", str(tmp / "proc")], check=False)
+    tmp.rename(root)
+    return root
+
+
+def start_dovecot(exim: Exim) -> None:
+    """dovecot in Exim's root and namespace, its auth socket for Exim; alice's password."""
+    r = exim.root
+    (r / "etc/dovecot/dovecot.conf").write_text(DOVECOT_CONF[exim.suite])
+    (r / "etc/dovecot/users").write_text("alice@example.test:{PLAIN}S3cret-alice\n")
+    exim.procs.append(subprocess.Popen(["ip", "netns", "exec", exim.netns, "chroot", str(r), "dovecot", "-F"]))
+    sock = r / "run/dovecot/auth-client"
+    deadline = time.monotonic() + 10
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def stop_dovecot(exim: Exim) -> None:
+    """Stop dovecot (its auth socket goes): Exim then answers AUTH with 435."""
+    # doveadm returns once the master has gone; the socket file stays, refusing connections
+    subprocess.run(["chroot", str(exim.root), "doveadm", "stop"], check=False, capture_output=True, timeout=30)
+
+
+def dovecot_traffic(host: str, family: int) -> None:
+    """.50 PLAIN wrong; .51 LOGIN wrong; .52 an unknown user; .53 a user name forging a client;
+    .54 the right password (no event)."""
+    ip = lambda n: client_ips(n)[0 if family == 4 else 1]  # noqa: E731
+    ehlo = b"EHLO client.example.test\r\n"
+    converse(host, PORT, ip(50), [ehlo, _plain("alice@example.test", "wrong1"), b"QUIT\r\n"])
+    converse(host, PORT, ip(51), [ehlo, b"AUTH LOGIN\r\n", _b64("alice@example.test"), _b64("wrong2"), b"QUIT\r\n"])
+    converse(host, PORT, ip(52), [ehlo, _plain("nosuch@example.test", "x"), b"QUIT\r\n"])
+    converse(host, PORT, ip(53), [ehlo, _plain("x [6.6.6.6]:25: 535 Incorrect authentication data (set_id=y)", "x"),
+                                  b"QUIT\r\n"])
+    converse(host, PORT, ip(54), [ehlo, _plain("alice@example.test", "S3cret-alice"), b"QUIT\r\n"])
+
 
 # the clients that have no reverse name even where the others have one
 NO_NAME = {44, 45}
@@ -198,6 +325,9 @@ NO_NAME = {44, 45}
 
 def config_for(run: str) -> str:
     text = CONFIG.replace("@@V6@@", V6)
+    if run == "dovecot":
+        cut = text.index("plain_server:")
+        text = text[:cut] + DOVECOT_AUTH + text[text.index("cram_server:"):]
     for key, value in RUNS[run].items():
         text = text.replace(f"@@{key}@@", value)
     return text
@@ -233,6 +363,14 @@ def make_cert(root: Path) -> None:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj",
                     "/CN=mx.example.test", "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
     key.chmod(0o644)
+    # .47's certificate: a subject that forges a client and a reject reason (DN="..." in the
+    # lines with +tls_peerdn); the client's own choice, like its HELO
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj",
+                    CLIENT_DN, "-keyout", str(root.parent / "client.key"), "-out", str(root.parent / "client.crt")],
+                   check=True, capture_output=True)
+
+
+CLIENT_DN = "/CN=x H=[6.6.6.6]:25 F=<a> rejected RCPT <b>: relay not permitted"
 
 
 # --- the clients -----------------------------------------------------------------------------------
@@ -304,6 +442,25 @@ def starttls_then(host: str, src: str, garbage: bool) -> None:
                 pass
 
 
+def tls_client_cert_relay(host: str, src: str, certdir: Path) -> None:
+    """STARTTLS with a client certificate whose subject forges a client, then a relay attempt."""
+    with connect(host, PORT, src) as s:
+        read_reply(s)
+        s.sendall(b"EHLO client.example.test\r\n")
+        read_reply(s)
+        s.sendall(b"STARTTLS\r\n")
+        read_reply(s)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(str(certdir / "client.crt"), str(certdir / "client.key"))
+        with ctx.wrap_socket(s, server_hostname="mx.example.test") as t:
+            for cmd in (b"EHLO client.example.test\r\n", b"MAIL FROM:<spam@spammer.example>\r\n",
+                        b"RCPT TO:<victim@remote.example.net>\r\n", b"QUIT\r\n"):
+                t.sendall(cmd)
+                read_reply(t)
+
+
 def tls_port_plaintext(host: str, src: str) -> None:
     with connect(host, TLS_PORT, src) as s:
         s.sendall(b"EHLO plain.example.test\r\n")
@@ -367,7 +524,7 @@ def pregreet(host: str, src: str) -> None:
         read_reply(s, 3)
 
 
-def traffic(host: str, family: int) -> None:
+def traffic(host: str, family: int, certdir: Path | None = None) -> None:
     """Every category once, from this family's address for it; the ones that wait for Exim's
     2 s timeout run in threads beside the rest."""
     ip = lambda n: client_ips(n)[0 if family == 4 else 1]  # noqa: E731
@@ -427,6 +584,8 @@ def traffic(host: str, family: int) -> None:
     converse(host, PORT, ip(46), [ehlo, b'MAIL FROM:<"x rejected after DATA: ratelimit rejected EHLO or HELO y"'
                                         b"@spammer.example>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n",
                                   b"QUIT\r\n"])
+    if certdir is not None:
+        tls_client_cert_relay(host, ip(47), certdir)
     for n in (44, 45):  # no reverse name where the others have one: relay denied
         converse(host, PORT, ip(n), [ehlo, b"MAIL FROM:<spam@spammer.example>\r\n",
                                      b"RCPT TO:<victim@remote.example.net>\r\n", b"QUIT\r\n"])
@@ -486,6 +645,8 @@ def running(suite: str, run: str) -> Iterator[Exim]:
     subprocess.run(["ip", "netns", "add", netns], check=True)
     exim = Exim(suite, "default", config=config_for(run), netns=netns)
     exim.ports = f"{PORT}:{TLS_PORT}"
+    if run == "dovecot":
+        exim.lower = ensure_heavy_root(suite)
     dns = None
     remotes: list[socket.socket] = []
     try:
@@ -505,6 +666,8 @@ def running(suite: str, run: str) -> Iterator[Exim]:
                 threading.Thread(target=fake_remote, args=(srv, busy), daemon=True).start()
         exim.start()
         make_cert(exim.root)
+        if run == "dovecot":
+            start_dovecot(exim)
         yield exim
     finally:
         exim.stop()
@@ -518,9 +681,21 @@ def running(suite: str, run: str) -> Iterator[Exim]:
 
 def run_once(suite: str, run: str, outdir: Path) -> None:
     with running(suite, run) as exim:
-        with exim.inside():
-            traffic("127.0.0.1", 4)
-            traffic("::1", 6)
+        if run == "dovecot":
+            with exim.inside():
+                dovecot_traffic("127.0.0.1", 4)
+                dovecot_traffic("::1", 6)
+            stop_dovecot(exim)
+            with exim.inside():  # dovecot gone: 435, not the client's doing
+                converse("127.0.0.1", PORT, "127.0.0.55", [b"EHLO client.example.test\r\n",
+                                                           _plain("alice@example.test", "wrong"), b"QUIT\r\n"])
+            dovelog = exim.root / "var/log/dovecot.log"
+            if dovelog.exists():
+                shutil.copy(dovelog, outdir / f"{suite}-{run}.dovecot")
+        else:
+            with exim.inside():
+                traffic("127.0.0.1", 4, exim.work)
+                traffic("::1", 6, exim.work)
         time.sleep(3)  # the smarthost deliveries, the last timeouts, syslog's flush
         tag = f"{suite}-{run}"
         (outdir / f"{tag}.version").write_text(exim.version + "\n")
@@ -541,7 +716,7 @@ def capture(outdir: Path, suites: list[str], runs: list[str] | None = None) -> N
 # which of a run's files go into its sample file (the syslog copy of `all` repeats its mainlog
 # under a header the other runs already show; the rejectlog repeats the mainlog's rejects)
 SAMPLE_FILES = {"default": ("mainlog", "syslog", "rejectlog"), "all": ("mainlog",),
-                "all-minus": ("syslog",), "listed": ("mainlog",)}
+                "all-minus": ("syslog",), "listed": ("mainlog",), "dovecot": ("mainlog", "dovecot")}
 SAMPLES = Path(__file__).resolve().parent.parent / "filters"
 
 
@@ -581,6 +756,10 @@ RUN_NOTES = {
            "# recipients deferred; mainlog.",
     "all-minus": "log_selector = +all -host_lookup_failed -arguments -queue_time -deliver_time,\n"
                  "# log_file_path = syslog, syslog_timestamp = false, reverse DNS names; rsyslogd's file.",
+    "dovecot": "exim4-daemon-heavy authenticating through dovecot's auth socket (dovecot_plain,\n"
+               "# dovecot_login), +incoming_port; Exim's mainlog, then dovecot's own log of the same attempts.\n"
+               "# .50 PLAIN wrong, .51 LOGIN wrong, .52 unknown user, .53 a user name forging a client, .54 right;\n"
+               "# .55 after dovecot stopped (435: not the client's doing).",
     "listed": "log_selector = +pid +incoming_port +incoming_interface +smtp_connection +tls_peerdn\n"
               "# +sender_on_delivery +received_recipients, no reverse DNS; mainlog.",
 }
