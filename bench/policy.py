@@ -38,7 +38,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bool, thread: bool,
           out: mp.Queue, maxretry: int = 1_000_000) -> None:
+    from mailban import checkpoint
+    from mailban.config import load
     from mailban.core.jails import IgnoreList, JailSpec
+    from mailban.daemon.writer import StateWriter
+    from mailban.localtime import local_to_epoch
+    from mailban.state import State
     from mailban.core.records import Ban
     from mailban.policy.answer import Decisions, Inline, inline_jail
     from mailban.policy.child import PolicyProcess
@@ -47,6 +52,13 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     spec = JailSpec(name="out", kinds=frozenset(), key="user", maxretry=maxretry, findtime=3600, bantime=600,
                     inline=True, actions=())
     inline = Inline([inline_jail(spec, IgnoreList(()))])
+    # The daemon's side, as daemon/policy.py runs it: a mirror of the inline jails that the
+    # child's windows go into, committed to a real database with the pipeline's state.
+    mirror = Inline([inline_jail(spec, IgnoreList(()))])
+    checkpoint.track(mirror.jails)
+    writer = StateWriter(State(tempfile.mkdtemp(prefix="policy-bench-state-")), lambda: None)
+    writer.inline = mirror
+    pipeline = load(None).pipeline(time.time(), local_to_epoch)
     srv = PolicyServer(f"unix:{path}", inline, max_connections=4096)
     now = time.time()
     bans = [Ban(jail="j", key_type="user", key=f"dis{i}@example.test", time=now, until=now + 3600, count=1,
@@ -64,18 +76,18 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     ready.set()
 
     def drain() -> None:
-        """What the daemon does with the link between batches: take the inline jails' bans and
-        changed windows (the child sends its windows once a second, checkpoint.changed)."""
+        """What the daemon does with the link between batches (PolicyBridge._take): take the
+        inline jails' bans and changed windows (the child sends its windows once a second), put
+        the windows into the mirror and commit them."""
         if child is not None:
             child.take_bans()
-            child.windows.clear()
+            if child.windows:
+                changes, child.windows = child.windows, []
+                checkpoint.apply(mirror.jails, changes, time.time())
+                writer.commit(pipeline)
 
     rates = []  # log lines per second: before the clients start (the baseline), while they run
     if log_load:
-        from mailban.config import load
-        from mailban.localtime import local_to_epoch
-
-        pipeline = load(None).pipeline(time.time(), local_to_epoch)
         lines = [f"Nov 20 08:00:{i % 60:02d} mx postfix/smtpd[{1000 + i}]: warning: unknown[198.51.100.{i % 250}]: "
                  f"SASL LOGIN authentication failed: UGFzc3dvcmQ6\n".encode() for i in range(5000)]
         for phase in (go, stop):
@@ -89,8 +101,9 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
             # scheduling on a shared machine does not change
             rates.append((n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1e6))
     else:
-        while not stop.wait(0.5):
+        while not stop.wait(0.05):  # the daemon's loop wakes when the link is readable
             drain()
+    child_stats = child.stats() if child is not None else None
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     if child is not None:
@@ -99,7 +112,8 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     else:
         srv.stop()
     stats = srv.stats if thread else {"late": "n/a (in the child)"}
-    out.put((stats, cpu.ru_utime + cpu.ru_stime, children.ru_utime + children.ru_stime, rates))
+    out.put((stats, cpu.ru_utime + cpu.ru_stime, children.ru_utime + children.ru_stime, rates, child_stats,
+             writer.state.db.execute("SELECT count(*), sum(length(entries)) FROM windows").fetchone()))
 
 
 def request(i: int) -> bytes:
@@ -202,7 +216,7 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
     go.set()
     n, lat, client_cpu = drive(path, args.conns, args.seconds, rate)
     stop.set()
-    stats, server_cpu, child_cpu, rates = out.get(timeout=30)
+    stats, server_cpu, child_cpu, rates, costs, saved = out.get(timeout=30)
     proc.join(10)
     mode = f"open loop at {rate:,.0f}/s" if rate else "closed loop"
     print(f"{mode:>26}: {n / args.seconds:>9,.0f} answers/s over {args.conns} connections"
@@ -212,6 +226,16 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
           f"service child {child_cpu:.2f} "
           f"over {args.seconds:.0f} s" + (f"; generator sent p99 {pct(drive.lag, .99):.3f} ms after due"  # type: ignore[attr-defined]
                                             if rate else ""))
+    if costs:
+        gc_s, gc_n = costs["gc_seconds"], costs["gc_count"]
+        print(f"{'':>26}  service child: cycle collector {sum(gc_s) / args.seconds * 1000:.1f} ms per second "
+              f"(gen0/1/2: {gc_n[0]}/{gc_n[1]}/{gc_n[2]} collections, {gc_s[0] * 1000:.0f}/{gc_s[1] * 1000:.0f}/"
+              f"{gc_s[2] * 1000:.0f} ms), longest pause {costs['gc_longest'] * 1000:.2f} ms, "
+              f"{costs['gc_tracked']:,} objects tracked at the end; turns saving windows: {costs['saving_n']:,}, "
+              f"{costs['saving_seconds'] / args.seconds * 1000:.1f} ms per second, p50 "
+              f"{costs['saving_p50'] * 1000:.3f} p99 {costs['saving_p99'] * 1000:.3f} max "
+              f"{costs['saving_max'] * 1000:.3f} ms; windows in the database at the end: {saved[0] or 0:,} "
+              f"({(saved[1] or 0) / 1e6:.1f} MB of entries)")
     if rates:
         (alone, cpu_alone), (during, cpu_during) = rates
         print(f"{'':>26}  log lines in the daemon process: {alone:,.0f}/s alone, {during:,.0f}/s while answering "
@@ -232,9 +256,11 @@ def main() -> None:
                          "each window at most that long")
     args = ap.parse_args()
     print(f"policy service on a unix socket ({'a thread of' if args.thread else 'a child process of'} the daemon "
-          f"process), {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+          f"process), {os.cpu_count()} cores, Python {sys.version.split()[0]}, maxretry {args.maxretry}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     run(args, None)
     run(args, args.rate)
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

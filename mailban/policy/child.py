@@ -26,6 +26,7 @@ run the daemon's code in the child (signals, atexit: it leaves through os._exit)
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -42,6 +43,7 @@ from .. import checkpoint
 from ..core.jails import Jail
 from ..core.records import Ban
 from .answer import Decisions, Inline
+from .costs import GcTimer
 from .server import PolicyServer
 
 log = logging.getLogger("mailban.policy")
@@ -91,6 +93,8 @@ class PolicyProcess:
         # The inline jails' changed windows the child sent (checkpoint.apply takes them).
         self.windows: list[checkpoint.Change] = []
         self._flushed = False
+        self._stats: dict[str, Any] | None = None
+        self._bans_meanwhile: list[Ban] = []  # bans that came while stats() waited: take_bans'
 
     def start(self, inline: Inline, decisions: Decisions) -> None:
         """Fork the child with these inline jails and decisions."""
@@ -118,7 +122,7 @@ class PolicyProcess:
         """The inline jails' bans the child sent; None when the child is gone (reaped)."""
         if self.link is None:
             return None
-        bans: list[Ban] = []
+        bans, self._bans_meanwhile = self._bans_meanwhile, []
         try:
             self.link.setblocking(False)
             while True:
@@ -147,18 +151,31 @@ class PolicyProcess:
                 self.windows.extend(message[1])
             elif message[0] == "flushed":
                 self._flushed = True
+            elif message[0] == "stats":
+                self._stats = message[1]
 
     def flush(self, timeout: float = 1.0) -> list[Ban]:
         """Have the child send every changed window (before a stop) and wait for them, at most
         `timeout`; returns the bans that came meanwhile. A child that does not answer in time
         loses what it counted since its last send (about a second)."""
-        bans: list[Ban] = []
-        if self.link is None or not self.send("flush"):
-            return bans
         self._flushed = False
+        return self._ask("flush", lambda: self._flushed, timeout)
+
+    def stats(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """The child's counters and costs (answers, collector pauses, turns spent saving,
+        objects the collector tracks): costs.py; None if it does not answer in time. For
+        bench/policy.py: waits on the link, so not for the daemon's loop."""
+        self._stats = None
+        self._bans_meanwhile += self._ask("stats", lambda: self._stats is not None, timeout)
+        return self._stats
+
+    def _ask(self, what: str, done: Callable[[], bool], timeout: float) -> list[Ban]:
+        bans: list[Ban] = []
+        if self.link is None or not self.send(what):
+            return bans
         end = time.monotonic() + timeout
         try:
-            while not self._flushed and (left := end - time.monotonic()) > 0:
+            while not done() and (left := end - time.monotonic()) > 0:
                 self.link.settimeout(left)
                 data = self.link.recv(1 << 16)
                 if not data:
@@ -220,6 +237,9 @@ class PolicyProcess:
 
 
 # ---- the child ----------------------------------------------------------------------------------
+gc_timer = GcTimer()  # the child's collector pauses (the daemon asks for them: "stats")
+
+
 def _child_main(server: PolicyServer, link: socket.socket) -> None:
     code = 0
     try:
@@ -235,6 +255,7 @@ def _child_main(server: PolicyServer, link: socket.socket) -> None:
             jail.touched.clear()
         checkpoint.track(server.inline.jails)
         server.save_windows = True
+        gc_timer.install()
         threading.Thread(target=_link_loop, args=(server, link), name="mailban-policy-link", daemon=True).start()
         server._run()
     except BaseException:  # noqa: BLE001 - the child must leave through os._exit whatever happens
@@ -271,7 +292,10 @@ def _link_loop(server: PolicyServer, link: socket.socket) -> None:
                 if not data:
                     return  # the daemon stopped or died
                 for message in frames.feed(data):
-                    _apply(server, message)
+                    if message[0] == "stats":  # read from this thread: numbers the loop only adds to
+                        link.sendall(_frame(("stats", _stats(server))))
+                    else:
+                        _apply(server, message)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the daemon closed the link while a send was under way: it stopped
     except Exception:
@@ -279,6 +303,15 @@ def _link_loop(server: PolicyServer, link: socket.socket) -> None:
     finally:
         server._stop = True
         server._poke(server._cmd_w)
+
+
+def _stats(server: PolicyServer) -> dict[str, Any]:
+    out: dict[str, Any] = dict(server.stats)
+    out.update(gc_timer.report())
+    out.update(server.saving.report("saving"))
+    out["gc_tracked"] = len(gc.get_objects())
+    out["gc_frozen"] = gc.get_freeze_count()
+    return out
 
 
 def _apply(server: PolicyServer, message: tuple[Any, ...]) -> None:

@@ -43,6 +43,7 @@ from .. import checkpoint
 from ..core.jails import Jail
 from ..core.records import Ban
 from .answer import DUNNO, Decisions, Inline, decide
+from .costs import Spans
 from .protocol import ProtocolError, RequestBuffer
 
 log = logging.getLogger("mailban.policy")
@@ -104,6 +105,9 @@ class PolicyServer:
         self._windows: queue.SimpleQueue[list[checkpoint.Change] | None] = queue.SimpleQueue()
         # Windows noted as changed at the last sweep and not packed yet (_save_some).
         self._unsaved: list[tuple[Jail, str, str]] = []
+        # The loop turns spent saving windows (noting them at the sweep, packing some), for
+        # bench/policy.py: they hold answers back (costs.py).
+        self.saving = Spans()
         self._cmd_r, self._cmd_w = socket.socketpair()
         self._out_r, self._out_w = socket.socketpair()
         for s in (self._cmd_r, self._cmd_w, self._out_r, self._out_w):
@@ -258,9 +262,13 @@ class PolicyServer:
                     # at most about a second of inline counting is lost if mailban is killed:
                     # the windows changed in the last second, packed a few per turn from here
                     if self.save_windows:
+                        began = time.perf_counter()
                         self._unsaved += checkpoint.take_touched(self.inline.jails)
+                        self.saving.add(time.perf_counter() - began)
                 if self._unsaved:
+                    began = time.perf_counter()
                     self._save_some()
+                    self.saving.add(time.perf_counter() - began)
             except Exception:  # a bug must not stop the service: logged, the loop goes on
                 log.exception("policy service: unexpected error")
         for conn in list(self._conns.values()):
