@@ -46,6 +46,7 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     from mailban.state import State
     from mailban.core.records import Ban
     from mailban.policy.answer import Decisions, Inline, inline_jail
+    from mailban.policy import windowsync
     from mailban.policy.child import PolicyProcess
     from mailban.policy.server import PolicyServer
 
@@ -82,8 +83,10 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
         if child is not None:
             child.take_bans()
             if child.windows:
-                changes, child.windows = child.windows, []
-                checkpoint.apply(mirror.jails, changes, time.time())
+                blobs, child.windows = child.windows, []
+                windowsync.apply(mirror.jails, blobs, time.time())
+            if child.saved:
+                child.saved = False
                 writer.commit(pipeline)
 
     rates = []  # log lines per second: before the clients start (the baseline), while they run

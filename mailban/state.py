@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS history (
     key TEXT NOT NULL,
     detail TEXT NOT NULL
 );
--- A jail's counting window for one key: entries [[log time, weight], ...], example lines, and
+-- A jail's counting window for one key: entries (packed doubles: checkpoint.py), example lines, and
 -- for user-keyed jails the addresses seen ({ip: [last time, events]}, or null).
 CREATE TABLE IF NOT EXISTS windows (
     jail TEXT NOT NULL,
@@ -84,8 +84,9 @@ _ADDED = (("ips", "TEXT NOT NULL DEFAULT '[]'"), ("cause", "TEXT NOT NULL DEFAUL
           ("repeat", "INTEGER NOT NULL DEFAULT 0"), ("observe", "INTEGER NOT NULL DEFAULT 0"))
 
 
-# (jail, key_type, key, last log time, entries JSON, lines JSON, ips JSON or None)
-WindowRow = tuple[str, str, str, float, str, str, str | None]
+# (jail, key_type, key, last log time, entries (packed doubles, or JSON from before), lines JSON,
+# ips JSON or None)
+WindowRow = tuple[str, str, str, float, str | bytes, str, str | None]
 
 
 # Decoded `actions` and `ips` columns by their text: a handful of distinct values among all the

@@ -11,8 +11,8 @@ behind log parsing) and owns the inline jails; this side reaches them only throu
 A child that dies is forked again (backoff 1 s doubling to 60 s), with the bans in force.
 The daemon keeps a mirror of the inline jails (`mirror`): restored from the database at start,
 given to each child it forks (the fork copies it), and kept up with the windows the child sends
-(once a second and with each inline ban, checkpoint.apply), which the state writer commits like
-a log jail's. So a restart of mailban (kill -9 included) or of the child loses at most about a
+(once a second and with each inline ban, as what changed: policy/windowsync.py), which the
+state writer commits like a log jail's. So a restart of mailban (kill -9 included) or of the child loses at most about a
 second of inline counting, and status, explain and `ban --jail` read the inline jails here
 (their counts as of the child's last send).
 Must never: stop mail (postfix's default action, DUNNO, answers while the service is down) or
@@ -32,6 +32,7 @@ from ..core.jails import IgnoreList, Jail, JailSpec
 from ..core.records import Ban
 from ..state import WindowRow
 from ..policy.answer import Decisions, Inline, inline_jail
+from ..policy import windowsync
 from ..policy.child import PolicyProcess
 
 if TYPE_CHECKING:
@@ -186,8 +187,10 @@ class PolicyBridge:
         if self.proc is None:
             return
         bans = self.proc.take_bans()
-        if self._windows() and not bans:
-            self.daemon.writer.commit(self.daemon.pipeline)  # about once a second while counting
+        self._windows()
+        due, self.proc.saved = self.proc.saved, False
+        if due and not bans:  # once a second while counting, after the second's last piece
+            self.daemon.writer.commit(self.daemon.pipeline)
         if bans:
             self.daemon.fleet.publish(self.daemon.decide(bans, time.time()))  # commits the windows too
         if self.proc.shared:  # what `shared` inline jails counted, into the fleet's windows
@@ -198,8 +201,11 @@ class PolicyBridge:
         """The windows the child sent, into the mirror (the writer commits them next)."""
         if self.proc is None or not self.proc.windows:
             return False
-        changes, self.proc.windows = self.proc.windows, []
-        checkpoint.apply(self.mirror.jails, changes, time.time())
+        blobs, self.proc.windows = self.proc.windows, []
+        resend = windowsync.apply(self.mirror.jails, blobs, time.time())
+        if resend and self.proc.alive:  # never seen: the link keeps the changes in order
+            log.warning("policy service: %d windows did not follow on in the mirror; asked whole", len(resend))
+            self.proc.send("resend", resend)
         return True
 
     def housekeeping(self) -> None:

@@ -9,8 +9,8 @@ Inputs: a `PolicyServer` built (socket bound, owner set) by the daemon before th
 a refused bind is said by the daemon; then, over a socketpair (the link): the decisions
 (`Decisions`, replaced whole), unbans (the inline jails forget keys), a reload's inline jails.
 Outputs: the inline jails' bans, sent back over the link; the daemon records and carries them
-out. The inline jails' changed windows (checkpoint.changed), sent once a second and with each
-inline ban, and all of them when the daemon stops ("flush"); the daemon mirrors them and commits
+out. The inline jails' changed windows (what changed since the last send: windowsync.py), sent
+once a second and with each inline ban, and all of them when the daemon stops ("flush"); the daemon mirrors them and commits
 them to its database, and a child forked again (or at the next start) gets them back, so a
 restart of mailban or of this process loses at most about a second of inline counting. Messages are length-prefixed pickles between the daemon and the child it forked (the same
 code on both ends; attacker text travels only as str fields of Bans and Decisions).
@@ -49,7 +49,6 @@ from .server import PolicyServer
 log = logging.getLogger("mailban.policy")
 LINK_TIMEOUT = 2.0  # seconds a send to the child may wait before the child is taken for hung
 _HEAD = struct.Struct("!I")
-WINDOWS_PER_MESSAGE = 100  # changed windows pickled at a time (the GIL is held while pickling)
 
 
 def _frame(message: tuple[Any, ...]) -> bytes:
@@ -90,8 +89,10 @@ class PolicyProcess:
         self.on_lost: Callable[[], None] | None = None
         # What shared inline jails counted, taken with the bans: (jail name, shared_out items).
         self.shared: list[tuple[str, list]] = []
-        # The inline jails' changed windows the child sent (checkpoint.apply takes them).
-        self.windows: list[checkpoint.Change] = []
+        # The inline jails' changed windows the child sent, pickled (windowsync.apply takes them,
+        # in order).
+        self.windows: list[bytes] = []
+        self.saved = False  # a second's windows all came: the daemon commits them (then resets it)
         self._flushed = False
         self._stats: dict[str, Any] | None = None
         self._bans_meanwhile: list[Ban] = []  # bans that came while stats() waited: take_bans'
@@ -148,7 +149,9 @@ class PolicyProcess:
             elif message[0] == "shared":
                 self.shared.extend(message[1])
             elif message[0] == "windows":
-                self.windows.extend(message[1])
+                self.windows.append(message[1])
+            elif message[0] == "saved":
+                self.saved = True
             elif message[0] == "flushed":
                 self._flushed = True
             elif message[0] == "stats":
@@ -280,13 +283,9 @@ def _link_loop(server: PolicyServer, link: socket.socket) -> None:
                         link.sendall(_frame(("bans", bans)))
                     if shared:
                         link.sendall(_frame(("shared", shared)))
-                    changes = [c for part in windows if part for c in part]
-                    # In pieces: pickling holds the GIL, and thousands of windows at once held
-                    # the answering thread for 100-200 ms (bench/policy.py's p99.9).
-                    for at in range(0, len(changes), WINDOWS_PER_MESSAGE):
-                        link.sendall(_frame(("windows", changes[at:at + WINDOWS_PER_MESSAGE])))
-                    if None in windows:
-                        link.sendall(_frame(("flushed",)))
+                    # already pickled by the loop (windowsync.pack), a few hundred windows each
+                    for blob in windows:
+                        link.sendall(_frame(("windows", blob) if blob else ("flushed",) if blob is None else ("saved",)))
                     continue
                 data = link.recv(1 << 20)
                 if not data:
@@ -327,6 +326,9 @@ def _apply(server: PolicyServer, message: tuple[Any, ...]) -> None:
         jails: list[Jail] = message[1]
         checkpoint.track(jails)
         server.call(lambda inline: inline.replace(jails))
+    elif op == "resend":  # the mirror could not follow these windows' changes: send them whole
+        keys = message[1]
+        server.call(lambda inline: _resend(inline, keys))
     elif op == "flush":  # the daemon stops: every changed window, then "flushed"
         server.call(lambda _inline: server.flush_windows(marker=True))
     elif op == "note":  # bans of inline jails decided elsewhere (another node, an admin)
@@ -335,6 +337,15 @@ def _apply(server: PolicyServer, message: tuple[Any, ...]) -> None:
     elif op == "crossing":  # the fleet's shared window of an inline jail reached its threshold
         args = message[1:]
         server.call(lambda inline: _crossing(server, inline, *args))
+
+
+def _resend(inline: Inline, keys: list[tuple[str, str, str]]) -> None:
+    for name, which, key in keys:
+        jail = inline.jail(name)
+        window = None if jail is None else (jail.windows if which == "key" else jail.nets).get(key)
+        if jail is not None and window is not None:
+            window.sent = -1
+            jail.touched.add((which, key))
 
 
 def _note(inline: Inline, notes: list[tuple[str, str, float, str]]) -> None:

@@ -1,0 +1,112 @@
+"""The inline windows' changes (policy/windowsync.py): a mirror fed only what changed since each
+send ends up with the windows the counting side has, through bans, expiry, eviction, wrapped
+lines, address dicts past their cap, bucket windows and sends at random moments."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+
+from mailban import checkpoint
+from mailban.core import windows as windows_module
+from mailban.core.jails import IgnoreList, Jail, JailSpec
+from mailban.core.records import Event
+from mailban.policy import windowsync
+from mailban.policy.answer import inline_jail
+from mailban.policy.child import _resend
+from mailban.policy.answer import Inline
+
+
+def jails() -> list[Jail]:
+    specs = [
+        # bans often, expires often, evicts (max_keys)
+        JailSpec(name="small", kinds=frozenset(), key="user", maxretry=6, findtime=30, bantime=20, inline=True,
+                 max_keys=5, bantime_factor=1),
+        # grows: lines wrap past 20, the address dict past its cap
+        JailSpec(name="long", kinds=frozenset(), key="user", maxretry=10_000, findtime=200, inline=True),
+        JailSpec(name="buckets", kinds=frozenset(), key="sender", maxretry=40, findtime=100, resolution=10,
+                 inline=True, bantime=30),
+        # per address and per /64 (the prefix windows: Jail.nets)
+        JailSpec(name="ips", kinds=frozenset(), key="ip", maxretry=12, findtime=60, inline=True, prefix6=64,
+                 prefix_min_ips=2, bantime=15),
+    ]
+    out = [inline_jail(spec, IgnoreList(())) for spec in specs]
+    checkpoint.track(out)
+    return out
+
+
+def state(jail: Jail, only: Jail | None = None) -> dict:
+    """The windows of `jail` (those of the keys `only` has: a window the counting side evicted to
+    make room is not noted as changed, in log jails either, so the mirror keeps it)."""
+    def one(window) -> tuple:
+        numbers = window._flat if hasattr(window, "_flat") else window._ring
+        return (list(numbers), window.total, list(window.lines), window.ips, window.added)
+
+    keys, nets = (jail.windows, jail.nets) if only is None else (only.windows, only.nets)
+    return {"key": {k: one(w) for k, w in jail.windows.items() if k in keys},
+            "net": {k: one(w) for k, w in jail.nets.items() if k in nets}}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_mirror_follows_the_counting_side(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(windows_module, "MAX_IPS_KEPT", 4)
+    rng = random.Random(seed)
+    child, mirror = jails(), jails()
+    users = [f"u{i}@x" for i in range(8)]
+    ips = [f"2001:db8:{i % 3}::{i}" for i in range(7)] + [f"192.0.2.{i}" for i in range(3)]
+    now = 1000.0
+    sends = 0
+    for step in range(1500):
+        now += rng.choice((0.0, 0.0, 0.5, 1.0, 3.0, 7.0))
+        ip = rng.choice(ips + [None])  # type: ignore[list-item]
+        event = Event(now, "submission", "policy", "rcpt", ip=ip, user=rng.choice(users),
+                      sender=f"s{rng.randrange(5)}@y", recipients=1, line=f"line {step} \x00 ünï")
+        for jail in child:
+            jail.offer(event, now)
+        if rng.random() < 0.08:  # a send: some windows now, the rest of the noted ones later
+            items = checkpoint.take_touched(child)
+            rng.shuffle(items)
+            cut = rng.randrange(len(items) + 1)
+            blobs = [windowsync.pack(items[:cut]), windowsync.pack(items[cut:])]
+            for jail in mirror:  # the mirror knows the bans (the daemon notes them before they are sent)
+                jail.banned = dict(next(j for j in child if j.spec.name == jail.spec.name).banned)
+                jail.banned_nets = dict(next(j for j in child if j.spec.name == jail.spec.name).banned_nets)
+            assert windowsync.apply(mirror, blobs, now) == []
+            for mine, theirs in zip(child, mirror):
+                assert state(theirs, mine) == state(mine), (seed, step, mine.spec.name)
+            sends += 1
+    assert sends > 50
+
+
+def test_only_the_new_entries_travel() -> None:
+    child, mirror = jails(), jails()
+    for n in range(300):
+        event = Event(1000.0 + n * 0.1, "submission", "policy", "rcpt", user="big@x", sender="s@y", recipients=1,
+                      line=f"line {n}")
+        child[1].offer(event, 1000.0)
+    whole = windowsync.pack(checkpoint.take_touched(child[1:2]))
+    windowsync.apply(mirror[1:2], [whole], 1100.0)
+    child[1].offer(Event(1031.0, "submission", "policy", "rcpt", user="big@x", recipients=1, line="one more"), 1100.0)
+    delta = windowsync.pack(checkpoint.take_touched(child[1:2]))
+    assert len(delta) < 200 < 300 * 16 < len(whole)
+    (_name, _which, _key, change), = pickle.loads(delta)
+    assert change[0] == "r" and change[7] == 20 and change[6] == ("one more",)  # one line, of 20 kept
+    assert windowsync.apply(mirror[1:2], [delta], 1100.0) == []
+    assert state(mirror[1]) == state(child[1])
+
+
+def test_a_change_the_mirror_cannot_follow_is_asked_for_whole() -> None:
+    child, mirror = jails(), jails()
+    event = Event(1000.0, "submission", "policy", "rcpt", user="u@x", recipients=1, line="l")
+    child[1].offer(event, 1000.0)
+    windowsync.apply(mirror[1:2], [windowsync.pack(checkpoint.take_touched(child[1:2]))], 1000.0)
+    mirror[1].windows["u@x"].added += 5  # out of step (never happens: the link keeps the order)
+    child[1].offer(event, 1000.0)
+    assert windowsync.apply(mirror[1:2], [windowsync.pack(checkpoint.take_touched(child[1:2]))], 1000.0) == \
+        [("long", "key", "u@x")]
+    assert mirror[1].windows["u@x"].total == 1  # kept as it was meanwhile
+    _resend(Inline(child[1:2]), [("long", "key", "u@x")])  # the child's side of "resend"
+    assert windowsync.apply(mirror[1:2], [windowsync.pack(checkpoint.take_touched(child[1:2]))], 1000.0) == []
+    assert state(mirror[1]) == state(child[1])
