@@ -230,14 +230,17 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
           f"over {args.seconds:.0f} s" + (f"; generator sent p99 {pct(drive.lag, .99):.3f} ms after due"  # type: ignore[attr-defined]
                                             if rate else ""))
     if costs:
-        gc_s, gc_n = costs["gc_seconds"], costs["gc_count"]
-        print(f"{'':>26}  service child: cycle collector {sum(gc_s) / args.seconds * 1000:.1f} ms per second "
-              f"(gen0/1/2: {gc_n[0]}/{gc_n[1]}/{gc_n[2]} collections, {gc_s[0] * 1000:.0f}/{gc_s[1] * 1000:.0f}/"
-              f"{gc_s[2] * 1000:.0f} ms), longest pause {costs['gc_longest'] * 1000:.2f} ms, "
-              f"{costs['gc_tracked']:,} objects tracked at the end; turns saving windows: {costs['saving_n']:,}, "
-              f"{costs['saving_seconds'] / args.seconds * 1000:.1f} ms per second, p50 "
-              f"{costs['saving_p50'] * 1000:.3f} p99 {costs['saving_p99'] * 1000:.3f} max "
-              f"{costs['saving_max'] * 1000:.3f} ms; windows in the database at the end: {saved[0] or 0:,} "
+        gc_s, gc_cpu, gc_n = costs["gc_seconds"], costs["gc_cpu"], costs["gc_count"]
+        ms = 1000 / args.seconds  # seconds over the run -> ms per second
+        print(f"{'':>26}  service child: cycle collector {sum(gc_s) * ms:.1f} ms/s wall, {sum(gc_cpu) * ms:.1f} ms/s CPU "
+              f"(gen0/1/2: {gc_n[0]}/{gc_n[1]}/{gc_n[2]} collections, CPU {gc_cpu[0] * 1000:.0f}/{gc_cpu[1] * 1000:.0f}/"
+              f"{gc_cpu[2] * 1000:.0f} ms), longest pause {costs['gc_longest'] * 1000:.2f} ms wall, "
+              f"{costs['gc_longest_cpu'] * 1000:.2f} ms CPU; {costs['gc_tracked']:,} objects tracked at the end")
+        print(f"{'':>26}  service child: turns saving windows: {costs['saving_n']:,}, {costs['saving_seconds'] * ms:.1f} "
+              f"ms/s wall, {costs['saving_cpu'] * ms:.1f} ms/s CPU; per turn p50/p99/max wall "
+              f"{costs['saving_p50'] * 1000:.3f}/{costs['saving_p99'] * 1000:.3f}/{costs['saving_max'] * 1000:.3f} ms, "
+              f"CPU {costs['saving_cpu_p50'] * 1000:.3f}/{costs['saving_cpu_p99'] * 1000:.3f}/"
+              f"{costs['saving_cpu_max'] * 1000:.3f} ms; windows in the database at the end: {saved[0] or 0:,} "
               f"({(saved[1] or 0) / 1e6:.1f} MB of entries)")
     if rates:
         (alone, cpu_alone), (during, cpu_during) = rates

@@ -268,13 +268,13 @@ class PolicyServer:
                     # at most about a second of inline counting is lost if mailban is killed:
                     # the windows changed in the last second, packed a few per turn from here
                     if self.save_windows:
-                        began = time.perf_counter()
+                        began = self.saving.began()
                         self._unsaved += checkpoint.take_touched(self.inline.jails)
-                        self.saving.add(time.perf_counter() - began)
+                        self.saving.add(*began)
                 if self._unsaved:
-                    began = time.perf_counter()
+                    began = self.saving.began()
                     self._save_some()
-                    self.saving.add(time.perf_counter() - began)
+                    self.saving.add(*began)
             except Exception:  # a bug must not stop the service: logged, the loop goes on
                 log.exception("policy service: unexpected error")
         for conn in list(self._conns.values()):
