@@ -37,9 +37,9 @@ import socket
 import stat
 import threading
 import time
-from typing import Callable
+from itertools import islice
+from typing import Callable, Iterator
 
-from .. import checkpoint
 from ..core.jails import Jail
 from ..core.records import Ban
 from .answer import DUNNO, Decisions, Inline, decide
@@ -108,7 +108,9 @@ class PolicyServer:
         self.save_windows = False
         self._windows: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         # Windows noted as changed at the last sweep and not packed yet (_save_some).
-        self._unsaved: list[tuple[Jail, str, str]] = []
+        # Each jail's set of touched windows is taken whole at the sweep (no copy: packing
+        # thousands of (jail, which, key) tuples at once showed in the sweep's turn).
+        self._unsaved: list[tuple[Jail, Iterator[tuple[str, str]]]] = []
         # The loop turns spent saving windows (noting them at the sweep, packing some), for
         # bench/policy.py: they hold answers back (costs.py).
         self.saving = Spans()
@@ -182,7 +184,8 @@ class PolicyServer:
         periodic save packs them a few at a time instead (_save_some)."""
         if not self.save_windows:
             return
-        items = self._unsaved + checkpoint.take_touched(self.inline.jails)
+        self._note_unsaved()
+        items = [(jail, which, key) for jail, left in self._unsaved for which, key in left]
         self._unsaved = []
         if items:
             self._windows.put(windowsync.pack(items))
@@ -194,12 +197,24 @@ class PolicyServer:
     def _save_some(self) -> None:
         """Pack and queue up to WINDOWS_PER_TURN of the windows noted at the last sweep: packing
         thousands at once held answers back for tens of ms (bench/policy.py's p99)."""
-        some, self._unsaved = self._unsaved[:WINDOWS_PER_TURN], self._unsaved[WINDOWS_PER_TURN:]
+        some: list[tuple[Jail, str, str]] = []
+        while self._unsaved and len(some) < WINDOWS_PER_TURN:
+            jail, left = self._unsaved[0]
+            some += ((jail, which, key) for which, key in islice(left, WINDOWS_PER_TURN - len(some)))
+            if len(some) < WINDOWS_PER_TURN:
+                del self._unsaved[0]  # that jail's are all packed
         if some:
             self._windows.put(windowsync.pack(some))
-            if not self._unsaved:
-                self._windows.put(SAVED)
-            self._poke(self._out_w)
+        if not self._unsaved:
+            self._windows.put(SAVED)
+        self._poke(self._out_w)
+
+    def _note_unsaved(self) -> None:
+        """Take the windows the inline jails changed since the last call, to be packed."""
+        for jail in self.inline.jails:
+            if jail.touched:
+                self._unsaved.append((jail, iter(jail.touched)))
+                jail.touched = set()
 
     def hand_over(self, bans: list[Ban]) -> None:
         """Queue bans decided in this thread outside a request (a fleet crossing) for the taker."""
@@ -269,7 +284,7 @@ class PolicyServer:
                     # the windows changed in the last second, packed a few per turn from here
                     if self.save_windows:
                         began = self.saving.began()
-                        self._unsaved += checkpoint.take_touched(self.inline.jails)
+                        self._note_unsaved()
                         self.saving.add(*began)
                 if self._unsaved:
                     began = self.saving.began()
