@@ -15,9 +15,15 @@ Optionally (--log-load) the "daemon" process parses log lines in its main thread
 the daemon does under a log flood, and the log lines it parsed per second are printed: first
 with no policy traffic (the baseline), then during each run, to show what the service costs
 the log-reading path (and, with --thread, what the GIL costs the answers).
-Prints figures; also CPU seconds used by the client and the server.
+The "daemon" process does with the child's windows what the daemon does (PolicyBridge._take):
+puts them into a mirror of the inline jails and commits them to a real database, once a second.
+Prints figures; also CPU seconds used by the client and the server, and the child's costs that
+the machine's load does not change (costs.py: the cycle collector's CPU time and pauses, the CPU
+time of the loop turns spent saving windows, objects tracked), and load averages: on a shared
+machine the wall-clock figures are noise first.
 
     .venv/bin/python bench/policy.py [--conns 200] [--seconds 5] [--rate 20000] [--log-load] [--thread]
+        [--maxretry 500] [--accounts 5000] [--open-only]
 """
 
 from __future__ import annotations
@@ -119,8 +125,8 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
              writer.state.db.execute("SELECT count(*), sum(length(entries)) FROM windows").fetchone()))
 
 
-def request(i: int) -> bytes:
-    user = f"user{i % 5000}@example.test" if i % 3 else ""
+def request(i: int, accounts: int = 5000) -> bytes:
+    user = f"user{i % accounts}@example.test" if i % 3 else ""
     return (f"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=203.0.113.{i % 250}\n"
             f"client_name=unknown\nreverse_client_name=unknown\nhelo_name=client{i}.example.net\n"
             f"sender=sender{i % 777}@example.net\nrecipient=rcpt{i}@example.org\nrecipient_count=0\nqueue_id=\n"
@@ -131,9 +137,10 @@ def request(i: int) -> bytes:
             f"server_port=25\ncompatibility_level=3.6\nmail_version=3.7.11\n\n").encode()
 
 
-def drive(path: str, conns: int, seconds: float, rate: float | None) -> tuple[int, list[float], float]:
+def drive(path: str, conns: int, seconds: float, rate: float | None,
+          accounts: int = 5000) -> tuple[int, list[float], float]:
     """Run the clients; (answers, latencies in seconds, client CPU seconds)."""
-    reqs = [request(i) for i in range(10007)]
+    reqs = [request(i, accounts) for i in range(10007)]
     sel = selectors.DefaultSelector()
     socks = []
     for _ in range(conns):
@@ -217,7 +224,7 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
     ready.wait(30)
     time.sleep(0.5 if not args.log_load else args.seconds)  # the log rate alone, meanwhile
     go.set()
-    n, lat, client_cpu = drive(path, args.conns, args.seconds, rate)
+    n, lat, client_cpu = drive(path, args.conns, args.seconds, rate, args.accounts)
     stop.set()
     stats, server_cpu, child_cpu, rates, costs, saved = out.get(timeout=30)
     proc.join(10)
@@ -256,15 +263,21 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20000.0)
     ap.add_argument("--log-load", action="store_true")
     ap.add_argument("--thread", action="store_true", help="the service as a thread of the daemon process (before)")
+    ap.add_argument("--open-only", action="store_true", help="only the open loop run")
+    ap.add_argument("--accounts", type=int, default=5000,
+                    help="distinct sasl_usernames (2 requests in 3 have one): each is a window the service changes "
+                         "and saves every second, so this sets the saving's cost")
     ap.add_argument("--maxretry", type=int, default=1_000_000,
                     help="the inline jail's limit per account and hour: the default never bans, so every window "
                          "grows all run long (the worst case for saving windows); a real limit (e.g. 500) keeps "
                          "each window at most that long")
     args = ap.parse_args()
     print(f"policy service on a unix socket ({'a thread of' if args.thread else 'a child process of'} the daemon "
-          f"process), {os.cpu_count()} cores, Python {sys.version.split()[0]}, maxretry {args.maxretry}; "
+          f"process), {os.cpu_count()} cores, Python {sys.version.split()[0]}, maxretry {args.maxretry}, "
+          f"{args.accounts} accounts; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    run(args, None)
+    if not args.open_only:
+        run(args, None)
     run(args, args.rate)
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
