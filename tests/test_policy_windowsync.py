@@ -110,3 +110,35 @@ def test_a_change_the_mirror_cannot_follow_is_asked_for_whole() -> None:
     _resend(Inline(child[1:2]), [("long", "key", "u@x")])  # the child's side of "resend"
     assert windowsync.apply(mirror[1:2], [windowsync.pack(checkpoint.take_touched(child[1:2]))], 1000.0) == []
     assert state(mirror[1]) == state(child[1])
+
+
+def test_the_loop_packs_a_few_windows_per_turn_and_marks_the_end_of_a_second(tmp_path) -> None:
+    """PolicyServer: the windows noted at a sweep go WINDOWS_PER_TURN per loop turn, then SAVED
+    (the daemon commits once); a sweep that finds some still unpacked (too few turns: an
+    overload) packs them all, so that the daemon still commits every second."""
+    from mailban.policy.server import SAVED, WINDOWS_PER_TURN, PolicyServer
+
+    server = PolicyServer(f"unix:{tmp_path}/p.sock", Inline(jails()[1:2]))
+    server.save_windows = True
+    jail = server.inline.jails[0]
+
+    def count(n: int, at: float) -> None:
+        for i in range(n):
+            jail.offer(Event(at, "submission", "policy", "rcpt", user=f"u{i}@x", recipients=1, line=f"l{i}"), at)
+
+    try:
+        count(2 * WINDOWS_PER_TURN + 5, 1000.0)
+        server._note_unsaved()
+        sizes = []
+        while server._unsaved:
+            server._save_some()
+            sizes += [len(pickle.loads(b)) if b else b for b in server.take_windows()]
+        assert sizes == [WINDOWS_PER_TURN, WINDOWS_PER_TURN, 5, SAVED]
+        count(2 * WINDOWS_PER_TURN + 5, 1001.0)
+        server._note_unsaved()
+        server._save_some()  # one turn only before the next sweep
+        server._save_some(everything=True)
+        blobs = server.take_windows()
+        assert [len(pickle.loads(b)) if b else b for b in blobs] == [WINDOWS_PER_TURN, WINDOWS_PER_TURN + 5, SAVED]
+    finally:
+        server.stop()

@@ -194,14 +194,16 @@ class PolicyServer:
         if items or marker:
             self._poke(self._out_w)
 
-    def _save_some(self) -> None:
-        """Pack and queue up to WINDOWS_PER_TURN of the windows noted at the last sweep: packing
-        thousands at once held answers back for tens of ms (bench/policy.py's p99)."""
+    def _save_some(self, everything: bool = False) -> None:
+        """Pack and queue up to WINDOWS_PER_TURN of the windows noted at the last sweep (packing
+        thousands at once held answers back for tens of ms: bench/policy.py's p99), or all of them;
+        after the last, SAVED, so that the daemon commits a second's windows once."""
+        most = WINDOWS_PER_TURN if not everything else 1 << 62
         some: list[tuple[Jail, str, str]] = []
-        while self._unsaved and len(some) < WINDOWS_PER_TURN:
+        while self._unsaved and len(some) < most:
             jail, left = self._unsaved[0]
-            some += ((jail, which, key) for which, key in islice(left, WINDOWS_PER_TURN - len(some)))
-            if len(some) < WINDOWS_PER_TURN:
+            some += ((jail, which, key) for which, key in islice(left, most - len(some)))
+            if len(some) < most:
                 del self._unsaved[0]  # that jail's are all packed
         if some:
             self._windows.put(windowsync.pack(some))
@@ -284,6 +286,8 @@ class PolicyServer:
                     # the windows changed in the last second, packed a few per turn from here
                     if self.save_windows:
                         began = self.saving.began()
+                        if self._unsaved:  # turns too few to pack the last second's (an overload): all now
+                            self._save_some(everything=True)
                         self._note_unsaved()
                         self.saving.add(*began)
                 if self._unsaved:
