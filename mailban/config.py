@@ -134,12 +134,16 @@ class Config:
     # for mailban/default.toml (for `mailban check`).
     origins: dict[tuple[str, ...], tuple[Any, str]] = field(default_factory=dict, compare=False)
 
+    def jail(self, spec: JailSpec, never_ban: tuple[Any, ...] = ()) -> Jail:
+        """A jail counting by `spec`, ignoring the global and the jail's own `ignoreip` and
+        `never_ban`."""
+        return Jail(spec, IgnoreList(tuple(self.settings.ignoreip) + tuple(never_ban) + tuple(spec.ignoreip)))
+
     def pipeline(self, now: float, to_epoch: LocalToEpoch, never_ban: tuple[Any, ...] = ()) -> Pipeline:
         """The pipeline this configuration describes; `never_ban` adds networks (the host's own
         addresses, postfix's mynetworks) to every jail's ignore list."""
-        ignore = IgnoreList(tuple(self.settings.ignoreip) + tuple(never_ban))
         jails = [
-            Jail(spec, IgnoreList(ignore.networks + spec.ignoreip))
+            self.jail(spec, never_ban)
             for spec in self.jails
             if spec.enabled and not spec.inline  # inline jails count at the policy service
         ]

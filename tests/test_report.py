@@ -46,6 +46,17 @@ def test_peaks_thresholds_and_near_misses(traffic: Path) -> None:
     assert dict(out.thresholds())[200] == 0
 
 
+def test_counts_what_the_jail_counts_ignore_lists_included(traffic: Path, tmp_path: Path) -> None:
+    """The report selects with the jail's own counted_key: an address the configuration ignores
+    is never a peak, as the daemon never counts it (the report used to show it)."""
+    conf = tmp_path / "mailban.toml"
+    conf.write_text(config.SHIPPED_DEFAULT.read_text().replace(
+        "\nignoreip = []\n", '\nignoreip = ["198.51.100.40/32"]\n', 1))
+    cfg = config.load(str(conf))
+    abuse = {r.spec.name: r for r in report.build(cfg, report.events_from(cfg, [str(traffic)]))}["mail-abuse"]
+    assert "198.51.100.40" not in abuse.peaks and abuse.peaks["198.51.100.39"] == 39
+
+
 def test_cli_text_and_html(traffic: Path, tmp_path: Path) -> None:
     page = tmp_path / "report.html"
     proc = subprocess.run([sys.executable, "-m", "mailban", "replay", "--report", "--html", str(page),

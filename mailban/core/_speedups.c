@@ -11,24 +11,32 @@
  *       parser's `last` (what parse_py gives a line without a time) before parse_py runs and
  *       when a loop ends; parse_header does so when given the parser (reading in order).
  *
+ *   One loop over lines, scan_walk(): the header cut, the filters covering the program (the
+ *   FilterSet's dispatch table), each filter's first rule whose literal is in the line and whose
+ *   regex matches (Python's own `re` objects, called from here, so every rule means what it
+ *   means in Python), and the rule's builder; a sink takes what the builders make. Its two
+ *   entry points differ only in the sink, as FilterSet.match_logged serves FilterSet and
+ *   TallySet in Python:
+ *
+ *   match_lines(lines, lineno, ctx, source, all_lines, items) -> (lineno, parsed, last time)
+ *       Pipeline.run and offline.matched_lines (replay, the tuning report, test --json): the
+ *       Events of each line, from the rules' specs (filters.event_spec).
+ *
  *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same, failure_stems)
  *       -> (lineno, parsed, matched, lines of covered programs no rule matched, whether one of
  *           them reads like a failure)
- *       scan.tally_lines' loop for `mailban test`'s summary: header, the filters covering the
- *       program (TallySet's dispatch table), each filter's first rule whose literal is in the
- *       line and whose regex matches (Python's own `re` objects, called from here, so every
- *       rule means what it means in Python), the tally of the match, and the counting.
+ *       scan.tally_lines for `mailban test`'s summary: a 3-field tally per match (TallySet's
+ *       specs), counted at once, or left pending for correlation when it has a queue id.
  *
- *   merge(pending, fileno, offset, messages, ttl, max_messages, per_rule, per_ip, first)
- *       scan.PendingCounter.add: queue-id correlation (Correlator.address_of's records, evictions
- *       and retry drops) and counting of the events tally() left pending, in file order.
- *
- *   match_lines(lines, lineno, ctx, source, all_lines, items) -> (lineno, parsed, last time)
- *       offline.matched_lines (replay, the tuning report, test --json): the same walk as
- *       tally(), building the Events themselves from the rules' specs (filters.event_spec).
+ *   One step of queue-id correlation, record_step() (Correlator._record), with two front ends,
+ *   as Correlator.process and Correlator.address_of in Python:
  *
  *   correlate(correlator, events, header, Message, Event) -> events
  *       Pipeline.correlated: Correlator.process for one line's events.
+ *
+ *   merge(pending, fileno, offset, messages, ttl, max_messages, per_rule, per_ip, first)
+ *       scan.PendingCounter.add: Correlator.address_of's correlation (records [time, address,
+ *       queued]) and the summary's counting of the events tally() left pending, in file order.
  *
  *   seen(events, ((field index, set), ...), cap)
  *       replay's sets of the keys the logs show.
@@ -180,7 +188,7 @@ new_header(PyTypeObject *type, PyObject *when, PyObject *host, PyObject *tag, Py
     return h;
 }
 
-/* --- tally and match_lines ----------------------------------------------------------------- */
+/* --- the walk over lines ------------------------------------------------------------------ */
 
 typedef struct {
     PyObject *parser;  /* the SyslogParser; the five below are its (owned) */
@@ -1091,241 +1099,9 @@ scan_close(Scan *sc)
     ctx_clear(&sc->x);
 }
 
-/* Count one tally (key, ip, qid) of line `lineno`, the j-th of its line: an event with a queue
- * id is left to the caller's correlation (with one object per host and queue id), the others
- * are counted per rule and per address. */
-static int
-count_tally(Scan *sc, PyObject *result, Py_ssize_t j, PyObject *per_rule, PyObject *per_ip,
-            PyObject *first, PyObject *pending, PyObject *same)
-{
-    PyObject *key = PyTuple_GET_ITEM(result, 0), *ip = PyTuple_GET_ITEM(result, 1);
-    PyObject *qid = PyTuple_GET_ITEM(result, 2);
-    int rc = 0;
-    if (qid != Py_None) {
-        PyObject *hs = PyDict_SetDefault(same, sc->h.host, sc->h.host);
-        PyObject *q = hs == NULL ? NULL : PyDict_SetDefault(same, qid, qid);
-        PyObject *p = q == NULL ? NULL : Py_BuildValue("(OOOOOnn)", sc->h.when, key, ip, hs, q, sc->lineno, j);
-        rc = p == NULL ? -1 : PyList_Append(pending, p);
-        Py_XDECREF(p);
-        return rc;
-    }
-    if (count_one(per_rule, key, 1) < 0)
-        return -1;
-    if (ip == Py_None || !PyObject_IsTrue(ip))
-        return 0;
-    PyObject *old = PyDict_GetItemWithError(per_ip, ip);
-    if (old != NULL)
-        return count_one(per_ip, ip, 1);
-    if (PyErr_Occurred())
-        return -1;
-    PyObject *pos = Py_BuildValue("(nn)", sc->lineno, j);
-    rc = pos == NULL ? -1 : PyDict_SetItem(first, ip, pos);
-    Py_XDECREF(pos);
-    return rc < 0 ? -1 : PyDict_SetItem(per_ip, ip, int_one);
-}
-
-static PyObject *
-tally(PyObject *module, PyObject *args)
-{
-    PyObject *lines, *ctx_t, *per_rule, *per_ip, *first, *pending, *same, *stems;
-    Py_ssize_t lineno, matched = 0, missed = 0;
-    int failing = 0;
-    if (!PyArg_ParseTuple(args, "OnO!O!O!O!O!O!O!", &lines, &lineno, &PyTuple_Type, &ctx_t,
-                          &PyDict_Type, &per_rule, &PyDict_Type, &per_ip, &PyDict_Type, &first,
-                          &PyList_Type, &pending, &PyDict_Type, &same, &PyTuple_Type, &stems))
-        return NULL;
-    Scan sc;
-    if (scan_open(&sc, lines, ctx_t, lineno, 0) < 0)
-        return NULL;
-    int more;
-    while ((more = scan_next(&sc)) > 0) {
-        Py_ssize_t j = 0;
-        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(sc.groups) && more > 0; g++) {
-            PyObject *result = first_rule(&sc.x, PyTuple_GET_ITEM(sc.groups, g), sc.line, sc.s, sc.n,
-                                          sc.start, sc.h.when, Py_None, Py_None);
-            if (result == NULL) {
-                more = -1;
-            } else if (result != Py_None) {
-                matched += j == 0;
-                if (count_tally(&sc, result, j++, per_rule, per_ip, first, pending, same) < 0)
-                    more = -1;
-            }
-            Py_XDECREF(result);
-        }
-        if (more < 0)
-            break;
-        /* a line of a covered program that no rule matched; whether one reads like a failure
-         * is looked for until one does (the summary's hint needs no more, and the words cost
-         * more than the rest of an unmatched line) */
-        if (j == 0 && PyTuple_GET_SIZE(sc.groups) > 0 && !sc.repeat) {  /* a repeat is no line of its own */
-            missed++;
-            if (!failing) {
-                PyObject *as_logged = sc.shown != NULL ? sc.shown : sc.line;
-                failing = looks_like_failure(stems, PyBytes_AS_STRING(as_logged) + sc.h.msg,
-                                             PyBytes_GET_SIZE(as_logged) - sc.h.msg);
-            }
-        }
-    }
-    PyObject *res = more < 0 ? NULL : Py_BuildValue("(nnnni)", sc.lineno, sc.parsed, matched, missed, failing);
-    scan_close(&sc);
-    return res;
-}
-
-/* The (time, line number, line, Header, events) item of the current line. */
-static PyObject *
-line_item(Scan *sc, PyObject *number, PyObject *events)
-{
-    PyObject *header = header_of(sc->x.header_type, &sc->h, sc->s);
-    if (header == NULL)
-        return NULL;
-    PyObject *item = PyTuple_Pack(5, sc->h.when, number, sc->shown != NULL ? sc->shown : sc->line, header, events);
-    Py_DECREF(header);
-    return item;
-}
-
-/* FilterSet.match over lines, for replay: appends to `items` the lines with an event (or, with
- * all_lines, every line with a header) as (time, line number, line, Header, events). Returns
- * (last line number, lines with a header, time of the last of them or None). */
-static PyObject *
-match_lines(PyObject *module, PyObject *args)
-{
-    PyObject *lines, *ctx_t, *source, *items;
-    Py_ssize_t lineno;
-    int all_lines;
-    if (!PyArg_ParseTuple(args, "OnO!UpO!", &lines, &lineno, &PyTuple_Type, &ctx_t, &source,
-                          &all_lines, &PyList_Type, &items) || configured() < 0)
-        return NULL;
-    Scan sc;
-    if (scan_open(&sc, lines, ctx_t, lineno, 1) < 0)
-        return NULL;
-    PyObject *last = Py_NewRef(Py_None), *number = NULL, *events = NULL;
-    int more;
-    while ((more = scan_next(&sc)) > 0) {
-        Py_SETREF(last, Py_NewRef(sc.h.when));
-        if ((number = PyLong_FromSsize_t(sc.lineno)) == NULL || (events = PyList_New(0)) == NULL)
-            break;
-        for (Py_ssize_t g = 0; g < PyTuple_GET_SIZE(sc.groups) && more > 0; g++) {
-            PyObject *event = first_rule(&sc.x, PyTuple_GET_ITEM(sc.groups, g), sc.line, sc.s, sc.n,
-                                         sc.start, sc.h.when, source, number);
-            if (event == NULL || (event != Py_None && PyList_Append(events, event) < 0))
-                more = -1;
-            Py_XDECREF(event);
-        }
-        if (more > 0 && sc.shown != NULL && PyList_GET_SIZE(events) > 0) {
-            /* refolded(events, times, line as logged): the counts and the line a fold stands for */
-            PyObject *times = PyLong_FromSsize_t(sc.times);
-            PyObject *fixed = times == NULL ? NULL
-                : PyObject_CallFunctionObjArgs(sc.x.refold, events, times, sc.shown, NULL);
-            Py_XDECREF(times);
-            if (fixed == NULL)
-                more = -1;
-            else
-                Py_SETREF(events, fixed);
-        }
-        if (more > 0 && (PyList_GET_SIZE(events) > 0 || all_lines)) {
-            PyObject *item = line_item(&sc, number, events);
-            if (item == NULL || PyList_Append(items, item) < 0)
-                more = -1;
-            Py_XDECREF(item);
-        }
-        Py_CLEAR(number);
-        Py_CLEAR(events);
-        if (more < 0)
-            break;
-    }
-    Py_XDECREF(number);
-    Py_XDECREF(events);
-    PyObject *res = PyErr_Occurred() ? NULL : Py_BuildValue("(nnO)", sc.lineno, sc.parsed, last);
-    Py_DECREF(last);
-    scan_close(&sc);
-    return res;
-}
-
-/* --- merge ------------------------------------------------------------------------------- */
-
-/* Correlator._store, for the two kinds of record: merge()'s [time, address, queued] lists and
- * correlate()'s Message objects. */
-typedef struct {
-    int (*queued)(PyObject *record);     /* 1, 0, or -1 with an error set */
-    double (*time)(PyObject *record);    /* -1.0 with an error set on failure */
-} RecordKind;
-
-static int
-list_queued(PyObject *record)
-{
-    return PyObject_IsTrue(PyList_GET_ITEM(record, 2));
-}
-
-static double
-list_time(PyObject *record)
-{
-    return PyFloat_AsDouble(PyList_GET_ITEM(record, 0));
-}
-
-
-static int
-message_queued(PyObject *record)
-{
-    PyObject *queued = PyObject_GetAttr(record, str_queued);
-    int truth = queued == NULL ? -1 : PyObject_IsTrue(queued);
-    Py_XDECREF(queued);
-    return truth;
-}
-
-static double
-message_time(PyObject *record)
-{
-    PyObject *t = PyObject_GetAttr(record, str_time);
-    double time = t == NULL ? -1.0 : PyFloat_AsDouble(t);
-    Py_XDECREF(t);
-    return time;
-}
-
-static const RecordKind LIST_RECORDS = {list_queued, list_time};
-static const RecordKind MESSAGE_RECORDS = {message_queued, message_time};
-
-/* (Re)insert the record last, then drop the oldest records (dict order) while there are more
- * than max_messages (counting in *dropped those qmgr never queued) or the oldest is older than
- * ttl in log time. 0, or -1 with an error set. */
-static int
-store_record(PyObject *messages, PyObject *key, PyObject *record, double now, double ttl,
-             Py_ssize_t max_messages, Py_ssize_t *dropped, const RecordKind *kind)
-{
-    if (PyDict_DelItem(messages, key) < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_KeyError))
-            return -1;
-        PyErr_Clear();
-    }
-    if (PyDict_SetItem(messages, key, record) < 0)
-        return -1;
-    double horizon = now - ttl;
-    while (PyDict_GET_SIZE(messages) > 0) {
-        Py_ssize_t pos = 0;
-        PyObject *oldest_key, *oldest;
-        if (!PyDict_Next(messages, &pos, &oldest_key, &oldest))
-            break;
-        if (PyDict_GET_SIZE(messages) > max_messages) {
-            int queued = kind->queued(oldest);
-            if (queued < 0)
-                return -1;
-            *dropped += !queued;
-        } else {
-            double time = kind->time(oldest);
-            if (time == -1.0 && PyErr_Occurred())
-                return -1;
-            if (time >= horizon)
-                break;
-        }
-        Py_INCREF(oldest_key);
-        int rc = PyDict_DelItem(messages, oldest_key);
-        Py_DECREF(oldest_key);
-        if (rc < 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* Count a kept event: per rule, and per address with the position of its first count. */
+/* Count a kept event: per rule, and per address with the position of its first count. A
+ * position is (file, line, event on the line); with fileno < 0, a range's own (line, event),
+ * which only grow while a range is walked, so the first count's position is never replaced. */
 static int
 count_event(PyObject *per_rule, PyObject *per_ip, PyObject *first, PyObject *key, PyObject *ip,
             Py_ssize_t fileno, Py_ssize_t lineno, Py_ssize_t j)
@@ -1338,13 +1114,15 @@ count_event(PyObject *per_rule, PyObject *per_ip, PyObject *first, PyObject *key
     if (old == NULL) {
         if (PyErr_Occurred())
             return -1;
-        PyObject *pos = Py_BuildValue("(nnn)", fileno, lineno, j);
+        PyObject *pos = fileno < 0 ? Py_BuildValue("(nn)", lineno, j) : Py_BuildValue("(nnn)", fileno, lineno, j);
         int rc = pos == NULL ? -1 : PyDict_SetItem(first, ip, pos);
         Py_XDECREF(pos);
         return rc < 0 ? -1 : PyDict_SetItem(per_ip, ip, int_one);
     }
     if (count_one(per_ip, ip, 1) < 0)
         return -1;
+    if (fileno < 0)
+        return 0;
     PyObject *at = PyDict_GetItemWithError(first, ip);
     if (at == NULL || !PyTuple_Check(at) || PyTuple_GET_SIZE(at) != 3)
         return PyErr_Occurred() ? -1 : 0;
@@ -1362,94 +1140,459 @@ count_event(PyObject *per_rule, PyObject *per_ip, PyObject *first, PyObject *key
     return 0;
 }
 
+/* What the one walk over lines (scan_walk) does with what it finds. The walk cuts each line's
+ * header, selects the filters covering its program and, in each, the first rule whose literal
+ * and regex match; the rule's spec builds the result (an Event or a summary tally, see
+ * first_rule). The sink takes the results: `begin` before a line's rules, `take` for each
+ * result (the j-th of its line), `end` after them with their number, `release` after each line
+ * whatever happened. Two sinks, as in Python FilterSet.match_logged serves both FilterSet and
+ * TallySet: match_lines() keeps Events, tally() counts tallies. Each returns 0, or -1 with an
+ * error set. */
+typedef struct LineSink LineSink;
+struct LineSink {
+    PyObject *source;  /* Event.source; Py_None for tallies */
+    int numbered;      /* the builder needs the line's number as an int (Event.lineno) */
+    PyObject *number;  /* that int for the current line (owned by the walk), else NULL */
+    int (*begin)(Scan *sc, LineSink *k);
+    int (*take)(Scan *sc, LineSink *k, PyObject *result, Py_ssize_t j);
+    int (*end)(Scan *sc, LineSink *k, Py_ssize_t results);
+    void (*release)(LineSink *k);
+};
+
+/* The loop over lines: 0 at the end of the lines, -1 with an error set. */
+static int
+scan_walk(Scan *sc, LineSink *k)
+{
+    int more;
+    while ((more = scan_next(sc)) > 0) {
+        int rc = 0;
+        if (k->numbered && (k->number = PyLong_FromSsize_t(sc->lineno)) == NULL)
+            rc = -1;
+        if (rc == 0)
+            rc = k->begin(sc, k);
+        Py_ssize_t j = 0;
+        for (Py_ssize_t g = 0; rc == 0 && g < PyTuple_GET_SIZE(sc->groups); g++) {
+            PyObject *result = first_rule(&sc->x, PyTuple_GET_ITEM(sc->groups, g), sc->line, sc->s, sc->n,
+                                          sc->start, sc->h.when, k->source,
+                                          k->number != NULL ? k->number : Py_None);
+            if (result == NULL)
+                rc = -1;
+            else if (result != Py_None)
+                rc = k->take(sc, k, result, j++);
+            Py_XDECREF(result);
+        }
+        if (rc == 0)
+            rc = k->end(sc, k, j);
+        k->release(k);
+        Py_CLEAR(k->number);
+        if (rc < 0)
+            return -1;
+    }
+    return more;
+}
+
+/* --- tally: the summary's sink ---------------------------------------------------------------- */
+
+typedef struct {
+    LineSink base;
+    PyObject *per_rule, *per_ip, *first, *pending, *same, *stems;  /* borrowed */
+    Py_ssize_t matched, missed;
+    int failing;
+} TallySink;
+
+static int
+tally_begin(Scan *sc, LineSink *k)
+{
+    return 0;
+}
+
+/* A tally (key, ip, qid): one with a queue id is left to the caller's correlation (with one
+ * object per host and queue id), the others are counted per rule and per address. */
+static int
+tally_take(Scan *sc, LineSink *k, PyObject *result, Py_ssize_t j)
+{
+    TallySink *t = (TallySink *)k;
+    PyObject *key = PyTuple_GET_ITEM(result, 0), *ip = PyTuple_GET_ITEM(result, 1);
+    PyObject *qid = PyTuple_GET_ITEM(result, 2);
+    if (qid == Py_None)
+        return count_event(t->per_rule, t->per_ip, t->first, key, ip, -1, sc->lineno, j);
+    PyObject *hs = PyDict_SetDefault(t->same, sc->h.host, sc->h.host);
+    PyObject *q = hs == NULL ? NULL : PyDict_SetDefault(t->same, qid, qid);
+    PyObject *p = q == NULL ? NULL : Py_BuildValue("(OOOOOnn)", sc->h.when, key, ip, hs, q, sc->lineno, j);
+    int rc = p == NULL ? -1 : PyList_Append(t->pending, p);
+    Py_XDECREF(p);
+    return rc;
+}
+
+static int
+tally_end(Scan *sc, LineSink *k, Py_ssize_t results)
+{
+    TallySink *t = (TallySink *)k;
+    if (results > 0) {
+        t->matched++;
+        return 0;
+    }
+    /* a line of a covered program that no rule matched; whether one reads like a failure is
+     * looked for until one does (the summary's hint needs no more, and the words cost more
+     * than the rest of an unmatched line); a repeat is no line of its own */
+    if (PyTuple_GET_SIZE(sc->groups) > 0 && !sc->repeat) {
+        t->missed++;
+        if (!t->failing) {
+            PyObject *as_logged = sc->shown != NULL ? sc->shown : sc->line;
+            t->failing = looks_like_failure(t->stems, PyBytes_AS_STRING(as_logged) + sc->h.msg,
+                                            PyBytes_GET_SIZE(as_logged) - sc->h.msg);
+        }
+    }
+    return 0;
+}
+
+static void
+tally_release(LineSink *k)
+{
+}
+
+static PyObject *
+tally(PyObject *module, PyObject *args)
+{
+    PyObject *lines, *ctx_t;
+    Py_ssize_t lineno;
+    TallySink t = {{Py_None, 0, NULL, tally_begin, tally_take, tally_end, tally_release}};
+    if (!PyArg_ParseTuple(args, "OnO!O!O!O!O!O!O!", &lines, &lineno, &PyTuple_Type, &ctx_t,
+                          &PyDict_Type, &t.per_rule, &PyDict_Type, &t.per_ip, &PyDict_Type, &t.first,
+                          &PyList_Type, &t.pending, &PyDict_Type, &t.same, &PyTuple_Type, &t.stems))
+        return NULL;
+    Scan sc;
+    if (scan_open(&sc, lines, ctx_t, lineno, 0) < 0)
+        return NULL;
+    PyObject *res = scan_walk(&sc, &t.base) < 0 ? NULL
+        : Py_BuildValue("(nnnni)", sc.lineno, sc.parsed, t.matched, t.missed, t.failing);
+    scan_close(&sc);
+    return res;
+}
+
+/* --- match_lines: the Events' sink ------------------------------------------------------------ */
+
+typedef struct {
+    LineSink base;
+    PyObject *items;   /* borrowed */
+    int all_lines;
+    PyObject *events;  /* the current line's (owned) */
+    PyObject *last;    /* the time of the last line with a header (owned) */
+} EventSink;
+
+static int
+events_begin(Scan *sc, LineSink *k)
+{
+    EventSink *e = (EventSink *)k;
+    Py_SETREF(e->last, Py_NewRef(sc->h.when));
+    return (e->events = PyList_New(0)) == NULL ? -1 : 0;
+}
+
+static int
+events_take(Scan *sc, LineSink *k, PyObject *result, Py_ssize_t j)
+{
+    return PyList_Append(((EventSink *)k)->events, result);
+}
+
+/* The (time, line number, line, Header, events) item of the current line; for a fold, the
+ * events refolded(events, times, line as logged): the counts and the line a fold stands for. */
+static int
+events_end(Scan *sc, LineSink *k, Py_ssize_t results)
+{
+    EventSink *e = (EventSink *)k;
+    if (results > 0 && sc->shown != NULL) {
+        PyObject *times = PyLong_FromSsize_t(sc->times);
+        PyObject *fixed = times == NULL ? NULL
+            : PyObject_CallFunctionObjArgs(sc->x.refold, e->events, times, sc->shown, NULL);
+        Py_XDECREF(times);
+        if (fixed == NULL)
+            return -1;
+        Py_SETREF(e->events, fixed);
+    }
+    if (PyList_GET_SIZE(e->events) == 0 && !e->all_lines)
+        return 0;
+    PyObject *header = header_of(sc->x.header_type, &sc->h, sc->s);
+    if (header == NULL)
+        return -1;
+    PyObject *item = PyTuple_Pack(5, sc->h.when, k->number, sc->shown != NULL ? sc->shown : sc->line,
+                                  header, e->events);
+    Py_DECREF(header);
+    int rc = item == NULL ? -1 : PyList_Append(e->items, item);
+    Py_XDECREF(item);
+    return rc;
+}
+
+static void
+events_release(LineSink *k)
+{
+    Py_CLEAR(((EventSink *)k)->events);
+}
+
+/* FilterSet.match over lines, for replay and Pipeline.run: appends to `items` the lines with
+ * an event (or, with all_lines, every line with a header) as (time, line number, line, Header,
+ * events). Returns (last line number, lines with a header, time of the last of them or None). */
+static PyObject *
+match_lines(PyObject *module, PyObject *args)
+{
+    PyObject *lines, *ctx_t;
+    Py_ssize_t lineno;
+    EventSink e = {{NULL, 1, NULL, events_begin, events_take, events_end, events_release}};
+    if (!PyArg_ParseTuple(args, "OnO!UpO!", &lines, &lineno, &PyTuple_Type, &ctx_t, &e.base.source,
+                          &e.all_lines, &PyList_Type, &e.items) || configured() < 0)
+        return NULL;
+    Scan sc;
+    if (scan_open(&sc, lines, ctx_t, lineno, 1) < 0)
+        return NULL;
+    e.last = Py_NewRef(Py_None);
+    PyObject *res = scan_walk(&sc, &e.base) < 0 ? NULL : Py_BuildValue("(nnO)", sc.lineno, sc.parsed, e.last);
+    Py_DECREF(e.last);
+    scan_close(&sc);
+    return res;
+}
+
+/* --- correlation: one step, two front ends --------------------------------------------------- */
+
+/* The two kinds of record the step keeps: merge()'s [time, address, queued] lists (the
+ * summary's, which reads only the address) and correlate()'s Message objects. */
+typedef struct {
+    int (*queued)(PyObject *record);      /* 1, 0, or -1 with an error set */
+    int (*set_queued)(PyObject *record);  /* 0, or -1 with an error set */
+    double (*time)(PyObject *record);     /* -1.0 with an error set on failure */
+} RecordKind;
+
+static int
+list_queued(PyObject *record)
+{
+    return PyObject_IsTrue(PyList_GET_ITEM(record, 2));
+}
+
+static int
+list_set_queued(PyObject *record)
+{
+    return PyList_SetItem(record, 2, Py_NewRef(Py_True));
+}
+
+static double
+list_time(PyObject *record)
+{
+    return PyFloat_AsDouble(PyList_GET_ITEM(record, 0));
+}
+
+static int
+message_queued(PyObject *record)
+{
+    PyObject *queued = PyObject_GetAttr(record, str_queued);
+    int truth = queued == NULL ? -1 : PyObject_IsTrue(queued);
+    Py_XDECREF(queued);
+    return truth;
+}
+
+static int
+message_set_queued(PyObject *record)
+{
+    return PyObject_SetAttr(record, str_queued, Py_True);
+}
+
+static double
+message_time(PyObject *record)
+{
+    PyObject *t = PyObject_GetAttr(record, str_time);
+    double time = t == NULL ? -1.0 : PyFloat_AsDouble(t);
+    Py_XDECREF(t);
+    return time;
+}
+
+static const RecordKind LIST_RECORDS = {list_queued, list_set_queued, list_time};
+static const RecordKind MESSAGE_RECORDS = {message_queued, message_set_queued, message_time};
+
+/* The records of one correlation, with what opens a new one. */
+typedef struct Records Records;
+struct Records {
+    const RecordKind *kind;
+    PyObject *messages;          /* dict (host, queue id) -> record, in insertion order (borrowed) */
+    PyObject *correlator;        /* where ttl and max_messages are read when first needed, or NULL */
+    double ttl;
+    Py_ssize_t max_messages;     /* -1 until known */
+    Py_ssize_t dropped;          /* records evicted that a queue manager never queued */
+    PyObject *(*open)(Records *rs, void *arg);  /* a new record; NULL with an error set */
+    void *arg;
+};
+
+/* Correlator._store: (re)insert the record last, then drop the oldest records (dict order)
+ * while there are more than max_messages (counting those never queued) or the oldest is older
+ * than ttl in log time. 0, or -1 with an error set. */
+static int
+store_record(Records *rs, PyObject *key, PyObject *record, double now)
+{
+    if (rs->max_messages < 0) {
+        /* the correlator's limits, read per call that stores, not per line: most store nothing */
+        PyObject *ttl_o = PyObject_GetAttr(rs->correlator, str_ttl);
+        PyObject *max_o = ttl_o == NULL ? NULL : PyObject_GetAttr(rs->correlator, str_max_messages);
+        rs->ttl = max_o == NULL ? -1.0 : PyFloat_AsDouble(ttl_o);
+        rs->max_messages = max_o == NULL ? -1 : PyLong_AsSsize_t(max_o);
+        Py_XDECREF(ttl_o);
+        Py_XDECREF(max_o);
+        if (PyErr_Occurred())
+            return -1;
+    }
+    PyObject *messages = rs->messages;
+    if (PyDict_DelItem(messages, key) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError))
+            return -1;
+        PyErr_Clear();
+    }
+    if (PyDict_SetItem(messages, key, record) < 0)
+        return -1;
+    double horizon = now - rs->ttl;
+    while (PyDict_GET_SIZE(messages) > 0) {
+        Py_ssize_t pos = 0;
+        PyObject *oldest_key, *oldest;
+        if (!PyDict_Next(messages, &pos, &oldest_key, &oldest))
+            break;
+        if (PyDict_GET_SIZE(messages) > rs->max_messages) {
+            int queued = rs->kind->queued(oldest);
+            if (queued < 0)
+                return -1;
+            rs->dropped += !queued;
+        } else {
+            double time = rs->kind->time(oldest);
+            if (time == -1.0 && PyErr_Occurred())
+                return -1;
+            if (time >= horizon)
+                break;
+        }
+        Py_INCREF(oldest_key);
+        int rc = PyDict_DelItem(messages, oldest_key);
+        Py_DECREF(oldest_key);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A new record, stored under key. New reference, or NULL with an error set. */
+static PyObject *
+open_record(Records *rs, PyObject *key, double now)
+{
+    PyObject *record = rs->open(rs, rs->arg);
+    if (record != NULL && store_record(rs, key, record, now) < 0)
+        Py_CLEAR(record);
+    return record;
+}
+
+/* Correlator._record: the one step of queue-id correlation on the records, for correlate()
+ * and merge(). A submission opens its message's record, a queue manager's line opens it when
+ * no submission did and drops a retry of a message already counted, a removal closes it, every
+ * other line reads it. Sets *record (a new reference, or NULL: no record), *kept and *opened.
+ * 0, or -1 with an error set. */
+static int
+record_step(Records *rs, PyObject *kind, PyObject *key, double now, PyObject **record, int *kept,
+            int *opened)
+{
+    *record = NULL;
+    *kept = 1;
+    *opened = 0;
+    if (PyUnicode_Compare(kind, str_submission) == 0) {
+        *opened = 1;
+        return (*record = open_record(rs, key, now)) == NULL ? -1 : 0;
+    }
+    PyObject *r = PyDict_GetItemWithError(rs->messages, key);
+    if (r == NULL && PyErr_Occurred())
+        return -1;
+    Py_XINCREF(r);
+    if (r != NULL && PyUnicode_Compare(kind, str_removed) == 0 && PyDict_DelItem(rs->messages, key) < 0) {
+        Py_DECREF(r);
+        return -1;
+    }
+    if (PyUnicode_Compare(kind, str_queued) != 0) {
+        *record = r;
+        return 0;
+    }
+    if (r == NULL) {
+        if ((r = open_record(rs, key, now)) == NULL)
+            return -1;
+        *opened = 1;
+    } else {
+        int queued = rs->kind->queued(r);
+        if (queued != 0) {  /* 1: a retry of a message already counted; -1: an error */
+            *kept = 0;
+            *record = r;
+            return queued < 0 ? -1 : 0;
+        }
+    }
+    *record = r;
+    return rs->kind->set_queued(r);
+}
+
+/* --- merge: the summary's front end ---------------------------------------------------------- */
+
+typedef struct {
+    PyObject *when, *ip;  /* the event's (borrowed) */
+} ListOpen;
+
+static PyObject *
+open_list(Records *rs, void *arg)
+{
+    ListOpen *o = arg;
+    return Py_BuildValue("[OOO]", o->when, o->ip, Py_False);
+}
+
+/* Correlator.address_of and the summary's counting for the events tally() left pending, in
+ * file order; records [time, address, queued] in `messages`. Returns the records dropped. */
 static PyObject *
 merge(PyObject *module, PyObject *args)
 {
     PyObject *pending, *messages, *per_rule, *per_ip, *first;
-    Py_ssize_t fileno, offset, max_messages, dropped = 0;
+    Py_ssize_t fileno, offset, max_messages;
     double ttl;
     if (!PyArg_ParseTuple(args, "O!nnO!dnO!O!O!", &PyList_Type, &pending, &fileno, &offset,
                           &PyDict_Type, &messages, &ttl, &max_messages,
                           &PyDict_Type, &per_rule, &PyDict_Type, &per_ip, &PyDict_Type, &first))
         return NULL;
+    if (max_messages < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_messages must not be negative");
+        return NULL;
+    }
+    ListOpen o;
+    Records rs = {&LIST_RECORDS, messages, NULL, ttl, max_messages, 0, open_list, &o};
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(pending); i++) {
         PyObject *item = PyList_GET_ITEM(pending, i);
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 7) {
             PyErr_SetString(PyExc_TypeError, "a pending event must be a 7-tuple");
             return NULL;
         }
-        PyObject *when = PyTuple_GET_ITEM(item, 0), *key = PyTuple_GET_ITEM(item, 1);
-        PyObject *ip = PyTuple_GET_ITEM(item, 2), *host = PyTuple_GET_ITEM(item, 3);
-        PyObject *qid = PyTuple_GET_ITEM(item, 4);
+        PyObject *key = PyTuple_GET_ITEM(item, 1);
+        o.when = PyTuple_GET_ITEM(item, 0);
+        o.ip = PyTuple_GET_ITEM(item, 2);
         Py_ssize_t lineno = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 5));
         Py_ssize_t j = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 6));
-        double now = PyFloat_AsDouble(when);
+        double now = PyFloat_AsDouble(o.when);
         if (PyErr_Occurred())
             return NULL;
         if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 3) {
             PyErr_SetString(PyExc_TypeError, "a rule key must be a 3-tuple");
             return NULL;
         }
-        PyObject *kind = PyTuple_GET_ITEM(key, 2);
-        PyObject *mkey = PyTuple_Pack(2, host, qid);
+        PyObject *mkey = PyTuple_Pack(2, PyTuple_GET_ITEM(item, 3), PyTuple_GET_ITEM(item, 4));
         if (mkey == NULL)
             return NULL;
-        /* Correlator.address_of, with records [time, address, queued] */
-        PyObject *address = ip;
-        int kept = 1;
-        if (PyUnicode_Compare(kind, str_submission) == 0) {
-            PyObject *record = Py_BuildValue("[OOO]", when, ip, Py_False);
-            int rc = record == NULL ? -1 : store_record(messages, mkey, record, now, ttl, max_messages, &dropped, &LIST_RECORDS);
-            Py_XDECREF(record);
-            if (rc < 0)
-                goto fail;
-        } else {
-            PyObject *record;
-            int removed = PyUnicode_Compare(kind, str_removed) == 0;
-            record = PyDict_GetItemWithError(messages, mkey);
-            if (record == NULL && PyErr_Occurred())
-                goto fail;
-            Py_XINCREF(record);
-            if (removed && record != NULL && PyDict_DelItem(messages, mkey) < 0) {
-                Py_DECREF(record);
-                goto fail;
-            }
-            if (PyUnicode_Compare(kind, str_queued) == 0) {
-                if (record == NULL) {
-                    record = Py_BuildValue("[OOO]", when, ip, Py_False);
-                    if (record == NULL || store_record(messages, mkey, record, now, ttl, max_messages, &dropped, &LIST_RECORDS) < 0) {
-                        Py_XDECREF(record);
-                        goto fail;
-                    }
-                } else if (PyObject_IsTrue(PyList_GET_ITEM(record, 2))) {
-                    kept = 0;  /* a retry of a message already counted */
-                }
-                if (kept)
-                    PyList_SetItem(record, 2, Py_NewRef(Py_True));
-            }
-            if (kept && record != NULL && ip == Py_None)
-                address = PyList_GET_ITEM(record, 1);
-            if (kept && count_event(per_rule, per_ip, first, key, address, fileno, offset + lineno, j) < 0) {
-                Py_XDECREF(record);
-                goto fail;
-            }
-            Py_XDECREF(record);
-            Py_DECREF(mkey);
-            continue;
+        PyObject *record;
+        int kept, opened;
+        int rc = record_step(&rs, PyTuple_GET_ITEM(key, 2), mkey, now, &record, &kept, &opened);
+        Py_DECREF(mkey);
+        if (rc == 0 && kept) {
+            /* the address: the event's own, else its message's */
+            PyObject *address = o.ip == Py_None && record != NULL ? PyList_GET_ITEM(record, 1) : o.ip;
+            rc = count_event(per_rule, per_ip, first, key, address, fileno, offset + lineno, j);
         }
-        if (count_event(per_rule, per_ip, first, key, address, fileno, offset + lineno, j) < 0)
-            goto fail;
-        Py_DECREF(mkey);
-        continue;
-    fail:
-        Py_DECREF(mkey);
-        return NULL;
+        Py_XDECREF(record);
+        if (rc < 0)
+            return NULL;
     }
-    return PyLong_FromSsize_t(dropped);
+    return PyLong_FromSsize_t(rs.dropped);
 }
 
-/* --- correlate ------------------------------------------------------------------------------ */
-
+/* --- correlate: the pipeline's front end ----------------------------------------------------- */
 
 /* correlator.dropped += dropped; 0, or -1 with an error set. */
 static int
@@ -1467,28 +1610,6 @@ add_dropped(PyObject *correlator, Py_ssize_t dropped)
     return rc;
 }
 
-/* store_record() with the correlator's ttl and max_messages (read here, per record stored, not
- * per line: most lines store nothing). */
-static int
-store_message(PyObject *correlator, PyObject *messages, PyObject *key, PyObject *msg, double now,
-              Py_ssize_t *dropped)
-{
-    PyObject *ttl_o = PyObject_GetAttr(correlator, str_ttl);
-    PyObject *max_o = ttl_o == NULL ? NULL : PyObject_GetAttr(correlator, str_max_messages);
-    double ttl = max_o == NULL ? -1.0 : PyFloat_AsDouble(ttl_o);
-    Py_ssize_t max_messages = max_o == NULL ? -1 : PyLong_AsSsize_t(max_o);
-    Py_XDECREF(ttl_o);
-    Py_XDECREF(max_o);
-    if (PyErr_Occurred())
-        return -1;
-    return store_record(messages, key, msg, now, ttl, max_messages, dropped, &MESSAGE_RECORDS);
-}
-
-/* Correlator.process for the events of one line (Pipeline.correlated): the kept events, with
- * user, uid, ip and sender filled from the message's record (Correlator._store as
- * store_message() above; _remember_session and the Message class stay in Python, called from
- * here, as do the records themselves). Event fields by position: time 0, kind 1, ip 4,
- * user 5, uid 6, sender 7, queue id 8. */
 /* records.FAILURE_KINDS: 1, 0, or -1 with an error set */
 static int
 is_failure_kind(PyObject *kind)
@@ -1534,6 +1655,134 @@ unrecorded(PyObject *correlator, PyObject *event, PyObject *key, int no_address)
     return held;
 }
 
+typedef struct {
+    PyObject *correlator, *message_type, *header, *event;  /* borrowed */
+} MessageOpen;
+
+/* Correlator.process's opened(): a submission's record from the event; a queue manager's line
+ * (sendmail: its `from=` line opens the record) takes the user its session may know. */
+static PyObject *
+open_message(Records *rs, void *arg)
+{
+    MessageOpen *o = arg;
+    PyObject *event = o->event, *header = o->header, *user = PyTuple_GET_ITEM(event, ev[EV_USER]);
+    PyObject *session = NULL;
+    if (PyUnicode_Compare(PyTuple_GET_ITEM(event, ev[EV_KIND]), str_submission) != 0) {
+        user = Py_None;
+        PyObject *sessions = PyObject_GetAttr(o->correlator, str_sessions);
+        PyObject *skey = sessions == NULL ? NULL : PyTuple_Pack(3, PyTuple_GET_ITEM(header, 1),
+                                                                 PyTuple_GET_ITEM(header, 2), PyTuple_GET_ITEM(header, 3));
+        session = skey == NULL ? NULL : PyObject_GetItem(sessions, skey);
+        Py_XDECREF(skey);
+        Py_XDECREF(sessions);
+        if (session == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError))
+                return NULL;
+            PyErr_Clear();
+        } else if (PyTuple_Check(session) && PyTuple_GET_SIZE(session) == 3 && PyObject_IsTrue(session)) {
+            /* session[1] if session and session[2] in (None, event.ip) */
+            PyObject *sip = PyTuple_GET_ITEM(session, 2);
+            int same = sip == Py_None ? 1 : PyObject_RichCompareBool(sip, PyTuple_GET_ITEM(event, ev[EV_IP]), Py_EQ);
+            if (same < 0) {
+                Py_DECREF(session);
+                return NULL;
+            }
+            if (same)
+                user = PyTuple_GET_ITEM(session, 1);
+        }
+    }
+    PyObject *msg = PyObject_CallFunctionObjArgs(o->message_type, PyTuple_GET_ITEM(event, ev[EV_TIME]), user,
+                                                 PyTuple_GET_ITEM(event, ev[EV_UID]), PyTuple_GET_ITEM(event, ev[EV_IP]),
+                                                 PyTuple_GET_ITEM(event, ev[EV_SENDER]), NULL);
+    Py_XDECREF(session);
+    return msg;
+}
+
+/* The event with user, uid, ip and sender it lacks filled from its message's record: a new
+ * reference (the event itself when nothing changes), or NULL with an error set. */
+static PyObject *
+filled(PyObject *event, PyObject *msg, PyObject *event_type)
+{
+    PyObject *fill[4] = {NULL, NULL, NULL, NULL};
+    static const int fields[4] = {EV_USER, EV_UID, EV_IP, EV_SENDER};
+    PyObject *names[4] = {str_user, str_uid, str_ip, str_sender};
+    PyObject *result = NULL;
+    int changed = 0;
+    for (int i = 0; i < 4; i++) {
+        if (PyTuple_GET_ITEM(event, ev[fields[i]]) != Py_None)
+            continue;
+        if ((fill[i] = PyObject_GetAttr(msg, names[i])) == NULL)
+            goto done;
+        changed |= fill[i] != Py_None;
+    }
+    if (!changed) {
+        result = Py_NewRef(event);
+        goto done;
+    }
+    result = ((PyTypeObject *)event_type)->tp_alloc((PyTypeObject *)event_type, event_fields);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < event_fields; i++)
+        PyTuple_SET_ITEM(result, i, Py_NewRef(PyTuple_GET_ITEM(event, i)));
+    for (int i = 0; i < 4; i++) {
+        if (fill[i] != NULL && fill[i] != Py_None)
+            Py_SETREF(((PyTupleObject *)result)->ob_item[ev[fields[i]]], Py_NewRef(fill[i]));
+    }
+done:
+    for (int i = 0; i < 4; i++)
+        Py_XDECREF(fill[i]);
+    return result;
+}
+
+/* Correlator.process for one event with a queue id: a new reference to the event to keep
+ * (filled from its record), Py_None when it is dropped or held, NULL with an error set. */
+static PyObject *
+process_queued(Records *rs, MessageOpen *o, PyObject *key, PyObject *event_type)
+{
+    PyObject *event = o->event, *kind = PyTuple_GET_ITEM(event, ev[EV_KIND]);
+    PyObject *ip = PyTuple_GET_ITEM(event, ev[EV_IP]);
+    double now = PyFloat_AsDouble(PyTuple_GET_ITEM(event, ev[EV_TIME]));
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *msg, *result = NULL;
+    int kept, opened;
+    if (record_step(rs, kind, key, now, &msg, &kept, &opened) < 0)
+        goto done;
+    if (!kept) {  /* a retry of a message already counted */
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (PyUnicode_Compare(kind, str_submission) == 0) {
+        result = Py_NewRef(event);
+        goto done;
+    }
+    if (PyUnicode_Compare(kind, str_queued) == 0) {
+        /* the envelope's failures (`<rcpt>... User unknown`) came before it: release them */
+        if (opened && ip != Py_None && unrecorded(o->correlator, event, key, 0) < 0)
+            goto done;
+        PyObject *sender = PyObject_GetAttr(msg, str_sender);
+        if (sender == NULL)
+            goto done;
+        int rc = sender == Py_None ? PyObject_SetAttr(msg, str_sender, PyTuple_GET_ITEM(event, ev[EV_SENDER])) : 0;
+        Py_DECREF(sender);
+        if (rc < 0)
+            goto done;
+    }
+    if (msg == NULL) {
+        int held = unrecorded(o->correlator, event, key, ip == Py_None);
+        if (held >= 0)
+            result = Py_NewRef(held ? Py_None : event);
+        goto done;
+    }
+    result = filled(event, msg, event_type);
+done:
+    Py_XDECREF(msg);
+    return result;
+}
+
+/* Correlator.process for the events of one line (Pipeline.correlated): the kept events, with
+ * user, uid, ip and sender filled from the message's record. _remember_session, unrecorded()
+ * and the Message class stay in Python, called from here. */
 static PyObject *
 correlate(PyObject *module, PyObject *args)
 {
@@ -1545,7 +1794,6 @@ correlate(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "correlate() needs a Header and the Event type");
         return NULL;
     }
-    Py_ssize_t dropped = 0;
     PyObject *messages = PyObject_GetAttr(correlator, str_messages);
     if (messages == NULL)
         return NULL;
@@ -1554,21 +1802,21 @@ correlate(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "Correlator.messages must be a dict");
         return NULL;
     }
-    PyObject *out = PyList_New(0), *key = NULL, *msg = NULL;
+    MessageOpen o = {correlator, message_type, header, NULL};
+    Records rs = {&MESSAGE_RECORDS, messages, correlator, 0.0, -1, 0, open_message, &o};
+    PyObject *out = PyList_New(0);
     if (out == NULL)
         goto error;
-    PyObject *host = PyTuple_GET_ITEM(header, 1);
     for (Py_ssize_t e = 0; e < PyList_GET_SIZE(events); e++) {
         PyObject *event = PyList_GET_ITEM(events, e);
         if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != event_fields) {
             PyErr_SetString(PyExc_TypeError, "not an Event (of the shape configure() was given)");
             goto error;
         }
-        PyObject *kind = PyTuple_GET_ITEM(event, ev[EV_KIND]), *qid = PyTuple_GET_ITEM(event, ev[EV_QUEUE_ID]);
-        PyObject *result = event;  /* borrowed unless replaced */
-        int owned = 0;
+        PyObject *qid = PyTuple_GET_ITEM(event, ev[EV_QUEUE_ID]);
         if (qid == Py_None) {
-            if (PyUnicode_Compare(kind, str_submission) == 0 && PyTuple_GET_ITEM(event, ev[EV_USER]) != Py_None) {
+            if (PyUnicode_Compare(PyTuple_GET_ITEM(event, ev[EV_KIND]), str_submission) == 0 &&
+                PyTuple_GET_ITEM(event, ev[EV_USER]) != Py_None) {
                 PyObject *r = PyObject_CallMethodObjArgs(correlator, str_remember, event, header, NULL);
                 if (r == NULL)
                     goto error;
@@ -1578,155 +1826,25 @@ correlate(PyObject *module, PyObject *args)
                 goto error;
             continue;
         }
-        if ((key = PyTuple_Pack(2, host, qid)) == NULL)
+        PyObject *key = PyTuple_Pack(2, PyTuple_GET_ITEM(header, 1), qid);
+        if (key == NULL)
             goto error;
-        PyObject *when = PyTuple_GET_ITEM(event, ev[EV_TIME]);
-        double now = PyFloat_AsDouble(when);
-        if (now == -1.0 && PyErr_Occurred())
-            goto error;
-        if (PyUnicode_Compare(kind, str_submission) == 0) {
-            msg = PyObject_CallFunctionObjArgs(message_type, when, PyTuple_GET_ITEM(event, ev[EV_USER]),
-                                               PyTuple_GET_ITEM(event, ev[EV_UID]), PyTuple_GET_ITEM(event, ev[EV_IP]),
-                                               PyTuple_GET_ITEM(event, ev[EV_SENDER]), NULL);
-            if (msg == NULL || store_message(correlator, messages, key, msg, now, &dropped) < 0)
-                goto error;
-            Py_CLEAR(msg);
-            Py_CLEAR(key);
-            if (PyList_Append(out, event) < 0)
-                goto error;
-            continue;
-        }
-        int removed = PyUnicode_Compare(kind, str_removed) == 0;
-        msg = PyDict_GetItemWithError(messages, key);
-        if (msg == NULL && PyErr_Occurred())
-            goto error;
-        Py_XINCREF(msg);
-        if (removed && msg != NULL && PyDict_DelItem(messages, key) < 0)
-            goto error;
-        if (PyUnicode_Compare(kind, str_queued) == 0) {  /* "queued": the kind and the record's flag */
-            if (msg == NULL) {
-                /* sendmail: the `from=` line opens the record; its session may know the user. */
-                PyObject *sessions = PyObject_GetAttr(correlator, str_sessions);
-                PyObject *skey = sessions == NULL ? NULL : PyTuple_Pack(3, host, PyTuple_GET_ITEM(header, 2),
-                                                                         PyTuple_GET_ITEM(header, 3));
-                PyObject *session = skey == NULL ? NULL : PyObject_GetItem(sessions, skey);
-                Py_XDECREF(skey);
-                Py_XDECREF(sessions);
-                PyObject *user = Py_None;
-                if (session == NULL) {
-                    if (!PyErr_ExceptionMatches(PyExc_KeyError))
-                        goto error;
-                    PyErr_Clear();
-                } else {
-                    /* session[1] if session and session[2] in (None, event.ip) */
-                    if (PyTuple_Check(session) && PyTuple_GET_SIZE(session) == 3 && PyObject_IsTrue(session)) {
-                        PyObject *sip = PyTuple_GET_ITEM(session, 2);
-                        int same = sip == Py_None;
-                        if (!same) {
-                            same = PyObject_RichCompareBool(sip, PyTuple_GET_ITEM(event, ev[EV_IP]), Py_EQ);
-                            if (same < 0) {
-                                Py_DECREF(session);
-                                goto error;
-                            }
-                        }
-                        if (same)
-                            user = PyTuple_GET_ITEM(session, 1);
-                    }
-                }
-                msg = PyObject_CallFunctionObjArgs(message_type, when, user, PyTuple_GET_ITEM(event, ev[EV_UID]),
-                                                   PyTuple_GET_ITEM(event, ev[EV_IP]), PyTuple_GET_ITEM(event, ev[EV_SENDER]), NULL);
-                Py_XDECREF(session);
-                if (msg == NULL || store_message(correlator, messages, key, msg, now, &dropped) < 0)
-                    goto error;
-                /* the envelope's failures (`<rcpt>... User unknown`) came before it: release them */
-                if (PyTuple_GET_ITEM(event, ev[EV_IP]) != Py_None && unrecorded(correlator, event, key, 0) < 0)
-                    goto error;
-            } else {
-                PyObject *queued = PyObject_GetAttr(msg, str_queued);
-                int already = queued == NULL ? -1 : PyObject_IsTrue(queued);
-                Py_XDECREF(queued);
-                if (already < 0)
-                    goto error;
-                if (already) {  /* a retry of a message already counted */
-                    Py_CLEAR(msg);
-                    Py_CLEAR(key);
-                    continue;
-                }
-            }
-            if (PyObject_SetAttr(msg, str_queued, Py_True) < 0)
-                goto error;
-            PyObject *sender = PyObject_GetAttr(msg, str_sender);
-            if (sender == NULL)
-                goto error;
-            int rc = sender == Py_None ? PyObject_SetAttr(msg, str_sender, PyTuple_GET_ITEM(event, ev[EV_SENDER])) : 0;
-            Py_DECREF(sender);
-            if (rc < 0)
-                goto error;
-        }
-        if (msg == NULL) {
-            int held = unrecorded(correlator, event, key, PyTuple_GET_ITEM(event, ev[EV_IP]) == Py_None);
-            if (held < 0)
-                goto error;
-            if (held) {
-                Py_CLEAR(key);
-                continue;
-            }
-        }
-        if (msg != NULL) {
-            /* fill user, uid, ip and sender that the event lacks from the record */
-            PyObject *fill[4] = {NULL, NULL, NULL, NULL};
-            static const int fields[4] = {EV_USER, EV_UID, EV_IP, EV_SENDER};
-            PyObject *names[4] = {str_user, str_uid, str_ip, str_sender};
-            int changed = 0, failed = 0;
-            for (int i = 0; i < 4 && !failed; i++) {
-                PyObject *mine = PyTuple_GET_ITEM(event, ev[fields[i]]);
-                if (mine != Py_None)
-                    continue;
-                fill[i] = PyObject_GetAttr(msg, names[i]);
-                if (fill[i] == NULL)
-                    failed = 1;
-                else if (fill[i] != Py_None)
-                    changed = 1;
-            }
-            if (!failed && changed) {
-                PyObject *made = ((PyTypeObject *)event_type)->tp_alloc((PyTypeObject *)event_type, event_fields);
-                if (made == NULL) {
-                    failed = 1;
-                } else {
-                    for (Py_ssize_t i = 0; i < event_fields; i++)
-                        PyTuple_SET_ITEM(made, i, Py_NewRef(PyTuple_GET_ITEM(event, i)));
-                    for (int i = 0; i < 4; i++) {
-                        if (fill[i] != NULL && fill[i] != Py_None) {
-                            Py_SETREF(((PyTupleObject *)made)->ob_item[ev[fields[i]]], Py_NewRef(fill[i]));
-                        }
-                    }
-                    result = made;
-                    owned = 1;
-                }
-            }
-            for (int i = 0; i < 4; i++)
-                Py_XDECREF(fill[i]);
-            if (failed)
-                goto error;
-        }
-        int rc = PyList_Append(out, result);
-        if (owned)
-            Py_DECREF(result);
-        Py_CLEAR(msg);
-        Py_CLEAR(key);
+        o.event = event;
+        PyObject *kept = process_queued(&rs, &o, key, event_type);
+        Py_DECREF(key);
+        int rc = kept == NULL ? -1 : kept == Py_None ? 0 : PyList_Append(out, kept);
+        Py_XDECREF(kept);
         if (rc < 0)
             goto error;
     }
     Py_DECREF(messages);
-    if (add_dropped(correlator, dropped) < 0) {
+    if (add_dropped(correlator, rs.dropped) < 0) {
         Py_DECREF(out);
         return NULL;
     }
     return out;
 
 error:
-    Py_XDECREF(msg);
-    Py_XDECREF(key);
     Py_XDECREF(out);
     Py_DECREF(messages);
     return NULL;

@@ -257,20 +257,30 @@ class Jail:
         due: list[Ban] = self.tick(event.time, now) if self.probation else []
         if spec.ban_ips and event.kind in PROOF_KINDS:
             self._note_login(event)
-        if event[self.key_field] is None or not spec.selects(event):
+        # most events offered to user and uid jails lack the key (inbound): no call for those
+        key = None if event[self.key_field] is None else self.counted_key(event)
+        if key is None:
             return due
-        counted = self._count(event, now)
+        counted = self._count(event, key, now)
         return due + counted if due else counted
 
-    def _count(self, event: Event, now: float) -> list[Ban]:
+    def counted_key(self, event: Event) -> str | None:
+        """The key this jail counts `event` under, or None when it counts nothing for it: the
+        event lacks the jail's key, the jail does not select it, or the key is ignored
+        (`ignorekeys`, and the ignore list for addresses). The one selection of the jail's
+        counting (offer) and of `replay --report`'s peaks."""
         spec = self.spec
+        if event[self.key_field] is None or not spec.selects(event):
+            return None
         key = event.key(spec.key)
-        if key is None or key in spec.ignorekeys:
-            return []
+        if key is None or key in spec.ignorekeys or (spec.key == "ip" and key in self.ignore):
+            return None
+        return key
+
+    def _count(self, event: Event, key: str, now: float) -> list[Ban]:
+        spec = self.spec
         net = None
         if spec.key == "ip":
-            if key in self.ignore:
-                return []
             net = self._prefix(key)
             if net is not None and self.banned_nets.get(net, 0.0) > now:
                 return []  # the whole prefix is banned already

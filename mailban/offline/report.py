@@ -24,7 +24,7 @@ from typing import IO, Iterable, Iterator
 
 from ..config import Config
 from ..core.durations import format_duration
-from ..core.jails import JailSpec
+from ..core.jails import Jail, JailSpec
 from ..core.records import Event
 from ..localtime import local_to_epoch
 from .run import ReadCount, matched_lines
@@ -35,21 +35,28 @@ TOP = 15
 
 @dataclass
 class JailReport:
-    spec: JailSpec
+    """One jail's peaks: it selects, keys and weighs events with the jail's own
+    `Jail.counted_key` and `JailSpec.weight` (the daemon's counting, ignore lists included), and
+    keeps every time, where the jail keeps a window: a peak over the whole log is not a
+    threshold count."""
+
+    jail: Jail
     times: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     dropped: int = 0
     peaks: dict[str, int] = field(default_factory=dict)
     # account jails with min_ips: the distinct addresses of each key over the logs (capped)
     addresses: dict[str, set[str]] = field(default_factory=dict)
 
-    def add(self, event: Event, weights: dict[str, int]) -> None:
+    @property
+    def spec(self) -> JailSpec:
+        return self.jail.spec
+
+    def add(self, event: Event) -> None:
+        key = self.jail.counted_key(event)
+        if key is None:
+            return
         spec = self.spec
-        if not spec.selects(event):
-            return
-        key = event.key(spec.key)
-        if key is None or key in spec.ignorekeys:
-            return
-        weight = spec.weight(event, weights)
+        weight = spec.weight(event, self.jail.weights)
         if weight <= 0:
             return
         entries = self.times.get(key)
@@ -133,11 +140,12 @@ def events_from(config: Config, paths: list[str]) -> Iterator[Event]:
 
 
 def build(config: Config, events: Iterable[Event]) -> list[JailReport]:
-    reports = [JailReport(spec) for spec in config.jails if spec.enabled]
-    weights = [dict(r.spec.weights) for r in reports]
+    """Every enabled jail's report (inline ones too: the logs' submissions are what their
+    policy checks count)."""
+    reports = [JailReport(config.jail(spec)) for spec in config.jails if spec.enabled]
     for event in events:
-        for report, table in zip(reports, weights):
-            report.add(event, table)
+        for report in reports:
+            report.add(event)
     for report in reports:
         report.finish()
     return reports
