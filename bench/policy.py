@@ -99,7 +99,8 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
             child.take_bans()
             if child.windows:
                 blobs, child.windows = child.windows, []
-                windowsync.apply(mirror.jails, blobs, time.time())
+                windowsync.apply(mirror.jails, blobs, time.time(), note=False)
+                writer.inline_changes += blobs
             if child.saved:
                 child.saved = False
                 writer.commit(pipeline)
@@ -132,7 +133,8 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
         srv.stop()
     stats = srv.stats if thread else {"late": "n/a (in the child)"}
     out.put((stats, cpu.ru_utime + cpu.ru_stime, children.ru_utime + children.ru_stime, rates, child_stats,
-             writer.state.db.execute("SELECT count(*), sum(length(entries)) FROM windows").fetchone()))
+             writer.state.db.execute("SELECT count(*), sum(length(entries)) FROM windows").fetchone()
+             + writer.state.db.execute("SELECT count(*), sum(length(changes)) FROM window_changes").fetchone()))
 
 
 def request(i: int, accounts: int = 5000) -> bytes:
@@ -257,8 +259,9 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
               f"ms/s wall, {costs['saving_cpu'] * ms:.1f} ms/s CPU; per turn p50/p99/max wall "
               f"{costs['saving_p50'] * 1000:.3f}/{costs['saving_p99'] * 1000:.3f}/{costs['saving_max'] * 1000:.3f} ms, "
               f"CPU {costs['saving_cpu_p50'] * 1000:.3f}/{costs['saving_cpu_p99'] * 1000:.3f}/"
-              f"{costs['saving_cpu_max'] * 1000:.3f} ms; windows in the database at the end: {saved[0] or 0:,} "
-              f"({(saved[1] or 0) / 1e6:.1f} MB of entries)")
+              f"{costs['saving_cpu_max'] * 1000:.3f} ms; in the database at the end: {saved[0] or 0:,} window rows "
+              f"({(saved[1] or 0) / 1e6:.1f} MB of entries) and {saved[2] or 0:,} batches of changes since "
+              f"({(saved[3] or 0) / 1e6:.1f} MB)")
     if rates:
         (alone, cpu_alone, _, _), (during, cpu_during, windows_per_line, windows_ms) = rates
         print(f"{'':>26}  log lines in the daemon process: {alone:,.0f}/s alone, {during:,.0f}/s while answering "

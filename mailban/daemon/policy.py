@@ -75,6 +75,9 @@ class PolicyBridge:
         self.daemon.writer.inline = self.mirror
         self._note(active)
         restored = checkpoint.restore(self.mirror.jails, saved, now)
+        # then the changes saved since those rows were written (the writer folds them at its
+        # first commit)
+        windowsync.apply(self.mirror.jails, self.daemon.writer.state.window_changes(), now, note=False, replay=True)
         checkpoint.track(self.mirror.jails)  # after the restore: those windows are not changes
         return restored
 
@@ -111,6 +114,7 @@ class PolicyBridge:
         assert self.proc is not None
         self._windows()  # what the last child sent before it died
         self._note(active)
+        self._journal()
         # The child gets the mirror's jails (the fork copies them): it counts on from where the
         # database, or the last child, left them.
         self.proc.start(self.mirror, self._decisions(active))
@@ -152,6 +156,7 @@ class PolicyBridge:
         inline = self.inline_specs()
         notes = [(b.jail, b.key, b.until, b.key_type) for b in bans if b.jail in inline]
         self._note([b for b in bans if b.jail in inline])
+        self._journal()
         if notes and self.proc is not None and self.proc.alive:
             self.proc.send("note", notes)
 
@@ -174,6 +179,7 @@ class PolicyBridge:
         else:
             for b in bans:
                 self.mirror.forget(b.key_type, b.key)
+        self._journal()
         if self.proc is None or not self.proc.alive:
             return
         if bans is None:
@@ -202,11 +208,20 @@ class PolicyBridge:
         if self.proc is None or not self.proc.windows:
             return False
         blobs, self.proc.windows = self.proc.windows, []
-        resend = windowsync.apply(self.mirror.jails, blobs, time.time())
-        if resend and self.proc.alive:  # never seen: the link keeps the changes in order
+        resend = windowsync.apply(self.mirror.jails, blobs, time.time(), note=False)
+        self.daemon.writer.inline_changes += blobs  # saved as they came (State's window_changes)
+        if resend:  # never seen: the link keeps the changes in order
             log.warning("policy service: %d windows did not follow on in the mirror; asked whole", len(resend))
-            self.proc.send("resend", resend)
+            self.daemon.writer.fold_inline = True  # the database gets the mirror's rows, not the changes
+            if self.proc.alive:
+                self.proc.send("resend", resend)
         return True
+
+    def _journal(self) -> None:
+        """The mirror's own changes (unbans, bans noted) saved in line with the child's."""
+        items = checkpoint.take_touched(self.mirror.jails)
+        if items:
+            self.daemon.writer.inline_changes.append(windowsync.pack(items, whole=True))
 
     def housekeeping(self) -> None:
         """Fork a child that died again, once its backoff has passed."""
@@ -229,6 +244,8 @@ class PolicyBridge:
         jails = self._jails(cfg)
         checkpoint.track(jails)
         self.mirror.replace(jails)
+        checkpoint.take_touched(jails)
+        self.daemon.writer.fold_inline = True  # rows for the jails as they are now
 
     def stop(self) -> None:
         """Stop the child, after it sent every window it changed (the daemon's last commit

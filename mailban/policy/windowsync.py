@@ -30,6 +30,7 @@ Must never: apply a change to a window it does not follow on from (asks for it w
 
 from __future__ import annotations
 
+import io
 import pickle
 from array import array
 from itertools import islice
@@ -42,18 +43,33 @@ Change = tuple[str, str, str, Optional[tuple]]  # (jail name, "key" | "net", key
 Key = tuple[str, str, str]  # (jail name, "key" | "net", key)
 
 
-def pack(items: Iterable[tuple[Jail, str, str]]) -> bytes:
-    """The changes of these windows since their last send, pickled; marks them sent."""
+def pack(items: Iterable[tuple[Jail, str, str]], whole: bool = False) -> bytes:
+    """The changes of these windows since their last send, pickled; marks them sent. `whole`:
+    the windows as they are, sent or not (the daemon's own changes to its mirror, for the
+    database's window_changes)."""
     out: list[Change] = []
     for jail, which, key in items:
         window = (jail.windows if which == "key" else jail.nets).get(key)
-        out.append((jail.spec.name, which, key, None if window is None else _change(window)))
+        out.append((jail.spec.name, which, key, None if window is None else _change(window, whole)))
     return pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _change(window: RingWindow | BucketWindow) -> tuple:
-    added, sent = window.added, window.sent
-    window.sent = added
+class _Data(pickle.Unpickler):
+    """Changes are tuples of str, bytes, numbers and None: nothing that names a class or a
+    function is loaded (they are read back from the database too)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"not a window change: {module}.{name}")
+
+
+def loads(blob: bytes) -> list[Change]:
+    return _Data(io.BytesIO(blob)).load()
+
+
+def _change(window: RingWindow | BucketWindow, whole: bool = False) -> tuple:
+    added, sent = window.added, (-1 if whole else window.sent)
+    if not whole:
+        window.sent = added
     lines = window.lines
     if isinstance(window, BucketWindow):
         return ("B", added, window.total, array("d", window._flat).tobytes(), tuple(lines), _ips(window, None),
@@ -79,23 +95,29 @@ def _ips(window: RingWindow | BucketWindow, new: int | None) -> tuple | None:
     return ("d", len(ips), tuple(x for ip, (when, n) in items for x in (ip, when, n)))
 
 
-def apply(jails: Iterable[Jail], blobs: Iterable[bytes], now: float) -> list[Key]:
+def apply(jails: Iterable[Jail], blobs: Iterable[bytes], now: float, note: bool = True,
+          replay: bool = False) -> list[Key]:
     """Bring the mirror's windows level with the changes the child sent (in order), noted as
-    touched for the next commit; return the windows to be sent whole (see the header). A window
-    for a key the mirror holds banned now is not put back (the ban was noted after it was sent)."""
+    touched (unless not `note`); return the windows to be sent whole (see the header). A window
+    for a key the mirror holds banned now is not put back (the ban was noted after it was sent).
+    `replay`: changes read back from the database over the windows restored from their rows,
+    which do not keep the `added` counters the changes are checked against."""
     by_name = {j.spec.name: j for j in jails}
     resend: list[Key] = []
     for blob in blobs:
-        for name, which, key, change in pickle.loads(blob):
+        for name, which, key, change in loads(blob):
             jail = by_name.get(name)
             if jail is None or which not in ("key", "net"):
                 continue
             table = jail.windows if which == "key" else jail.nets
             banned = jail.banned if which == "key" else jail.banned_nets
             old = table.pop(key, None)
-            jail.touched.add((which, key))
+            if note:
+                jail.touched.add((which, key))
             if change is None or banned.get(key, 0.0) > now:
                 continue
+            if replay and change[0] == "r" and isinstance(old, RingWindow):
+                old.added = change[1]
             window = _whole(change) if change[0] != "r" else _follow(old, change)
             if window is None:
                 resend.append((name, which, key))
