@@ -197,3 +197,24 @@ def test_the_database_keeps_the_changes_and_folds_them_into_rows(tmp_path, monke
     for fresh, mine in zip(restarted(), mirror):  # (rows do not keep the counters: a new child sends whole)
         assert state(fresh, mine, False) == state(mine, None, False), fresh.spec.name
     w.state.close()
+
+
+def test_changes_kept_while_the_database_fails_stay_bounded(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past FOLD_BYTES of uncommitted changes (the database failing), the writer keeps none and
+    writes the mirror's rows whole when it can again."""
+    from mailban.config import load
+    from mailban.daemon import writer as writer_module
+    from mailban.daemon.writer import StateWriter
+    from mailban.localtime import local_to_epoch
+    from mailban.state import State
+
+    monkeypatch.setattr(writer_module, "FOLD_BYTES", 1000)
+    w = StateWriter(State(str(tmp_path)), lambda: None)
+    w.inline = Inline(jails())
+    pipeline = load(None).pipeline(1000.0, local_to_epoch)
+    assert w.commit(pipeline)  # the first fold
+    w.inline_changes = [b"x" * 600, b"y" * 600]
+    w.error = "cannot write"  # failing: only a forced commit tries
+    assert not w.commit(pipeline)
+    assert w.inline_changes == [] and w.fold_inline
+    w.state.close()

@@ -74,6 +74,9 @@ class StateWriter:
         While the database fails, only the once-a-second retry (`force`) tries: a locked
         database makes every try wait BUSY_TIMEOUT, which must not slow reading down."""
         jails = list(pipeline.jails)
+        if self.inline_changes and sum(len(c) for c in self.inline_changes) > FOLD_BYTES:
+            # the database has failed for a while: the mirror holds it all, its rows will do
+            self.inline_changes, self.fold_inline = [], True
         fold = self._fold_due()
         if fold is not None:  # every inline window as a row; their changes are then deleted
             for jail in self.inline.jails:  # type: ignore[union-attr]
