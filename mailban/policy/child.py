@@ -259,6 +259,10 @@ def _child_main(server: PolicyServer, link: socket.socket) -> None:
         checkpoint.track(server.inline.jails)
         server.save_windows = True
         gc_timer.install()
+        # What the fork copied from the daemon (its configuration, pipeline, decisions, the
+        # mirror) out of the collector's sight: its full collections walked all of it, and
+        # touching those objects' headers un-shares the forked pages.
+        gc.freeze()
         threading.Thread(target=_link_loop, args=(server, link), name="mailban-policy-link", daemon=True).start()
         server._run()
     except BaseException:  # noqa: BLE001 - the child must leave through os._exit whatever happens
