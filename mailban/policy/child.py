@@ -10,10 +10,12 @@ a refused bind is said by the daemon; then, over a socketpair (the link): the de
 (`Decisions`, replaced whole), unbans (the inline jails forget keys), a reload's inline jails.
 Outputs: the inline jails' bans, sent back over the link; the daemon records and carries them
 out. The inline jails' changed windows (what changed since the last send: windowsync.py), sent
-once a second and with each inline ban, and all of them when the daemon stops ("flush"); the daemon mirrors them and commits
-them to its database, and a child forked again (or at the next start) gets them back, so a
-restart of mailban or of this process loses at most about a second of inline counting. Messages are length-prefixed pickles between the daemon and the child it forked (the same
-code on both ends; attacker text travels only as str fields of Bans and Decisions).
+once a second and with each inline ban, and all of them when the daemon stops ("flush"); the
+daemon mirrors them and commits them to its database, and a child forked again (or at the next
+start) gets them back, so a restart of mailban or of this process loses at most about a second
+of inline counting. Messages are length-prefixed pickles between the daemon and the child it
+forked (the same code on both ends; attacker text travels only as str fields of Bans and
+Decisions, and as str in the window changes: windowsync.py).
 
 Fail-open: a child that dies (or stops reading for LINK_TIMEOUT) is reaped and forked again by
 the daemon; meanwhile the listening socket stays open in the daemon and postfix's connections
@@ -289,7 +291,8 @@ def _link_loop(server: PolicyServer, link: socket.socket) -> None:
                         link.sendall(_frame(("shared", shared)))
                     # already pickled by the loop (windowsync.pack), a few hundred windows each
                     for blob in windows:
-                        link.sendall(_frame(("windows", blob) if blob else ("flushed",) if blob is None else ("saved",)))
+                        message = ("windows", blob) if blob else ("flushed",) if blob is None else ("saved",)
+                        link.sendall(_frame(message))
                     continue
                 data = link.recv(1 << 20)
                 if not data:
