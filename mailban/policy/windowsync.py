@@ -9,10 +9,13 @@ into one bytes object per batch (pack): the queue and the link carry bytes, whic
 does not track, and the entries travel as packed doubles.
 
 Inputs: (jail, "key" | "net", key) items the jails noted as touched (checkpoint.take_touched), in
-the child; the bytes it sent, in the daemon. Outputs: bytes (pack); the mirror's windows brought
-level with the child's, noted as touched for the next commit (apply), and the windows whose
-change could not be applied (the mirror did not have what the change starts from), which the
-child is asked to send whole (`resend`).
+the child; the bytes it sent, in the daemon, and the same bytes read back from the database at
+start (the daemon saves them as they came: State's window_changes, replayed over the rows).
+Outputs: bytes (pack; `whole`: the daemon's own changes to its mirror, saved in line); the
+mirror's windows brought level with the child's (apply), and the windows whose change could not
+be applied (the mirror did not have what the change starts from), which the child is asked to
+send whole (`resend`). Security: the bytes are loaded with an unpickler that loads no class or
+function (`loads`); attacker text (lines, keys) is only ever str in them.
 
 A change of a window is one of:
 - None: the window is gone (banned, forgotten, evicted);
@@ -25,7 +28,8 @@ A change of a window is one of:
 `entries` are packed doubles (time, weight, ...); `ips` is None (not kept), ("1", one) (a single
 address), or ("d", n, flat items): the last items of the address dict (an add moves its address
 to the end; the dict's first items are evicted first), of which the last `n` are the dict now.
-Must never: apply a change to a window it does not follow on from (asks for it whole instead).
+Must never: apply a change to a window it does not follow on from (asks for it whole instead;
+`replay` trusts the database's order, whose rows do not keep the counters).
 """
 
 from __future__ import annotations
