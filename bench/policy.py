@@ -34,6 +34,7 @@ import os
 import random
 import resource
 import selectors
+import shutil
 import socket
 import sys
 import tempfile
@@ -63,7 +64,7 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     # child's windows go into, committed to a real database with the pipeline's state.
     mirror = Inline([inline_jail(spec, IgnoreList(()))])
     checkpoint.track(mirror.jails)
-    writer = StateWriter(State(tempfile.mkdtemp(prefix="policy-bench-state-")), lambda: None)
+    writer = StateWriter(State(os.path.join(os.path.dirname(path), "state")), lambda: None)
     writer.inline = mirror
     pipeline = load(None).pipeline(time.time(), local_to_epoch)
     srv = PolicyServer(f"unix:{path}", inline, max_connections=4096)
@@ -229,7 +230,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run(args: argparse.Namespace, rate: float | None) -> None:
-    path = os.path.join(tempfile.mkdtemp(prefix="policy-bench-"), "policy.sock")
+    scratch = tempfile.mkdtemp(prefix="policy-bench-")  # the socket and the database; removed after
+    path = os.path.join(scratch, "policy.sock")
     ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
     proc = mp.Process(target=serve, args=(path, ready, go, stop, args.log_load, args.thread, out, args.maxretry))
     proc.start()
@@ -240,6 +242,7 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
     stop.set()
     stats, server_cpu, child_cpu, rates, costs, saved = out.get(timeout=30)
     proc.join(10)
+    shutil.rmtree(scratch, ignore_errors=True)
     mode = f"open loop at {rate:,.0f}/s" if rate else "closed loop"
     print(f"{mode:>26}: {n / args.seconds:>9,.0f} answers/s over {args.conns} connections"
           f"{' (log load in the server process)' if args.log_load else ''}; latency ms p50 {pct(lat, .5):.3f} "
