@@ -15,9 +15,15 @@ Optionally (--log-load) the "daemon" process parses log lines in its main thread
 the daemon does under a log flood, and the log lines it parsed per second are printed: first
 with no policy traffic (the baseline), then during each run, to show what the service costs
 the log-reading path (and, with --thread, what the GIL costs the answers).
-Prints figures; also CPU seconds used by the client and the server.
+The "daemon" process does with the child's windows what the daemon does (PolicyBridge._take):
+puts them into a mirror of the inline jails and commits them to a real database, once a second.
+Prints figures; also CPU seconds used by the client and the server, and the child's costs that
+the machine's load does not change (costs.py: the cycle collector's CPU time and pauses, the CPU
+time of the loop turns spent saving windows, objects tracked), and load averages: on a shared
+machine the wall-clock figures are noise first.
 
     .venv/bin/python bench/policy.py [--conns 200] [--seconds 5] [--rate 20000] [--log-load] [--thread]
+        [--maxretry 500] [--accounts 5000] [--open-only]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import os
 import random
 import resource
 import selectors
+import shutil
 import socket
 import sys
 import tempfile
@@ -38,15 +45,28 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bool, thread: bool,
           out: mp.Queue, maxretry: int = 1_000_000) -> None:
+    from mailban import checkpoint
+    from mailban.config import load
     from mailban.core.jails import IgnoreList, JailSpec
+    from mailban.daemon.writer import StateWriter
+    from mailban.localtime import local_to_epoch
+    from mailban.state import State
     from mailban.core.records import Ban
     from mailban.policy.answer import Decisions, Inline, inline_jail
+    from mailban.policy import windowsync
     from mailban.policy.child import PolicyProcess
     from mailban.policy.server import PolicyServer
 
     spec = JailSpec(name="out", kinds=frozenset(), key="user", maxretry=maxretry, findtime=3600, bantime=600,
                     inline=True, actions=())
     inline = Inline([inline_jail(spec, IgnoreList(()))])
+    # The daemon's side, as daemon/policy.py runs it: a mirror of the inline jails that the
+    # child's windows go into, committed to a real database with the pipeline's state.
+    mirror = Inline([inline_jail(spec, IgnoreList(()))])
+    checkpoint.track(mirror.jails)
+    writer = StateWriter(State(os.path.join(os.path.dirname(path), "state")), lambda: None)
+    writer.inline = mirror
+    pipeline = load(None).pipeline(time.time(), local_to_epoch)
     srv = PolicyServer(f"unix:{path}", inline, max_connections=4096)
     now = time.time()
     bans = [Ban(jail="j", key_type="user", key=f"dis{i}@example.test", time=now, until=now + 3600, count=1,
@@ -64,22 +84,34 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     ready.set()
 
     def drain() -> None:
-        """What the daemon does with the link between batches: take the inline jails' bans and
-        changed windows (the child sends its windows once a second, checkpoint.changed)."""
+        """What the daemon does with the link between batches (PolicyBridge._take): take the
+        inline jails' bans and changed windows (the child sends its windows once a second), put
+        the windows into the mirror and commit them."""
+        began = time.process_time()
+        try:
+            _drain()
+        finally:
+            spent[0] += time.process_time() - began
+
+    spent = [0.0]  # CPU seconds in drain(): the part of the daemon's CPU the service's windows cost
+
+    def _drain() -> None:
         if child is not None:
             child.take_bans()
-            child.windows.clear()
+            if child.windows:
+                blobs, child.windows = child.windows, []
+                windowsync.apply(mirror.jails, blobs, time.time(), note=False)
+                writer.inline_changes += blobs
+            if child.saved:
+                child.saved = False
+                writer.commit(pipeline)
 
     rates = []  # log lines per second: before the clients start (the baseline), while they run
     if log_load:
-        from mailban.config import load
-        from mailban.localtime import local_to_epoch
-
-        pipeline = load(None).pipeline(time.time(), local_to_epoch)
         lines = [f"Nov 20 08:00:{i % 60:02d} mx postfix/smtpd[{1000 + i}]: warning: unknown[198.51.100.{i % 250}]: "
                  f"SASL LOGIN authentication failed: UGFzc3dvcmQ6\n".encode() for i in range(5000)]
         for phase in (go, stop):
-            n, t0, c0 = 0, time.perf_counter(), time.process_time()
+            n, t0, c0, spent[0] = 0, time.perf_counter(), time.process_time(), 0.0
             while not phase.is_set():
                 for line in lines[:500]:
                     pipeline.feed(line, time.time(), "/var/log/mail.log")
@@ -87,10 +119,12 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
                 drain()
             # wall: lines/s (what the CPU left it); CPU: its own cost per line, which the
             # scheduling on a shared machine does not change
-            rates.append((n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1e6))
+            wall = time.perf_counter() - t0
+            rates.append((n / wall, (time.process_time() - c0) / n * 1e6, spent[0] / n * 1e6, spent[0] / wall * 1e3))
     else:
-        while not stop.wait(0.5):
+        while not stop.wait(0.05):  # the daemon's loop wakes when the link is readable
             drain()
+    child_stats = child.stats() if child is not None else None
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     if child is not None:
@@ -99,11 +133,13 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     else:
         srv.stop()
     stats = srv.stats if thread else {"late": "n/a (in the child)"}
-    out.put((stats, cpu.ru_utime + cpu.ru_stime, children.ru_utime + children.ru_stime, rates))
+    out.put((stats, cpu.ru_utime + cpu.ru_stime, children.ru_utime + children.ru_stime, rates, child_stats,
+             writer.state.db.execute("SELECT count(*), sum(length(entries)) FROM windows").fetchone()
+             + writer.state.db.execute("SELECT count(*), sum(length(changes)) FROM window_changes").fetchone()))
 
 
-def request(i: int) -> bytes:
-    user = f"user{i % 5000}@example.test" if i % 3 else ""
+def request(i: int, accounts: int = 5000) -> bytes:
+    user = f"user{i % accounts}@example.test" if i % 3 else ""
     return (f"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=203.0.113.{i % 250}\n"
             f"client_name=unknown\nreverse_client_name=unknown\nhelo_name=client{i}.example.net\n"
             f"sender=sender{i % 777}@example.net\nrecipient=rcpt{i}@example.org\nrecipient_count=0\nqueue_id=\n"
@@ -114,9 +150,10 @@ def request(i: int) -> bytes:
             f"server_port=25\ncompatibility_level=3.6\nmail_version=3.7.11\n\n").encode()
 
 
-def drive(path: str, conns: int, seconds: float, rate: float | None) -> tuple[int, list[float], float]:
+def drive(path: str, conns: int, seconds: float, rate: float | None,
+          accounts: int = 5000) -> tuple[int, list[float], float]:
     """Run the clients; (answers, latencies in seconds, client CPU seconds)."""
-    reqs = [request(i) for i in range(10007)]
+    reqs = [request(i, accounts) for i in range(10007)]
     sel = selectors.DefaultSelector()
     socks = []
     for _ in range(conns):
@@ -193,17 +230,19 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run(args: argparse.Namespace, rate: float | None) -> None:
-    path = os.path.join(tempfile.mkdtemp(prefix="policy-bench-"), "policy.sock")
+    scratch = tempfile.mkdtemp(prefix="policy-bench-")  # the socket and the database; removed after
+    path = os.path.join(scratch, "policy.sock")
     ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
     proc = mp.Process(target=serve, args=(path, ready, go, stop, args.log_load, args.thread, out, args.maxretry))
     proc.start()
     ready.wait(30)
     time.sleep(0.5 if not args.log_load else args.seconds)  # the log rate alone, meanwhile
     go.set()
-    n, lat, client_cpu = drive(path, args.conns, args.seconds, rate)
+    n, lat, client_cpu = drive(path, args.conns, args.seconds, rate, args.accounts)
     stop.set()
-    stats, server_cpu, child_cpu, rates = out.get(timeout=30)
+    stats, server_cpu, child_cpu, rates, costs, saved = out.get(timeout=30)
     proc.join(10)
+    shutil.rmtree(scratch, ignore_errors=True)
     mode = f"open loop at {rate:,.0f}/s" if rate else "closed loop"
     print(f"{mode:>26}: {n / args.seconds:>9,.0f} answers/s over {args.conns} connections"
           f"{' (log load in the server process)' if args.log_load else ''}; latency ms p50 {pct(lat, .5):.3f} "
@@ -212,11 +251,27 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
           f"service child {child_cpu:.2f} "
           f"over {args.seconds:.0f} s" + (f"; generator sent p99 {pct(drive.lag, .99):.3f} ms after due"  # type: ignore[attr-defined]
                                             if rate else ""))
+    if costs:
+        gc_s, gc_cpu, gc_n = costs["gc_seconds"], costs["gc_cpu"], costs["gc_count"]
+        ms = 1000 / args.seconds  # seconds over the run -> ms per second
+        print(f"{'':>26}  service child: cycle collector {sum(gc_s) * ms:.1f} ms/s wall, {sum(gc_cpu) * ms:.1f} ms/s CPU "
+              f"(gen0/1/2: {gc_n[0]}/{gc_n[1]}/{gc_n[2]} collections, CPU {gc_cpu[0] * 1000:.0f}/{gc_cpu[1] * 1000:.0f}/"
+              f"{gc_cpu[2] * 1000:.0f} ms), longest pause {costs['gc_longest'] * 1000:.2f} ms wall, "
+              f"{costs['gc_longest_cpu'] * 1000:.2f} ms CPU; {costs['gc_tracked']:,} objects tracked at the end")
+        print(f"{'':>26}  service child: turns saving windows: {costs['saving_n']:,}, {costs['saving_seconds'] * ms:.1f} "
+              f"ms/s wall, {costs['saving_cpu'] * ms:.1f} ms/s CPU; per turn p50/p99/max wall "
+              f"{costs['saving_p50'] * 1000:.3f}/{costs['saving_p99'] * 1000:.3f}/{costs['saving_max'] * 1000:.3f} ms, "
+              f"CPU {costs['saving_cpu_p50'] * 1000:.3f}/{costs['saving_cpu_p99'] * 1000:.3f}/"
+              f"{costs['saving_cpu_max'] * 1000:.3f} ms; in the database at the end: {saved[0] or 0:,} window rows "
+              f"({(saved[1] or 0) / 1e6:.1f} MB of entries) and {saved[2] or 0:,} batches of changes since "
+              f"({(saved[3] or 0) / 1e6:.1f} MB)")
     if rates:
-        (alone, cpu_alone), (during, cpu_during) = rates
+        (alone, cpu_alone, _, _), (during, cpu_during, windows_per_line, windows_ms) = rates
         print(f"{'':>26}  log lines in the daemon process: {alone:,.0f}/s alone, {during:,.0f}/s while answering "
               f"({(during / alone - 1) * 100:+.1f}%); CPU per line {cpu_alone:.2f} us alone, {cpu_during:.2f} us "
-              f"while answering ({(cpu_during / cpu_alone - 1) * 100:+.1f}%)")
+              f"while answering ({(cpu_during / cpu_alone - 1) * 100:+.1f}%), of which {windows_per_line:.2f} us "
+              f"taking, applying and committing the service's windows ({windows_ms:.0f} ms per second); without "
+              f"them {((cpu_during - windows_per_line) / cpu_alone - 1) * 100:+.1f}%")
 
 
 def main() -> None:
@@ -226,15 +281,23 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20000.0)
     ap.add_argument("--log-load", action="store_true")
     ap.add_argument("--thread", action="store_true", help="the service as a thread of the daemon process (before)")
+    ap.add_argument("--open-only", action="store_true", help="only the open loop run")
+    ap.add_argument("--accounts", type=int, default=5000,
+                    help="distinct sasl_usernames (2 requests in 3 have one): each is a window the service changes "
+                         "and saves every second, so this sets the saving's cost")
     ap.add_argument("--maxretry", type=int, default=1_000_000,
                     help="the inline jail's limit per account and hour: the default never bans, so every window "
                          "grows all run long (the worst case for saving windows); a real limit (e.g. 500) keeps "
                          "each window at most that long")
     args = ap.parse_args()
     print(f"policy service on a unix socket ({'a thread of' if args.thread else 'a child process of'} the daemon "
-          f"process), {os.cpu_count()} cores, Python {sys.version.split()[0]}")
-    run(args, None)
+          f"process), {os.cpu_count()} cores, Python {sys.version.split()[0]}, maxretry {args.maxretry}, "
+          f"{args.accounts} accounts; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if not args.open_only:
+        run(args, None)
     run(args, args.rate)
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

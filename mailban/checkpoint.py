@@ -5,15 +5,17 @@ mirrors them) and the (jail name, "key" | "net", key) triples of the windows a b
 which the jails note themselves (Jail.touched, see track/collect). Outputs: rows for
 `State.commit` (upserts and deletions), and, at start, windows put back into the jails from the
 rows `State.windows()` returns.
-The inline jails count in the policy service's process: there `changed()` takes their changed
-windows (copies, sent to the daemon over the link) and in the daemon `apply()` puts them into
-its mirror of those jails, which notes them as touched, so the same collect/rows commit them.
+The inline jails count in the policy service's process: there `take_touched()` takes their
+changed windows, whose changes policy/windowsync.py sends to the daemon's mirror of those jails,
+which notes them as touched, so the same collect/rows commit them.
 
 This module reads and rebuilds the jails' windows through their attributes (`Jail.windows`, and
 `Jail.nets` for the prefix windows of ip jails: dicts ordered by recency whose values are
 core.windows RingWindow/BucketWindow objects) so that the core stays free of persistence.
-Row format: entries JSON is {"ring": [[time, weight], ...]} or {"bucket": resolution,
-"buckets": [[index, weight], ...]}; lines JSON is a list; ips JSON is {ip: [last, events]} or null.
+Row format: entries are little-endian doubles, b"R" + time, weight, time, weight... or b"B" +
+resolution, index, weight, ...; rows written before are JSON, {"ring": [[time, weight], ...]} or
+{"bucket": resolution, "buckets": [[index, weight], ...]}, and still read; lines JSON is a list;
+ips JSON is {ip: [last, events]} or null.
 Must never: restore a window into a jail that now counts by another key type or window kind, or
 for a key that is banned (a banned key has no window), or beyond the jail's `max_keys`.
 """
@@ -21,18 +23,16 @@ for a key that is banned (a banned key has no window), or beyond the jail's `max
 from __future__ import annotations
 
 import json
+import sys
+from array import array
 from collections import deque
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable
 
 from .core.jails import Jail
 from .core.windows import MAX_LINES_KEPT, BucketWindow, RingWindow
 from .state import WindowRow
 
 Touched = set[tuple[str, str, str]]  # (jail name, "key" or "net", key)
-Window = Union[RingWindow, BucketWindow]
-# A changed window as the policy service's process sends it: (jail name, "key" | "net", key,
-# a copy of the window's fields (pack), or None when it is gone: banned, forgotten, evicted).
-Change = tuple[str, str, str, Optional[tuple]]
 
 
 def track(jails: Iterable[Jail]) -> None:
@@ -41,73 +41,15 @@ def track(jails: Iterable[Jail]) -> None:
         jail.track_windows = True
 
 
-def changed(jails: Iterable[Jail]) -> list[Change]:
-    """The windows the jails changed since the last call, as they are now (the caller pickles
-    them: a copy), and clears the jails' notes."""
-    return packed(take_touched(jails))
-
-
 def take_touched(jails: Iterable[Jail]) -> list[tuple[Jail, str, str]]:
     """The windows the jails changed since the last call, (jail, "key" | "net", key), taken off
-    their notes, to be packed later (packed()), a few at a time if need be."""
+    their notes, to be packed later (policy/windowsync.pack), a few at a time if need be."""
     out: list[tuple[Jail, str, str]] = []
     for jail in jails:
         if jail.touched:
             out.extend((jail, which, key) for which, key in jail.touched)
             jail.touched.clear()
     return out
-
-
-def packed(items: Iterable[tuple[Jail, str, str]]) -> list[Change]:
-    """Those windows as they are now."""
-    out: list[Change] = []
-    for jail, which, key in items:
-        window = (jail.windows if which == "key" else jail.nets).get(key)
-        out.append((jail.spec.name, which, key, None if window is None else pack(window)))
-    return out
-
-
-def pack(window: Window) -> tuple:
-    """A copy of the window's fields, taken in the thread that counts (it is pickled in another
-    one): plain lists and tuples pickle at about twice the speed of the window objects."""
-    lines = window._lines
-    ips = window._ips
-    common = (lines if lines is None or type(lines) is str else list(lines),
-              None if ips is None else dict(ips), window._one)
-    if isinstance(window, BucketWindow):
-        return ("b", window.resolution, list(window._flat), window.total, *common)
-    return ("r", list(window._ring), window.total, *common)
-
-
-def unpack(state: tuple) -> Window:
-    window: Window
-    if state[0] == "b":
-        _tag, resolution, flat, total, lines, ips, one = state
-        window = BucketWindow(False, resolution)
-        window._flat = flat
-    else:
-        _tag, ring, total, lines, ips, one = state
-        window = RingWindow(False)
-        window._ring = ring
-    window.total, window._lines, window._ips, window._one = total, lines, ips, one
-    return window
-
-
-def apply(jails: Iterable[Jail], changes: list[Change], now: float) -> None:
-    """Put changed windows into these jails (the daemon's mirror of the inline jails), noted as
-    touched for the next commit. A window for a key the jail holds banned now is not put back
-    (the ban was noted after the window was sent)."""
-    by_name = {j.spec.name: j for j in jails}
-    for name, which, key, window in changes:
-        jail = by_name.get(name)
-        if jail is None or which not in ("key", "net"):
-            continue
-        table = jail.windows if which == "key" else jail.nets
-        banned = jail.banned if which == "key" else jail.banned_nets
-        table.pop(key, None)
-        if window is not None and not banned.get(key, 0.0) > now:
-            table[key] = unpack(window)  # last: dict order is recency, for the jail's max_keys eviction
-        jail.touched.add((which, key))
 
 
 def collect(jails: Iterable[Jail], into: Touched) -> None:
@@ -140,15 +82,18 @@ def rows(jails: Iterable[Jail], keys: Touched) -> tuple[list[WindowRow], list[tu
     return upserts, dropped
 
 
-def _dump(window: Any) -> tuple[float, str, str, str | None]:
+def _dump(window: Any) -> tuple[float, bytes, str, str | None]:
+    # Entries as packed doubles, not JSON: the policy service's inline windows reach the
+    # daemon's commit by the thousand each second, and JSON of their entries took the daemon's
+    # thread 0.1-0.7 ms per window (bench/policy.py); this is a copy in C.
     if isinstance(window, BucketWindow):
-        buckets = [[float(i), int(w)] for i, w in window.buckets]
-        last = (buckets[-1][0] + 1) * window.resolution if buckets else 0.0
-        entries = json.dumps({"bucket": window.resolution, "buckets": buckets})
+        flat = window._flat
+        last = (flat[-2] + 1) * window.resolution if flat else 0.0
+        entries = b"B" + _doubles([window.resolution, *flat])
     else:
-        ring = [list(e) for e in window.entries]
-        last = ring[-1][0] if ring else 0.0
-        entries = json.dumps({"ring": ring})
+        ring = window._ring
+        last = float(ring[-2]) if ring else 0.0
+        entries = b"R" + _doubles(ring)
     ips = None if window.ips is None else json.dumps({ip: list(v) for ip, v in window.ips.items()})
     return last, entries, json.dumps(list(window.lines)), ips
 
@@ -185,8 +130,31 @@ def restore(jails: Iterable[Jail], saved: list[WindowRow], now: float) -> int:
     return restored
 
 
-def _load(spec: Any, key_type: str, entries: str, lines: str, ips: str | None) -> Any:
-    data = json.loads(entries)
+def _doubles(values: list[float]) -> bytes:
+    packed = array("d", values)
+    if sys.byteorder != "little":  # the database is the same on every machine
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _undoubles(data: bytes) -> list[float]:
+    packed = array("d", data)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    values = packed.tolist()
+    values[1::2] = [int(w) for w in values[1::2]]
+    return values
+
+
+def _load(spec: Any, key_type: str, entries: str | bytes, lines: str, ips: str | None) -> Any:
+    if isinstance(entries, bytes):  # packed doubles (_dump); JSON from before
+        values = _undoubles(entries[1:])
+        if entries[:1] == b"B":
+            data: Any = {"bucket": values[0], "buckets": [[i, int(w)] for i, w in zip(values[1::2], values[2::2])]}
+        else:
+            data = {"ring": list(zip(values[::2], values[1::2]))}
+    else:
+        data = json.loads(entries)
     resolution = getattr(spec, "resolution", 0.0)
     window: Any
     if "bucket" in data:

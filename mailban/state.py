@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS history (
     key TEXT NOT NULL,
     detail TEXT NOT NULL
 );
--- A jail's counting window for one key: entries [[log time, weight], ...], example lines, and
+-- A jail's counting window for one key: entries (packed doubles: checkpoint.py), example lines, and
 -- for user-keyed jails the addresses seen ({ip: [last time, events]}, or null).
 CREATE TABLE IF NOT EXISTS windows (
     jail TEXT NOT NULL,
@@ -72,6 +72,14 @@ CREATE TABLE IF NOT EXISTS windows (
     lines TEXT NOT NULL,
     ips TEXT,
     PRIMARY KEY (jail, key_type, key)
+);
+-- The policy service's inline windows: the changes the daemon took since their rows were last
+-- written (policy/windowsync.py: one batch each, as the service sent it, in order), replayed over
+-- those rows at start, and folded into them now and then (daemon/writer.py): a second's
+-- thousands of changed inline windows are then a few inserts instead of thousands of rows.
+CREATE TABLE IF NOT EXISTS window_changes (
+    seq INTEGER PRIMARY KEY,
+    changes BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_key ON history (key_type, key, time);
 CREATE INDEX IF NOT EXISTS history_time ON history (time);
@@ -84,8 +92,9 @@ _ADDED = (("ips", "TEXT NOT NULL DEFAULT '[]'"), ("cause", "TEXT NOT NULL DEFAUL
           ("repeat", "INTEGER NOT NULL DEFAULT 0"), ("observe", "INTEGER NOT NULL DEFAULT 0"))
 
 
-# (jail, key_type, key, last log time, entries JSON, lines JSON, ips JSON or None)
-WindowRow = tuple[str, str, str, float, str, str, str | None]
+# (jail, key_type, key, last log time, entries (packed doubles, or JSON from before), lines JSON,
+# ips JSON or None)
+WindowRow = tuple[str, str, str, float, str | bytes, str, str | None]
 
 
 # Decoded `actions` and `ips` columns by their text: a handful of distinct values among all the
@@ -141,10 +150,17 @@ class State:
         self.db.close()
 
     def commit(self, bans: Iterable[Ban] = (), positions: dict[str, dict[str, Any]] | None = None,
-               windows: Iterable[WindowRow] = (), dropped: Iterable[tuple[str, str, str]] = ()) -> None:
-        """Record new bans, file positions and changed windows atomically (all or nothing)."""
+               windows: Iterable[WindowRow] = (), dropped: Iterable[tuple[str, str, str]] = (),
+               changes: Iterable[bytes] = (), fold: Iterable[str] | None = None) -> None:
+        """Record new bans, file positions and changed windows atomically (all or nothing).
+        `changes`: inline window changes, appended to window_changes. `fold`: the inline jails
+        whose every window is in `windows`: their other rows and all changes go first."""
         with self.db:  # one transaction
             self.db.execute("BEGIN")
+            if fold is not None:
+                self.db.executemany("DELETE FROM windows WHERE jail = ?", [(name,) for name in fold])
+                self.db.execute("DELETE FROM window_changes")
+            self.db.executemany("INSERT INTO window_changes (changes) VALUES (?)", [(c,) for c in changes])
             self.db.executemany("DELETE FROM windows WHERE jail = ? AND key_type = ? AND key = ?", list(dropped))
             self.db.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?)", list(windows))
             self.db.executemany(
@@ -254,9 +270,14 @@ class State:
             with self.db:
                 self.db.executemany("DELETE FROM windows WHERE jail = ? AND key_type = ?", gone)
 
+    def window_changes(self) -> list[bytes]:
+        """The inline windows' changes since their rows were written, in order."""
+        return [bytes(c) for (c,) in self.db.execute("SELECT changes FROM window_changes ORDER BY seq")]
+
     def drop_windows(self) -> None:
         with self.db:
             self.db.execute("DELETE FROM windows")
+            self.db.execute("DELETE FROM window_changes")
 
     def prune_windows(self, before: float) -> int:
         """Delete windows whose last entry is older than `before` (they count nothing any more)."""

@@ -1,4 +1,5 @@
-"""The benchmark's generator and the two offline commands on a short mixed log (no timing).
+"""The benchmark's generator and the two offline commands on a short mixed log (no timing), and a
+short run of bench/policy.py.
 
 bench/genlog.py writes ~20,000 lines of mixed mail traffic with attacks of every category;
 `mailban test` must find every shipped filter and every failure kind in them, and `mailban
@@ -95,3 +96,18 @@ def test_the_exim_log_reaches_every_exim_category(tmp_path: Path) -> None:
     m = re.search(r"(\d+) decisions from (\d+) log lines", text)
     assert m is not None and int(m.group(2)) == LINES and int(m.group(1)) > 0
     assert "mail-abuse  ban ip " in text
+
+
+def test_the_policy_bench_runs_and_prints_the_services_costs() -> None:
+    """bench/policy.py for a second at a low rate: it answers, the child reports its costs, and
+    the "daemon" saves the windows (its rows and changes in a real database)."""
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "policy.py"
+    out = subprocess.run([sys.executable, str(bench), "--seconds", "1", "--rate", "2000", "--open-only",
+                          "--accounts", "50", "--maxretry", "500", "--conns", "20"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert re.search(r"open loop at 2,000/s: +[\d,]+ answers/s", out), out
+    assert "cycle collector" in out and "turns saving windows" in out, out
+    assert re.search(r"in the database at the end: \d+ window rows", out), out

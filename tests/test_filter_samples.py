@@ -45,3 +45,25 @@ def test_red_team_captures_never_name_a_forged_address() -> None:
                 ip = next((w[3:] for w in part.split(" ") if w.startswith("ip=")), None)
                 if ip is not None:
                     assert ipaddress.ip_address(ip).is_loopback, (path.name, lineno, part)
+
+
+def test_exim_captures_never_name_a_forged_address_or_a_remote_server() -> None:
+    """The real Exim lines of tests/mta/exim_breadth.py carry a forged 6.6.6.6 in client text and
+    hostile replies of remote servers (127.0.0.1) in delivery lines: every event names a client
+    (127.0.0.0/8, fd00:e1::/64), and no delivery line gives an event with an address."""
+    import ipaddress
+
+    fset = all_filters()
+    clients = ipaddress.ip_network("fd00:e1::/64")
+    paths = sorted(SAMPLES.glob("exim49?-captured-*.log"))
+    assert len(paths) == 10
+    for path in paths:
+        lines = path.read_text().split("\n")
+        for lineno, _expected, actual in expected_and_actual(path, fset):
+            for part in actual.split(" ; "):
+                ip = next((w[3:] for w in part.split(" ") if w.startswith("ip=")), None)
+                if ip is None:
+                    continue
+                address = ipaddress.ip_address(ip)
+                assert address.is_loopback or address in clients, (path.name, lineno, part)
+                assert "remote mail server" not in lines[lineno - 1], (path.name, lineno, part)

@@ -4,6 +4,7 @@ and the server over a real unix socket (slow clients, floods, bounded connection
 from __future__ import annotations
 
 import os
+import pickle
 import select
 import signal
 import socket
@@ -338,8 +339,9 @@ def test_the_child_exits_when_the_daemon_closes_the_link(tmp_path: Path) -> None
 def test_a_new_child_counts_on_from_the_windows_the_last_one_sent(tmp_path: Path) -> None:
     """The inline windows survive the service's process: the child sends its changed windows
     (here at once: `flush`, as the daemon asks before it stops; otherwise once a second), the
-    daemon's mirror takes them (checkpoint.apply), and the next child is forked with them."""
+    daemon's mirror takes them (windowsync.apply), and the next child is forked with them."""
     from mailban import checkpoint
+    from mailban.policy import windowsync
 
     mirror = messages_jail()
     checkpoint.track(mirror.jails)
@@ -350,10 +352,10 @@ def test_a_new_child_counts_on_from_the_windows_the_last_one_sent(tmp_path: Path
         for n in range(15):
             assert ask(c, req(user="u@x", instance=f"m{n}")) == DUNNO
         assert proc.flush() == [] and proc._flushed
-        changes, proc.windows = proc.windows, []
-        assert [(name, which, key, checkpoint.unpack(w).total) for name, which, key, w in changes] == \
-            [("out", "key", "u@x", 15)]
-        checkpoint.apply(mirror.jails, changes, time.time())
+        blobs, proc.windows = proc.windows, []
+        assert [(name, which, key) for blob in blobs for name, which, key, _change in pickle.loads(blob)] == \
+            [("out", "key", "u@x")]
+        assert windowsync.apply(mirror.jails, blobs, time.time()) == []
         assert mirror.jails[0].count_of("u@x", time.time()) == 15 and mirror.jails[0].touched == {("key", "u@x")}
         c.close()
         first = proc.pid
@@ -372,18 +374,17 @@ def test_a_new_child_counts_on_from_the_windows_the_last_one_sent(tmp_path: Path
             wait_readable(proc.fileno(), 0.1)
             bans += proc.take_bans() or []
         assert [(b.key, b.count) for b in bans] == [("u@x", 20)]
-        checkpoint.apply(mirror.jails, proc.windows, time.time())
+        assert windowsync.apply(mirror.jails, proc.windows, time.time()) == []
         assert mirror.jails[0].count_of("u@x", time.time()) is None  # banned: its window is gone
     finally:
         proc.stop()
 
 
 def test_changed_windows_reach_the_mirror_and_the_database(tmp_path: Path) -> None:
-    """checkpoint.changed -> pickle -> checkpoint.apply -> rows -> State.commit -> restore: the
-    inline jail's window comes back whole in fresh jails (the next start of mailban)."""
-    import pickle
-
+    """windowsync.pack -> windowsync.apply -> rows -> State.commit -> restore: the inline jail's
+    window comes back whole in fresh jails (the next start of mailban)."""
     from mailban import checkpoint
+    from mailban.policy import windowsync
     from mailban.state import State
 
     child, mirror = messages_jail(), messages_jail()
@@ -391,9 +392,9 @@ def test_changed_windows_reach_the_mirror_and_the_database(tmp_path: Path) -> No
     checkpoint.track(mirror.jails)
     for n in range(7):
         send_message(child, 2, 1000.0 + n, f"m{n}")
-    changes = pickle.loads(pickle.dumps(checkpoint.changed(child.jails)))
+    blob = windowsync.pack(checkpoint.take_touched(child.jails))
     assert not child.jails[0].touched
-    checkpoint.apply(mirror.jails, changes, 1010.0)
+    assert windowsync.apply(mirror.jails, [blob], 1010.0) == []
     touched: checkpoint.Touched = set()
     checkpoint.collect(mirror.jails, touched)
     upserts, dropped = checkpoint.rows(mirror.jails, touched)
@@ -404,6 +405,7 @@ def test_changed_windows_reach_the_mirror_and_the_database(tmp_path: Path) -> No
     assert fresh.jails[0].count_of("u@x", 1010.0) == 7
     # a key banned since (noted in the mirror) gets no window back from a late send
     mirror.jails[0].note_ban("v@x", 5000.0, "user")
-    checkpoint.apply(mirror.jails, [("out", "key", "v@x", changes[0][3])], 1010.0)
+    whole = pickle.loads(blob)[0][3]
+    windowsync.apply(mirror.jails, [pickle.dumps([("out", "key", "v@x", whole)])], 1010.0)
     assert mirror.jails[0].count_of("v@x", 1010.0) is None
     state.close()

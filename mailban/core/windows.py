@@ -25,9 +25,15 @@ class _Common:
     windows of one event each (deques cost 760 bytes apiece): `_lines` is None, one line (str),
     or a list of the last MAX_LINES_KEPT. `lines` reads (and restoring sets) it as a list."""
 
-    __slots__ = ("_lines", "_ips", "_one")
+    __slots__ = ("_lines", "_ips", "_one", "added", "sent")
 
     def __init__(self, keep_ips: bool) -> None:
+        # Events added to this object in its life (each add appends one entry or adds to the
+        # newest bucket, one line, touches at most one address), and the value it had when the
+        # policy service last sent the window to the daemon (-1: never): what changed since is
+        # the last `added - sent` of each, so only that is sent (policy/windowsync.py).
+        self.added = 0
+        self.sent = -1
         self._lines: str | list[str] | None = None
         # Addresses, for jails that keep them: while there is only one, it is `_one` =
         # (address, last time, events) and `_ips` is an empty marker dict shared by nobody
@@ -64,6 +70,7 @@ class _Common:
         self._lines = list(value)[-MAX_LINES_KEPT:]
 
     def _note(self, when: float, line: str, ip: str | None, horizon: float) -> None:
+        self.added += 1
         kept = self._lines
         if kept is None:
             self._lines = line

@@ -11,8 +11,8 @@ behind log parsing) and owns the inline jails; this side reaches them only throu
 A child that dies is forked again (backoff 1 s doubling to 60 s), with the bans in force.
 The daemon keeps a mirror of the inline jails (`mirror`): restored from the database at start,
 given to each child it forks (the fork copies it), and kept up with the windows the child sends
-(once a second and with each inline ban, checkpoint.apply), which the state writer commits like
-a log jail's. So a restart of mailban (kill -9 included) or of the child loses at most about a
+(once a second and with each inline ban, as what changed: policy/windowsync.py), which the
+state writer commits like a log jail's. So a restart of mailban (kill -9 included) or of the child loses at most about a
 second of inline counting, and status, explain and `ban --jail` read the inline jails here
 (their counts as of the child's last send).
 Must never: stop mail (postfix's default action, DUNNO, answers while the service is down) or
@@ -32,6 +32,7 @@ from ..core.jails import IgnoreList, Jail, JailSpec
 from ..core.records import Ban
 from ..state import WindowRow
 from ..policy.answer import Decisions, Inline, inline_jail
+from ..policy import windowsync
 from ..policy.child import PolicyProcess
 
 if TYPE_CHECKING:
@@ -74,6 +75,9 @@ class PolicyBridge:
         self.daemon.writer.inline = self.mirror
         self._note(active)
         restored = checkpoint.restore(self.mirror.jails, saved, now)
+        # then the changes saved since those rows were written (the writer folds them at its
+        # first commit)
+        windowsync.apply(self.mirror.jails, self.daemon.writer.state.window_changes(), now, note=False, replay=True)
         checkpoint.track(self.mirror.jails)  # after the restore: those windows are not changes
         return restored
 
@@ -110,6 +114,7 @@ class PolicyBridge:
         assert self.proc is not None
         self._windows()  # what the last child sent before it died
         self._note(active)
+        self._journal()
         # The child gets the mirror's jails (the fork copies them): it counts on from where the
         # database, or the last child, left them.
         self.proc.start(self.mirror, self._decisions(active))
@@ -151,6 +156,7 @@ class PolicyBridge:
         inline = self.inline_specs()
         notes = [(b.jail, b.key, b.until, b.key_type) for b in bans if b.jail in inline]
         self._note([b for b in bans if b.jail in inline])
+        self._journal()
         if notes and self.proc is not None and self.proc.alive:
             self.proc.send("note", notes)
 
@@ -173,6 +179,7 @@ class PolicyBridge:
         else:
             for b in bans:
                 self.mirror.forget(b.key_type, b.key)
+        self._journal()
         if self.proc is None or not self.proc.alive:
             return
         if bans is None:
@@ -186,8 +193,10 @@ class PolicyBridge:
         if self.proc is None:
             return
         bans = self.proc.take_bans()
-        if self._windows() and not bans:
-            self.daemon.writer.commit(self.daemon.pipeline)  # about once a second while counting
+        self._windows()
+        due, self.proc.saved = self.proc.saved, False
+        if due and not bans:  # once a second while counting, after the second's last piece
+            self.daemon.writer.commit(self.daemon.pipeline)
         if bans:
             self.daemon.fleet.publish(self.daemon.decide(bans, time.time()))  # commits the windows too
         if self.proc.shared:  # what `shared` inline jails counted, into the fleet's windows
@@ -198,9 +207,21 @@ class PolicyBridge:
         """The windows the child sent, into the mirror (the writer commits them next)."""
         if self.proc is None or not self.proc.windows:
             return False
-        changes, self.proc.windows = self.proc.windows, []
-        checkpoint.apply(self.mirror.jails, changes, time.time())
+        blobs, self.proc.windows = self.proc.windows, []
+        resend = windowsync.apply(self.mirror.jails, blobs, time.time(), note=False)
+        self.daemon.writer.inline_changes += blobs  # saved as they came (State's window_changes)
+        if resend:  # never seen: the link keeps the changes in order
+            log.warning("policy service: %d windows did not follow on in the mirror; asked whole", len(resend))
+            self.daemon.writer.fold_inline = True  # the database gets the mirror's rows, not the changes
+            if self.proc.alive:
+                self.proc.send("resend", resend)
         return True
+
+    def _journal(self) -> None:
+        """The mirror's own changes (unbans, bans noted) saved in line with the child's."""
+        items = checkpoint.take_touched(self.mirror.jails)
+        if items:
+            self.daemon.writer.inline_changes.append(windowsync.pack(items, whole=True))
 
     def housekeeping(self) -> None:
         """Fork a child that died again, once its backoff has passed."""
@@ -223,6 +244,8 @@ class PolicyBridge:
         jails = self._jails(cfg)
         checkpoint.track(jails)
         self.mirror.replace(jails)
+        checkpoint.take_touched(jails)
+        self.daemon.writer.fold_inline = True  # rows for the jails as they are now
 
     def stop(self) -> None:
         """Stop the child, after it sent every window it changed (the daemon's last commit

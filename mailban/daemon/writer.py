@@ -2,8 +2,9 @@
 
 Inputs: the bans of a batch, the positions reached in the logs, and the running pipeline (whose
 jails note which windows they changed: checkpoint.collect), and the daemon's mirror of the
-policy service's inline jails (`inline`: their changed windows arrive from the service's process
-about once a second and are committed with the next commit). Outputs: one SQLite transaction per
+policy service's inline jails (`inline`: what changed in their windows arrives from the service's
+process about once a second and is committed with the next commit, as those changes; their rows
+are rewritten whole now and then: see __init__). Outputs: one SQLite transaction per
 batch (State.commit), the history rows `explain` reads, hourly pruning and the expiry of bans.
 When the database cannot be written (read-only, disk full, locked), nothing is lost and nothing
 stops: the uncommitted bans, positions and windows stay here in memory and go with the next
@@ -16,6 +17,7 @@ Must never: raise into the loop because the database fails (said once, shown in 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Iterable, Protocol
 
 from .. import checkpoint
@@ -29,6 +31,8 @@ log = logging.getLogger("mailban")
 HISTORY_DAYS = 180  # `explain` and repeat-offender history older than this is dropped
 WINDOW_KEEP = 7 * 86400  # saved windows idle for longer than this (plus the findtime) are pruned
 PRUNE_EVERY = 3600.0
+FOLD_EVERY = 30.0  # seconds between writing the inline windows' rows whole (their changes meanwhile)
+FOLD_BYTES = 16 << 20  # or sooner, once their changes since weigh this much
 
 HistoryRow = tuple[float, str, str, str, str, dict[str, Any]]
 
@@ -47,9 +51,17 @@ class StateWriter:
         self.unsaved_windows: checkpoint.Touched = set()
         self.error: str | None = None
         self.next_prune = 0.0
-        # The inline jails as the daemon mirrors them (daemon/policy.py), whose windows are
-        # committed like the pipeline's; None without inline jails.
+        # The inline jails as the daemon mirrors them (daemon/policy.py); None without inline
+        # jails. Their windows are saved as the changes the mirror took (`inline_changes`, in
+        # order: State's window_changes), folded into their rows at the first commit, every
+        # FOLD_EVERY seconds, past FOLD_BYTES of changes, and when `fold_inline` is set (a reload,
+        # a change the mirror could not follow): rows for thousands of inline windows changed
+        # each second cost the daemon 30 us apiece (bench/policy.py --log-load).
         self.inline: _Jails | None = None
+        self.inline_changes: list[bytes] = []
+        self.fold_inline = True
+        self._changes_bytes = 0  # committed since the last fold
+        self._next_fold = 0.0
 
     @property
     def path(self) -> str:
@@ -61,18 +73,29 @@ class StateWriter:
         earlier failed commit left; on failure keep it all for the next try.
         While the database fails, only the once-a-second retry (`force`) tries: a locked
         database makes every try wait BUSY_TIMEOUT, which must not slow reading down."""
-        jails = pipeline.jails if self.inline is None else [*pipeline.jails, *self.inline.jails]
+        jails = list(pipeline.jails)
+        if self.inline_changes and sum(len(c) for c in self.inline_changes) > FOLD_BYTES:
+            # the database has failed for a while: the mirror holds it all, its rows will do
+            self.inline_changes, self.fold_inline = [], True
+        fold = self._fold_due()
+        if fold is not None:  # every inline window as a row; their changes are then deleted
+            for jail in self.inline.jails:  # type: ignore[union-attr]
+                jail.touched.update(("key", key) for key in jail.windows)
+                jail.touched.update(("net", net) for net in jail.nets)
+                jails.append(jail)
         checkpoint.collect(jails, self.unsaved_windows)  # the windows the jails changed
         self.unsaved_bans.extend(bans)
         if positions:
             self.unsaved_positions.update(positions)
-        if not (self.unsaved_bans or self.unsaved_positions or self.unsaved_windows):
+        if not (self.unsaved_bans or self.unsaved_positions or self.unsaved_windows or self.inline_changes
+                or fold is not None):
             return True
         if self.error is not None and not force:
             return False
         upserts, dropped = checkpoint.rows(jails, self.unsaved_windows)
+        changes = self.inline_changes if fold is None else []  # a fold's rows hold them
         try:
-            self.state.commit(self.unsaved_bans, self.unsaved_positions, upserts, dropped)
+            self.state.commit(self.unsaved_bans, self.unsaved_positions, upserts, dropped, changes, fold)
         except Exception as exc:  # sqlite3.Error, OSError: read-only, disk full, I/O error
             if self.error is None:
                 log.error("cannot write the database %s: %s; detection and actions go on, %d bans "
@@ -83,12 +106,27 @@ class StateWriter:
             return False
         self.unsaved_bans, self.unsaved_positions = [], {}
         self.unsaved_windows = set()
+        self.inline_changes = []
+        if fold is not None:
+            self.fold_inline, self._changes_bytes = False, 0
+            self._next_fold = time.monotonic() + FOLD_EVERY
+        else:
+            self._changes_bytes += sum(len(c) for c in changes)
         if self.error is not None:
             log.info("the database %s can be written again: everything kept in memory is committed",
                      self.state.path)
             self.error = None
             self._changed()
         return True
+
+    def _fold_due(self) -> list[str] | None:
+        """The inline jails' names when their windows are to be written whole now."""
+        if self.inline is None:
+            return None
+        if not (self.fold_inline or (self._changes_bytes and (time.monotonic() >= self._next_fold
+                                                               or self._changes_bytes >= FOLD_BYTES))):
+            return None
+        return [jail.spec.name for jail in self.inline.jails]
 
     def record(self, rows: list[HistoryRow]) -> None:
         """History rows for `explain`; a full disk must not stop detection (logged, not raised)."""
@@ -114,6 +152,7 @@ class StateWriter:
         """Forget uncommitted bans on these keys (all: None), lifted before they were committed."""
         if keys is None:
             self.unsaved_bans, self.unsaved_windows = [], set()
+            self.inline_changes, self.fold_inline = [], True
         else:
             self.unsaved_bans = [b for b in self.unsaved_bans if (b.key_type, b.key) not in keys]
 

@@ -9,11 +9,13 @@ Inputs: a `PolicyServer` built (socket bound, owner set) by the daemon before th
 a refused bind is said by the daemon; then, over a socketpair (the link): the decisions
 (`Decisions`, replaced whole), unbans (the inline jails forget keys), a reload's inline jails.
 Outputs: the inline jails' bans, sent back over the link; the daemon records and carries them
-out. The inline jails' changed windows (checkpoint.changed), sent once a second and with each
-inline ban, and all of them when the daemon stops ("flush"); the daemon mirrors them and commits
-them to its database, and a child forked again (or at the next start) gets them back, so a
-restart of mailban or of this process loses at most about a second of inline counting. Messages are length-prefixed pickles between the daemon and the child it forked (the same
-code on both ends; attacker text travels only as str fields of Bans and Decisions).
+out. The inline jails' changed windows (what changed since the last send: windowsync.py), sent
+once a second and with each inline ban, and all of them when the daemon stops ("flush"); the
+daemon mirrors them and commits them to its database, and a child forked again (or at the next
+start) gets them back, so a restart of mailban or of this process loses at most about a second
+of inline counting. Messages are length-prefixed pickles between the daemon and the child it
+forked (the same code on both ends; attacker text travels only as str fields of Bans and
+Decisions, and as str in the window changes: windowsync.py).
 
 Fail-open: a child that dies (or stops reading for LINK_TIMEOUT) is reaped and forked again by
 the daemon; meanwhile the listening socket stays open in the daemon and postfix's connections
@@ -26,6 +28,7 @@ run the daemon's code in the child (signals, atexit: it leaves through os._exit)
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -42,12 +45,12 @@ from .. import checkpoint
 from ..core.jails import Jail
 from ..core.records import Ban
 from .answer import Decisions, Inline
+from .costs import GcTimer
 from .server import PolicyServer
 
 log = logging.getLogger("mailban.policy")
 LINK_TIMEOUT = 2.0  # seconds a send to the child may wait before the child is taken for hung
 _HEAD = struct.Struct("!I")
-WINDOWS_PER_MESSAGE = 100  # changed windows pickled at a time (the GIL is held while pickling)
 
 
 def _frame(message: tuple[Any, ...]) -> bytes:
@@ -88,9 +91,13 @@ class PolicyProcess:
         self.on_lost: Callable[[], None] | None = None
         # What shared inline jails counted, taken with the bans: (jail name, shared_out items).
         self.shared: list[tuple[str, list]] = []
-        # The inline jails' changed windows the child sent (checkpoint.apply takes them).
-        self.windows: list[checkpoint.Change] = []
+        # The inline jails' changed windows the child sent, pickled (windowsync.apply takes them,
+        # in order).
+        self.windows: list[bytes] = []
+        self.saved = False  # a second's windows all came: the daemon commits them (then resets it)
         self._flushed = False
+        self._stats: dict[str, Any] | None = None
+        self._bans_meanwhile: list[Ban] = []  # bans that came while stats() waited: take_bans'
 
     def start(self, inline: Inline, decisions: Decisions) -> None:
         """Fork the child with these inline jails and decisions."""
@@ -118,7 +125,7 @@ class PolicyProcess:
         """The inline jails' bans the child sent; None when the child is gone (reaped)."""
         if self.link is None:
             return None
-        bans: list[Ban] = []
+        bans, self._bans_meanwhile = self._bans_meanwhile, []
         try:
             self.link.setblocking(False)
             while True:
@@ -144,21 +151,36 @@ class PolicyProcess:
             elif message[0] == "shared":
                 self.shared.extend(message[1])
             elif message[0] == "windows":
-                self.windows.extend(message[1])
+                self.windows.append(message[1])
+            elif message[0] == "saved":
+                self.saved = True
             elif message[0] == "flushed":
                 self._flushed = True
+            elif message[0] == "stats":
+                self._stats = message[1]
 
     def flush(self, timeout: float = 1.0) -> list[Ban]:
         """Have the child send every changed window (before a stop) and wait for them, at most
         `timeout`; returns the bans that came meanwhile. A child that does not answer in time
         loses what it counted since its last send (about a second)."""
-        bans: list[Ban] = []
-        if self.link is None or not self.send("flush"):
-            return bans
         self._flushed = False
+        return self._ask("flush", lambda: self._flushed, timeout)
+
+    def stats(self, timeout: float = 5.0) -> dict[str, Any] | None:
+        """The child's counters and costs (answers, collector pauses, turns spent saving,
+        objects the collector tracks): costs.py; None if it does not answer in time. For
+        bench/policy.py: waits on the link, so not for the daemon's loop."""
+        self._stats = None
+        self._bans_meanwhile += self._ask("stats", lambda: self._stats is not None, timeout)
+        return self._stats
+
+    def _ask(self, what: str, done: Callable[[], bool], timeout: float) -> list[Ban]:
+        bans: list[Ban] = []
+        if self.link is None or not self.send(what):
+            return bans
         end = time.monotonic() + timeout
         try:
-            while not self._flushed and (left := end - time.monotonic()) > 0:
+            while not done() and (left := end - time.monotonic()) > 0:
                 self.link.settimeout(left)
                 data = self.link.recv(1 << 16)
                 if not data:
@@ -220,6 +242,9 @@ class PolicyProcess:
 
 
 # ---- the child ----------------------------------------------------------------------------------
+gc_timer = GcTimer()  # the child's collector pauses (the daemon asks for them: "stats")
+
+
 def _child_main(server: PolicyServer, link: socket.socket) -> None:
     code = 0
     try:
@@ -235,6 +260,11 @@ def _child_main(server: PolicyServer, link: socket.socket) -> None:
             jail.touched.clear()
         checkpoint.track(server.inline.jails)
         server.save_windows = True
+        gc_timer.install()
+        # What the fork copied from the daemon (its configuration, pipeline, decisions, the
+        # mirror) out of the collector's sight: its full collections walked all of it, and
+        # touching those objects' headers un-shares the forked pages.
+        gc.freeze()
         threading.Thread(target=_link_loop, args=(server, link), name="mailban-policy-link", daemon=True).start()
         server._run()
     except BaseException:  # noqa: BLE001 - the child must leave through os._exit whatever happens
@@ -259,19 +289,19 @@ def _link_loop(server: PolicyServer, link: socket.socket) -> None:
                         link.sendall(_frame(("bans", bans)))
                     if shared:
                         link.sendall(_frame(("shared", shared)))
-                    changes = [c for part in windows if part for c in part]
-                    # In pieces: pickling holds the GIL, and thousands of windows at once held
-                    # the answering thread for 100-200 ms (bench/policy.py's p99.9).
-                    for at in range(0, len(changes), WINDOWS_PER_MESSAGE):
-                        link.sendall(_frame(("windows", changes[at:at + WINDOWS_PER_MESSAGE])))
-                    if None in windows:
-                        link.sendall(_frame(("flushed",)))
+                    # already pickled by the loop (windowsync.pack), a few hundred windows each
+                    for blob in windows:
+                        message = ("windows", blob) if blob else ("flushed",) if blob is None else ("saved",)
+                        link.sendall(_frame(message))
                     continue
                 data = link.recv(1 << 20)
                 if not data:
                     return  # the daemon stopped or died
                 for message in frames.feed(data):
-                    _apply(server, message)
+                    if message[0] == "stats":  # read from this thread: numbers the loop only adds to
+                        link.sendall(_frame(("stats", _stats(server))))
+                    else:
+                        _apply(server, message)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the daemon closed the link while a send was under way: it stopped
     except Exception:
@@ -279,6 +309,15 @@ def _link_loop(server: PolicyServer, link: socket.socket) -> None:
     finally:
         server._stop = True
         server._poke(server._cmd_w)
+
+
+def _stats(server: PolicyServer) -> dict[str, Any]:
+    out: dict[str, Any] = dict(server.stats)
+    out.update(gc_timer.report())
+    out.update(server.saving.report("saving"))
+    out["gc_tracked"] = len(gc.get_objects())
+    out["gc_frozen"] = gc.get_freeze_count()
+    return out
 
 
 def _apply(server: PolicyServer, message: tuple[Any, ...]) -> None:
@@ -294,6 +333,9 @@ def _apply(server: PolicyServer, message: tuple[Any, ...]) -> None:
         jails: list[Jail] = message[1]
         checkpoint.track(jails)
         server.call(lambda inline: inline.replace(jails))
+    elif op == "resend":  # the mirror could not follow these windows' changes: send them whole
+        keys = message[1]
+        server.call(lambda inline: _resend(inline, keys))
     elif op == "flush":  # the daemon stops: every changed window, then "flushed"
         server.call(lambda _inline: server.flush_windows(marker=True))
     elif op == "note":  # bans of inline jails decided elsewhere (another node, an admin)
@@ -302,6 +344,15 @@ def _apply(server: PolicyServer, message: tuple[Any, ...]) -> None:
     elif op == "crossing":  # the fleet's shared window of an inline jail reached its threshold
         args = message[1:]
         server.call(lambda inline: _crossing(server, inline, *args))
+
+
+def _resend(inline: Inline, keys: list[tuple[str, str, str]]) -> None:
+    for name, which, key in keys:
+        jail = inline.jail(name)
+        window = None if jail is None else (jail.windows if which == "key" else jail.nets).get(key)
+        if jail is not None and window is not None:
+            window.sent = -1
+            jail.touched.add((which, key))
 
 
 def _note(inline: Inline, notes: list[tuple[str, str, float, str]]) -> None:

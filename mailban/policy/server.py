@@ -37,18 +37,21 @@ import socket
 import stat
 import threading
 import time
-from typing import Callable
+from itertools import islice
+from typing import Callable, Iterator
 
-from .. import checkpoint
 from ..core.jails import Jail
 from ..core.records import Ban
 from .answer import DUNNO, Decisions, Inline, decide
+from . import windowsync
+from .costs import Spans
 from .protocol import ProtocolError, RequestBuffer
 
 log = logging.getLogger("mailban.policy")
 MAX_UNSENT = 65536  # answers a client has not read; beyond this it is not a postfix
 SWEEP_EVERY = 1.0
-WINDOWS_PER_TURN = 200  # changed inline windows packed per loop turn (_save_some)
+SAVED = b""  # in the windows' queue: the windows of a second are all there
+WINDOWS_PER_TURN = 32  # changed inline windows packed per loop turn (_save_some): about 0.2 ms of CPU
 
 
 def parse_listen(listen: str) -> tuple[int, str | tuple[str, int]]:
@@ -97,13 +100,21 @@ class PolicyServer:
         # What `shared` inline jails counted (jail name, Jail.shared_out items), for the fleet.
         self._shared: queue.SimpleQueue[tuple[str, list]] = queue.SimpleQueue()
         self._commands: queue.SimpleQueue[Callable[[Inline], None]] = queue.SimpleQueue()
-        # The inline jails' changed windows (checkpoint.changed), for the daemon to commit, taken
-        # once a second and with each inline ban; None marks the end of a `flush_windows(True)`.
-        # Only when the daemon saves them (the child process): `save_windows`.
+        # The inline jails' changed windows (what changed since their last send, pickled:
+        # windowsync.pack), for the daemon to commit, taken once a second and with each inline
+        # ban; None marks the end of a `flush_windows(True)`, SAVED the end of a second's (the
+        # daemon commits then, once, rather than for each piece). Only when the daemon saves
+        # them (the child process): `save_windows`.
         self.save_windows = False
-        self._windows: queue.SimpleQueue[list[checkpoint.Change] | None] = queue.SimpleQueue()
+        self._windows: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         # Windows noted as changed at the last sweep and not packed yet (_save_some).
-        self._unsaved: list[tuple[Jail, str, str]] = []
+        # Each jail's set of touched windows is taken whole at the sweep (no copy: packing
+        # thousands of (jail, which, key) tuples at once showed in the sweep's turn).
+        self._unsaved: list[tuple[Jail, Iterator[tuple[str, str]]]] = []
+        # The loop turns spent saving windows (noting them at the sweep, packing some), for
+        # bench/policy.py: they hold answers back (costs.py).
+        self.saving = Spans()
+        self._per_turn = WINDOWS_PER_TURN  # windows packed per turn this second (see _run)
         self._cmd_r, self._cmd_w = socket.socketpair()
         self._out_r, self._out_w = socket.socketpair()
         for s in (self._cmd_r, self._cmd_w, self._out_r, self._out_w):
@@ -158,8 +169,9 @@ class PolicyServer:
             except queue.Empty:
                 return out
 
-    def take_windows(self) -> list[list[checkpoint.Change] | None]:
-        """The inline jails' changed windows since the last call (None: a flush ended)."""
+    def take_windows(self) -> list[bytes | None]:
+        """The inline jails' changed windows since the last call (None: a flush ended; SAVED: a
+        second's windows ended)."""
         out = []
         while True:
             try:
@@ -173,23 +185,43 @@ class PolicyServer:
         periodic save packs them a few at a time instead (_save_some)."""
         if not self.save_windows:
             return
-        changes = checkpoint.packed(self._unsaved) + checkpoint.changed(self.inline.jails)
+        self._note_unsaved()
+        items = [(jail, which, key) for jail, left in self._unsaved for which, key in left]
         self._unsaved = []
-        if changes:
-            self._windows.put(changes)
+        if items:
+            self._windows.put(windowsync.pack(items))
         if marker:
             self._windows.put(None)
-        if changes or marker:
+        if items or marker:
             self._poke(self._out_w)
 
-    def _save_some(self) -> None:
-        """Pack and queue up to WINDOWS_PER_TURN of the windows noted at the last sweep: packing
-        thousands at once held answers back for tens of ms (bench/policy.py's p99)."""
-        some, self._unsaved = self._unsaved[:WINDOWS_PER_TURN], self._unsaved[WINDOWS_PER_TURN:]
-        changes = checkpoint.packed(some)
-        if changes:
-            self._windows.put(changes)
-            self._poke(self._out_w)
+    def _save_some(self, everything: bool = False) -> None:
+        """Pack and queue a few of the windows noted at the last sweep (WINDOWS_PER_TURN, more when
+        the loop turns few times a second; packing thousands at once held answers back for tens
+        of ms: bench/policy.py's p99), or all of them; after the last, SAVED, so that the daemon
+        commits a second's windows once."""
+        most = self._per_turn if not everything else 1 << 62
+        some: list[tuple[Jail, str, str]] = []
+        while self._unsaved and len(some) < most:
+            jail, left = self._unsaved[0]
+            some += ((jail, which, key) for which, key in islice(left, most - len(some)))
+            if len(some) < most:
+                del self._unsaved[0]  # that jail's are all packed
+        if some:
+            self._windows.put(windowsync.pack(some))
+        if not self._unsaved:
+            self._windows.put(SAVED)
+        self._poke(self._out_w)
+
+    def _note_unsaved(self) -> int:
+        """Take the windows the inline jails changed since the last call, to be packed; how many."""
+        noted = 0
+        for jail in self.inline.jails:
+            if jail.touched:
+                noted += len(jail.touched)
+                self._unsaved.append((jail, iter(jail.touched)))
+                jail.touched = set()
+        return noted
 
     def hand_over(self, bans: list[Ban]) -> None:
         """Queue bans decided in this thread outside a request (a fleet crossing) for the taker."""
@@ -237,7 +269,9 @@ class PolicyServer:
         ep.register(self._cmd_r.fileno(), select.EPOLLIN)
         listener, commands, conns = self.listener.fileno(), self._cmd_r.fileno(), self._conns
         next_sweep = time.monotonic() + SWEEP_EVERY
+        turns = 0
         while not self._stop:
+            turns += 1
             try:
                 ready = ep.poll(SWEEP_EVERY)
                 woke = time.monotonic()
@@ -258,9 +292,18 @@ class PolicyServer:
                     # at most about a second of inline counting is lost if mailban is killed:
                     # the windows changed in the last second, packed a few per turn from here
                     if self.save_windows:
-                        self._unsaved += checkpoint.take_touched(self.inline.jails)
+                        began = self.saving.began()
+                        if self._unsaved:  # turns too few to pack the last second's (an overload): all now
+                            self._save_some(everything=True)
+                        noted = self._note_unsaved()
+                        # spread over about half the turns the last second had (fewer under load)
+                        self._per_turn = max(WINDOWS_PER_TURN, -(-noted // max(1, turns // 2)))
+                        turns = 0
+                        self.saving.add(*began)
                 if self._unsaved:
+                    began = self.saving.began()
                     self._save_some()
+                    self.saving.add(*began)
             except Exception:  # a bug must not stop the service: logged, the loop goes on
                 log.exception("policy service: unexpected error")
         for conn in list(self._conns.values()):

@@ -228,6 +228,7 @@ class Exim:
         self.mounted: list[Path] = []
         self.procs: list[subprocess.Popen] = []
         self.version = ""
+        self.ports = str(PORT)  # -oX: the daemon's ports (a colon list: tests/mta/exim_breadth.py adds 2465)
 
     def start(self) -> None:
         upper, wk = self.work / "upper", self.work / "ovl"
@@ -264,7 +265,7 @@ class Exim:
         if check.returncode != 0:
             raise RuntimeError(check.stdout + check.stderr)
         self.procs.append(subprocess.Popen(["ip", "netns", "exec", self.netns, "chroot", str(r), "exim4",
-                                            "-bdf", "-oX", str(PORT)]))
+                                            "-bdf", "-oX", self.ports]))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with self.inside():
