@@ -132,6 +132,18 @@ cut_host_tag(const char *s, Py_ssize_t n, Py_ssize_t pos, Cut *c)
     return 1;
 }
 
+/* fn(s[:n]): the parser's conversion of a stamp it has not cached yet (its _bsd_time or
+ * _iso_time, which cache it): a new reference to the time, or to None (not a time), or NULL with
+ * an error set. */
+static PyObject *
+stamp_time(PyObject *fn, const char *s, Py_ssize_t n)
+{
+    PyObject *stamp = PyBytes_FromStringAndSize(s, n);
+    PyObject *when = stamp == NULL ? NULL : PyObject_CallOneArg(fn, stamp);
+    Py_XDECREF(stamp);
+    return when;
+}
+
 /* The cached time of a BSD line's stamp (borrowed), or NULL (no error set) when the line is not
  * of that form or its stamp is not cached yet: the Python parser decides those. */
 static PyObject *
@@ -336,9 +348,7 @@ exim_header(Ctx *x, Memo *memo, const char *s, Py_ssize_t n, Line *h)
             char iso[19];
             memcpy(iso, s, 19);
             iso[10] = 'T';
-            PyObject *stamp = PyBytes_FromStringAndSize(iso, 19);
-            when = stamp == NULL ? NULL : PyObject_CallOneArg(x->iso_time, stamp);
-            Py_XDECREF(stamp);
+            when = stamp_time(x->iso_time, iso, 19);
             if (when == NULL)
                 return -1;
             if (when == Py_None) {
@@ -430,9 +440,7 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
         } else {
             if (PyErr_Occurred())
                 return -1;
-            PyObject *stamp = PyBytes_FromStringAndSize(s, end);
-            when = stamp == NULL ? NULL : PyObject_CallOneArg(x->iso_time, stamp);
-            Py_XDECREF(stamp);
+            when = stamp_time(x->iso_time, s, end);
         }
         if (when == NULL)
             return -1;
@@ -452,9 +460,7 @@ read_header(Ctx *x, Memo *memo, PyObject *line, const char *s, Py_ssize_t n, Lin
         } else if (n >= 20 && s[0] >= 'A' && s[0] <= 'Z' && s[15] == ' ') {
             /* A new second: SyslogParser._bsd_time converts (and caches) the stamp, as
              * parse_py would; None means no header, which is parse_py's answer too. */
-            PyObject *stamp = PyBytes_FromStringAndSize(s, 15);
-            when = stamp == NULL ? NULL : PyObject_CallOneArg(x->bsd_time, stamp);
-            Py_XDECREF(stamp);
+            when = stamp_time(x->bsd_time, s, 15);
             if (when == NULL)
                 return -1;
             if (when == Py_None) {
