@@ -38,7 +38,7 @@ import stat
 import threading
 import time
 from itertools import islice
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 from ..core.jails import Jail
 from ..core.records import Ban
@@ -47,11 +47,23 @@ from . import windowsync
 from .costs import Spans
 from .protocol import ProtocolError, RequestBuffer
 
+T = TypeVar("T")
+
 log = logging.getLogger("mailban.policy")
 MAX_UNSENT = 65536  # answers a client has not read; beyond this it is not a postfix
 SWEEP_EVERY = 1.0
 SAVED = b""  # in the windows' queue: the windows of a second are all there
 WINDOWS_PER_TURN = 32  # changed inline windows packed per loop turn (_save_some): about 0.2 ms of CPU
+
+
+def _drained(q: queue.Queue[T]) -> list[T]:
+    """Everything the queue holds now, without waiting."""
+    out: list[T] = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
 
 
 def parse_listen(listen: str) -> tuple[int, str | tuple[str, int]]:
@@ -153,31 +165,16 @@ class PolicyServer:
                 pass
         except (BlockingIOError, OSError):
             pass
-        bans = []
-        while True:
-            try:
-                bans.append(self._bans.get_nowait())
-            except queue.Empty:
-                return bans
+        return _drained(self._bans)
 
     def take_shared(self) -> list[tuple[str, list]]:
         """What shared inline jails counted since the last call (after take_bans)."""
-        out = []
-        while True:
-            try:
-                out.append(self._shared.get_nowait())
-            except queue.Empty:
-                return out
+        return _drained(self._shared)
 
     def take_windows(self) -> list[bytes | None]:
         """The inline jails' changed windows since the last call (None: a flush ended; SAVED: a
         second's windows ended)."""
-        out = []
-        while True:
-            try:
-                out.append(self._windows.get_nowait())
-            except queue.Empty:
-                return out
+        return _drained(self._windows)
 
     def flush_windows(self, marker: bool = False) -> None:
         """In the server's thread: queue the inline jails' changed windows for the taker (and
