@@ -375,6 +375,18 @@ CLIENT_DN = "/CN=x H=[6.6.6.6]:25 F=<a> rejected RCPT <b>: relay not permitted"
 
 # --- the clients -----------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def session(host: str, src: str, *steps: bytes) -> Iterator[socket.socket]:
+    """A connection to Exim from `src`, greeted, past EHLO and then each step (a reply read to
+    each)."""
+    with connect(host, PORT, src) as s:
+        read_reply(s)
+        for step in (b"EHLO client.example.test\r\n",) + steps:
+            s.sendall(step)
+            read_reply(s)
+        yield s
+
+
 def _plain(user: str, password: str) -> bytes:
     return b"AUTH PLAIN " + base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()) + b"\r\n"
 
@@ -384,10 +396,7 @@ def _b64(text: str) -> bytes:
 
 
 def cram_md5(host: str, src: str) -> None:
-    with connect(host, PORT, src) as s:
-        read_reply(s)
-        s.sendall(b"EHLO client.example.test\r\n")
-        read_reply(s)
+    with session(host, src) as s:
         s.sendall(b"AUTH CRAM-MD5\r\n")
         challenge = base64.b64decode(read_reply(s)[4:].strip())
         digest = hmac.new(b"wrong-secret", challenge, hashlib.md5).hexdigest()
@@ -398,31 +407,21 @@ def cram_md5(host: str, src: str) -> None:
 
 
 def stall_in_data(host: str, src: str, sender: str) -> None:
-    with connect(host, PORT, src) as s:
-        read_reply(s)
-        for cmd in (b"EHLO client.example.test\r\n", f"MAIL FROM:<{sender}>\r\n".encode(),
-                    b"RCPT TO:<bob@mx.example.test>\r\n", b"DATA\r\n"):
-            s.sendall(cmd)
-            read_reply(s)
+    with session(host, src, f"MAIL FROM:<{sender}>\r\n".encode(), b"RCPT TO:<bob@mx.example.test>\r\n",
+                 b"DATA\r\n") as s:
         s.sendall(b"Subject: partial\r\n")
         read_reply(s, 6)  # Exim gives up after smtp_receive_timeout (2 s)
 
 
 def stall_after_ehlo(host: str, src: str) -> None:
-    with connect(host, PORT, src) as s:
-        read_reply(s)
-        s.sendall(b"EHLO client.example.test\r\n")
-        read_reply(s)
+    with session(host, src) as s:
         read_reply(s, 6)
 
 
 def starttls_then(host: str, src: str, garbage: bool) -> None:
     """STARTTLS, then either bytes that are no TLS record (a failed handshake) or a good
     handshake followed by silence (the command timeout on a TLS connection)."""
-    with connect(host, PORT, src) as s:
-        read_reply(s)
-        s.sendall(b"EHLO client.example.test\r\n")
-        read_reply(s)
+    with session(host, src) as s:
         s.sendall(b"STARTTLS\r\n")
         read_reply(s)
         if garbage:
@@ -444,10 +443,7 @@ def starttls_then(host: str, src: str, garbage: bool) -> None:
 
 def tls_client_cert_relay(host: str, src: str, certdir: Path) -> None:
     """STARTTLS with a client certificate whose subject forges a client, then a relay attempt."""
-    with connect(host, PORT, src) as s:
-        read_reply(s)
-        s.sendall(b"EHLO client.example.test\r\n")
-        read_reply(s)
+    with session(host, src) as s:
         s.sendall(b"STARTTLS\r\n")
         read_reply(s)
         ctx = ssl.create_default_context()
@@ -490,28 +486,19 @@ def too_many_per_host(host: str, src: str) -> None:
 
 
 def hang_up_after_ehlo(host: str, src: str) -> None:
-    with connect(host, PORT, src) as s:
-        read_reply(s)
-        s.sendall(b"EHLO client.example.test\r\n")
-        read_reply(s)
+    with session(host, src):
+        pass
 
 
 def hang_up_in_data(host: str, src: str) -> None:
-    with connect(host, PORT, src) as s:
-        read_reply(s)
-        for cmd in (b"EHLO client.example.test\r\n", b"MAIL FROM:<a@spammer.example>\r\n",
-                    b"RCPT TO:<bob@mx.example.test>\r\n", b"DATA\r\n"):
-            s.sendall(cmd)
-            read_reply(s)
+    with session(host, src, b"MAIL FROM:<a@spammer.example>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n",
+                 b"DATA\r\n") as s:
         s.sendall(b"Subject: cut\r\n")
         time.sleep(0.1)
 
 
 def pipelined(host: str, src: str) -> None:
-    with connect(host, PORT, src) as s:
-        read_reply(s)
-        s.sendall(b"EHLO client.example.test\r\n")
-        read_reply(s)
+    with session(host, src) as s:
         s.sendall(b'MAIL FROM:<" H=[6.6.6.6]:25 next input="@spammer.example>\r\nRCPT TO:<bob@mx.example.test>\r\n')
         time.sleep(0.3)
         read_reply(s, 3)
