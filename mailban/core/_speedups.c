@@ -601,11 +601,166 @@ groups_for(Ctx *x, PyObject *tag)
     return groups;
 }
 
-/* m.group(name) */
+/* What a rule matched: a regex match object, or (m NULL) a shape's match (shapes.py), whose
+ * only group is the queue id, s[qa:qb]. */
+typedef struct {
+    PyObject *m;
+    const char *s;
+    Py_ssize_t qa, qb;
+} Found;
+
+/* m.group(name); for a shape, the queue id (the one group a shape has: the specs name no other
+ * group of such a rule, and any other name gets None, as a group that did not take part). */
 static PyObject *
-match_group(PyObject *m, PyObject *name)
+match_group(Found *f, PyObject *name)
 {
-    return PyObject_CallMethodOneArg(m, str_group, name);
+    if (f->m != NULL)
+        return PyObject_CallMethodOneArg(f->m, str_group, name);
+    if (PyUnicode_Check(name) && PyUnicode_GET_LENGTH(name) >= 3 && PyUnicode_READ_CHAR(name, 0) == 'q' &&
+        PyUnicode_READ_CHAR(name, 1) == 'i' && PyUnicode_READ_CHAR(name, 2) == 'd')
+        return PyBytes_FromStringAndSize(f->s + f->qa, f->qb - f->qa);
+    return Py_NewRef(Py_None);
+}
+
+/* The shapes of shapes.py: [prefix kind, end kind, len(TEXT), len(MORE), TEXT, MORE]. */
+static inline int
+is_alnum(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+static inline int
+is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* n bytes of [0-9] at s[p:] */
+static inline int
+digits_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t p, Py_ssize_t count)
+{
+    if (p + count > n)
+        return 0;
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (!is_digit(s[p + i]))
+            return 0;
+    return 1;
+}
+
+static inline int
+alnums_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t p, Py_ssize_t count)
+{
+    if (p + count > n)
+        return 0;
+    for (Py_ssize_t i = 0; i < count; i++)
+        if (!is_alnum(s[p + i]))
+            return 0;
+    return 1;
+}
+
+/* `$` (no MULTILINE) at p: the end, or a final newline */
+static inline int
+end_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t p)
+{
+    return p == n || (p == n - 1 && s[p] == '\n');
+}
+
+/* Where shapes.EXIM_PREFIX's match ends from p: two possessive groups, each taken whole or not
+ * at all. The stamp `YYYY-MM-DD HH:MM:SS`, `.mmm` if there (the regex has no other way on
+ * from a `.`), then ` +zzzz` if a space follows it, else (the group's other way) the space
+ * that starts it; then `[pid] ` with 1 to 10 digits. */
+static Py_ssize_t
+exim_prefix_end(const unsigned char *s, Py_ssize_t n, Py_ssize_t p)
+{
+    Py_ssize_t q = p;
+    if (digits_at(s, n, q, 4) && q + 19 <= n && s[q + 4] == '-' && digits_at(s, n, q + 5, 2) && s[q + 7] == '-' &&
+        digits_at(s, n, q + 8, 2) && s[q + 10] == ' ' && digits_at(s, n, q + 11, 2) && s[q + 13] == ':' &&
+        digits_at(s, n, q + 14, 2) && s[q + 16] == ':' && digits_at(s, n, q + 17, 2)) {
+        Py_ssize_t r = q + 19;
+        if (r < n && s[r] == '.' && digits_at(s, n, r + 1, 3))
+            r += 4;
+        if (r + 6 < n && s[r] == ' ' && (s[r + 1] == '-' || s[r + 1] == '+') && digits_at(s, n, r + 2, 4) &&
+            s[r + 6] == ' ')
+            q = r + 7;
+        else if (r < n && s[r] == ' ')
+            q = r + 1;
+    }
+    if (q < n && s[q] == '[') {
+        Py_ssize_t d = 0;
+        while (d < 10 && q + 1 + d < n && is_digit(s[q + 1 + d]))
+            d++;
+        if (d >= 1 && q + 2 + d < n && s[q + 1 + d] == ']' && s[q + 2 + d] == ' ')
+            q += d + 3;
+    }
+    return q;
+}
+
+/* Whether what follows the queue id (TEXT, then the end the shape asks for) matches at p. */
+static int
+shape_rest(const unsigned char *shape, const unsigned char *s, Py_ssize_t n, Py_ssize_t p)
+{
+    Py_ssize_t tlen = shape[2], mlen = shape[3];
+    const unsigned char *text = shape + 4, *more = shape + 4 + tlen;
+    if (p + tlen > n || memcmp(s + p, text, (size_t)tlen) != 0)
+        return 0;
+    p += tlen;
+    if (shape[1] == 0)
+        return 1;
+    if (shape[1] == 2 && p + mlen <= n && memcmp(s + p, more, (size_t)mlen) == 0) {
+        /* (?:MORE\S+|)$: the longest run of \S first, then each shorter one (>= 1) */
+        Py_ssize_t a = p + mlen, b = a;
+        while (b < n && !(s[b] == ' ' || (s[b] >= '\t' && s[b] <= '\r')))
+            b++;
+        for (Py_ssize_t e = b; e > a; e--)
+            if (end_at(s, n, e))
+                return 1;
+    }
+    return end_at(s, n, p);
+}
+
+/* 1 when `shape` is a shape as shapes.rule_shape makes them, else 0 with an error set. */
+static int
+valid_shape(PyObject *shape)
+{
+    const unsigned char *h = (const unsigned char *)(PyBytes_Check(shape) ? PyBytes_AS_STRING(shape) : NULL);
+    if (h == NULL || PyBytes_GET_SIZE(shape) < 4 || h[0] > 1 || h[1] > 2 ||
+        PyBytes_GET_SIZE(shape) != 4 + (Py_ssize_t)h[2] + (Py_ssize_t)h[3]) {
+        PyErr_SetString(PyExc_TypeError, "not a rule shape (shapes.rule_shape)");
+        return 0;
+    }
+    return 1;
+}
+
+/* A shape's match at s[pos:] (the regex's `match(line, pos)`): 1 with the queue id's span in
+ * *qa, *qb, or 0. <QID>'s alternatives in the regex's order: 6-6-2, 6-11-4 (Exim's two
+ * formats), then 5 to 20 letters and digits, longest first. */
+static int
+shape_match(const unsigned char *shape, const unsigned char *s, Py_ssize_t n, Py_ssize_t pos,
+            Py_ssize_t *qa, Py_ssize_t *qb)
+{
+    Py_ssize_t p = shape[0] == 1 ? exim_prefix_end(s, n, pos) : pos;
+    *qa = p;
+    if (alnums_at(s, n, p, 6) && p + 6 < n && s[p + 6] == '-') {
+        if (alnums_at(s, n, p + 7, 6) && p + 13 < n && s[p + 13] == '-' && alnums_at(s, n, p + 14, 2) &&
+            shape_rest(shape, s, n, p + 16)) {
+            *qb = p + 16;
+            return 1;
+        }
+        if (alnums_at(s, n, p + 7, 11) && p + 18 < n && s[p + 18] == '-' && alnums_at(s, n, p + 19, 4) &&
+            shape_rest(shape, s, n, p + 23)) {
+            *qb = p + 23;
+            return 1;
+        }
+    }
+    Py_ssize_t run = 0;
+    while (run < 20 && p + run < n && is_alnum(s[p + run]))
+        run++;
+    for (Py_ssize_t len = run; len >= 5; len--)
+        if (shape_rest(shape, s, n, p + len)) {
+            *qb = p + len;
+            return 1;
+        }
+    return 0;
 }
 
 /* qid.decode("ascii") if qid else NULL (no error set); NULL with an error set on failure. */
@@ -620,7 +775,7 @@ decoded_qid(PyObject *raw)
 /* filters._ip on a rule's `ip` group: the cached conversion, else the Python one (which fills
  * the cache). New reference: the address, Py_None when the text is no address, NULL on error. */
 static PyObject *
-address_from(Ctx *x, PyObject *m, PyObject *g_ip)
+address_from(Ctx *x, Found *m, PyObject *g_ip)
 {
     PyObject *raw = match_group(m, g_ip);
     if (raw == NULL)
@@ -638,7 +793,7 @@ address_from(Ctx *x, PyObject *m, PyObject *g_ip)
  * None)), applied to a match: the tally (key, ip, qid) as filters._tally_builder's closure
  * builds it, Py_None for "no event", NULL on error. New reference. */
 static PyObject *
-tally_from(Ctx *x, PyObject *spec, PyObject *m)
+tally_from(Ctx *x, PyObject *spec, Found *m)
 {
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 4) {
         PyErr_SetString(PyExc_TypeError, "a tally spec must be a 4-tuple");
@@ -756,7 +911,7 @@ literals_in(const char *index, PyObject *rules, const char *s, Py_ssize_t n)
 /* A field of an Event from its group: NULL with no error when the group did not take part or
  * is empty (the builder's `if raw:`), NULL with an error on failure. */
 static PyObject *
-event_field(PyObject *m, PyObject *name, PyObject **raw)
+event_field(Found *m, PyObject *name, PyObject **raw)
 {
     *raw = NULL;
     if (name == Py_None)
@@ -775,7 +930,7 @@ event_field(PyObject *m, PyObject *name, PyObject **raw)
 /* filters._builder's closure in C, from filters.event_spec: the Event a rule's match makes, or
  * Py_None when the rule promised an address and the line holds none. New reference. */
 static PyObject *
-event_from(Ctx *x, PyObject *spec, PyObject *m, PyObject *when, PyObject *line, PyObject *source,
+event_from(Ctx *x, PyObject *spec, Found *m, PyObject *when, PyObject *line, PyObject *source,
            PyObject *lineno)
 {
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 14 || !PyType_Check(PyTuple_GET_ITEM(spec, 0))) {
@@ -894,23 +1049,36 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
     Py_ssize_t count = PyTuple_GET_SIZE(rules);
     uint64_t found = index == Py_None ? 0 : literals_in(PyBytes_AS_STRING(index), rules, s, n);
     for (Py_ssize_t r = 0; r < count; r++) {
-        PyObject *rule = PyTuple_GET_ITEM(rules, r);  /* (literal, match, Python builder) */
+        PyObject *rule = PyTuple_GET_ITEM(rules, r);  /* (literal, match, Python builder, shape) */
         PyObject *literal = PyTuple_GET_ITEM(rule, 0);
         Py_ssize_t llen = PyBytes_Check(literal) ? PyBytes_GET_SIZE(literal) : PyTuple_GET_SIZE(literal);
         if (llen > 0 && (index != Py_None && r < INDEX_WIDTH ? !((found >> r) & 1) : !holds(literal, s, n)))
             continue;
-        PyObject *margs[] = {line, start};
-        PyObject *m = PyObject_Vectorcall(PyTuple_GET_ITEM(rule, 1), margs, 2, NULL);
-        if (m == NULL)
-            return NULL;
-        if (m == Py_None) {
-            Py_DECREF(m);
-            continue;
+        PyObject *shape = PyTuple_GET_SIZE(rule) >= 4 ? PyTuple_GET_ITEM(rule, 3) : Py_None;
+        Found m = {NULL, s, 0, 0};
+        if (shape != Py_None) {
+            Py_ssize_t at = PyLong_AsSsize_t(start);
+            if (at == -1 && PyErr_Occurred())
+                return NULL;
+            if (!valid_shape(shape))
+                return NULL;
+            if (at < 0 || at > n || !shape_match((const unsigned char *)PyBytes_AS_STRING(shape),
+                                                 (const unsigned char *)s, n, at, &m.qa, &m.qb))
+                continue;
+        } else {
+            PyObject *margs[] = {line, start};
+            m.m = PyObject_Vectorcall(PyTuple_GET_ITEM(rule, 1), margs, 2, NULL);
+            if (m.m == NULL)
+                return NULL;
+            if (m.m == Py_None) {
+                Py_DECREF(m.m);
+                continue;
+            }
         }
         PyObject *spec = PyTuple_GET_ITEM(specs, r);
-        PyObject *result = PyTuple_GET_SIZE(spec) == 4 ? tally_from(x, spec, m)
-                                                       : event_from(x, spec, m, when, line, source, lineno);
-        Py_DECREF(m);
+        PyObject *result = PyTuple_GET_SIZE(spec) == 4 ? tally_from(x, spec, &m)
+                                                       : event_from(x, spec, &m, when, line, source, lineno);
+        Py_XDECREF(m.m);
         return result;
     }
     return Py_NewRef(Py_None);
@@ -2007,6 +2175,28 @@ done:
     return res;
 }
 
+/* shape_found(shape, line, pos) -> (start, end) of the queue id, or None: shape_match for the
+ * tests, which compare it with the rule's regex. */
+static PyObject *
+shape_found(PyObject *module, PyObject *args)
+{
+    PyObject *shape;
+    Py_buffer line;
+    Py_ssize_t pos, qa, qb;
+    if (!PyArg_ParseTuple(args, "O!y*n", &PyBytes_Type, &shape, &line, &pos))
+        return NULL;
+    PyObject *res = NULL;
+    if (valid_shape(shape)) {
+        if (pos >= 0 && pos <= line.len &&
+            shape_match((const unsigned char *)PyBytes_AS_STRING(shape), line.buf, line.len, pos, &qa, &qb))
+            res = Py_BuildValue("(nn)", qa, qb);
+        else
+            res = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&line);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"parse_header", (PyCFunction)(void (*)(void))parse_header, METH_FASTCALL,
      "parse_header(cache, fallback, header_type, line): SyslogParser.parse's common case."},
@@ -2023,6 +2213,8 @@ static PyMethodDef methods[] = {
      "configure(Event._fields): where each Event field sits, for the functions that read or build them."},
     {"literals_found", literals_found, METH_VARARGS,
      "literals_found(index, rules, line) -> bits of the rules whose literal is in the line."},
+    {"shape_found", shape_found, METH_VARARGS,
+     "shape_found(shape, line, pos) -> (start, end) of the queue id, or None: a rule shape's match."},
     {"merge", merge, METH_VARARGS,
      "merge(pending, fileno, offset, messages, ttl, max_messages, per_rule, per_ip, first): "
      "run_test's queue-id correlation and counting of pending events; returns the records "

@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .literals import literal_index
 from .patterns import CompiledPattern, PatternError, compile_pattern
 from .records import KINDS, STATUSES, Event, normalize_ip
+from .shapes import rule_shape
 from .syslog import LAST_REPEATED, REPEATED, REPEATS, Header, SyslogParser, unfold
 from .tomldoc import TomlDoc
 
@@ -48,6 +49,8 @@ class Rule:
     # A fixed delivery status for rules whose line states it in words of its own (sendmail's
     # `stat=Sent`, `dsn=5.x.x`); rules with a <STATUS> placeholder take it from the line.
     status: str | None = None
+    # A queue id then fixed text (shapes.py): matched in C without the regex engine, same result.
+    shape: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +137,7 @@ def _build_rule(name: str, doc: TomlDoc, i: int, raw: Any, prefix: str, ids: set
         raise doc.error(where + ("pattern",), "<LOGINNAME> is for `submission` rules only")
     if status is not None and "status" in compiled.fields:
         raise doc.error(where + ("status",), "give either `status` or a <STATUS> placeholder, not both")
-    return Rule(name, rid, kind, compiled, status)
+    return Rule(name, rid, kind, compiled, status, rule_shape(prefix, template, compiled.regex.pattern))
 
 
 def _only_keys(doc: TomlDoc, where: tuple[Any, ...], table: dict[str, Any], allowed: set[str]) -> None:
@@ -145,9 +148,10 @@ def _only_keys(doc: TomlDoc, where: tuple[Any, ...], table: dict[str, Any], allo
             )
 
 
-# The compiled form of one rule for the hot path: (literal, regex match method, event builder);
-# the literal is bytes, or a tuple of them when the rule has several (any of them: `holds`).
-Compiled = tuple[bytes | tuple[bytes, ...], Any, Callable[..., "Event | None"]]
+# The compiled form of one rule for the hot path: (literal, regex match method, event builder,
+# shape); the literal is bytes, or a tuple of them when the rule has several (any of them:
+# `holds`); the shape (shapes.py) lets the C loops match without the regex, or is None.
+Compiled = tuple[bytes | tuple[bytes, ...], Any, Callable[..., "Event | None"], "bytes | None"]
 # One group per filter covering a program: (combined match, marker group -> rule index, rules
 # with the builders the combined regex needs, rules for one-by-one matching, and each rule's
 # spec, which the C loops of `_speedups` build from instead of calling the builder).
@@ -249,7 +253,7 @@ class FilterSet:
                 if m is None:
                     continue
                 k = markers[m.lastindex]
-                literal, _, build = joined[k]
+                literal, _, build, _ = joined[k]
                 if literal and not holds(literal, line):
                     event = _one_by_one(rules, k + 1, line, header, source, lineno)
                 else:
@@ -302,7 +306,7 @@ def _one_by_one(rules: tuple[Compiled, ...], first: int, line: bytes, header: He
                 source: str, lineno: int) -> Event | None:
     """The first rule from `first` on whose literal is in the line and whose regex matches."""
     start = header.msg_start
-    for literal, match, build in rules[first:]:
+    for literal, match, build, _shape in rules[first:]:
         if literal and not holds(literal, line):
             continue
         m = match(line, start)
@@ -313,7 +317,7 @@ def _one_by_one(rules: tuple[Compiled, ...], first: int, line: bytes, header: He
 
 def _group(f: Filter, make: Callable[..., Callable[..., Any]], spec: Callable[..., Any]) -> Group:
     """A filter's group for one-by-one matching (the combined regex is left to _combine)."""
-    rules = tuple((r.pattern.literal, r.pattern.regex.match, make(r)) for r in f.rules)
+    rules = tuple((r.pattern.literal, r.pattern.regex.match, make(r), r.shape) for r in f.rules)
     specs = tuple(spec(r) for r in f.rules)
     return None, {}, (), rules, specs, literal_index([r.pattern.literal for r in f.rules])
 
@@ -334,7 +338,7 @@ def _combine(f: Filter, group: Group, make: Callable[..., Callable[..., Any]]) -
     except (re.error, OverflowError, RecursionError):
         return group
     markers = {combined.groupindex[f"_rule_{k}"]: k for k in range(len(sources))}
-    joined = tuple((r.pattern.literal, None, make(r, f"_{k}")) for k, r in enumerate(f.rules))
+    joined = tuple((r.pattern.literal, None, make(r, f"_{k}"), None) for k, r in enumerate(f.rules))
     return combined.match, markers, joined, rules, specs, index
 
 

@@ -1,0 +1,69 @@
+"""Rules simple enough to match without the regex engine: a queue id, then fixed text.
+
+Input: a compiled rule (its filter's prefix, its template, its regex). Output: the rule's shape,
+a short bytes string the C matcher (`_speedups.c`, `shape_match`) reads, or None when the rule is
+not one of these shapes (it then runs its regex, as every rule did before).
+
+Why: most lines of an Exim log are a message's `QID => ...`, `QID -> ...` and `QID Completed`
+(exim-queue.toml: `<QID> => `, `<QID> Completed(?: QT=\\S+)?$`). A call into Python's `re` costs
+~1,400 instructions before it reads a byte, and the builder then asks the match object for its
+`qid` group (another call); finding a message id and a fixed marker in C costs a few dozen.
+
+The shapes, each after the filter's prefix (empty, or exactly EXIM_PREFIX, the stamp and `[pid] `
+Exim writes into syslog):
+    <QID>TEXT                 TEXT: fixed text (regex escapes of punctuation allowed)
+    <QID>TEXT$
+    <QID>TEXT(?:MORE\\S+)?$    MORE: fixed text, e.g. ` QT=` (the time a message spent queued)
+A shape is recognised only when the rule's regex is, character for character, the one these
+parts compile to (`compile_pattern`'s own expansion of the prefix and <QID>): a filter that
+edits its prefix or a placeholder that changes simply runs its regex again.
+
+The C matcher follows the regex's backtracking order exactly (tests/test_shapes.py compares it
+with the regex on every shipped sample, both bench logs and adversarial lines): the prefix's two
+possessive groups are taken whole or not at all; <QID>'s three alternatives are tried in order,
+the last one (5 to 20 letters and digits) from its longest length down; `$` matches at the end
+or before a final newline. The only group such a rule captures is `qid`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .patterns import PLACEHOLDERS
+from .regexopt import cheaper_optionals
+
+# The prefix of filters.d/exim.toml and exim-queue.toml (the C matcher knows this one).
+EXIM_PREFIX = (r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3})?(?: [-+][0-9]{4})? )?+"
+               r"(?:\[[0-9]{1,10}\] )?+")
+_PREFIXES = {"": 0, EXIM_PREFIX: 1}
+# TEXT: literal characters, or a backslash before punctuation (`\*\*`); no class, group, quantifier
+# or anchor.
+_TEXT = r"(?:[^\\\[\](){}.*+?|^$]|\\[^A-Za-z0-9])+"
+_TEMPLATE = re.compile(rf"<QID>(?P<text>{_TEXT})(?:(?P<end>\$)|\(\?:(?P<more>{_TEXT})\\S\+\)\?\$)?")
+_UNESCAPE = re.compile(r"\\(.)")
+MAX_TEXT = 255
+# What the C code is written for: if <QID> ever changes, no rule has a shape until it is taught.
+QID_REGEX = (r"(?P<qid>[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"
+             r"|[0-9A-Za-z]{5,20})")
+
+
+def rule_shape(prefix: str, template: str, regex: bytes) -> bytes | None:
+    """The shape of a rule (see the module doc) as the C matcher reads it, or None.
+
+    Layout: prefix kind (0 none, 1 EXIM_PREFIX), end kind (0 none, 1 `$`, 2 `(?:MORE\\S+)?$`),
+    len(TEXT), len(MORE), then TEXT and MORE."""
+    kind = _PREFIXES.get(prefix)
+    found = _TEMPLATE.fullmatch(template)
+    if kind is None or found is None or PLACEHOLDERS["QID"][0] != QID_REGEX:
+        return None
+    text = _UNESCAPE.sub(r"\1", found["text"]).encode()
+    more = _UNESCAPE.sub(r"\1", found["more"] or "").encode()
+    end = 2 if found["more"] is not None else 1 if found["end"] else 0
+    if not text or len(text) > MAX_TEXT or len(more) > MAX_TEXT or (end == 2 and not more):
+        return None
+    # The regex these parts make (the prefix, <QID> as the C code knows it, the rest as written)
+    # must be the rule's own, character for character.
+    if cheaper_optionals(prefix + QID_REGEX + found.group(0)[len("<QID>"):]).encode() != regex:
+        return None
+    return bytes([kind, end, len(text), len(more)]) + text + more
+
