@@ -22,6 +22,7 @@ from typing import Any
 from .core.durations import parse_duration
 from .core.errors import ConfigError
 from .core.filters import Filter, FilterSet, build_filter
+from .core.needs import quiet_rules
 from .core.jails import IgnoreList, Jail, JailSpec
 from .core.decisions import Valve
 from .core.pipeline import Pipeline
@@ -150,7 +151,9 @@ class Config:
         from .actions import registry  # validated these actions at load: already imported
 
         fast = speedups()
-        return Pipeline(SyslogParser(now, to_epoch, fast), FilterSet(list(self.filters)), jails, fast=fast,
+        # Rules whose events no jail and no correlation needs build none (core/needs.py).
+        filters = FilterSet(list(self.filters), quiet_rules(self.filters, self.jails))
+        return Pipeline(SyslogParser(now, to_epoch, fast), filters, jails, fast=fast,
                         valve=Valve(self.settings.max_bans_per_minute),
                         uid_of=localusers.resolver(dict(self.settings.local_uids)),
                         hold_actions=frozenset(name for name, action in self.actions.items()

@@ -18,9 +18,14 @@
  *   entry points differ only in the sink, as FilterSet.match_logged serves FilterSet and
  *   TallySet in Python:
  *
- *   match_lines(lines, lineno, ctx, source, all_lines, items) -> (lineno, parsed, last time)
+ *   match_lines(lines, lineno, ctx, source, all_lines, items[, quiet]) -> (lineno, parsed, last time)
  *       Pipeline.run and offline.matched_lines (replay, the tuning report, test --json): the
- *       Events of each line, from the rules' specs (filters.event_spec).
+ *       Events of each line, from the rules' specs (filters.event_spec); a quiet rule's match
+ *       (needs.py) builds nothing and is counted in `quiet`.
+ *
+ *   A rule that is a queue id then fixed text (shapes.py) is matched here without its regex
+ *   (shape_match, the regex's own backtracking order); shape_found(shape, line, pos) is that
+ *   matcher for the tests.
  *
  *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same, failure_stems)
  *       -> (lineno, parsed, matched, lines of covered programs no rule matched, whether one of
@@ -1076,8 +1081,11 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
             }
         }
         PyObject *spec = PyTuple_GET_ITEM(specs, r);
+        /* a quiet rule's spec is its metrics key (kind, filter), which stands for the event
+         * nothing needs (needs.py): no group is read, nothing is built */
         PyObject *result = PyTuple_GET_SIZE(spec) == 4 ? tally_from(x, spec, &m)
-                                                       : event_from(x, spec, &m, when, line, source, lineno);
+                         : PyTuple_GET_SIZE(spec) == 2 ? Py_NewRef(spec)
+                         : event_from(x, spec, &m, when, line, source, lineno);
         Py_XDECREF(m.m);
         return result;
     }
@@ -1506,6 +1514,8 @@ typedef struct {
     int all_lines;
     PyObject *events;  /* the current line's (owned) */
     PyObject *last;    /* the time of the last line with a header (owned) */
+    PyObject *quiet_counts;  /* (kind, filter) -> quiet matches, or NULL (borrowed) */
+    Py_ssize_t quiet;  /* the current line's quiet matches */
 } EventSink;
 
 static int
@@ -1513,13 +1523,21 @@ events_begin(Scan *sc, LineSink *k)
 {
     EventSink *e = (EventSink *)k;
     Py_SETREF(e->last, Py_NewRef(sc->h.when));
+    e->quiet = 0;
     return (e->events = PyList_New(0)) == NULL ? -1 : 0;
 }
 
+/* An Event (a tuple subclass), or a quiet rule's (kind, filter) (a plain tuple): counted, not
+ * kept (FilterSet.without_quiet). */
 static int
 events_take(Scan *sc, LineSink *k, PyObject *result, Py_ssize_t j)
 {
-    return PyList_Append(((EventSink *)k)->events, result);
+    EventSink *e = (EventSink *)k;
+    if (PyTuple_CheckExact(result)) {
+        e->quiet++;
+        return e->quiet_counts == NULL ? 0 : count_one(e->quiet_counts, result, 1);
+    }
+    return PyList_Append(e->events, result);
 }
 
 /* The (time, line number, line, Header, events) item of the current line; for a fold, the
@@ -1536,6 +1554,15 @@ events_end(Scan *sc, LineSink *k, Py_ssize_t results)
         if (fixed == NULL)
             return -1;
         Py_SETREF(e->events, fixed);
+    }
+    if (PyList_GET_SIZE(e->events) == 0 && e->quiet > 0) {
+        /* only quiet matches: (time, line number, line, None, None), which lets time pass
+         * (Pipeline.quiet) */
+        PyObject *item = PyTuple_Pack(5, sc->h.when, k->number, sc->shown != NULL ? sc->shown : sc->line,
+                                      Py_None, Py_None);
+        int rc = item == NULL ? -1 : PyList_Append(e->items, item);
+        Py_XDECREF(item);
+        return rc;
     }
     if (PyList_GET_SIZE(e->events) == 0 && !e->all_lines)
         return 0;
@@ -1558,16 +1585,23 @@ events_release(LineSink *k)
 
 /* FilterSet.match over lines, for replay and Pipeline.run: appends to `items` the lines with
  * an event (or, with all_lines, every line with a header) as (time, line number, line, Header,
- * events). Returns (last line number, lines with a header, time of the last of them or None). */
+ * events), and the lines whose matches are all quiet rules' as (time, line number, line, None,
+ * None), counting those matches per (kind, filter) in `quiet` when given (a dict, or None).
+ * Returns (last line number, lines with a header, time of the last of them or None). */
 static PyObject *
 match_lines(PyObject *module, PyObject *args)
 {
-    PyObject *lines, *ctx_t;
+    PyObject *lines, *ctx_t, *quiet = Py_None;
     Py_ssize_t lineno;
     EventSink e = {{NULL, 1, NULL, events_begin, events_take, events_end, events_release}};
-    if (!PyArg_ParseTuple(args, "OnO!UpO!", &lines, &lineno, &PyTuple_Type, &ctx_t, &e.base.source,
-                          &e.all_lines, &PyList_Type, &e.items) || configured() < 0)
+    if (!PyArg_ParseTuple(args, "OnO!UpO!|O", &lines, &lineno, &PyTuple_Type, &ctx_t, &e.base.source,
+                          &e.all_lines, &PyList_Type, &e.items, &quiet) || configured() < 0)
         return NULL;
+    if (quiet != Py_None && !PyDict_Check(quiet)) {
+        PyErr_SetString(PyExc_TypeError, "quiet must be a dict or None");
+        return NULL;
+    }
+    e.quiet_counts = quiet == Py_None ? NULL : quiet;
     Scan sc;
     if (scan_open(&sc, lines, ctx_t, lineno, 1) < 0)
         return NULL;
@@ -2203,7 +2237,7 @@ static PyMethodDef methods[] = {
     {"tally", tally, METH_VARARGS,
      "tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same, failure_stems): scan.tally_lines' loop."},
     {"match_lines", match_lines, METH_VARARGS,
-     "match_lines(lines, lineno, ctx, source, all_lines, items) -> (lineno, lines with a header, "
+     "match_lines(lines, lineno, ctx, source, all_lines, items[, quiet]) -> (lineno, lines with a header, "
      "time of the last one): FilterSet.match over lines, for replay."},
     {"correlate", correlate, METH_VARARGS,
      "correlate(correlator, events, header, Message, Event): Pipeline.correlated for one line."},

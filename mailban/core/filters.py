@@ -194,15 +194,19 @@ class FilterSet:
     `mailban test` or `replay` that runs in C does not pay for it.
     """
 
-    __slots__ = ("filters", "_dispatch", "_combined", "login_rules")
+    __slots__ = ("filters", "_dispatch", "_combined", "login_rules", "quiet")
     # Makes the per-rule builders: `(rule, group-name suffix) -> build(m, time, line, source,
     # lineno)`; what they return is what match() returns (Events here, see TallySet). Looked up
     # through a lambda because the builders are defined further down.
     _make_builder: Callable[..., Callable[..., Any]] = staticmethod(lambda rule, suffix="": _builder(rule, suffix))
     _make_spec: Callable[..., Any] = staticmethod(lambda rule, suffix="": event_spec(rule, suffix))
 
-    def __init__(self, filters: list[Filter]) -> None:
+    def __init__(self, filters: list[Filter], quiet: frozenset[tuple[str, str]] = frozenset()) -> None:
         self.filters = tuple(filters)
+        # (filter, rule id) of the rules whose events nothing needs (needs.py): the C matcher
+        # builds none for them (their spec is their metrics key, (kind, filter)); match() still
+        # does, and the pipeline drops them (without_quiet).
+        self.quiet = quiet
         # (filter, rule id) of the rules whose `user` is a local login name (<LOGINNAME>, Exim's
         # `U=` on local submissions), which the pipeline resolves to a uid (Pipeline.uid_of).
         self.login_rules = frozenset((r.filter, r.id) for f in self.filters for r in f.rules
@@ -217,11 +221,30 @@ class FilterSet:
         if hit is not None:
             return hit
         name = program.decode("utf-8", "replace")
-        groups = tuple(_group(f, self._make_builder, self._make_spec) for f in self.filters if f.covers(name))
+        groups = tuple(_group(f, self._make_builder, self._spec_of) for f in self.filters if f.covers(name))
         # Forged tags (any local user can pick one) must not grow the cache without bound.
         if len(self._dispatch) < _PROGRAM_CACHE_MAX:
             self._dispatch[program] = groups
         return groups
+
+    def _spec_of(self, rule: Rule) -> Any:
+        if (rule.filter, rule.id) in self.quiet:
+            return (rule.kind, rule.filter)
+        return self._make_spec(rule)
+
+    def without_quiet(self, events: list[Event], counts: dict[tuple[str, str], int] | None) -> list[Event] | None:
+        """A line's events without those of quiet rules, or None when it had only such events
+        (what the C matcher gives: see needs.py); each dropped event is counted in `counts`
+        under (kind, filter), when given."""
+        quiet = self.quiet
+        if not quiet:
+            return events
+        kept = [e for e in events if (e.filter, e.rule) not in quiet]
+        if len(kept) < len(events) and counts is not None:
+            for e in events:
+                if (e.filter, e.rule) in quiet:
+                    counts[(e.kind, e.filter)] = counts.get((e.kind, e.filter), 0) + 1
+        return kept if kept or not events else None
 
     def _combined_for(self, program: bytes) -> tuple[Group, ...]:
         """rules_for's groups with each filter's combined regex, for match()."""

@@ -156,33 +156,53 @@ class Pipeline:
         `tally`, when given, counts the events per (kind, filter) (metrics)."""
         out = Outcome()
         step = self.step
-        for header, events in self._matched(lines, source):
+        for when, header, events in self._matched(lines, source, tally):
+            if events is None:
+                self.quiet(when, now, out)
+                continue
             events = step(events, header, now, out)
             if tally is not None:
                 count_events(events, tally)
         out.wake_at = self.wake_at()
         return out
 
-    def _matched(self, lines: list[bytes], source: str) -> Iterator[tuple[Header, list[Event]]]:
-        """The lines of a batch that have events, with their headers; the lines are numbered
-        from 1. In C where the module is built (header cut, rule selection, events: the batch
-        matcher replay's reading uses too, offline.file_events)."""
+    def _matched(self, lines: list[bytes], source: str, quiet: dict[tuple[str, str], int] | None
+                 ) -> Iterator[tuple[float, Header | None, list[Event] | None]]:
+        """The lines of a batch that have events, with their time and headers; the lines are
+        numbered from 1. A line whose events were all quiet rules' (needs.py) comes as (time,
+        None, None), its events counted in `quiet` (metrics) when given. In C where the module
+        is built (header cut, rule selection, events: the batch matcher replay's reading uses
+        too, offline.file_events)."""
         if self.fast is not None:
             if self._scan is None:
                 self._scan = (*self.filters.scan_context(self.parser), Header)
             matched: list[tuple[float, int, bytes, Header, list[Event]]] = []
-            self.fast.match_lines(lines, 0, self._scan, source, False, matched)
-            for _time, _lineno, _line, header, events in matched:
-                yield header, events
+            self.fast.match_lines(lines, 0, self._scan, source, False, matched, quiet)
+            for when, _lineno, _line, header, events in matched:
+                yield when, header, events
             return
-        parser, match = self.parser, self.filters.match_logged
+        parser, match, without_quiet = self.parser, self.filters.match_logged, self.filters.without_quiet
         for lineno, line in enumerate(lines, 1):
             header = parser.parse(line)
             if header is None:
                 continue
             events = match(parser, line, header, source, lineno)
             if events:
-                yield header, events
+                kept = without_quiet(events, quiet)
+                yield (header.time, header, kept) if kept is not None else (header.time, None, None)
+
+    def quiet(self, when: float, now: float | None, out: Outcome) -> None:
+        """A line whose events were all quiet rules' (needs.py): what feed_events() did with
+        them, letting time pass for the jails holding addresses on probation (no jail wants
+        their kind, so each ban_ips jail only ticks)."""
+        bans: list[Ban] = []
+        for jail in self.jails:
+            if jail.probation and jail.spec.ban_ips:
+                new = jail.tick(when, when if now is None else now)
+                if new:
+                    bans.extend(new)
+        if bans:
+            self.decide_into(out, bans)
 
     def step(self, events: list[Event], header: Header, now: float | None, out: Outcome) -> list[Event]:
         """One line's matched events through correlation, the jails and the decision stage,

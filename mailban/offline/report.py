@@ -136,7 +136,8 @@ def events_from(config: Config, paths: list[str]) -> Iterator[Event]:
     """The daemon's parse, filter and correlation stages over logs merged by time."""
     pipeline = config.pipeline(time.time(), local_to_epoch)
     for _t, _n, _line, header, events in matched_lines(paths, pipeline.parser, pipeline.filters, ReadCount()):
-        yield from pipeline.correlated(events, header)
+        if events is not None:  # None: only events no jail selects (core/needs.py)
+            yield from pipeline.correlated(events, header)
 
 
 def build(config: Config, events: Iterable[Event]) -> list[JailReport]:

@@ -196,7 +196,9 @@ class ReadCount:
 def file_events(path: str, parser: SyslogParser, filters: FilterSet, count: ReadCount,
                  all_lines: bool, progress: Progress | None) -> Iterator[tuple[float, int, bytes, Header, list[Event]]]:
     """One log's lines with events (with all_lines, every line with a header), matched a read
-    chunk at a time by `_speedups.match_lines` where the C module is built."""
+    chunk at a time by `_speedups.match_lines` where the C module is built. A line whose events
+    were all quiet rules' (core/needs.py: none for a FilterSet without quiet rules) comes as
+    (time, line number, line, None, None)."""
     source = iter_file_line_lists(path)
     batches = progress.batches_of(source) if progress is not None else source
     fast = speedups()
@@ -230,6 +232,12 @@ def file_events(path: str, parser: SyslogParser, filters: FilterSet, count: Read
         count.last = header.time
         events = match(parser, line, header, path, lineno)
         previous = parser.previous
+        if events:
+            kept = filters.without_quiet(events, None)
+            if kept is None:  # only quiet rules' events (core/needs.py), as the C matcher gives it
+                yield header.time, lineno, line, None, None
+                continue
+            events = kept
         if events or all_lines:
             yield header.time, lineno, line, header, events
 
@@ -256,7 +264,7 @@ def _counted(items: Iterator[tuple[float, int, bytes, Header, list[Event]]], cou
     for item in items:
         count.parsed += 1
         count.last = item[0]
-        if item[4]:
+        if item[4] or item[4] is None:  # None: a quiet line, which lets time pass
             yield item
 
 
@@ -387,7 +395,13 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
     step = pipeline.step
     cmds = Outcome()
     commands = cmds.commands  # the same list all along: show() empties it in place
-    for _, _, _, header, events in matched:
+    quiet = pipeline.quiet
+    for when, _, _, header, events in matched:
+        if events is None:  # only events no jail or correlation needs (core/needs.py)
+            quiet(when, None, cmds)
+            if commands:
+                printer.show(cmds)
+            continue
         events = step(events, header, None, cmds)
         if fast is not None:
             fast.seen(events, seen_fields, SEEN_CAP)  # the loop below, in C
