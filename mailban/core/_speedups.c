@@ -1454,9 +1454,27 @@ tally_take(Scan *sc, LineSink *k, PyObject *result, Py_ssize_t j)
         return count_event(t->per_rule, t->per_ip, t->first, key, ip, -1, sc->lineno, j);
     PyObject *hs = PyDict_SetDefault(t->same, sc->h.host, sc->h.host);
     PyObject *q = hs == NULL ? NULL : PyDict_SetDefault(t->same, qid, qid);
-    PyObject *p = q == NULL ? NULL : Py_BuildValue("(OOOOOnn)", sc->h.when, key, ip, hs, q, sc->lineno, j);
-    int rc = p == NULL ? -1 : PyList_Append(t->pending, p);
-    Py_XDECREF(p);
+    /* (time, key, ip, host, qid, lineno, j), built directly: Py_BuildValue's format parsing
+     * cost as much as the rest of this function on every queue line */
+    PyObject *p = q == NULL ? NULL : PyTuple_New(7);
+    if (p == NULL)
+        return -1;
+    PyObject *no = PyLong_FromSsize_t(sc->lineno), *jo = PyLong_FromSsize_t(j);
+    if (no == NULL || jo == NULL) {
+        Py_XDECREF(no);
+        Py_XDECREF(jo);
+        Py_DECREF(p);
+        return -1;
+    }
+    PyTuple_SET_ITEM(p, 0, Py_NewRef(sc->h.when));
+    PyTuple_SET_ITEM(p, 1, Py_NewRef(key));
+    PyTuple_SET_ITEM(p, 2, Py_NewRef(ip));
+    PyTuple_SET_ITEM(p, 3, Py_NewRef(hs));
+    PyTuple_SET_ITEM(p, 4, Py_NewRef(q));
+    PyTuple_SET_ITEM(p, 5, no);
+    PyTuple_SET_ITEM(p, 6, jo);
+    int rc = PyList_Append(t->pending, p);
+    Py_DECREF(p);
     return rc;
 }
 
