@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -583,3 +584,39 @@ def test_the_c_module_takes_the_event_layout_from_the_record() -> None:
         module.configure(tuple(f for f in Event._fields if f != "queue_id"))
     module.configure(Event._fields)  # the record as it is: accepted (the refusal changed nothing)
     assert speedups() is module
+
+
+@needs_c
+def test_the_loops_convert_exim_seconds_as_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new second of Exim's stamp is converted in C in the loops (_speedups.exim_time): the
+    same time, and the same refusal of a stamp that is no date (then parse_py decides), as
+    SyslogParser._iso_time's fromisoformat and _to_epoch, on the edges of the calendar."""
+    from mailban.core.filters import FilterSet
+    from mailban.offline import ReadCount, file_events
+
+    stamps = [b"2024-02-29 10:00:00", b"2026-02-29 10:00:00", b"2100-02-29 10:00:00", b"2000-02-29 10:00:00",
+              b"2026-04-31 10:00:00", b"2026-04-30 23:59:59", b"2026-13-01 10:00:00", b"2026-00-10 10:00:00",
+              b"2026-12-32 10:00:00", b"2026-12-00 10:00:00", b"2026-12-31 24:00:00", b"2026-12-31 23:60:00",
+              b"2026-12-31 23:59:60", b"9999-12-31 23:59:59", b"1970-01-01 00:00:00", b"2026-03-29 02:30:00",
+              b"2026-10-25 02:30:00", b"2026-11-20 08:00:01"]
+    lines = [stamp + rest for stamp in stamps for rest in (
+        b" [12] 1rKx2p-0004Ab-1F => a@b.test R=r T=t", b" 1rKx2p-0004Ab-1F Completed", b" [12] x",
+        b" +0100 [12] 1rKx2p-0004Ab-1F Completed")]
+    log = tmp_path / "mainlog"
+    log.write_bytes(b"\n".join(lines + lines[::-1]) + b"\n")
+    monkeypatch.setenv("TZ", "Europe/Berlin")  # a zone with DST: 02:30 on those days is a gap and a fold
+    time.tzset()
+    try:
+        got = []
+        for pure in (False, True):
+            with _python_only(monkeypatch, pure):
+                parser = SyslogParser(NOW, local_to_epoch, speedups())
+                got.append([(t, n, h, e) for t, n, _l, h, e in file_events(str(log), parser, FilterSet(_filters()),
+                                                                           ReadCount(), True, None)])
+                if not pure:
+                    assert b"2024-02-29 10:00:00" in parser._iso_cache  # cached as parse_py caches it
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert got[0] == got[1]
+    assert len(got[0]) >= 60  # the stamps that are no date give no header (parse_py)

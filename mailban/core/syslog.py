@@ -169,6 +169,8 @@ class SyslogParser:
     line the same Header."""
 
     __slots__ = ("now", "last", "previous", "follow", "_to_epoch", "_bsd_cache", "_iso_cache", "_fast", "parse")
+    # How many times each cache holds before it is cleared (the C loops read it too).
+    CACHE_MAX = _CACHE_MAX
 
     def __init__(self, now: float, to_epoch: LocalToEpoch = utc_to_epoch, fast: Any = None) -> None:
         self.now = now
