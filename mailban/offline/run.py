@@ -396,11 +396,15 @@ def _replay(paths: list[str], config: Config, as_json: bool, out: IO[str]) -> in
     cmds = Outcome()
     commands = cmds.commands  # the same list all along: show() empties it in place
     quiet = pipeline.quiet
+    probing = tuple(jail for jail in pipeline.jails if jail.spec.ban_ips)  # what a quiet line can tick
     for when, _, _, header, events in matched:
         if events is None:  # only events no jail or correlation needs (core/needs.py)
-            quiet(when, None, cmds)
-            if commands:
-                printer.show(cmds)
+            for jail in probing:
+                if jail.probation:
+                    quiet(when, None, cmds)
+                    if commands:
+                        printer.show(cmds)
+                    break
             continue
         events = step(events, header, None, cmds)
         if fast is not None:
