@@ -620,3 +620,23 @@ def test_the_loops_convert_exim_seconds_as_python(tmp_path: Path, monkeypatch: p
         time.tzset()
     assert got[0] == got[1]
     assert len(got[0]) >= 60  # the stamps that are no date give no header (parse_py)
+
+
+_WORDS = [b"Fail", b"REJECT", b"denied", b"Invalid", b"abort", b"refus", b"ILLEGAL", b"disallow", b"too many",
+          b"Unknown User", b"user unknown", b"error", b"violation", b"timeout", b"timed out", b"not allowed",
+          b"mismatch", b"no such", b"not found", b"blocked", b"attack", b"exceeded", b"penalty", b"fai", b"too",
+          b"Start queue run: pid=4", b"no host name found", b" ", b"x", b"\xc3\xa9", b"e", b"n", b"t"]
+
+
+@needs_c
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS), max_size=10).map(b"".join), st.integers(0, 1100))
+def test_tally_finds_failure_words_as_python(text: bytes, pad: int) -> None:
+    # the summary's hint (`mailban test --missed`): a line no rule matched that holds one of
+    # scan.FAILURE_STEMS in its first 1,024 bytes, any case (C: one pass with the stems indexed
+    # by their first byte)
+    line = b"2026-11-20 08:00:01 [12] " + b"." * pad + text
+    got = C.tally([line], 0, TallySet(_filters()).scan_context(SyslogParser(NOW)), {}, {}, {}, [], {},
+                  scan.FAILURE_STEMS)
+    _lines, _parsed, matched, missed, failing = got
+    assert bool(failing) == (missed == 1 and scan.looks_like_failure(line[25:])), line

@@ -1152,10 +1152,33 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
     return Py_NewRef(Py_None);
 }
 
+/* The stems (at most 64 non-empty bytes; else `usable` is 0) by their first byte: one pass over a
+ * line then compares only the stems that start with the byte it is at. */
+typedef struct {
+    int usable;
+    uint64_t by_first[256];
+} StemIndex;
+
+static void
+stem_index(PyObject *stems, StemIndex *ix)
+{
+    memset(ix, 0, sizeof *ix);
+    if (PyTuple_GET_SIZE(stems) > 64)
+        return;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(stems); k++) {
+        PyObject *stem = PyTuple_GET_ITEM(stems, k);
+        if (!PyBytes_Check(stem) || PyBytes_GET_SIZE(stem) == 0)
+            return;
+        ix->by_first[(unsigned char)PyBytes_AS_STRING(stem)[0]] |= (uint64_t)1 << k;
+    }
+    ix->usable = 1;
+}
+
 /* scan.looks_like_failure on s[0:n]: one of `stems` (scan.FAILURE_STEMS, lower-case bytes) in
- * the text's first 1,024 bytes, ignoring ASCII case. */
+ * the text's first 1,024 bytes, ignoring ASCII case. With an index (ix->usable), one pass; else
+ * a search per stem. */
 static int
-looks_like_failure(PyObject *stems, const char *s, Py_ssize_t n)
+looks_like_failure(PyObject *stems, const StemIndex *ix, const char *s, Py_ssize_t n)
 {
     char low[1024];
     if (n > (Py_ssize_t)sizeof low)
@@ -1163,6 +1186,17 @@ looks_like_failure(PyObject *stems, const char *s, Py_ssize_t n)
     for (Py_ssize_t i = 0; i < n; i++) {
         char c = s[i];
         low[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    if (ix != NULL && ix->usable) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            for (uint64_t c = ix->by_first[(unsigned char)low[i]]; c != 0; c &= c - 1) {
+                PyObject *stem = PyTuple_GET_ITEM(stems, __builtin_ctzll(c));
+                Py_ssize_t len = PyBytes_GET_SIZE(stem);
+                if (i + len <= n && memcmp(low + i, PyBytes_AS_STRING(stem), (size_t)len) == 0)
+                    return 1;
+            }
+        }
+        return 0;
     }
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(stems); k++) {
         PyObject *stem = PyTuple_GET_ITEM(stems, k);
@@ -1492,6 +1526,7 @@ scan_walk(Scan *sc, LineSink *k)
 typedef struct {
     LineSink base;
     PyObject *per_rule, *per_ip, *first, *pending, *same, *stems;  /* borrowed */
+    StemIndex stem_index;
     Py_ssize_t matched, missed;
     int failing;
 } TallySink;
@@ -1553,7 +1588,7 @@ tally_end(Scan *sc, LineSink *k, Py_ssize_t results)
         t->missed++;
         if (!t->failing) {
             PyObject *as_logged = sc->shown != NULL ? sc->shown : sc->line;
-            t->failing = looks_like_failure(t->stems, PyBytes_AS_STRING(as_logged) + sc->h.msg,
+            t->failing = looks_like_failure(t->stems, &t->stem_index, PyBytes_AS_STRING(as_logged) + sc->h.msg,
                                             PyBytes_GET_SIZE(as_logged) - sc->h.msg);
         }
     }
@@ -1575,6 +1610,7 @@ tally(PyObject *module, PyObject *args)
                           &PyDict_Type, &t.per_rule, &PyDict_Type, &t.per_ip, &PyDict_Type, &t.first,
                           &PyList_Type, &t.pending, &PyDict_Type, &t.same, &PyTuple_Type, &t.stems))
         return NULL;
+    stem_index(t.stems, &t.stem_index);
     Scan sc;
     if (scan_open(&sc, lines, ctx_t, lineno, 0) < 0)
         return NULL;
