@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 from .correlate import Correlator, Message
 from .decisions import Hold, Outcome, Valve, decide_into
 from .filters import FilterSet
-from .jails import Jail
+from .jails import PROOF_KINDS, Jail
 from .records import Ban, Event
 from .syslog import Header, SyslogParser
 
@@ -48,8 +48,11 @@ class Pipeline:
     uid_of: Callable[[str], int | None] | None = None
     # Per event kind, the jails an event of that kind goes to, in order, each with whether it
     # wants the kind (else it is offered the event only while it holds addresses on
-    # probation, which only ban_ips jails do: see Jail._ip_ban). Built on first use per kind.
-    _routes: dict[str, tuple[tuple[Jail, bool, float], ...]] = field(default_factory=dict, init=False, repr=False)
+    # probation, which only ban_ips jails do: see Jail._ip_ban), its find time, where its key
+    # sits in an Event, and whether offer() notes the kind as a login (ban_ips jails, logins
+    # and submissions). Built on first use per kind.
+    _routes: dict[str, tuple[tuple[Jail, bool, float, int, bool], ...]] = field(default_factory=dict, init=False,
+                                                                             repr=False)
     # Per jail, the events it did not count because their line was already older than its find
     # time when read (a restored backup, a log shipped late, a clock jump): the daemon's only
     # (replay, with now=None, keeps log time and counts them all).
@@ -129,13 +132,18 @@ class Pipeline:
             kind = event.kind
             route = routes.get(kind)
             if route is None:
-                route = routes[kind] = tuple((j, kind in j.wants, j.spec.findtime) for j in self.jails
-                                             if kind in j.wants or j.spec.ban_ips)
-            for jail, wanted, findtime in route:
+                route = routes[kind] = tuple((j, kind in j.wants, j.spec.findtime, j.key_field,
+                                              j.spec.ban_ips and kind in PROOF_KINDS)
+                                             for j in self.jails if kind in j.wants or j.spec.ban_ips)
+            for jail, wanted, findtime, key_at, proof in route:
                 # Most events (deliveries, queue lines) concern one jail or none: skip the call
                 # where offer() would do nothing (see Jail.wants). For a kind the jail does not
                 # want, offer() only lets time pass on its probation: tick() itself.
                 if wanted:
+                    if event[key_at] is None and not proof and not jail.probation:
+                        # nothing to count (an inbound arrival offered to the account and uid
+                        # jails), no login to note, no probation to tick: offer() returns []
+                        continue
                     if now is not None and event.time < now - findtime:
                         if getattr(event, jail.spec.key) is not None:  # an event the jail counts
                             name = jail.spec.name
