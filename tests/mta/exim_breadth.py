@@ -1,6 +1,7 @@
-"""Real Exim (4.96 and 4.98) provoked with the shapes tests/mta/exim.py does not reach, under
-several log_selector settings, over IPv4 and IPv6, with and without reverse DNS names, into
-its own files and through syslog: the capture behind tests/filters/exim49?-captured-*.log.
+"""Real Exim (4.96, 4.98 and, named, testing's 4.100.1) provoked with the shapes tests/mta/exim.py
+does not reach, under several log_selector settings, over IPv4 and IPv6, with and without reverse
+DNS names, into its own files and through syslog: the capture behind
+tests/filters/exim4{96,98,100}-captured-*.log (tests/mta/exim_score.py counts found/missed/wrong).
 
 Re-run (as root, on a test machine; about 4 minutes once the roots of tests/mta/exim.py exist):
 
@@ -53,7 +54,10 @@ sender (no event); .40 an SMTP syntax error in MAIL; .41 talks before the banner
 relay denied (no reverse name: .44's PTR does not resolve back, .45 has none); .46 a sender
 forging reject reasons, then QUIT (the incomplete transaction line must give no event); .47
 relay denied over TLS with a client certificate whose subject forges a client and a reason
-(`DN="..."` with +tls_peerdn).
+(`DN="..."` with +tls_peerdn); .42 EHLO and a half-close at once (4.99+: `Error or EOF on input
+from`, after the HELO ACL; 4.98: a lost connection); .48 a MAIL command holding quotes and a
+forged client (a syntax error: 4.99+ escape the quotes). .42 and .48 came after the 4.96/4.98
+captures: only exim4100-captured-*.log has them.
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
