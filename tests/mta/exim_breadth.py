@@ -56,8 +56,9 @@ forging reject reasons, then QUIT (the incomplete transaction line must give no 
 relay denied over TLS with a client certificate whose subject forges a client and a reason
 (`DN="..."` with +tls_peerdn); .42 EHLO and a half-close at once (4.99+: `Error or EOF on input
 from`, after the HELO ACL; 4.98: a lost connection); .48 a MAIL command holding quotes and a
-forged client (a syntax error: 4.99+ escape the quotes). .42 and .48 came after the 4.96/4.98
-captures: only exim4100-captured-*.log has them.
+forged client (a syntax error: 4.99+ escape the quotes); .49 STARTTLS, AUTH right and a message
+(an authenticated arrival with X=: no event but exim-queue's). .42, .48 and .49 came after the
+4.96/4.98 captures: only exim4100-captured-*.log has them.
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
@@ -469,6 +470,23 @@ def tls_client_cert_relay(host: str, src: str, certdir: Path) -> None:
                 read_reply(t)
 
 
+def tls_submission(host: str, src: str) -> None:
+    """STARTTLS, AUTH with the right password and one message to a local user: the arrival line
+    of an authenticated submission with X= (4.99+ adds the key-exchange group, drops CV=no)."""
+    with session(host, src) as s:
+        s.sendall(b"STARTTLS\r\n")
+        read_reply(s)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with ctx.wrap_socket(s, server_hostname="mx.example.test") as t:
+            for cmd in (b"EHLO client.example.test\r\n", _plain("alice@example.test", "S3cret-alice"),
+                        b"MAIL FROM:<alice@example.test>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n", b"DATA\r\n",
+                        b"Subject: over TLS\r\n\r\nhello\r\n.\r\n", b"QUIT\r\n"):
+                t.sendall(cmd)
+                read_reply(t)
+
+
 def tls_port_plaintext(host: str, src: str) -> None:
     with connect(host, TLS_PORT, src) as s:
         s.sendall(b"EHLO plain.example.test\r\n")
@@ -604,6 +622,8 @@ def traffic(host: str, family: int, certdir: Path | None = None) -> None:
     # forges a client and an error text
     converse(host, PORT, ip(48), [ehlo, b'MAIL FROM: "x" H=[6.6.6.6]:25 missing "@spammer.example\r\n',
                                   b"QUIT\r\n"])
+    if certdir is not None:
+        tls_submission(host, ip(49))
     for t in threads:
         t.join()
 
