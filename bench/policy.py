@@ -53,7 +53,8 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     from mailban.state import State
     from mailban.core.records import Ban
     from mailban.policy.answer import Decisions, Inline, inline_jail
-    from mailban.policy import windowsync
+    from mailban.daemon.mirror import Mirror
+    from mailban.daemon.policy import take_windows
     from mailban.policy.child import PolicyProcess
     from mailban.policy.server import PolicyServer
 
@@ -61,8 +62,9 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
                     inline=True, actions=())
     inline = Inline([inline_jail(spec, IgnoreList(()))])
     # The daemon's side, as daemon/policy.py runs it: a mirror of the inline jails that the
-    # child's windows go into, committed to a real database with the pipeline's state.
-    mirror = Inline([inline_jail(spec, IgnoreList(()))])
+    # child's windows go into (decoded only when read: daemon/mirror.py), committed to a real
+    # database with the pipeline's state, folded with the child's snapshots.
+    mirror = Mirror(Inline([inline_jail(spec, IgnoreList(()))]))
     checkpoint.track(mirror.jails)
     writer = StateWriter(State(os.path.join(os.path.dirname(path), "state")), lambda: None)
     writer.inline = mirror
@@ -81,37 +83,36 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     else:
         child = PolicyProcess(srv)
         child.start(inline, decisions)
+        writer.snapshot = lambda: child.send("snapshot")  # type: ignore[union-attr]
     ready.set()
 
     def drain() -> None:
         """What the daemon does with the link between batches (PolicyBridge._take): take the
         inline jails' bans and changed windows (the child sends its windows once a second), put
         the windows into the mirror and commit them."""
+        if child is None:
+            return
         began = time.process_time()
-        try:
-            _drain()
-        finally:
-            spent[0] += time.process_time() - began
+        child.take_bans()
+        take_windows(child, mirror, writer)
+        taken = time.process_time()
+        spent[0] += taken - began
+        if child.saved:
+            child.saved = False
+            writer.commit(pipeline)
+            spent[1] += time.process_time() - taken
 
-    spent = [0.0]  # CPU seconds in drain(): the part of the daemon's CPU the service's windows cost
-
-    def _drain() -> None:
-        if child is not None:
-            child.take_bans()
-            if child.windows:
-                blobs, child.windows = child.windows, []
-                windowsync.apply(mirror.jails, blobs, time.time(), note=False)
-                writer.inline_changes += blobs
-            if child.saved:
-                child.saved = False
-                writer.commit(pipeline)
+    # CPU seconds in drain(): the part of the daemon's CPU the service's windows cost (taking them
+    # off the link, committing them)
+    spent = [0.0, 0.0]
+    writer.commit(pipeline)  # as the daemon's start does (Daemon._commit_start): the first fold
 
     rates = []  # log lines per second: before the clients start (the baseline), while they run
     if log_load:
         lines = [f"Nov 20 08:00:{i % 60:02d} mx postfix/smtpd[{1000 + i}]: warning: unknown[198.51.100.{i % 250}]: "
                  f"SASL LOGIN authentication failed: UGFzc3dvcmQ6\n".encode() for i in range(5000)]
         for phase in (go, stop):
-            n, t0, c0, spent[0] = 0, time.perf_counter(), time.process_time(), 0.0
+            n, t0, c0, spent[:] = 0, time.perf_counter(), time.process_time(), [0.0, 0.0]
             while not phase.is_set():
                 for line in lines[:500]:
                     pipeline.feed(line, time.time(), "/var/log/mail.log")
@@ -120,11 +121,17 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
             # wall: lines/s (what the CPU left it); CPU: its own cost per line, which the
             # scheduling on a shared machine does not change
             wall = time.perf_counter() - t0
-            rates.append((n / wall, (time.process_time() - c0) / n * 1e6, spent[0] / n * 1e6, spent[0] / wall * 1e3))
+            rates.append((n / wall, (time.process_time() - c0) / n * 1e6, sum(spent) / n * 1e6,
+                          sum(spent) / wall * 1e3, spent[0] / wall * 1e3, spent[1] / wall * 1e3))
     else:
         while not stop.wait(0.05):  # the daemon's loop wakes when the link is readable
             drain()
     child_stats = child.stats() if child is not None else None
+    # What a read of the mirror (status, explain) pays at the end: the batches it has not applied.
+    behind, behind_bytes, applied = len(mirror.behind), mirror.behind_bytes, mirror.applied
+    began = time.process_time()
+    mirror.catch_up()
+    lazy = (applied, behind, behind_bytes, time.process_time() - began, sum(len(j.windows) for j in mirror.jails))
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     if child is not None:
@@ -135,7 +142,8 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     stats = srv.stats if thread else {"late": "n/a (in the child)"}
     out.put((stats, cpu.ru_utime + cpu.ru_stime, children.ru_utime + children.ru_stime, rates, child_stats,
              writer.state.db.execute("SELECT count(*), sum(length(entries)) FROM windows").fetchone()
-             + writer.state.db.execute("SELECT count(*), sum(length(changes)) FROM window_changes").fetchone()))
+             + writer.state.db.execute("SELECT count(*), sum(length(changes)) FROM window_changes").fetchone()
+             + lazy))
 
 
 def request(i: int, accounts: int = 5000) -> bytes:
@@ -265,12 +273,17 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
               f"{costs['saving_cpu_max'] * 1000:.3f} ms; in the database at the end: {saved[0] or 0:,} window rows "
               f"({(saved[1] or 0) / 1e6:.1f} MB of entries) and {saved[2] or 0:,} batches of changes since "
               f"({(saved[3] or 0) / 1e6:.1f} MB)")
+        applied, behind, behind_bytes, catch_up, windows = saved[4:]
+        print(f"{'':>26}  daemon's mirror: {applied:,} batches applied during the run (reads), {behind:,} waiting at "
+              f"the end ({behind_bytes / 1e6:.1f} MB, since the last snapshot); a read then applied them in "
+              f"{catch_up * 1000:.0f} ms of CPU ({windows:,} windows)")
     if rates:
-        (alone, cpu_alone, _, _), (during, cpu_during, windows_per_line, windows_ms) = rates
+        (alone, cpu_alone, *_), (during, cpu_during, windows_per_line, windows_ms, taking_ms, committing_ms) = rates
         print(f"{'':>26}  log lines in the daemon process: {alone:,.0f}/s alone, {during:,.0f}/s while answering "
               f"({(during / alone - 1) * 100:+.1f}%); CPU per line {cpu_alone:.2f} us alone, {cpu_during:.2f} us "
               f"while answering ({(cpu_during / cpu_alone - 1) * 100:+.1f}%), of which {windows_per_line:.2f} us "
-              f"taking, applying and committing the service's windows ({windows_ms:.0f} ms per second); without "
+              f"taking and committing the service's windows ({windows_ms:.0f} ms per second: taking them off the "
+              f"link {taking_ms:.0f}, committing {committing_ms:.0f}); without "
               f"them {((cpu_during - windows_per_line) / cpu_alone - 1) * 100:+.1f}%")
 
 

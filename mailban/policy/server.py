@@ -127,6 +127,8 @@ class PolicyServer:
         # bench/policy.py: they hold answers back (costs.py).
         self.saving = Spans()
         self._per_turn = WINDOWS_PER_TURN  # windows packed per turn this second (see _run)
+        # The daemon asked for every window whole (snapshot()): done at the next sweep.
+        self.snapshot_due = False
         self._cmd_r, self._cmd_w = socket.socketpair()
         self._out_r, self._out_w = socket.socketpair()
         for s in (self._cmd_r, self._cmd_w, self._out_r, self._out_w):
@@ -210,6 +212,22 @@ class PolicyServer:
             self._windows.put(SAVED)
         self._poke(self._out_w)
 
+    def snapshot(self) -> None:
+        """In the server's thread: send every window whole in the coming second (the daemon
+        folds its saved changes with that instead of decoding them: daemon/writer.py)."""
+        self.snapshot_due = True
+
+    def _begin_snapshot(self) -> None:
+        """The marker, then every window noted as changed and as never sent (so each is packed
+        whole, before any change of it: windowsync.SNAPSHOT), packed a few per turn as a second's
+        changes are; the second's SAVED ends the snapshot. About 0.2 us a window here."""
+        self._windows.put(windowsync.SNAPSHOT)
+        for jail in self.inline.jails:
+            for which, table in (("key", jail.windows), ("net", jail.nets)):
+                for window in table.values():
+                    window.sent = -1
+                jail.touched.update((which, key) for key in table)
+
     def _note_unsaved(self) -> int:
         """Take the windows the inline jails changed since the last call, to be packed; how many."""
         noted = 0
@@ -292,7 +310,13 @@ class PolicyServer:
                         began = self.saving.began()
                         if self._unsaved:  # turns too few to pack the last second's (an overload): all now
                             self._save_some(everything=True)
+                        if self.snapshot_due:
+                            self._begin_snapshot()
                         noted = self._note_unsaved()
+                        if not noted and self.snapshot_due:  # no window at all: the snapshot is the marker
+                            self._windows.put(SAVED)
+                            self._poke(self._out_w)
+                        self.snapshot_due = False
                         # spread over about half the turns the last second had (fewer under load)
                         self._per_turn = max(WINDOWS_PER_TURN, -(-noted // max(1, turns // 2)))
                         turns = 0
