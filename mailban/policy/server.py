@@ -212,6 +212,21 @@ class PolicyServer:
             self._windows.put(SAVED)
         self._poke(self._out_w)
 
+    def _new_second(self, turns: int) -> None:
+        """At the sweep: what is left of the last second's windows packed, a snapshot begun if
+        the daemon asked for one, and the windows changed since noted, to be packed a few per
+        turn over about half the turns the last second had (`turns`; fewer under load)."""
+        if self._unsaved:  # turns too few to pack the last second's (an overload): all now
+            self._save_some(everything=True)
+        snapshot, self.snapshot_due = self.snapshot_due, False
+        if snapshot:
+            self._begin_snapshot()
+        noted = self._note_unsaved()
+        if snapshot and not noted:  # no window at all: the marker and its end
+            self._windows.put(SAVED)
+            self._poke(self._out_w)
+        self._per_turn = max(WINDOWS_PER_TURN, -(-noted // max(1, turns // 2)))
+
     def snapshot(self) -> None:
         """In the server's thread: send every window whole in the coming second (the daemon
         folds its saved changes with that instead of decoding them: daemon/writer.py)."""
@@ -308,17 +323,7 @@ class PolicyServer:
                     # the windows changed in the last second, packed a few per turn from here
                     if self.save_windows:
                         began = self.saving.began()
-                        if self._unsaved:  # turns too few to pack the last second's (an overload): all now
-                            self._save_some(everything=True)
-                        if self.snapshot_due:
-                            self._begin_snapshot()
-                        noted = self._note_unsaved()
-                        if not noted and self.snapshot_due:  # no window at all: the snapshot is the marker
-                            self._windows.put(SAVED)
-                            self._poke(self._out_w)
-                        self.snapshot_due = False
-                        # spread over about half the turns the last second had (fewer under load)
-                        self._per_turn = max(WINDOWS_PER_TURN, -(-noted // max(1, turns // 2)))
+                        self._new_second(turns)
                         turns = 0
                         self.saving.add(*began)
                 if self._unsaved:
