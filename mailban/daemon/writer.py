@@ -33,7 +33,7 @@ log = logging.getLogger("mailban")
 HISTORY_DAYS = 180  # `explain` and repeat-offender history older than this is dropped
 WINDOW_KEEP = 7 * 86400  # saved windows idle for longer than this (plus the findtime) are pruned
 PRUNE_EVERY = 3600.0
-FOLD_EVERY = 30.0  # seconds between writing the inline windows' rows whole (their changes meanwhile)
+FOLD_EVERY = 10.0  # seconds between snapshots of the inline windows (their changes meanwhile): see __init__
 FOLD_BYTES = 16 << 20  # or sooner, once their changes since weigh this much
 
 HistoryRow = tuple[float, str, str, str, str, dict[str, Any]]
@@ -72,7 +72,8 @@ class StateWriter:
         self.fold_inline = True
         self.snapshot: Optional[Callable[[], bool]] = None
         self.snapshot_done = False
-        self._changes_bytes = 0  # committed since the last fold
+        self._changes_bytes = 0  # committed since the last fold or snapshot asked for
+        self._unfolded = 0  # committed since the last fold or snapshot done (bounds the table)
         self._next_fold = 0.0
 
     @property
@@ -124,12 +125,14 @@ class StateWriter:
         self.unsaved_windows = set()
         self.inline_changes = []
         if fold is not None or snapshot is not None:
-            self.snapshot_done = False
+            self.snapshot_done, self._unfolded = False, 0
         if fold is not None:
             self.fold_inline, self._changes_bytes = False, 0
             self._next_fold = time.monotonic() + FOLD_EVERY
         else:
-            self._changes_bytes += sum(len(c) for c in changes)
+            size = sum(len(c) for c in changes)
+            self._changes_bytes += size
+            self._unfolded += size
         if self.error is not None:
             log.info("the database %s can be written again: everything kept in memory is committed",
                      self.state.path)
@@ -145,7 +148,8 @@ class StateWriter:
         if not (self.fold_inline or (self._changes_bytes and (time.monotonic() >= self._next_fold
                                                                or self._changes_bytes >= FOLD_BYTES))):
             return None
-        if not self.fold_inline and self.snapshot is not None and self.snapshot():
+        if not self.fold_inline and self._unfolded < 4 * FOLD_BYTES and self.snapshot is not None \
+                and self.snapshot():  # (past 4 * FOLD_BYTES the snapshots asked for never ended: rows)
             # the changes keep coming as they are; the snapshot's end deletes what came before
             self._changes_bytes, self._next_fold = 0, time.monotonic() + FOLD_EVERY
             return None

@@ -298,10 +298,11 @@ def _link_loop(server: PolicyServer, link: socket.socket) -> None:
                         link.sendall(_frame(("bans", bans)))
                     if shared:
                         link.sendall(_frame(("shared", shared)))
-                    # already pickled by the loop (windowsync.pack), a few hundred windows each
-                    for blob in windows:
-                        message = ("windows", blob) if blob else ("flushed",) if blob is None else ("saved",)
-                        link.sendall(_frame(message))
+                    # already pickled by the loop (windowsync.pack), a few dozen windows each; one
+                    # send for all (the daemon wakes up once for them)
+                    if windows:
+                        link.sendall(b"".join(_frame(("windows", blob) if blob else ("flushed",) if blob is None
+                                                     else ("saved",)) for blob in windows))
                     continue
                 data = link.recv(1 << 20)
                 if not data:
@@ -324,6 +325,8 @@ def _stats(server: PolicyServer) -> dict[str, Any]:
     out: dict[str, Any] = dict(server.stats)
     out.update(gc_timer.report())
     out.update(server.saving.report("saving"))
+    out.update(server.held.report("held"))
+    out.update(server.turns.report("turn"))
     out["gc_tracked"] = len(gc.get_objects())
     out["gc_frozen"] = gc.get_freeze_count()
     return out

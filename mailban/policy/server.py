@@ -44,7 +44,7 @@ from ..core.jails import Jail
 from ..core.records import Ban
 from .answer import DUNNO, Decisions, Inline, decide
 from . import windowsync
-from .costs import Spans
+from .costs import Histogram, Spans
 from .protocol import ProtocolError, RequestBuffer
 
 T = TypeVar("T")
@@ -126,6 +126,10 @@ class PolicyServer:
         # The loop turns spent saving windows (noting them at the sweep, packing some), for
         # bench/policy.py: they hold answers back (costs.py).
         self.saving = Spans()
+        # How long each answer was held here (from the loop's wake-up that read its request to the
+        # answer written) and how long each loop turn worked: a request that arrives during a turn
+        # waits for the rest of it. The service's side of the latency, apart from the client's.
+        self.held, self.turns = Histogram(), Histogram()
         self._per_turn = WINDOWS_PER_TURN  # windows packed per turn this second (see _run)
         # The daemon asked for every window whole (snapshot()): done at the next sweep.
         self.snapshot_due = False
@@ -210,7 +214,9 @@ class PolicyServer:
             self._windows.put(windowsync.pack(some))
         if not self._unsaved:
             self._windows.put(SAVED)
-        self._poke(self._out_w)
+            # once a second, not for each piece: the daemon commits them at SAVED anyway, and
+            # each poke was a switch to the link thread here and a wake-up of the daemon there
+            self._poke(self._out_w)
 
     def _new_second(self, turns: int) -> None:
         """At the sweep: what is left of the last second's windows packed, a snapshot begun if
@@ -330,6 +336,7 @@ class PolicyServer:
                     began = self.saving.began()
                     self._save_some()
                     self.saving.add(*began)
+                self.turns.add(time.monotonic() - woke)
             except Exception:  # a bug must not stop the service: logged, the loop goes on
                 log.exception("policy service: unexpected error")
         for conn in list(self._conns.values()):
@@ -410,6 +417,7 @@ class PolicyServer:
                 jail.shared_out = []
             self._poke(self._out_w)
         self._send(conn, replies[0] if len(replies) == 1 else b"".join(replies))
+        self.held.add(time.monotonic() - woke)
 
     def _send(self, conn: _Conn, payload: bytes) -> None:
         if conn.out:
