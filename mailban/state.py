@@ -75,8 +75,10 @@ CREATE TABLE IF NOT EXISTS windows (
 );
 -- The policy service's inline windows: the changes the daemon took since their rows were last
 -- written (policy/windowsync.py: one batch each, as the service sent it, in order), replayed over
--- those rows at start, and folded into them now and then (daemon/writer.py): a second's
--- thousands of changed inline windows are then a few inserts instead of thousands of rows.
+-- those rows at start; a second's thousands of changed inline windows are a few inserts instead
+-- of thousands of rows. Every 10 s the service sends every window whole after a marker batch
+-- (a snapshot), and the changes before the marker and the inline rows are deleted; the rows are
+-- written from the daemon's mirror only after a reload or without a service (daemon/writer.py).
 CREATE TABLE IF NOT EXISTS window_changes (
     seq INTEGER PRIMARY KEY,
     changes BLOB NOT NULL

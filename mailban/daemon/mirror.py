@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from .. import checkpoint
 from ..core.jails import Jail
 from ..policy import windowsync
 from ..policy.answer import Inline
@@ -84,6 +85,14 @@ class Mirror:
     @property
     def jails(self) -> list[Jail]:
         return self.inline.jails
+
+    def own_changes(self) -> list[tuple[Jail, str, str]]:
+        """The windows the daemon itself changed in the mirror (a ban noted, an unban: the jails
+        note them), taken, to be saved whole in line with the child's batches; applies what
+        waits first only when there are any (so that they are saved as they are after it)."""
+        if not any(jail.touched for jail in self._inline.jails):
+            return []
+        return checkpoint.take_touched(self.inline.jails)
 
     def names(self) -> list[str]:
         """The inline jails' names (nothing to apply for that)."""

@@ -87,6 +87,8 @@ class PolicyBridge:
     def _note(self, active: list[Ban]) -> None:
         """The mirror's jails know the bans in force (so a child forked with them answers for
         them, and no window is restored for a banned key)."""
+        if not active:  # (every ban's `applying` comes here: a log jail's must not decode the mirror)
+            return
         inline = self.mirror.inline
         for ban in active:
             jail = inline.jail(ban.jail)
@@ -247,7 +249,7 @@ class PolicyBridge:
 
     def _journal(self) -> None:
         """The mirror's own changes (unbans, bans noted) saved in line with the child's."""
-        items = checkpoint.take_touched(self.mirror.jails)  # level with the child's first
+        items = self.mirror.own_changes()
         if items:
             self.daemon.writer.inline_changes.append(windowsync.pack(items, whole=True))
 

@@ -47,7 +47,7 @@ from ..core.records import Ban
 from .answer import Decisions, Inline
 from .costs import GcTimer
 from .server import PolicyServer
-from .windowsync import SNAPSHOT
+from .windowsync import SNAPSHOT, SNAPSHOT_END
 
 log = logging.getLogger("mailban.policy")
 LINK_TIMEOUT = 2.0  # seconds a send to the child may wait before the child is taken for hung
@@ -96,8 +96,8 @@ class PolicyProcess:
         # in order).
         self.windows: list[bytes] = []
         self.saved = False  # a second's windows all came: the daemon commits them (then resets it)
-        # A snapshot (windowsync.SNAPSHOT) came among the windows and not its end yet ("begun"),
-        # or its end too ("done": the daemon takes it and resets it to "").
+        # A snapshot's marker (windowsync.SNAPSHOT) came among the windows and not its end yet
+        # ("begun"), or its end too (SNAPSHOT_END: "done"; the daemon takes it and resets it).
         self.snapshot = ""
         self._flushed = False
         self._stats: dict[str, Any] | None = None
@@ -159,10 +159,10 @@ class PolicyProcess:
                 self.windows.append(message[1])
                 if message[1] == SNAPSHOT:
                     self.snapshot = "begun"
+                elif message[1] == SNAPSHOT_END and self.snapshot == "begun":
+                    self.snapshot = "done"
             elif message[0] == "saved":
                 self.saved = True
-                if self.snapshot == "begun":  # the first second's end after the marker ends it
-                    self.snapshot = "done"
             elif message[0] == "flushed":
                 self._flushed = True
             elif message[0] == "stats":

@@ -54,6 +54,9 @@ MAX_UNSENT = 65536  # answers a client has not read; beyond this it is not a pos
 SWEEP_EVERY = 1.0
 SAVED = b""  # in the windows' queue: the windows of a second are all there
 WINDOWS_PER_TURN = 32  # changed inline windows packed per loop turn (_save_some): about 0.2 ms of CPU
+# windows packed whole per turn for a snapshot (more when the loop turns few times a second): a
+# whole window costs 25-45 us (its 20 lines), ten times a change
+SNAPSHOT_PER_TURN = 4
 
 
 def _drained(q: queue.Queue[T]) -> list[T]:
@@ -131,8 +134,13 @@ class PolicyServer:
         # waits for the rest of it. The service's side of the latency, apart from the client's.
         self.held, self.turns = Histogram(), Histogram()
         self._per_turn = WINDOWS_PER_TURN  # windows packed per turn this second (see _run)
-        # The daemon asked for every window whole (snapshot()): done at the next sweep.
+        # The daemon asked for every window whole (snapshot()): begun at the next sweep. Then the
+        # windows that were there, to be sent whole a few per turn whatever else is packed
+        # (`_forced`: per jail and table, the keys left; None: no snapshot under way).
         self.snapshot_due = False
+        self._forced: list[tuple[Jail, str, Iterator[str]]] | None = None
+        self._forced_left = 0
+        self._forced_per_turn = SNAPSHOT_PER_TURN
         self._cmd_r, self._cmd_w = socket.socketpair()
         self._out_r, self._out_w = socket.socketpair()
         for s in (self._cmd_r, self._cmd_w, self._out_r, self._out_w):
@@ -205,14 +213,22 @@ class PolicyServer:
         commits a second's windows once."""
         most = self._per_turn if not everything else 1 << 62
         some: list[tuple[Jail, str, str]] = []
+        ends = bool(self._unsaved)  # this call packs the last of the second's: SAVED after
         while self._unsaved and len(some) < most:
             jail, left = self._unsaved[0]
             some += ((jail, which, key) for which, key in islice(left, most - len(some)))
             if len(some) < most:
                 del self._unsaved[0]  # that jail's are all packed
+        if self._forced is not None and not everything:
+            some += self._forced_some(self._forced_per_turn)
         if some:
             self._windows.put(windowsync.pack(some))
-        if not self._unsaved:
+        if self._forced == []:  # every window there at the marker went whole since
+            self._windows.put(windowsync.SNAPSHOT_END)
+            self._forced = None
+            if not ends:
+                self._poke(self._out_w)
+        if ends and not self._unsaved:
             self._windows.put(SAVED)
             # once a second, not for each piece: the daemon commits them at SAVED anyway, and
             # each poke was a switch to the link thread here and a wake-up of the daemon there
@@ -224,14 +240,13 @@ class PolicyServer:
         turn over about half the turns the last second had (`turns`; fewer under load)."""
         if self._unsaved:  # turns too few to pack the last second's (an overload): all now
             self._save_some(everything=True)
-        snapshot, self.snapshot_due = self.snapshot_due, False
+        snapshot, self.snapshot_due = self.snapshot_due and self._forced is None, False
         if snapshot:
             self._begin_snapshot()
         noted = self._note_unsaved()
-        if snapshot and not noted:  # no window at all: the marker and its end
-            self._windows.put(SAVED)
-            self._poke(self._out_w)
         self._per_turn = max(WINDOWS_PER_TURN, -(-noted // max(1, turns // 2)))
+        # a snapshot's whole windows over about two seconds' turns
+        self._forced_per_turn = max(SNAPSHOT_PER_TURN, -(-self._forced_left // max(1, turns)))
 
     def snapshot(self) -> None:
         """In the server's thread: send every window whole in the coming second (the daemon
@@ -239,15 +254,36 @@ class PolicyServer:
         self.snapshot_due = True
 
     def _begin_snapshot(self) -> None:
-        """The marker, then every window noted as changed and as never sent (so each is packed
-        whole, before any change of it: windowsync.SNAPSHOT), packed a few per turn as a second's
-        changes are; the second's SAVED ends the snapshot. About 0.2 us a window here."""
+        """The marker, then every window as never sent (so that its next pack, forced or for a
+        change, is whole: windowsync.SNAPSHOT); the windows there now are packed whole a few per
+        turn (_forced_some), and SNAPSHOT_END follows the last. About 0.1 us a window here."""
         self._windows.put(windowsync.SNAPSHOT)
+        self._forced, self._forced_left = [], 0
         for jail in self.inline.jails:
             for which, table in (("key", jail.windows), ("net", jail.nets)):
                 for window in table.values():
                     window.sent = -1
-                jail.touched.update((which, key) for key in table)
+                self._forced.append((jail, which, iter(list(table))))
+                self._forced_left += len(table)
+
+    def _forced_some(self, most: int) -> list[tuple[Jail, str, str]]:
+        """Up to `most` of the snapshot's windows not sent whole since its marker (a window that
+        changed meanwhile went whole with its change; one gone sent its end)."""
+        some: list[tuple[Jail, str, str]] = []
+        forced = self._forced
+        while forced and len(some) < most:
+            jail, which, keys = forced[0]
+            table = jail.windows if which == "key" else jail.nets
+            for key in keys:
+                self._forced_left -= 1
+                window = table.get(key)
+                if window is not None and window.sent < 0:
+                    some.append((jail, which, key))
+                    if len(some) >= most:
+                        break
+            else:
+                del forced[0]
+        return some
 
     def _note_unsaved(self) -> int:
         """Take the windows the inline jails changed since the last call, to be packed; how many."""
@@ -332,7 +368,7 @@ class PolicyServer:
                         self._new_second(turns)
                         turns = 0
                         self.saving.add(*began)
-                if self._unsaved:
+                if self._unsaved or self._forced is not None:
                     began = self.saving.began()
                     self._save_some()
                     self.saving.add(*began)

@@ -47,10 +47,12 @@ from ..core.windows import BucketWindow, RingWindow
 Change = tuple[str, str, str, Optional[tuple]]  # (jail name, "key" | "net", key, change)
 Key = tuple[str, str, str]  # (jail name, "key" | "net", key)
 # A batch that changes nothing and marks where a snapshot starts: from it on, the child sends every
-# window it has whole before anything else about it (server.py: snapshot), so the changes from the
-# last complete snapshot on are the windows whole, and what came before can be dropped (the
-# daemon's fold without decoding a thing: daemon/writer.py). apply() skips it (no such jail).
+# window it has whole before anything else about it (server.py: snapshot), and SNAPSHOT_END once
+# every window it had at the marker went whole, so the changes from the last complete snapshot's
+# marker on are the windows whole and what came before can be dropped (the daemon's fold without
+# decoding a thing: daemon/writer.py). apply() skips both (no such jail).
 SNAPSHOT = pickle.dumps([("", "snapshot", "", None)], protocol=pickle.HIGHEST_PROTOCOL)
+SNAPSHOT_END = pickle.dumps([("", "snapshot end", "", None)], protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def pack(items: Iterable[tuple[Jail, str, str]], whole: bool = False) -> bytes:
