@@ -124,7 +124,11 @@ def restore(jails: Iterable[Jail], saved: list[WindowRow], now: float) -> int:
             continue  # counting starts afresh for that key
         table.pop(key, None)
         if len(table) >= spec.max_keys:
-            del table[next(iter(table))]
+            evicted = next(iter(table))
+            del table[evicted]
+            # Noted even before track() starts the tracking: its row is deleted at the first
+            # commit, instead of coming back at every start (max_keys lowered since it was saved).
+            jail.touched.add(("net" if key_type == "net" else "key", evicted))
         table[key] = window
         restored += 1
     return restored

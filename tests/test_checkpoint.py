@@ -56,3 +56,46 @@ def test_json_rows_from_before_still_load(tmp_path: Path) -> None:
     assert ring.windows["192.0.2.1"].entries == [(1000.0, 1), (1010.0, 2)] and ring.windows["192.0.2.1"].total == 3
     assert buckets.windows["u@x"].buckets == [[1.0, 3]] and buckets.windows["u@x"].lines == ["c"]
     state.close()
+
+
+def saved_keys(state: State) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for name, key_type, key, *_rest in state.windows():
+        out.setdefault(key_type, set()).add(key)
+    return out
+
+
+def test_windows_evicted_under_max_keys_lose_their_rows(tmp_path: Path) -> None:
+    """A spray past max_keys evicts windows (core.jails._evict_quietest); their rows must go with
+    them, or they come back at every start and the policy service's mirror keeps them for ever."""
+    j = jail(prefix6=124, max_keys=16)  # 500 addresses, 32 prefixes: both tables evict
+    state = State(str(tmp_path))
+    for n in range(500):
+        j.offer(Event(1000.0 + n, "auth-failure", "f", "r", ip=f"2001:db8::{n:x}", line=f"line {n}"), 1000.0 + n)
+        if n % 50 == 49:  # one commit per daemon batch
+            touched: checkpoint.Touched = set()
+            checkpoint.collect([j], touched)
+            state.commit([], {}, *checkpoint.rows([j], touched))
+    assert 0 < len(j.windows) <= 16 and 0 < len(j.nets) <= 16
+    assert saved_keys(state) == {"ip": set(j.windows), "net": set(j.nets)}
+    state.close()
+
+
+def test_rows_beyond_a_lowered_max_keys_are_deleted_after_restore(tmp_path: Path) -> None:
+    state = State(str(tmp_path))
+    big = jail(max_keys=100)
+    for n in range(40):
+        big.offer(Event(1000.0 + n, "auth-failure", "f", "r", ip=f"192.0.2.{n}", line=f"line {n}"), 1000.0 + n)
+    touched: checkpoint.Touched = set()
+    checkpoint.collect([big], touched)
+    state.commit([], {}, *checkpoint.rows([big], touched))
+    small = Jail(JailSpec(name="j", kinds=frozenset({"auth-failure"}), maxretry=50, findtime=3600, max_keys=10),
+                 IgnoreList(()))
+    checkpoint.restore([small], state.windows(), 1040.0)  # as the daemon does: restore, then track
+    checkpoint.track([small])
+    assert len(small.windows) == 10
+    touched = set()
+    checkpoint.collect([small], touched)
+    state.commit([], {}, *checkpoint.rows([small], touched))
+    assert saved_keys(state)["ip"] == set(small.windows)  # the 10 most recently active
+    state.close()

@@ -210,7 +210,7 @@ def test_check_prints_the_effective_configuration_and_where_each_key_came_from(t
     lines = [" ".join(line.split()) for line in out.splitlines()]
     assert f'ignoreip = ["192.0.2.0/24"] # {main}:2' in lines
     assert ('logs = ["/var/log/mail.log", "/var/log/maillog", "/var/log/exim4/mainlog", '
-            '"/var/log/exim_mainlog"] # shipped') in lines
+            '"/var/log/exim_mainlog", "/var/log/exim/main.log", "/var/log/exim/mainlog"] # shipped') in lines
     assert f"maxretry = 3 # {main}:5" in lines
     assert 'findtime = "10m" # shipped' in lines
     version = subprocess.run([sys.executable, "-m", "mailban", "--version"], capture_output=True, text=True)

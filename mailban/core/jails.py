@@ -152,10 +152,11 @@ class JailSpec:
         return 1
 
 
-def _evict_quietest(table: dict[str, RingWindow | BucketWindow], horizon: float, cap: int) -> None:
+def _evict_quietest(table: dict[str, RingWindow | BucketWindow], horizon: float, cap: int) -> list[str]:
     """Make room in a full table: forget, among its least recently active keys (1/32 of the
     cap), those with at most one event within the window (a spray's addresses); when most of
-    them have more, the least recently active go, whatever they count.
+    them have more, the least recently active go, whatever they count. Returns the keys
+    forgotten (a daemon that saves windows deletes their rows).
 
     So an attacker who failed twice stays while a spray of single failures flows past, however
     large. A batch at a time because finding a dict's first key costs a scan past the slots
@@ -167,8 +168,11 @@ def _evict_quietest(table: dict[str, RingWindow | BucketWindow], horizon: float,
         del table[key]
     short = min(batch, len(table)) // 2 - len(quiet)
     if short > 0 or not quiet:
-        for key in list(islice(table, max(short, 1))):
+        oldest = list(islice(table, max(short, 1)))
+        for key in oldest:
             del table[key]
+        quiet += oldest
+    return quiet
 
 
 _IGNORE_CACHE_MAX = 65536
@@ -302,7 +306,7 @@ class Jail:
         if window is None:
             window = self._new_window(keep_ips=spec.key != "ip")
             if len(self.windows) >= spec.max_keys:
-                _evict_quietest(self.windows, horizon, spec.max_keys)
+                self._evict("key", self.windows, horizon)
         window.add(event.time, weight, event.line, event.ip, spec.maxretry, horizon)
         window.expire(horizon)
         if spec.shared:
@@ -323,6 +327,13 @@ class Jail:
         if net is not None:
             bans.extend(self._count_prefix(net, key, weight, event, now, horizon))
         return bans
+
+    def _evict(self, which: str, table: dict[str, RingWindow | BucketWindow], horizon: float) -> None:
+        evicted = _evict_quietest(table, horizon, self.spec.max_keys)
+        if self.track_windows:
+            # Noted like any other change, so that their saved rows go too: left behind, they
+            # came back at the next start, and the policy service's mirror kept them for ever.
+            self.touched.update((which, key) for key in evicted)
 
     def _new_window(self, keep_ips: bool) -> RingWindow | BucketWindow:
         if self.spec.resolution > 0:
@@ -394,7 +405,7 @@ class Jail:
         if window is None:
             window = RingWindow(keep_ips=True)
             if len(self.nets) >= spec.max_keys:
-                _evict_quietest(self.nets, horizon, spec.max_keys)
+                self._evict("net", self.nets, horizon)
         window.add(event.time, weight, event.line, ip, spec.maxretry * max(spec.prefix_min_ips, 1), horizon)
         window.expire(horizon)
         ips = window.live_ips(horizon)
