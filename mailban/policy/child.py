@@ -327,6 +327,8 @@ def _stats(server: PolicyServer) -> dict[str, Any]:
     out.update(server.saving.report("saving"))
     out.update(server.held.report("held"))
     out.update(server.turns.report("turn"))
+    if server.turns_cpu is not None:
+        out.update(server.turns_cpu.report("turn_cpu"))
     out["gc_tracked"] = len(gc.get_objects())
     out["gc_frozen"] = gc.get_freeze_count()
     return out
