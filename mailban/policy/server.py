@@ -252,8 +252,9 @@ class PolicyServer:
         self._forced_per_turn = max(SNAPSHOT_PER_TURN, -(-self._forced_left // max(1, turns)))
 
     def snapshot(self) -> None:
-        """In the server's thread: send every window whole in the coming second (the daemon
-        folds its saved changes with that instead of decoding them: daemon/writer.py)."""
+        """In the server's thread: send every window whole, from the next sweep on, over about
+        two seconds (the daemon folds its saved changes with that instead of decoding them:
+        daemon/writer.py); asked again while one is under way, it is not begun again."""
         self.snapshot_due = True
 
     def _begin_snapshot(self) -> None:
