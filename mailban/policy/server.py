@@ -133,8 +133,8 @@ class PolicyServer:
         # answer written) and how long each loop turn worked: a request that arrives during a turn
         # waits for the rest of it. The service's side of the latency, apart from the client's.
         self.held, self.turns = Histogram(), Histogram()
-        # The CPU time of each turn (this thread's): what the machine's load does not inflate. Off
-        # unless set (bench/policy.py): two more system calls a turn.
+        # The CPU time of each turn (this thread's): what the machine's load does not stretch. Off
+        # unless set (bench/policy.py --turn-cpu): two more system calls a turn (3.5 us each).
         self.turns_cpu: Histogram | None = None
         self._per_turn = WINDOWS_PER_TURN  # windows packed per turn this second (see _run)
         # The daemon asked for every window whole (snapshot()): begun at the next sweep. Then the
