@@ -325,10 +325,9 @@ def _stats(server: PolicyServer) -> dict[str, Any]:
     out: dict[str, Any] = dict(server.stats)
     out.update(gc_timer.report())
     out.update(server.saving.report("saving"))
-    out.update(server.held.report("held"))
-    out.update(server.turns.report("turn"))
-    if server.turns_cpu is not None:
-        out.update(server.turns_cpu.report("turn_cpu"))
+    for name, histogram in (("held", server.held), ("turn", server.turns), ("turn_cpu", server.turns_cpu)):
+        if histogram is not None:
+            out.update(histogram.report(name))
     out["gc_tracked"] = len(gc.get_objects())
     out["gc_frozen"] = gc.get_freeze_count()
     return out
