@@ -55,8 +55,8 @@ def test_exim_captures_never_name_a_forged_address_or_a_remote_server() -> None:
 
     fset = all_filters()
     clients = ipaddress.ip_network("fd00:e1::/64")
-    paths = sorted(SAMPLES.glob("exim49?-captured-*.log"))
-    assert len(paths) == 10
+    paths = sorted(SAMPLES.glob("exim*-captured-*.log"))
+    assert len(paths) == 15  # 4.96, 4.98, 4.100: five runs each
     for path in paths:
         lines = path.read_text().split("\n")
         for lineno, _expected, actual in expected_and_actual(path, fset):
@@ -67,3 +67,18 @@ def test_exim_captures_never_name_a_forged_address_or_a_remote_server() -> None:
                 address = ipaddress.ip_address(ip)
                 assert address.is_loopback or address in clients, (path.name, lineno, part)
                 assert "remote mail server" not in lines[lineno - 1], (path.name, lineno, part)
+
+
+def test_exim_captures_every_attack_line_found_but_quoted_commands() -> None:
+    """tests/mta/exim_score.py over the captures of 4.96, 4.98 and 4.100: no wrong address, and
+    the only attack lines missed are the ones whose command holds a quote (4.98 and older write it
+    raw, 4.99+ escape it as `\\"` but leave a `\\` as it is: no reading of them is sure)."""
+    from tests.mta.exim_score import score
+
+    fset = all_filters()
+    for path in sorted(SAMPLES.glob("exim*-captured-*.log")):
+        attacks, found, wrong, missed, _ = score(path, fset)
+        assert attacks and wrong == 0, path.name
+        for text in missed:
+            assert ('rejected "MAIL FROM:<' in text and "pipelining was not advertised" in text
+                    or 'SMTP syntax error in "MAIL FROM: \\"x\\"' in text), (path.name, text)

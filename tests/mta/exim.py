@@ -1,9 +1,13 @@
-"""Real Exim (Debian 12's 4.96 and Debian 13's 4.98) provoked on loopback: the capture behind
-tests/filters/exim-*.log.
+"""Real Exim (Debian 12's 4.96 and Debian 13's 4.98; Debian testing's 4.100.1 as a tool) provoked
+on loopback: the capture behind tests/filters/exim-*.log.
 
 Re-run (as root, on a test machine; about 2 minutes, most of it the first build of the roots):
 
-    python3 -m tests.mta.exim capture OUTDIR [bookworm|trixie ...]
+    python3 -m tests.mta.exim capture OUTDIR [bookworm|trixie|forky ...]
+
+forky (testing: TESTING below) is captured only when named, and no test starts it: a testing
+suite moves, so a later machine would build another Exim (tests/filters/exim-4100.log and
+exim4100-captured-*.log are its captures of 2026-12-03).
 
 For each Debian release it builds (once, then cached) a debootstrapped root with
 exim4-daemon-light in /var/cache/mailban-test/exim-<suite>-root (exim4-daemon-light conflicts
@@ -59,6 +63,10 @@ from tests.mta.clients import connect, converse, read_reply
 
 CACHE = Path(os.environ.get("MAILBAN_EXIM_ROOTS", "/var/cache/mailban-test"))
 SUITES = {"bookworm": "4.96", "trixie": "4.98"}
+# Debian testing (forky: Exim 4.100.x as of December 2026). Not in SUITES: a testing suite moves,
+# so the CI suite never starts it; the captures from it are a tool's (`capture DIR forky`).
+TESTING = {"forky": "4.100"}
+RELEASES = {**SUITES, **TESTING}
 PORT = 2525
 _counter = itertools.count()
 
@@ -77,17 +85,38 @@ def ensure_root(suite: str) -> Path:
                        check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(["debootstrap", "--variant=minbase", suite, str(tmp), debian_mirror()], check=True,
+    # Debian 12's debootstrap has no script for releases after trixie: a testing suite takes sid's
+    script = [] if suite in SUITES else ["/usr/share/debootstrap/scripts/sid"]
+    subprocess.run(["debootstrap", "--variant=minbase", suite, str(tmp), debian_mirror(), *script], check=True,
                    capture_output=True, timeout=900)
     rc = tmp / "usr/sbin/policy-rc.d"
     rc.write_text("#!/bin/sh\nexit 101\n")
     rc.chmod(0o755)
+    # A testing suite's Release file expires within days (Valid-Until); a mirror that syncs
+    # less often, or a root built from an older snapshot, would refuse it: the tool's root does
+    # not need the freshness guarantee (stable suites carry no Valid-Until).
+    fresh = "" if suite in SUITES else "-o Acquire::Check-Valid-Until=false "
     subprocess.run(["chroot", str(tmp), "bash", "-c",
-                    "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
+                    f"export DEBIAN_FRONTEND=noninteractive; apt-get {fresh}update -q && "
                     "apt-get install -y -q --no-install-recommends exim4-daemon-light"],
                    check=True, capture_output=True, timeout=900)
+    make_tmpfiles_dirs(tmp)
     tmp.rename(root)
     return root
+
+
+def make_tmpfiles_dirs(root: Path) -> None:
+    """The directories exim4-base leaves to systemd-tmpfiles since Debian forky (/var/log/exim4,
+    /run/exim4, the spool's): no systemd runs here, so make its `d` lines in the root."""
+    conf = root / "usr/lib/tmpfiles.d/exim4-base.conf"
+    if not conf.exists():
+        return  # bookworm and trixie: the package's postinst made them
+    for line in conf.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0] == "d":
+            path, mode, user, group = fields[1:5]
+            subprocess.run(["chroot", str(root), "install", "-d", "-m", mode, "-o", user, "-g", group, path],
+                           check=True, capture_output=True)
 
 
 CONFIG = r"""

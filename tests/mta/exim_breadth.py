@@ -1,10 +1,14 @@
-"""Real Exim (4.96 and 4.98) provoked with the shapes tests/mta/exim.py does not reach, under
-several log_selector settings, over IPv4 and IPv6, with and without reverse DNS names, into
-its own files and through syslog: the capture behind tests/filters/exim49?-captured-*.log.
+"""Real Exim (4.96, 4.98 and, named, testing's 4.100.1) provoked with the shapes tests/mta/exim.py
+does not reach, under several log_selector settings, over IPv4 and IPv6, with and without reverse
+DNS names, into its own files and through syslog: the capture behind
+tests/filters/exim4{96,98,100}-captured-*.log (tests/mta/exim_score.py counts found/missed/wrong).
 
 Re-run (as root, on a test machine; about 4 minutes once the roots of tests/mta/exim.py exist):
 
-    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie ...]
+    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky ...]
+
+(bookworm and trixie by default; forky, Debian testing, only when named: it moves, see
+tests/mta/exim.py TESTING.)
 
 Each run starts one Exim (tests.mta.exim.Exim, in a network namespace named `eximcap-*` with
 `lo` only, which also carries fd00:e1::N/128) and sends every category of `traffic()` twice:
@@ -50,7 +54,11 @@ sender (no event); .40 an SMTP syntax error in MAIL; .41 talks before the banner
 relay denied (no reverse name: .44's PTR does not resolve back, .45 has none); .46 a sender
 forging reject reasons, then QUIT (the incomplete transaction line must give no event); .47
 relay denied over TLS with a client certificate whose subject forges a client and a reason
-(`DN="..."` with +tls_peerdn).
+(`DN="..."` with +tls_peerdn); .42 EHLO and a half-close at once (4.99+: `Error or EOF on input
+from`, after the HELO ACL; 4.98: a lost connection); .48 a MAIL command holding quotes and a
+forged client (a syntax error: 4.99+ escape the quotes); .49 STARTTLS, AUTH right and a message
+(an authenticated arrival with X=: no event but exim-queue's). .42, .48 and .49 came after the
+4.96/4.98 captures: only exim4100-captured-*.log has them.
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
@@ -75,7 +83,7 @@ from typing import Callable, Iterator
 
 from tests.mta.clients import connect, converse, read_reply
 from tests.mta.dnsstub import DnsStub
-from tests.mta.exim import PORT, SUITES, Exim, ensure_root
+from tests.mta.exim import PORT, RELEASES, SUITES, Exim, ensure_root
 from tests.mta.exim import root_of as mta_root_of
 
 TLS_PORT = 2465
@@ -120,8 +128,13 @@ ignore_bounce_errors_after = 0s
 timeout_frozen_after = 1d
 acl_smtp_connect = acl_connect
 acl_smtp_rcpt = acl_rcpt
+acl_smtp_helo = acl_helo
 
 begin acl
+# accepts all: a HELO ACL makes Exim check the input's synchronization after it (cPanel has one)
+acl_helo:
+  accept
+
 acl_connect:
   deny    hosts = <; 127.0.0.23 ; @@V6@@23 ; 127.0.0.28 ; @@V6@@28
           message = go away
@@ -291,7 +304,7 @@ def ensure_heavy_root(suite: str) -> Path:
 def start_dovecot(exim: Exim) -> None:
     """dovecot in Exim's root and namespace, its auth socket for Exim; alice's password."""
     r = exim.root
-    (r / "etc/dovecot/dovecot.conf").write_text(DOVECOT_CONF[exim.suite])
+    (r / "etc/dovecot/dovecot.conf").write_text(DOVECOT_CONF.get(exim.suite, DOVECOT_CONF["trixie"]))  # 2.4 after trixie
     (r / "etc/dovecot/users").write_text("alice@example.test:{PLAIN}S3cret-alice\n")
     exim.procs.append(subprocess.Popen(["ip", "netns", "exec", exim.netns, "chroot", str(r), "dovecot", "-F"]))
     sock = r / "run/dovecot/auth-client"
@@ -457,6 +470,23 @@ def tls_client_cert_relay(host: str, src: str, certdir: Path) -> None:
                 read_reply(t)
 
 
+def tls_submission(host: str, src: str) -> None:
+    """STARTTLS, AUTH with the right password and one message to a local user: the arrival line
+    of an authenticated submission with X= (4.99+ adds the key-exchange group, drops CV=no)."""
+    with session(host, src) as s:
+        s.sendall(b"STARTTLS\r\n")
+        read_reply(s)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with ctx.wrap_socket(s, server_hostname="mx.example.test") as t:
+            for cmd in (b"EHLO client.example.test\r\n", _plain("alice@example.test", "S3cret-alice"),
+                        b"MAIL FROM:<alice@example.test>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n", b"DATA\r\n",
+                        b"Subject: over TLS\r\n\r\nhello\r\n.\r\n", b"QUIT\r\n"):
+                t.sendall(cmd)
+                read_reply(t)
+
+
 def tls_port_plaintext(host: str, src: str) -> None:
     with connect(host, TLS_PORT, src) as s:
         s.sendall(b"EHLO plain.example.test\r\n")
@@ -501,6 +531,16 @@ def pipelined(host: str, src: str) -> None:
     with session(host, src) as s:
         s.sendall(b'MAIL FROM:<" H=[6.6.6.6]:25 next input="@spammer.example>\r\nRCPT TO:<bob@mx.example.test>\r\n')
         time.sleep(0.3)
+        read_reply(s, 3)
+
+
+def ehlo_then_eof(host: str, src: str) -> None:
+    """EHLO and the end of its input at once (a half-close: a health check or a scanner that
+    does not wait for the reply): 4.99+ logs `Error or EOF on input from` after the HELO ACL."""
+    with connect(host, PORT, src) as s:
+        read_reply(s)
+        s.sendall(b"EHLO client.example.test\r\n")
+        s.shutdown(socket.SHUT_WR)
         read_reply(s, 3)
 
 
@@ -577,6 +617,13 @@ def traffic(host: str, family: int, certdir: Path | None = None) -> None:
         converse(host, PORT, ip(n), [ehlo, b"MAIL FROM:<spam@spammer.example>\r\n",
                                      b"RCPT TO:<victim@remote.example.net>\r\n", b"QUIT\r\n"])
     pregreet(host, ip(41))
+    ehlo_then_eof(host, ip(42))
+    # .48: a command holding quotes (4.99+ escapes them as \" in the syntax-error line) that
+    # forges a client and an error text
+    converse(host, PORT, ip(48), [ehlo, b'MAIL FROM: "x" H=[6.6.6.6]:25 missing "@spammer.example\r\n',
+                                  b"QUIT\r\n"])
+    if certdir is not None:
+        tls_submission(host, ip(49))
     for t in threads:
         t.join()
 
@@ -705,6 +752,7 @@ def capture(outdir: Path, suites: list[str], runs: list[str] | None = None) -> N
 SAMPLE_FILES = {"default": ("mainlog", "syslog", "rejectlog"), "all": ("mainlog",),
                 "all-minus": ("syslog",), "listed": ("mainlog",), "dovecot": ("mainlog", "dovecot")}
 SAMPLES = Path(__file__).resolve().parent.parent / "filters"
+DEBIAN = {"bookworm": "12 bookworm", "trixie": "13 trixie", "forky": "testing, forky"}
 
 
 def write_samples(capdir: Path) -> list[Path]:
@@ -713,12 +761,14 @@ def write_samples(capdir: Path) -> list[Path]:
     from tests.filter_samples import regen
 
     written = []
-    for suite in SUITES:
+    for suite in RELEASES:
+        if not (capdir / f"{suite}-default.version").exists():
+            continue  # a capture of some releases only (forky is captured on its own)
         for run, parts in SAMPLE_FILES.items():
             version = (capdir / f"{suite}-{run}.version").read_text().strip()
-            short = SUITES[suite].replace(".", "")
+            short = RELEASES[suite].replace(".", "")
             out = SAMPLES / f"exim{short}-captured-{run}.log"
-            head = [f"# Real Exim lines: {version} (Debian {'12 bookworm' if suite == 'bookworm' else '13 trixie'},",
+            head = [f"# Real Exim lines: {version} (Debian {DEBIAN[suite]},",
                     "# exim4-daemon-light), captured by tests/mta/exim_breadth.py (`python3 -m tests.mta.exim_breadth",
                     f"# capture DIR`), run `{run}`: {RUN_NOTES[run]}",
                     "# Each category comes from its own 127.0.0.N and fd00:e1::N (listed in tests/mta/exim_breadth.py);",
@@ -758,7 +808,7 @@ if __name__ == "__main__":
             print(written)
     elif len(sys.argv) >= 3 and sys.argv[1] == "capture":
         args = sys.argv[3:]
-        capture(Path(sys.argv[2]), [a for a in args if a in SUITES] or list(SUITES),
+        capture(Path(sys.argv[2]), [a for a in args if a in RELEASES] or list(SUITES),
                 [a for a in args if a in RUNS] or None)
     else:
         print(__doc__)
