@@ -17,10 +17,18 @@ with no policy traffic (the baseline), then during each run, to show what the se
 the log-reading path (and, with --thread, what the GIL costs the answers).
 The "daemon" process does with the child's windows what the daemon does (PolicyBridge._take):
 puts them into a mirror of the inline jails and commits them to a real database, once a second.
+The mirror there is the daemon's (daemon/mirror.py): it keeps the batches undecoded, and the run
+ends with a read of it, whose cost is printed (what `status` would pay then).
 Prints figures; also CPU seconds used by the client and the server, and the child's costs that
 the machine's load does not change (costs.py: the cycle collector's CPU time and pauses, the CPU
 time of the loop turns spent saving windows, objects tracked), and load averages: on a shared
-machine the wall-clock figures are noise first.
+machine the wall-clock figures are noise first. Latency is printed three ways: at the client
+from the send, at the client from when the request was due (the open loop picks a connection at
+random; a request due while its connection waits for an answer is sent when the answer comes, so
+this includes that wait and the generator's own lateness: no coordinated omission), and in the
+service (from the loop's wake-up that read the request to its answer written; and its loop
+turns, whose CPU time too with --turn-cpu). --generators N runs the load generator in N
+processes, so that one Python loop's lateness weighs less.
 
     .venv/bin/python bench/policy.py [--conns 200] [--seconds 5] [--rate 20000] [--log-load] [--thread]
         [--maxretry 500] [--accounts 5000] [--open-only] [--generators 1] [--turn-cpu]
