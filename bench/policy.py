@@ -42,7 +42,6 @@ import multiprocessing as mp
 import os
 import random
 import resource
-import selectors
 import shutil
 import socket
 import sys
