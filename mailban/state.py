@@ -75,8 +75,10 @@ CREATE TABLE IF NOT EXISTS windows (
 );
 -- The policy service's inline windows: the changes the daemon took since their rows were last
 -- written (policy/windowsync.py: one batch each, as the service sent it, in order), replayed over
--- those rows at start, and folded into them now and then (daemon/writer.py): a second's
--- thousands of changed inline windows are then a few inserts instead of thousands of rows.
+-- those rows at start; a second's thousands of changed inline windows are a few inserts instead
+-- of thousands of rows. Every 10 s the service sends every window whole after a marker batch
+-- (a snapshot), and the changes before the marker and the inline rows are deleted; the rows are
+-- written from the daemon's mirror only after a reload or without a service (daemon/writer.py).
 CREATE TABLE IF NOT EXISTS window_changes (
     seq INTEGER PRIMARY KEY,
     changes BLOB NOT NULL
@@ -151,16 +153,28 @@ class State:
 
     def commit(self, bans: Iterable[Ban] = (), positions: dict[str, dict[str, Any]] | None = None,
                windows: Iterable[WindowRow] = (), dropped: Iterable[tuple[str, str, str]] = (),
-               changes: Iterable[bytes] = (), fold: Iterable[str] | None = None) -> None:
+               changes: Iterable[bytes] = (), fold: Iterable[str] | None = None,
+               snapshot: tuple[bytes, Iterable[str]] | None = None) -> None:
         """Record new bans, file positions and changed windows atomically (all or nothing).
         `changes`: inline window changes, appended to window_changes. `fold`: the inline jails
-        whose every window is in `windows`: their other rows and all changes go first."""
+        whose every window is in `windows`: their other rows and all changes go first.
+        `snapshot`: (marker, inline jails): the changes from the last marker on hold those jails'
+        every window (the service sent them whole after it), so their rows and the changes before
+        the marker go."""
         with self.db:  # one transaction
             self.db.execute("BEGIN")
             if fold is not None:
                 self.db.executemany("DELETE FROM windows WHERE jail = ?", [(name,) for name in fold])
                 self.db.execute("DELETE FROM window_changes")
             self.db.executemany("INSERT INTO window_changes (changes) VALUES (?)", [(c,) for c in changes])
+            if snapshot is not None:
+                marker, jails = snapshot
+                # length() first: SQLite reads a blob's length without its (overflow) pages
+                (mark,) = self.db.execute("SELECT max(seq) FROM window_changes WHERE length(changes) = ? "
+                                          "AND changes = ?", (len(marker), marker)).fetchone()
+                if mark is not None:
+                    self.db.executemany("DELETE FROM windows WHERE jail = ?", [(name,) for name in jails])
+                    self.db.execute("DELETE FROM window_changes WHERE seq < ?", (mark,))
             self.db.executemany("DELETE FROM windows WHERE jail = ? AND key_type = ? AND key = ?", list(dropped))
             self.db.executemany("INSERT OR REPLACE INTO windows VALUES (?,?,?,?,?,?,?)", list(windows))
             self.db.executemany(

@@ -111,3 +111,8 @@ def test_the_policy_bench_runs_and_prints_the_services_costs() -> None:
     assert re.search(r"open loop at 2,000/s: +[\d,]+ answers/s", out), out
     assert "cycle collector" in out and "turns saving windows" in out, out
     assert re.search(r"in the database at the end: \d+ window rows", out), out
+    # the client's latency both ways, the generator's lateness, the service's own side
+    assert "from the send" in out and "from when it was due" in out and "the generator sent it after due" in out, out
+    assert re.search(r"service side ms p50/p99/p99.9/max .*: [\d.]+/[\d.]+/", out), out
+    # the daemon's mirror decoded nothing while nothing read it
+    assert "daemon's mirror: 0 batches applied during the run" in out, out

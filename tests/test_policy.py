@@ -353,7 +353,7 @@ def test_a_new_child_counts_on_from_the_windows_the_last_one_sent(tmp_path: Path
             assert ask(c, req(user="u@x", instance=f"m{n}")) == DUNNO
         assert proc.flush() == [] and proc._flushed
         blobs, proc.windows = proc.windows, []
-        assert [(name, which, key) for blob in blobs for name, which, key, _change in pickle.loads(blob)] == \
+        assert [(name, which, key) for blob in blobs for name, which, key, _change in windowsync.loads(blob)] == \
             [("out", "key", "u@x")]
         assert windowsync.apply(mirror.jails, blobs, time.time()) == []
         assert mirror.jails[0].count_of("u@x", time.time()) == 15 and mirror.jails[0].touched == {("key", "u@x")}
@@ -405,7 +405,7 @@ def test_changed_windows_reach_the_mirror_and_the_database(tmp_path: Path) -> No
     assert fresh.jails[0].count_of("u@x", 1010.0) == 7
     # a key banned since (noted in the mirror) gets no window back from a late send
     mirror.jails[0].note_ban("v@x", 5000.0, "user")
-    whole = pickle.loads(blob)[0][3]
+    whole = windowsync.loads(blob)[0][3]
     windowsync.apply(mirror.jails, [pickle.dumps([("out", "key", "v@x", whole)])], 1010.0)
     assert mirror.jails[0].count_of("v@x", 1010.0) is None
     state.close()

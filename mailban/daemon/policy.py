@@ -9,12 +9,15 @@ carried out like a log jail's (Daemon.decide: rate limit, actions, commit, fleet
 The service runs in a process of its own (mailban/policy/child.py: the GIL made a thread wait
 behind log parsing) and owns the inline jails; this side reaches them only through messages.
 A child that dies is forked again (backoff 1 s doubling to 60 s), with the bans in force.
-The daemon keeps a mirror of the inline jails (`mirror`): restored from the database at start,
-given to each child it forks (the fork copies it), and kept up with the windows the child sends
-(once a second and with each inline ban, as what changed: policy/windowsync.py), which the
-state writer commits like a log jail's. So a restart of mailban (kill -9 included) or of the child loses at most about a
-second of inline counting, and status, explain and `ban --jail` read the inline jails here
-(their counts as of the child's last send).
+The daemon keeps a mirror of the inline jails (`mirror`: daemon/mirror.py): restored from the
+database at start, given to each child it forks (the fork copies it), and kept up with the
+windows the child sends (once a second and with each inline ban, as what changed:
+policy/windowsync.py), which the state writer commits as they came, undecoded; the mirror
+decodes them only when read (status, explain, `ban --jail`, an unban, a reload, a fork, a fold
+without a child). Every FOLD_EVERY seconds the writer has the child send its windows whole
+(a snapshot), which lets it drop what came before. So a restart of mailban (kill -9 included) or
+of the child loses at most about a second of inline counting, and status, explain and
+`ban --jail` read the inline jails here (their counts as of the child's last send).
 Must never: stop mail (postfix's default action, DUNNO, answers while the service is down) or
 stop the daemon because the socket cannot be bound (said in status and the log).
 """
@@ -34,12 +37,27 @@ from ..state import WindowRow
 from ..policy.answer import Decisions, Inline, inline_jail
 from ..policy import windowsync
 from ..policy.child import PolicyProcess
+from .mirror import Mirror
 
 if TYPE_CHECKING:
     from .loop import Daemon
+    from .writer import StateWriter
 
 log = logging.getLogger("mailban")
 RESTART_MIN, RESTART_MAX = 1.0, 60.0
+
+
+def take_windows(proc: PolicyProcess, mirror: Mirror, writer: StateWriter) -> None:
+    """The windows the child sent: saved as they came (State's window_changes) and kept for the
+    mirror, both undecoded (the mirror applies them when read). (bench/policy.py runs this too.)"""
+    if proc.windows:
+        blobs, proc.windows = proc.windows, []
+        writer.inline_changes += blobs
+        mirror.take(blobs)
+    if proc.snapshot == "done":  # every window came whole since the marker: what came before can go
+        proc.snapshot = ""
+        mirror.snapshot_done()
+        writer.snapshot_done = True
 
 
 class PolicyBridge:
@@ -49,9 +67,15 @@ class PolicyBridge:
         self._fd = -1  # the link's descriptor, as registered in the daemon's selector
         self.restart_at = 0.0  # monotonic; when a dead child is forked again
         self.backoff = RESTART_MIN
-        # The inline jails as the daemon knows them (their windows as of the child's last send).
-        self.mirror = Inline()
-        daemon.writer.inline = self.mirror
+        # The inline jails as the daemon knows them (their windows as of the child's last send,
+        # decoded when read).
+        self.mirror = self._mirror(Inline())
+        daemon.writer.snapshot = self._snapshot
+
+    def _mirror(self, inline: Inline) -> Mirror:
+        mirror = Mirror(inline, on_resend=self._resend)
+        self.daemon.writer.inline = mirror
+        return mirror
 
     def _jails(self, cfg: Config) -> list[Jail]:
         """The configuration's inline jails, counting afresh."""
@@ -63,16 +87,18 @@ class PolicyBridge:
     def _note(self, active: list[Ban]) -> None:
         """The mirror's jails know the bans in force (so a child forked with them answers for
         them, and no window is restored for a banned key)."""
+        if not active:  # (every ban's `applying` comes here: a log jail's must not decode the mirror)
+            return
+        inline = self.mirror.inline
         for ban in active:
-            jail = self.mirror.jail(ban.jail)
+            jail = inline.jail(ban.jail)
             if jail is not None:
                 jail.note_ban(ban.key, ban.until, ban.key_type)
 
     def restore(self, active: list[Ban], saved: list[WindowRow], now: float) -> int:
         """At start: the inline jails with the bans in force and their saved windows (`saved`:
         every jail's rows, State.windows()); returns how many windows were restored."""
-        self.mirror = Inline(self._jails(self.daemon.config))
-        self.daemon.writer.inline = self.mirror
+        self.mirror = self._mirror(Inline(self._jails(self.daemon.config)))
         self._note(active)
         restored = checkpoint.restore(self.mirror.jails, saved, now)
         # then the changes saved since those rows were written (the writer folds them at its
@@ -117,7 +143,7 @@ class PolicyBridge:
         self._journal()
         # The child gets the mirror's jails (the fork copies them): it counts on from where the
         # database, or the last child, left them.
-        self.proc.start(self.mirror, self._decisions(active))
+        self.proc.start(self.mirror.inline, self._decisions(active))
         self._fd = self.proc.fileno()
         self.daemon.selector.register(self._fd, selectors.EVENT_READ, self._take)
 
@@ -174,11 +200,12 @@ class PolicyBridge:
     def lifted(self, bans: list[Ban] | None) -> None:
         """Bans lifted (unban, folds; None: all of them): the inline jails forget them and
         count afresh, and the service stops answering for them."""
+        inline = self.mirror.inline
         if bans is None:
-            self.mirror.forget_all()
+            inline.forget_all()
         else:
             for b in bans:
-                self.mirror.forget(b.key_type, b.key)
+                inline.forget(b.key_type, b.key)
         self._journal()
         if self.proc is None or not self.proc.alive:
             return
@@ -203,23 +230,26 @@ class PolicyBridge:
             shared, self.proc.shared = self.proc.shared, []
             self.daemon.fleet.share_inline(shared, self.inline_specs())
 
-    def _windows(self) -> bool:
-        """The windows the child sent, into the mirror (the writer commits them next)."""
-        if self.proc is None or not self.proc.windows:
-            return False
-        blobs, self.proc.windows = self.proc.windows, []
-        resend = windowsync.apply(self.mirror.jails, blobs, time.time(), note=False)
-        self.daemon.writer.inline_changes += blobs  # saved as they came (State's window_changes)
-        if resend:  # never seen: the link keeps the changes in order
-            log.warning("policy service: %d windows did not follow on in the mirror; asked whole", len(resend))
-            self.daemon.writer.fold_inline = True  # the database gets the mirror's rows, not the changes
-            if self.proc.alive:
-                self.proc.send("resend", resend)
-        return True
+    def _windows(self) -> None:
+        if self.proc is not None:
+            take_windows(self.proc, self.mirror, self.daemon.writer)
+
+    def _resend(self, keys: list[windowsync.Key]) -> None:
+        """Windows whose change the mirror could not follow (never seen: the link keeps the
+        changes in order): asked whole, and the database gets the mirror's rows, not the changes."""
+        log.warning("policy service: %d windows did not follow on in the mirror; asked whole", len(keys))
+        self.daemon.writer.fold_inline = True
+        if self.proc is not None and self.proc.alive:
+            self.proc.send("resend", keys)
+
+    def _snapshot(self) -> bool:
+        """The writer's fold is due: have the child send every window whole (it then drops the
+        changes before); False when there is no child to ask (it folds the mirror's rows)."""
+        return self.proc is not None and self.proc.alive and self.proc.send("snapshot")
 
     def _journal(self) -> None:
         """The mirror's own changes (unbans, bans noted) saved in line with the child's."""
-        items = checkpoint.take_touched(self.mirror.jails)
+        items = self.mirror.own_changes()
         if items:
             self.daemon.writer.inline_changes.append(windowsync.pack(items, whole=True))
 
@@ -243,7 +273,7 @@ class PolicyBridge:
         windows, as in the child: Inline.replace); called with or without a policy service."""
         jails = self._jails(cfg)
         checkpoint.track(jails)
-        self.mirror.replace(jails)
+        self.mirror.inline.replace(jails)
         checkpoint.take_touched(jails)
         self.daemon.writer.fold_inline = True  # rows for the jails as they are now
 

@@ -3,8 +3,9 @@
 Inputs: the bans of a batch, the positions reached in the logs, and the running pipeline (whose
 jails note which windows they changed: checkpoint.collect), and the daemon's mirror of the
 policy service's inline jails (`inline`: what changed in their windows arrives from the service's
-process about once a second and is committed with the next commit, as those changes; their rows
-are rewritten whole now and then: see __init__). Outputs: one SQLite transaction per
+process about once a second and is committed with the next commit, as those changes, undecoded;
+every FOLD_EVERY seconds the service sends its windows whole (a snapshot) and the changes before it
+are deleted: see __init__). Outputs: one SQLite transaction per
 batch (State.commit), the history rows `explain` reads, hourly pruning and the expiry of bans.
 When the database cannot be written (read-only, disk full, locked), nothing is lost and nothing
 stops: the uncommitted bans, positions and windows stay here in memory and go with the next
@@ -18,27 +19,31 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Optional, Protocol
 
 from .. import checkpoint
 from ..core.decisions import Folded
 from ..core.jails import Jail
 from ..core.pipeline import Pipeline
 from ..core.records import Ban
+from ..policy.windowsync import SNAPSHOT
 from ..state import State
 
 log = logging.getLogger("mailban")
 HISTORY_DAYS = 180  # `explain` and repeat-offender history older than this is dropped
 WINDOW_KEEP = 7 * 86400  # saved windows idle for longer than this (plus the findtime) are pruned
 PRUNE_EVERY = 3600.0
-FOLD_EVERY = 30.0  # seconds between writing the inline windows' rows whole (their changes meanwhile)
+FOLD_EVERY = 10.0  # seconds between snapshots of the inline windows (their changes meanwhile): see __init__
 FOLD_BYTES = 16 << 20  # or sooner, once their changes since weigh this much
 
 HistoryRow = tuple[float, str, str, str, str, dict[str, Any]]
 
 
 class _Jails(Protocol):
-    jails: list[Jail]
+    @property
+    def jails(self) -> list[Jail]: ...
+
+    def names(self) -> list[str]: ...
 
 
 class StateWriter:
@@ -51,16 +56,24 @@ class StateWriter:
         self.unsaved_windows: checkpoint.Touched = set()
         self.error: str | None = None
         self.next_prune = 0.0
-        # The inline jails as the daemon mirrors them (daemon/policy.py); None without inline
-        # jails. Their windows are saved as the changes the mirror took (`inline_changes`, in
-        # order: State's window_changes), folded into their rows at the first commit, every
-        # FOLD_EVERY seconds, past FOLD_BYTES of changes, and when `fold_inline` is set (a reload,
-        # a change the mirror could not follow): rows for thousands of inline windows changed
-        # each second cost the daemon 30 us apiece (bench/policy.py --log-load).
+        # The inline jails as the daemon mirrors them (daemon/mirror.py); None without inline
+        # jails. Their windows are saved as the changes the service sent (`inline_changes`, in
+        # order, undecoded: State's window_changes): rows for thousands of inline windows changed
+        # each second cost the daemon 30 us apiece, and decoding the changes 6-10 us
+        # (bench/policy.py --log-load). Every FOLD_EVERY seconds, or past FOLD_BYTES of changes,
+        # `snapshot()` has the service send every window whole after a marker
+        # (windowsync.SNAPSHOT); once it has (`snapshot_done`), the commit deletes the changes
+        # before the marker and the inline jails' rows. The mirror's windows are written as rows
+        # (which decodes what it has not applied) at the first commit, when `fold_inline` is set
+        # (a reload, a change the mirror could not follow, changes dropped while the database
+        # failed), and when no service can be asked (`snapshot` returns False).
         self.inline: _Jails | None = None
         self.inline_changes: list[bytes] = []
         self.fold_inline = True
-        self._changes_bytes = 0  # committed since the last fold
+        self.snapshot: Optional[Callable[[], bool]] = None
+        self.snapshot_done = False
+        self._changes_bytes = 0  # committed since the last fold or snapshot asked for
+        self._unfolded = 0  # committed since the last fold or snapshot done (bounds the table)
         self._next_fold = 0.0
 
     @property
@@ -94,8 +107,12 @@ class StateWriter:
             return False
         upserts, dropped = checkpoint.rows(jails, self.unsaved_windows)
         changes = self.inline_changes if fold is None else []  # a fold's rows hold them
+        snapshot = None
+        if self.snapshot_done and fold is None and self.inline is not None:
+            snapshot = (SNAPSHOT, self.inline.names())  # (not .jails: that decodes what the mirror has not)
         try:
-            self.state.commit(self.unsaved_bans, self.unsaved_positions, upserts, dropped, changes, fold)
+            self.state.commit(self.unsaved_bans, self.unsaved_positions, upserts, dropped, changes, fold,
+                              snapshot)
         except Exception as exc:  # sqlite3.Error, OSError: read-only, disk full, I/O error
             if self.error is None:
                 log.error("cannot write the database %s: %s; detection and actions go on, %d bans "
@@ -107,11 +124,15 @@ class StateWriter:
         self.unsaved_bans, self.unsaved_positions = [], {}
         self.unsaved_windows = set()
         self.inline_changes = []
+        if fold is not None or snapshot is not None:
+            self.snapshot_done, self._unfolded = False, 0
         if fold is not None:
             self.fold_inline, self._changes_bytes = False, 0
             self._next_fold = time.monotonic() + FOLD_EVERY
         else:
-            self._changes_bytes += sum(len(c) for c in changes)
+            size = sum(len(c) for c in changes)
+            self._changes_bytes += size
+            self._unfolded += size
         if self.error is not None:
             log.info("the database %s can be written again: everything kept in memory is committed",
                      self.state.path)
@@ -120,11 +141,17 @@ class StateWriter:
         return True
 
     def _fold_due(self) -> list[str] | None:
-        """The inline jails' names when their windows are to be written whole now."""
+        """The inline jails' names when their windows are to be written whole now as rows (the
+        mirror's); None when not, or when the service was asked for a snapshot instead."""
         if self.inline is None:
             return None
         if not (self.fold_inline or (self._changes_bytes and (time.monotonic() >= self._next_fold
                                                                or self._changes_bytes >= FOLD_BYTES))):
+            return None
+        if not self.fold_inline and self._unfolded < 4 * FOLD_BYTES and self.snapshot is not None \
+                and self.snapshot():  # (past 4 * FOLD_BYTES the snapshots asked for never ended: rows)
+            # the changes keep coming as they are; the snapshot's end deletes what came before
+            self._changes_bytes, self._next_fold = 0, time.monotonic() + FOLD_EVERY
             return None
         return [jail.spec.name for jail in self.inline.jails]
 
@@ -152,7 +179,7 @@ class StateWriter:
         """Forget uncommitted bans on these keys (all: None), lifted before they were committed."""
         if keys is None:
             self.unsaved_bans, self.unsaved_windows = [], set()
-            self.inline_changes, self.fold_inline = [], True
+            self.inline_changes, self.fold_inline, self.snapshot_done = [], True, False
         else:
             self.unsaved_bans = [b for b in self.unsaved_bans if (b.key_type, b.key) not in keys]
 

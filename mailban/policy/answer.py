@@ -129,6 +129,9 @@ class Inline:
         for jail in self.jails:
             jail.forget_all()
 
+    def names(self) -> list[str]:
+        return [jail.spec.name for jail in self.jails]
+
 
 def _key(request: Request, key_type: str) -> str | None:
     if key_type == "user":

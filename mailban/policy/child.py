@@ -47,6 +47,7 @@ from ..core.records import Ban
 from .answer import Decisions, Inline
 from .costs import GcTimer
 from .server import PolicyServer
+from .windowsync import SNAPSHOT, SNAPSHOT_END
 
 log = logging.getLogger("mailban.policy")
 LINK_TIMEOUT = 2.0  # seconds a send to the child may wait before the child is taken for hung
@@ -95,6 +96,9 @@ class PolicyProcess:
         # in order).
         self.windows: list[bytes] = []
         self.saved = False  # a second's windows all came: the daemon commits them (then resets it)
+        # A snapshot's marker (windowsync.SNAPSHOT) came among the windows and not its end yet
+        # ("begun"), or its end too (SNAPSHOT_END: "done"; the daemon takes it and resets it).
+        self.snapshot = ""
         self._flushed = False
         self._stats: dict[str, Any] | None = None
         self._bans_meanwhile: list[Ban] = []  # bans that came while stats() waited: take_bans'
@@ -110,6 +114,7 @@ class PolicyProcess:
         child.close()
         parent.settimeout(LINK_TIMEOUT)
         self.pid, self.link, self._frames, self.started_at = pid, parent, _Frames(), time.monotonic()
+        self.snapshot = ""  # a dead child's unfinished snapshot is no snapshot
         log.info("policy service: process %d answers on %s", pid, self.listen)
 
     @property
@@ -152,6 +157,10 @@ class PolicyProcess:
                 self.shared.extend(message[1])
             elif message[0] == "windows":
                 self.windows.append(message[1])
+                if message[1] == SNAPSHOT:
+                    self.snapshot = "begun"
+                elif message[1] == SNAPSHOT_END and self.snapshot == "begun":
+                    self.snapshot = "done"
             elif message[0] == "saved":
                 self.saved = True
             elif message[0] == "flushed":
@@ -289,10 +298,11 @@ def _link_loop(server: PolicyServer, link: socket.socket) -> None:
                         link.sendall(_frame(("bans", bans)))
                     if shared:
                         link.sendall(_frame(("shared", shared)))
-                    # already pickled by the loop (windowsync.pack), a few hundred windows each
-                    for blob in windows:
-                        message = ("windows", blob) if blob else ("flushed",) if blob is None else ("saved",)
-                        link.sendall(_frame(message))
+                    # already pickled by the loop (windowsync.pack), a few dozen windows each; one
+                    # send for all (the daemon wakes up once for them)
+                    if windows:
+                        link.sendall(b"".join(_frame(("windows", blob) if blob else ("flushed",) if blob is None
+                                                     else ("saved",)) for blob in windows))
                     continue
                 data = link.recv(1 << 20)
                 if not data:
@@ -315,6 +325,9 @@ def _stats(server: PolicyServer) -> dict[str, Any]:
     out: dict[str, Any] = dict(server.stats)
     out.update(gc_timer.report())
     out.update(server.saving.report("saving"))
+    for name, histogram in (("held", server.held), ("turn", server.turns), ("turn_cpu", server.turns_cpu)):
+        if histogram is not None:
+            out.update(histogram.report(name))
     out["gc_tracked"] = len(gc.get_objects())
     out["gc_frozen"] = gc.get_freeze_count()
     return out
@@ -336,6 +349,8 @@ def _apply(server: PolicyServer, message: tuple[Any, ...]) -> None:
     elif op == "resend":  # the mirror could not follow these windows' changes: send them whole
         keys = message[1]
         server.call(lambda inline: _resend(inline, keys))
+    elif op == "snapshot":  # every window whole in the next second's windows (the daemon's fold)
+        server.call(lambda _inline: server.snapshot())
     elif op == "flush":  # the daemon stops: every changed window, then "flushed"
         server.call(lambda _inline: server.flush_windows(marker=True))
     elif op == "note":  # bans of inline jails decided elsewhere (another node, an admin)
