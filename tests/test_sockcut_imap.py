@@ -24,7 +24,7 @@ import pytest
 
 from tests.mta import in_netns
 from tests.mta.postfix_dovecot import PostfixDovecot
-from tests.netns import CLIENT4, OTHER4, SERVER4, Daemon, Link, wait_for, write_config
+from tests.netns import CLIENT4, OTHER4, SERVER4, Daemon, Link, write_config
 
 pytestmark = [pytest.mark.mta, pytest.mark.root]
 

@@ -121,7 +121,7 @@ def exim_message(t: float, n: int, arrival: str, rcpts: list[str], bounce: bool 
     for k, rcpt in enumerate(rcpts):
         mark = "**" if bounce and k == len(rcpts) - 1 else ("=>" if k == 0 else "->")
         tail = f"R=dnslookup T=remote_smtp: SMTP error from remote mail server after RCPT TO:<{rcpt}>: 550 no such user" \
-            if mark == "**" else f"R=dnslookup T=remote_smtp H=mx.example.org [203.0.113.5] C=\"250 OK\""
+            if mark == "**" else "R=dnslookup T=remote_smtp H=mx.example.org [203.0.113.5] C=\"250 OK\""
         lines.append((t + 1, f"{exim_stamp(t + 1)} [{pid + 1}] {mid} {mark} {rcpt} {tail}"))
     lines.append((t + 1, f"{exim_stamp(t + 1)} [{pid + 1}] {mid} Completed"))
     return lines
