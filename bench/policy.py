@@ -267,6 +267,71 @@ def drive(path: str, conns: int, seconds: float, rate: float | None, accounts: i
     return n, lat, lat_due, lag, cpu
 
 
+CLIENT_C = os.path.join(os.path.dirname(os.path.abspath(__file__)), "policy_client.c")
+
+
+def compile_client(directory: str) -> str | None:
+    """Compile bench/policy_client.c with gcc -O2 into `directory`; its path, or None (with the
+    reason on stderr) when gcc is missing or the build fails, so that the caller falls back to
+    the Python generator."""
+    import subprocess
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        print("gcc not found: the C load generator cannot be built; using the Python one", file=sys.stderr)
+        return None
+    binary = os.path.join(directory, "policy_client")
+    built = subprocess.run([gcc, "-O2", "-Wall", "-o", binary, CLIENT_C], capture_output=True, text=True)
+    if built.returncode != 0:
+        print(f"gcc failed, using the Python load generator:\n{built.stderr}", file=sys.stderr)
+        return None
+    return binary
+
+
+def write_requests(path: str, accounts: int, count: int = 10007) -> None:
+    """The requests the C generator sends, in order: request(0..count-1), the bytes the Python
+    generator sends (each ends with its empty line, which is how the C side splits them)."""
+    with open(path, "wb") as f:
+        for i in range(count):
+            f.write(request(i, accounts))
+
+
+def drive_c(binary: str, path: str, conns: int, seconds: float, rate: float | None, accounts: int,
+            generators: int = 1, tick_us: float = 0.0) -> tuple[int, array, array, array, float]:
+    """drive(), by the C generator (bench/policy_client.c) in `generators` processes, each with
+    its share of the connections and the rate; the same tuple, from the raw samples it writes.
+    Connections the service closed are reported on stderr (drive() would raise on them)."""
+    import struct
+    import subprocess
+
+    scratch = tempfile.mkdtemp(prefix="policy-client-")
+    try:
+        requests = os.path.join(scratch, "requests")
+        write_requests(requests, accounts)
+        outs = [os.path.join(scratch, f"out{k}") for k in range(generators)]
+        procs = [subprocess.Popen([binary, path, str(max(1, conns // generators)), repr(seconds),
+                                   repr(rate / generators if rate else 0.0), str(k + 1), requests, outs[k], str(tick_us)])
+                 for k in range(generators)]
+        n, lat, lat_due, lag, cpu = 0, array("d"), array("d"), array("d"), 0.0
+        for k, (proc, out) in enumerate(zip(procs, outs)):
+            if proc.wait(timeout=seconds + 60) != 0:
+                raise RuntimeError(f"the C load generator failed (exit {proc.returncode})")
+            with open(out, "rb") as f:
+                answers, nlat, nlag, closed = struct.unpack("<4q", f.read(32))
+                user, system = struct.unpack("<2d", f.read(16))
+                for values, count in ((lat, nlat), (lat_due, nlat), (lag, nlag)):
+                    values.fromfile(f, count)
+            if closed:
+                print(f"the service closed {closed} of the C generator's connections", file=sys.stderr)
+            n += answers
+            cpu += user + system
+            print(f"  (C generator {k}: CPU s user {user:.2f}, system {system:.2f}: the system part is the "
+                  f"sockets' sends, receives and epoll, which any client pays)")
+        return n, lat, lat_due, lag, cpu
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _generator(path: str, conns: int, seconds: float, rate: float | None, accounts: int, seed: int,
                go: mp.Event, out: mp.Queue) -> None:
     go.wait()
@@ -275,9 +340,11 @@ def _generator(path: str, conns: int, seconds: float, rate: float | None, accoun
 
 
 def drive_all(path: str, conns: int, seconds: float, rate: float | None, accounts: int,
-              generators: int) -> tuple[int, array, array, array, float]:
+              generators: int, client: str | None = None, tick_us: float = 0.0) -> tuple[int, array, array, array, float]:
     """drive() in `generators` processes (each with its share of the connections and the rate),
-    or in this one."""
+    or in this one; with `client` (the compiled C generator's path), that one instead."""
+    if client is not None:
+        return drive_c(client, path, conns, seconds, rate, accounts, generators, tick_us)
     if generators <= 1:
         return drive(path, conns, seconds, rate, accounts)
     go, out = mp.Event(), mp.Queue()
@@ -316,7 +383,8 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
     ready.wait(30)
     time.sleep(0.5 if not args.log_load else args.seconds)  # the log rate alone, meanwhile
     go.set()
-    n, lat, lat_due, lag, client_cpu = drive_all(path, args.conns, args.seconds, rate, args.accounts, args.generators)
+    n, lat, lat_due, lag, client_cpu = drive_all(path, args.conns, args.seconds, rate, args.accounts, args.generators,
+                                                 args.client_binary, args.tick_us)
     stop.set()
     stats, server_cpu, child_cpu, rates, costs, saved = out.get(timeout=30)
     proc.join(10)
@@ -326,7 +394,7 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
         return "/".join(f"{pct(values, p):.3f}" for p in (.5, .99, .999, 1))
 
     print(f"{mode:>26}: {n / args.seconds:>9,.0f} answers/s over {args.conns} connections from {args.generators} "
-          f"generator process(es){' (log load in the server process)' if args.log_load else ''}; "
+          f"{'C' if args.client_binary else 'Python'} generator process(es){' (log load in the server process)' if args.log_load else ''}; "
           f"late (DUNNO by deadline) {stats['late']}; CPU s: client {client_cpu:.2f}, daemon {server_cpu:.2f}, "
           f"service child {child_cpu:.2f} over {args.seconds:.0f} s")
     print(f"{'':>26}  client latency ms p50/p99/p99.9/max, from the send: {ms(lat)}" +
@@ -390,10 +458,26 @@ def main() -> None:
                     help="the inline jail's limit per account and hour: the default never bans, so every window "
                          "grows all run long (the worst case for saving windows); a real limit (e.g. 500) keeps "
                          "each window at most that long")
+    ap.add_argument("--client", choices=("python", "c"), default="python",
+                    help="the load generator: python (drive(), in this process) or c (bench/policy_client.c, "
+                         "compiled with gcc -O2 at run time; the Python one if gcc is missing)")
+    ap.add_argument("--tick-us", type=float, default=0.0,
+                    help="--client c: wake at most once per this many microseconds, sending what fell due "
+                         "meanwhile (0: wake when each request is due; the Python generator's is 1,000 in effect)")
     args = ap.parse_args()
+    build = tempfile.mkdtemp(prefix="policy-client-build-") if args.client == "c" else None
+    args.client_binary = compile_client(build) if build else None
+    try:
+        _main(args)
+    finally:
+        if build:
+            shutil.rmtree(build, ignore_errors=True)
+
+
+def _main(args: argparse.Namespace) -> None:
     print(f"policy service on a unix socket ({'a thread of' if args.thread else 'a child process of'} the daemon "
           f"process), {os.cpu_count()} cores, Python {sys.version.split()[0]}, maxretry {args.maxretry}, "
-          f"{args.accounts} accounts; "
+          f"{args.accounts} accounts, {'C' if args.client_binary else 'Python'} load generator; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.open_only:
         run(args, None)
