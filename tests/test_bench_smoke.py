@@ -8,14 +8,23 @@ replay` (default configuration) must process every line and ban attackers.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
+
+import pytest
 
 from mailban import config
 from mailban.offline import run_replay, run_test
 
-from .bench_modules import genlog
+from .bench_modules import genlog, load
 
 LINES = 20_000
 
@@ -116,3 +125,82 @@ def test_the_policy_bench_runs_and_prints_the_services_costs() -> None:
     assert re.search(r"service side ms p50/p99/p99.9/max .*: [\d.]+/[\d.]+/", out), out
     # the daemon's mirror decoded nothing while nothing read it
     assert "daemon's mirror: 0 batches applied during the run" in out, out
+
+
+def _answering_server(path: str, received: list[bytes], split: bool) -> socket.socket:
+    """A unix socket that answers every request (up to its empty line) with DUNNO, each
+    connection in a thread, recording the requests; with `split`, every other answer is written
+    in two pieces, so the C generator must put an answer together from two reads."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(16)
+
+    def serve(conn: socket.socket) -> None:
+        buf = b""
+        with conn, contextlib.suppress(OSError):  # the client leaves at its run's end, mid-answer maybe
+            while chunk := conn.recv(65536):
+                buf += chunk
+                while b"\n\n" in buf:
+                    req, buf = buf.split(b"\n\n", 1)
+                    received.append(req + b"\n\n")
+                    if split and len(received) % 2:
+                        conn.sendall(b"action=DUNNO\n")
+                        time.sleep(0.001)
+                        conn.sendall(b"\n")
+                    else:
+                        conn.sendall(b"action=DUNNO\n\n")
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed: the C load generator cannot be built")
+def test_the_c_policy_client_sends_the_python_generators_bytes_and_waits_for_each_answer(tmp_path: Path) -> None:
+    """bench/policy_client.c, built as bench/policy.py builds it: on one connection, open loop,
+    the service receives exactly request(0), request(1), ... (the bytes the Python generator
+    sends), one at a time; every answer is counted, also one that arrives in two reads; then a
+    closed loop over 3 connections."""
+    policy = load("policy")
+    binary = policy.compile_client(str(tmp_path))
+    assert binary is not None
+    received: list[bytes] = []
+    path = str(tmp_path / "policy.sock")
+    listener = _answering_server(path, received, split=True)
+    try:
+        n, lat, lat_due, lag, cpu = policy.drive_c(binary, path, 1, 0.5, 400.0, 50)
+        assert 150 <= len(received) <= 201, len(received)
+        assert received == [policy.request(i, 50) for i in range(len(received))]
+        # each answered, but perhaps the last (the run's end came first); the latencies both ways
+        assert len(received) - 1 <= n <= len(received) and len(lat) == len(lat_due) == n
+        assert len(lag) == len(received) and all(d >= s >= 0 for s, d in zip(lat, lat_due))
+        assert cpu >= 0
+        received.clear()
+        n, lat, lat_due, lag, _ = policy.drive_c(binary, path, 3, 0.3, None, 50)
+        assert n > 30 and len(lat) == n and not lag  # closed loop: sent when answered, never late
+        reqs = {policy.request(i, 50) for i in range(10007)}
+        assert all(r in reqs for r in received)
+    finally:
+        listener.close()
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed: the C load generator cannot be built")
+def test_the_policy_bench_runs_with_the_c_client() -> None:
+    """bench/policy.py --client c for a second at a low rate: the C generator drives the real
+    service (its child process) and the same figures are printed."""
+    bench = Path(__file__).resolve().parent.parent / "bench" / "policy.py"
+    out = subprocess.run([sys.executable, str(bench), "--seconds", "1", "--rate", "2000", "--open-only",
+                          "--accounts", "50", "--maxretry", "500", "--conns", "20", "--client", "c"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "C load generator" in out and "from 1 C generator process(es)" in out, out
+    m = re.search(r"open loop at 2,000/s: +([\d,]+) answers/s", out)
+    assert m is not None and int(m.group(1).replace(",", "")) >= 1500, out
+    assert "from the send" in out and "from when it was due" in out and "the generator sent it after due" in out, out
+    assert re.search(r"service side ms p50/p99/p99.9/max .*: [\d.]+/[\d.]+/", out), out
