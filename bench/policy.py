@@ -29,9 +29,18 @@ this includes that wait and the generator's own lateness: no coordinated omissio
 service (from the loop's wake-up that read the request to its answer written; and its loop
 turns, whose CPU time too with --turn-cpu). --generators N runs the load generator in N
 processes, so that one Python loop's lateness weighs less.
+--client c runs the load generator in C instead (bench/policy_client.c, compiled here with
+gcc -O2 into a temporary directory; without gcc it says so and the Python one runs): the same
+connections, schedule, request bytes (request(), written to a file it reads) and figures (it
+writes the raw samples, read here), with epoll_pwait2's nanosecond timeout, so that it can wake
+when each request is due (--tick-us 0) or, like the Python one, once per tick (--tick-us 1000 is
+what epoll's whole-millisecond timeout gives the Python one). Its own work is a few percent of a
+core; the rest of its CPU is the kernel's (sending wakes the service), which any client pays.
+The default stays python: see docs/policy.md for the runs that compared them.
 
     .venv/bin/python bench/policy.py [--conns 200] [--seconds 5] [--rate 20000] [--log-load] [--thread]
         [--maxretry 500] [--accounts 5000] [--open-only] [--generators 1] [--turn-cpu]
+        [--client python|c] [--tick-us 0]
 """
 
 from __future__ import annotations
@@ -383,8 +392,13 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
     ready.wait(30)
     time.sleep(0.5 if not args.log_load else args.seconds)  # the log rate alone, meanwhile
     go.set()
+    used = resource.getrusage(resource.RUSAGE_SELF)
     n, lat, lat_due, lag, client_cpu = drive_all(path, args.conns, args.seconds, rate, args.accounts, args.generators,
                                                  args.client_binary, args.tick_us)
+    if args.client_binary is None and args.generators <= 1:  # the C generator prints its own
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"  (Python generator: CPU s user {after.ru_utime - used.ru_utime:.2f}, system "
+              f"{after.ru_stime - used.ru_stime:.2f})")
     stop.set()
     stats, server_cpu, child_cpu, rates, costs, saved = out.get(timeout=30)
     proc.join(10)
