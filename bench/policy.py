@@ -33,14 +33,15 @@ processes, so that one Python loop's lateness weighs less.
 gcc -O2 into a temporary directory; without gcc it says so and the Python one runs): the same
 connections, schedule, request bytes (request(), written to a file it reads) and figures (it
 writes the raw samples, read here), with epoll_pwait2's nanosecond timeout, so that it can wake
-when each request is due (--tick-us 0) or, like the Python one, once per tick (--tick-us 1000 is
-what epoll's whole-millisecond timeout gives the Python one). Its own work is a few percent of a
+when each request is due (--tick-us 0) or, like the Python one, once per tick (--tick-us 1000, the
+default: what epoll's whole-millisecond timeout gives the Python one, so that the two compare
+their own costs only; waking when each request is due cost this 2-core VM more: docs/policy.md). Its own work is a few percent of a
 core; the rest of its CPU is the kernel's (sending wakes the service), which any client pays.
 The default stays python: see docs/policy.md for the runs that compared them.
 
     .venv/bin/python bench/policy.py [--conns 200] [--seconds 5] [--rate 20000] [--log-load] [--thread]
         [--maxretry 500] [--accounts 5000] [--open-only] [--generators 1] [--turn-cpu]
-        [--client python|c] [--tick-us 0]
+        [--client python|c] [--tick-us 1000]
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ def drive_c(binary: str, path: str, conns: int, seconds: float, rate: float | No
             if proc.wait(timeout=seconds + 60) != 0:
                 raise RuntimeError(f"the C load generator failed (exit {proc.returncode})")
             with open(out, "rb") as f:
-                answers, nlat, nlag, closed = struct.unpack("<4q", f.read(32))
+                answers, nlat, nlag, closed, polls, sleeps = struct.unpack("<6q", f.read(48))
                 user, system = struct.unpack("<2d", f.read(16))
                 for values, count in ((lat, nlat), (lat_due, nlat), (lag, nlag)):
                     values.fromfile(f, count)
@@ -335,7 +336,8 @@ def drive_c(binary: str, path: str, conns: int, seconds: float, rate: float | No
             n += answers
             cpu += user + system
             print(f"  (C generator {k}: CPU s user {user:.2f}, system {system:.2f}: the system part is the "
-                  f"sockets' sends, receives and epoll, which any client pays)")
+                  f"sockets' sends, receives and epoll, which any client pays; {polls / seconds:,.0f} epoll "
+                  f"waits and {sleeps / seconds:,.0f} sleeps a second)")
         return n, lat, lat_due, lag, cpu
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -398,7 +400,8 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
     if args.client_binary is None and args.generators <= 1:  # the C generator prints its own
         after = resource.getrusage(resource.RUSAGE_SELF)
         print(f"  (Python generator: CPU s user {after.ru_utime - used.ru_utime:.2f}, system "
-              f"{after.ru_stime - used.ru_stime:.2f})")
+              f"{after.ru_stime - used.ru_stime:.2f}; {(after.ru_nvcsw - used.ru_nvcsw) / args.seconds:,.0f} "
+              f"sleeps a second)")
     stop.set()
     stats, server_cpu, child_cpu, rates, costs, saved = out.get(timeout=30)
     proc.join(10)
@@ -475,9 +478,11 @@ def main() -> None:
     ap.add_argument("--client", choices=("python", "c"), default="python",
                     help="the load generator: python (drive(), in this process) or c (bench/policy_client.c, "
                          "compiled with gcc -O2 at run time; the Python one if gcc is missing)")
-    ap.add_argument("--tick-us", type=float, default=0.0,
-                    help="--client c: wake at most once per this many microseconds, sending what fell due "
-                         "meanwhile (0: wake when each request is due; the Python generator's is 1,000 in effect)")
+    ap.add_argument("--tick-us", type=float, default=1000.0,
+                    help="--client c: wake at most once per this many microseconds (and when answers come), "
+                         "sending what fell due meanwhile: 1,000 by default, what epoll's whole-millisecond "
+                         "timeout gives the Python generator, so that the two differ only in their own costs; 0: "
+                         "wake when each request is due (more wake-ups, which cost the shared cores more)")
     args = ap.parse_args()
     build = tempfile.mkdtemp(prefix="policy-client-build-") if args.client == "c" else None
     args.client_binary = compile_client(build) if build else None

@@ -17,8 +17,8 @@
  * millisecond's burst (epoll_wait's timeout is whole milliseconds).
  *
  * Usage: policy_client SOCKET CONNS SECONDS RATE SEED REQUESTS_FILE OUT_FILE [TICK_US]
- * OUT_FILE gets: 4 int64 (answers, latency samples, lateness samples, connections closed by the
- * server), 2 doubles (user and system CPU seconds of this process), then the doubles (seconds): latencies from
+ * OUT_FILE gets: 6 int64 (answers, latency samples, lateness samples, connections closed by the
+ * server, epoll waits, voluntary context switches: its sleeps), 2 doubles (user and system CPU seconds of this process), then the doubles (seconds): latencies from
  * the send, latencies from when due (as many), lateness of each send after its due time.
  * Exit status: 0 done, 2 usage, 3 setup failed (message on stderr).
  */
@@ -99,9 +99,11 @@ static double mono(void) {
 
 /* CPU seconds of this process: user (its own work) and system (the kernel's: the sockets'
  * sends, which include waking the service, receives and epoll) */
+static long switches; /* voluntary context switches (its sleeps) so far */
 static void cpu_seconds(double *user, double *sys) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    switches = ru.ru_nvcsw;
     *user = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6;
     *sys = ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
 }
@@ -222,6 +224,8 @@ int main(int argc, char **argv) {
     int64_t answers = 0, closed = 0;
     double user0, sys0, user1, sys1;
     cpu_seconds(&user0, &sys0);
+    long switches0 = switches;
+    int64_t polls = 0;
     double start = mono(), end = start + seconds, next_due = start;
     double gap = rate > 0 ? 1.0 / rate : 0.0;
     if (rate <= 0)
@@ -262,6 +266,7 @@ int main(int argc, char **argv) {
             ts.tv_sec = 0, ts.tv_nsec = 100000000;
         }
         int n = epoll_pwait2(ep, events, 256, &ts, NULL);
+        polls++;
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -309,7 +314,7 @@ int main(int argc, char **argv) {
         perror(argv[7]);
         return 3;
     }
-    int64_t head[4] = {answers, (int64_t)lat.n, (int64_t)lag.n, closed};
+    int64_t head[6] = {answers, (int64_t)lat.n, (int64_t)lag.n, closed, polls, switches - switches0};
     fwrite(head, sizeof head, 1, out);
     fwrite(cpu, sizeof cpu, 1, out);
     fwrite(lat.v, sizeof(double), lat.n, out);
