@@ -60,6 +60,7 @@ USER_LIMIT = 20
 UID_LIMIT = 10
 PHP_USER = "mbphp"
 H = "127.0.0.1"
+NFT_TABLE = "mailban_outbound_e2e"
 
 
 def _skip_unless_ready(version: str = "bookworm") -> None:
@@ -145,6 +146,14 @@ postqueue = {argv(self.tool("postqueue"))}
 postsuper = {argv(self.tool("postsuper"))}
 postcat = {argv(self.tool("postcat"))}
 """)
+        # The daemon runs in the host's network namespace (the MTA's queue tools, pickup and
+        # dovecot's sockets are the host's) and always sets up its nft action (manual bans go
+        # through it): a table of the test's own, deleted when the daemon stops.
+        (t / "actions.d" / "nft.toml").write_text(f"""\
+[action]
+type = "nft"
+table = "{NFT_TABLE}"
+""")
         (t / "actions.d" / "notify.toml").write_text(f"""\
 [action]
 type = "notify"
@@ -203,6 +212,7 @@ actions = ["notify", "queue-hold"]
                 self.proc.wait(5)
         if self.proc is not None:
             self.daemon_log.close()
+        subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE], capture_output=True)
 
     def daemon_output(self) -> str:
         return (self.tmp / "daemon.log").read_text(errors="replace")[-4000:]

@@ -105,7 +105,11 @@ actions = ["queue-hold"]
 
     def start_daemon(self) -> None:
         self.log = open(self.tmp / "daemon.log", "ab")  # appended: restarts keep what was said
-        self.proc = subprocess.Popen([sys.executable, "-m", "mailban", "run", "--config", str(self.config)],
+        # In a network namespace of its own (unshare execs, so the pid is the daemon's): the
+        # daemon always starts its nft action (manual bans go through it), whose table must not
+        # land in the host's ruleset; everything it talks to here is a unix socket or a file.
+        self.proc = subprocess.Popen(["unshare", "--net", "--", sys.executable, "-m", "mailban", "run",
+                                      "--config", str(self.config)],
                                      cwd=REPO, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for("the daemon", lambda: self.proc.poll() is not None or self.mailban("status", "--json").returncode == 0,
                  timeout=20)
