@@ -666,24 +666,41 @@ groups_for(Ctx *x, PyObject *tag)
     return groups;
 }
 
-/* What a rule matched: a regex match object, or (m NULL) a shape's match (shapes.py), whose
- * only group is the queue id, s[qa:qb]. */
+/* What a rule matched: a regex match object, or (m NULL) a shape's match (shapes.py): the queue
+ * id s[qa:qb] and, for an arrival shape, the sender, the client's address and the account
+ * (-1: the group did not take part). */
 typedef struct {
     PyObject *m;
     const char *s;
-    Py_ssize_t qa, qb;
+    Py_ssize_t qa, qb, sa, sb, ia, ib, ua, ub;
 } Found;
 
-/* m.group(name); for a shape, the queue id (the one group a shape has: the specs name no other
- * group of such a rule, and any other name gets None, as a group that did not take part). */
+static PyObject *
+span_bytes(const char *s, Py_ssize_t a, Py_ssize_t b)
+{
+    if (a < 0)
+        return Py_NewRef(Py_None);
+    return PyBytes_FromStringAndSize(s + a, b - a);
+}
+
+/* m.group(name); for a shape, the groups it has (qid; sender, ip, user for an arrival shape;
+ * -1 spans read as a group that did not take part), any other name gets None as a group that
+ * did not take part (the specs name no other group of such a rule). */
 static PyObject *
 match_group(Found *f, PyObject *name)
 {
     if (f->m != NULL)
         return PyObject_CallMethodOneArg(f->m, str_group, name);
-    if (PyUnicode_Check(name) && PyUnicode_GET_LENGTH(name) >= 3 && PyUnicode_READ_CHAR(name, 0) == 'q' &&
-        PyUnicode_READ_CHAR(name, 1) == 'i' && PyUnicode_READ_CHAR(name, 2) == 'd')
+    if (!PyUnicode_Check(name))
+        return Py_NewRef(Py_None);
+    if (PyUnicode_CompareWithASCIIString(name, "qid") == 0)
         return PyBytes_FromStringAndSize(f->s + f->qa, f->qb - f->qa);
+    if (PyUnicode_CompareWithASCIIString(name, "ip") == 0)
+        return span_bytes(f->s, f->ia, f->ib);
+    if (PyUnicode_CompareWithASCIIString(name, "user") == 0)
+        return span_bytes(f->s, f->ua, f->ub);
+    if (PyUnicode_CompareWithASCIIString(name, "sender") == 0)
+        return span_bytes(f->s, f->sa, f->sb);
     return Py_NewRef(Py_None);
 }
 
@@ -788,7 +805,7 @@ static int
 valid_shape(PyObject *shape)
 {
     const unsigned char *h = (const unsigned char *)(PyBytes_Check(shape) ? PyBytes_AS_STRING(shape) : NULL);
-    if (h == NULL || PyBytes_GET_SIZE(shape) < 4 || h[0] > 1 || h[1] > 2 ||
+    if (h == NULL || PyBytes_GET_SIZE(shape) < 4 || h[0] > 1 || h[1] > 5 || (h[1] >= 3 && (h[0] != 1 || h[2] != 0 || h[3] != 0)) ||
         PyBytes_GET_SIZE(shape) != 4 + (Py_ssize_t)h[2] + (Py_ssize_t)h[3]) {
         PyErr_SetString(PyExc_TypeError, "not a rule shape (shapes.rule_shape)");
         return 0;
@@ -825,6 +842,284 @@ shape_match(const unsigned char *shape, const unsigned char *s, Py_ssize_t n, Py
             *qb = p + len;
             return 1;
         }
+    return 0;
+}
+
+/* The arrival shapes of shapes.py (end kind 3, 4, 5: exim-queue's `arrival-auth`, `arrival` and
+ * `local` rules as shipped). Their regexes are possessive or, where not, every way back the regex
+ * could take ends on a byte that cannot follow (each optional field starts with a space and a
+ * name no later field starts with; every greedy run is followed by a byte its class excludes), so
+ * reading them forward gives the regex's match, or its failure. The client is read in its common
+ * forms only: for any other (`H=H=`, a name or HELO cut short or holding other bytes, an address
+ * of the wrong length) arrival_match says ARRIVAL_REGEX and the caller runs the rule's regex,
+ * which then decides. tests/test_shapes.py compares it with the regexes. */
+#define ARRIVAL_REGEX (-1)
+
+/* \s of a bytes regex: space, \t \n \v \f \r */
+static inline int
+is_space(unsigned char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+static inline int
+is_word(unsigned char c)
+{
+    return is_alnum(c) || c == '_';
+}
+
+static inline int
+lit_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t p, const char *text, Py_ssize_t len)
+{
+    return p + len <= n && memcmp(s + p, text, (size_t)len) == 0;
+}
+#define LIT_AT(s, n, p, text) lit_at(s, n, p, text, (Py_ssize_t)sizeof text - 1)
+
+/* the end of a run of \S from p (possibly p itself) */
+static inline Py_ssize_t
+nonspace_end(const unsigned char *s, Py_ssize_t n, Py_ssize_t p)
+{
+    while (p < n && !is_space(s[p]))
+        p++;
+    return p;
+}
+
+/* patterns.py's <EXIMHOST> after `H=` at p, its common form only: `name `, `(helo) `, then
+ * `[ip]` or `[IPv6:ip]` (2-45 of [0-9A-Fa-f:.]), `:port`, ` I=[ip]:port`, ` U=ident`, ` Ci=N`
+ * (each a field the next cannot start with, and each run followed by a byte it excludes). Where it ends, with the ip span in
+ * o; ARRIVAL_REGEX for any other form. */
+static Py_ssize_t
+exim_host_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t p, Found *o)
+{
+    Py_ssize_t q;
+    if (LIT_AT(s, n, p, "H="))
+        return ARRIVAL_REGEX;
+    if (p < n && is_word(s[p])) {  /* \w[\w./-]* then a space */
+        for (q = p + 1; q < n && (is_word(s[q]) || s[q] == '.' || s[q] == '/' || s[q] == '-'); q++)
+            ;
+        if (q >= n || s[q] != ' ')
+            return ARRIVAL_REGEX;
+        p = q + 1;
+    }
+    if (p < n && s[p] == '(') {  /* \([^\s()]*\) then a space */
+        for (q = p + 1; q < n && !is_space(s[q]) && s[q] != '(' && s[q] != ')'; q++)
+            ;
+        if (!(q + 1 < n && s[q] == ')' && s[q + 1] == ' '))
+            return ARRIVAL_REGEX;
+        p = q + 2;
+    }
+    if (!(p < n && s[p] == '['))
+        return ARRIVAL_REGEX;
+    p++;
+    if (LIT_AT(s, n, p, "IPv6:"))
+        p += 5;
+    for (q = p; q < n && q - p <= 45 && (is_digit(s[q]) || (s[q] >= 'A' && s[q] <= 'F') ||
+                                         (s[q] >= 'a' && s[q] <= 'f') || s[q] == ':' || s[q] == '.'); q++)
+        ;
+    if (q - p < 2 || q - p > 45 || q >= n || s[q] != ']')
+        return ARRIVAL_REGEX;
+    o->ia = p;
+    o->ib = q;
+    p = q + 1;
+    if (p < n && s[p] == ':') {  /* (?::\d+)? */
+        for (q = p + 1; q < n && is_digit(s[q]); q++)
+            ;
+        if (q == p + 1)
+            return ARRIVAL_REGEX;
+        p = q;
+    }
+    if (LIT_AT(s, n, p, " I=[")) {  /* (?: I=\[[0-9A-Fa-f:.]+\](?::\d+)?)? */
+        for (q = p + 4; q < n && (is_digit(s[q]) || (s[q] >= 'A' && s[q] <= 'F') || (s[q] >= 'a' && s[q] <= 'f') ||
+                                  s[q] == ':' || s[q] == '.'); q++)
+            ;
+        if (q == p + 4 || q >= n || s[q] != ']')
+            return ARRIVAL_REGEX;
+        p = q + 1;
+        if (p < n && s[p] == ':') {
+            for (q = p + 1; q < n && is_digit(s[q]); q++)
+                ;
+            if (q == p + 1)
+                return ARRIVAL_REGEX;
+            p = q;
+        }
+    }
+    if (LIT_AT(s, n, p, " U="))  /* (?: U=\S*)?: what follows starts with a space */
+        p = nonspace_end(s, n, p + 3);
+    if (LIT_AT(s, n, p, " Ci=")) {  /* (?: Ci=\d+)? */
+        for (q = p + 4; q < n && is_digit(s[q]); q++)
+            ;
+        if (q == p + 4)
+            return ARRIVAL_REGEX;
+        p = q;
+    }
+    return p;
+}
+
+/* An optional ` NAME=\S++` field at p (NAME= given with its space): where it ends, p if not there. */
+static inline Py_ssize_t
+field_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t p, const char *name, Py_ssize_t len)
+{
+    if (!lit_at(s, n, p, name, len))
+        return p;
+    Py_ssize_t e = nonspace_end(s, n, p + len);
+    return e > p + len ? e : p;
+}
+#define FIELD_AT(s, n, p, name) field_at(s, n, p, name, (Py_ssize_t)sizeof name - 1)
+
+/* The rule's text after the sender, from q: 1, 0 or ARRIVAL_REGEX (see above). */
+static int
+arrival_tail(int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t q, Found *o)
+{
+    Py_ssize_t e, r;
+    o->ia = o->ib = o->ua = o->ub = -1;
+    if (kind == 5) {  /* ` U=(?P<user>[^\s]+) P=local(?:-e?smtp|-bsmtp|) ` */
+        if (!LIT_AT(s, n, q, " U="))
+            return 0;
+        e = nonspace_end(s, n, q + 3);
+        if (e == q + 3 || !LIT_AT(s, n, e, " P=local"))
+            return 0;
+        r = e + 8;
+        if (!(LIT_AT(s, n, r, "-esmtp ") || LIT_AT(s, n, r, "-smtp ") || LIT_AT(s, n, r, "-bsmtp ") ||
+              (r < n && s[r] == ' ')))
+            return 0;
+        o->ua = q + 3;
+        o->ub = e;
+        return 1;
+    }
+    /* `(?: R=\S++|) H=<EXIMHOST> P=\S++`: without the R= field ` H=` would have to start where
+     * ` R=` does */
+    if (LIT_AT(s, n, q, " R=")) {
+        e = nonspace_end(s, n, q + 3);
+        if (e == q + 3)
+            return 0;
+        q = e;
+    }
+    if (!LIT_AT(s, n, q, " H="))
+        return 0;
+    q = exim_host_at(s, n, q + 3, o);
+    if (q < 0)
+        return ARRIVAL_REGEX;
+    /* from here every field is read as the regex reads it, so a field missing or cut short is
+     * the regex's no match too */
+    if (!LIT_AT(s, n, q, " P="))
+        return 0;
+    e = nonspace_end(s, n, q + 3);
+    if (e == q + 3)
+        return 0;
+    if (kind == 4)  /* `arrival`: then a space */
+        return e < n && s[e] == ' ' ? 1 : 0;
+    /* `arrival-auth`: (?: L[*.]?-?|)(?: X=\S++|)(?: CV=\S++|)(?: DN="[^"\n]*+"|)(?: SNI=\S++|)
+     * A=[^\s:]++:(?P<user>[^\s:]++)(?::\S*+|)(?: PRDR|)(?: PRX=\S++|)(?: K|) S=\d++(?: |$) */
+    if (LIT_AT(s, n, e, " L")) {
+        e += 2;
+        if (e < n && (s[e] == '*' || s[e] == '.'))
+            e++;
+        if (e < n && s[e] == '-')
+            e++;
+    }
+    e = FIELD_AT(s, n, e, " X=");
+    e = FIELD_AT(s, n, e, " CV=");
+    if (LIT_AT(s, n, e, " DN=\"")) {
+        for (r = e + 5; r < n && s[r] != '"' && s[r] != '\n'; r++)
+            ;
+        if (r < n && s[r] == '"')
+            e = r + 1;
+    }
+    e = FIELD_AT(s, n, e, " SNI=");
+    if (!LIT_AT(s, n, e, " A="))
+        return 0;
+    for (r = e + 3; r < n && !is_space(s[r]) && s[r] != ':'; r++)
+        ;
+    if (r == e + 3 || r >= n || s[r] != ':')
+        return 0;
+    Py_ssize_t ua = r + 1;
+    for (r = ua; r < n && !is_space(s[r]) && s[r] != ':'; r++)
+        ;
+    if (r == ua)
+        return 0;
+    Py_ssize_t ub = r;
+    if (r < n && s[r] == ':')
+        r = nonspace_end(s, n, r + 1);
+    if (LIT_AT(s, n, r, " PRDR"))
+        r += 5;
+    r = FIELD_AT(s, n, r, " PRX=");
+    if (LIT_AT(s, n, r, " K"))
+        r += 2;
+    if (!LIT_AT(s, n, r, " S="))
+        return 0;
+    for (e = r + 3; e < n && is_digit(s[e]); e++)
+        ;
+    if (e == r + 3 || !(e == n || s[e] == ' ' || (e == n - 1 && s[e] == '\n')))
+        return 0;
+    o->ua = ua;
+    o->ub = ub;
+    return 1;
+}
+
+/* <EXIMSENDER> at p, then the rest: `<>` (no sender) first, as the regex's alternation, then the
+ * sender. */
+static int
+arrival_sender(int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t p, Found *o)
+{
+    if (LIT_AT(s, n, p, "<>")) {
+        o->sa = o->sb = -1;
+        int r = arrival_tail(kind, s, n, p + 2, o);
+        if (r != 0)
+            return r;
+    }
+    /* (?:[^\s"]++|"(?:[^"\\\n]++|\\.)*+")++, possessive throughout: runs without space or quote
+     * and quoted strings (a backslash takes any byte after it, DOTALL), as long as they come; an
+     * unclosed quote ends the sender before it */
+    Py_ssize_t e = p;
+    while (e < n) {
+        if (!is_space(s[e]) && s[e] != '"') {
+            e++;
+            continue;
+        }
+        if (s[e] != '"')
+            break;
+        Py_ssize_t q = e + 1;
+        while (q < n && s[q] != '"' && s[q] != '\n')
+            q += s[q] == '\\' ? (q + 1 < n ? 2 : n) : 1;
+        if (!(q < n && s[q] == '"'))
+            break;
+        e = q + 1;
+    }
+    if (e == p)
+        return 0;
+    o->sa = p;
+    o->sb = e;
+    return arrival_tail(kind, s, n, e, o);
+}
+
+/* An arrival shape's match at s[pos:]: 1 with the spans in o, 0, or ARRIVAL_REGEX. The prefix as
+ * shape_match; <QID>'s readings in the regex's order, each that ` <= ` follows tried in turn. */
+static int
+arrival_match(int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t pos, Found *o)
+{
+    Py_ssize_t p = exim_prefix_end(s, n, pos);
+    Py_ssize_t ends[2 + 16];
+    int k = 0;
+    if (alnums_at(s, n, p, 6) && p + 6 < n && s[p + 6] == '-') {
+        if (alnums_at(s, n, p + 7, 6) && p + 13 < n && s[p + 13] == '-' && alnums_at(s, n, p + 14, 2))
+            ends[k++] = p + 16;
+        if (alnums_at(s, n, p + 7, 11) && p + 18 < n && s[p + 18] == '-' && alnums_at(s, n, p + 19, 4))
+            ends[k++] = p + 23;
+    }
+    Py_ssize_t run = 0;
+    while (run < 20 && p + run < n && is_alnum(s[p + run]))
+        run++;
+    for (Py_ssize_t len = run; len >= 5; len--)
+        ends[k++] = p + len;
+    o->qa = p;
+    for (int i = 0; i < k; i++) {
+        if (!LIT_AT(s, n, ends[i], " <= "))
+            continue;
+        o->qb = ends[i];
+        int r = arrival_sender(kind, s, n, ends[i] + 4, o);
+        if (r != 0)
+            return r;
+    }
     return 0;
 }
 
@@ -1120,17 +1415,23 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
         if (llen > 0 && (index != Py_None && r < INDEX_WIDTH ? !((found >> r) & 1) : !holds(literal, s, n)))
             continue;
         PyObject *shape = PyTuple_GET_SIZE(rule) >= 4 ? PyTuple_GET_ITEM(rule, 3) : Py_None;
-        Found m = {NULL, s, 0, 0};
+        Found m = {NULL, s, 0, 0, -1, -1, -1, -1, -1, -1};
         if (shape != Py_None) {
             Py_ssize_t at = PyLong_AsSsize_t(start);
             if (at == -1 && PyErr_Occurred())
                 return NULL;
             if (!valid_shape(shape))
                 return NULL;
-            if (at < 0 || at > n || !shape_match((const unsigned char *)PyBytes_AS_STRING(shape),
-                                                 (const unsigned char *)s, n, at, &m.qa, &m.qb))
+            const unsigned char *h = (const unsigned char *)PyBytes_AS_STRING(shape);
+            int got = at < 0 || at > n ? 0
+                    : h[1] >= 3 ? arrival_match(h[1], (const unsigned char *)s, n, at, &m)
+                    : shape_match(h, (const unsigned char *)s, n, at, &m.qa, &m.qb);
+            if (got == 0)
                 continue;
-        } else {
+            if (got == ARRIVAL_REGEX)
+                shape = Py_None;  /* a form the arrival matcher leaves to the regex */
+        }
+        if (shape == Py_None) {
             PyObject *margs[] = {line, start};
             m.m = PyObject_Vectorcall(PyTuple_GET_ITEM(rule, 1), margs, 2, NULL);
             if (m.m == NULL)
@@ -2334,7 +2635,20 @@ shape_found(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!y*n", &PyBytes_Type, &shape, &line, &pos))
         return NULL;
     PyObject *res = NULL;
-    if (valid_shape(shape)) {
+    if (valid_shape(shape) && ((const unsigned char *)PyBytes_AS_STRING(shape))[1] >= 3) {
+        /* an arrival shape: {group: span} ((-1, -1): not taking part), None, or False when the
+         * regex decides */
+        Found m = {NULL, line.buf, 0, 0, -1, -1, -1, -1, -1, -1};
+        int got = pos < 0 || pos > line.len ? 0
+                : arrival_match(((const unsigned char *)PyBytes_AS_STRING(shape))[1], line.buf, line.len, pos, &m);
+        if (got == ARRIVAL_REGEX)
+            res = Py_NewRef(Py_False);
+        else if (got == 0)
+            res = Py_NewRef(Py_None);
+        else
+            res = Py_BuildValue("{s(nn)s(nn)s(nn)s(nn)}", "qid", m.qa, m.qb, "sender", m.sa, m.sb, "ip", m.ia,
+                                m.ib, "user", m.ua, m.ub);
+    } else if (!PyErr_Occurred()) {
         if (pos >= 0 && pos <= line.len &&
             shape_match((const unsigned char *)PyBytes_AS_STRING(shape), line.buf, line.len, pos, &qa, &qb))
             res = Py_BuildValue("(nn)", qa, qb);

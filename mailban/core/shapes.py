@@ -18,6 +18,16 @@ A shape is recognised only when the rule's regex is, character for character, th
 parts compile to (`compile_pattern`'s own expansion of the prefix and <QID>): a filter that
 edits its prefix or a placeholder that changes simply runs its regex again.
 
+Three more rules have an "arrival shape" (end kind 3, 4, 5), Exim's `<=` lines as exim-queue.toml
+writes its `arrival-auth`, `arrival` and `local` rules, character for character (ARRIVAL_TEMPLATES,
+with the placeholders as EXIM_PLACEHOLDERS has them). Their regexes read an arrival line up to
+`S=` at ~50 instructions a byte (7,500-14,000 a call); the C matcher (`arrival_match`) reads the
+common form of the line forward, since every way back those regexes could take ends on a byte that
+cannot follow (possessive runs; each optional field starts with a space and a name no later field
+starts with), and gives the `qid`, `sender`, `ip` and `user` spans. Any other form (a quoted local
+part in the sender, ` I=`, ` U=` or ` Ci=` after the client, a field cut short) it leaves to the
+rule's regex, which then decides: the C code never answers where it has not read the whole match.
+
 The C matcher follows the regex's backtracking order exactly (tests/test_shapes.py compares it
 with the regex on every shipped sample, both bench logs and adversarial lines): the prefix's two
 possessive groups are taken whole or not at all; <QID>'s three alternatives are tried in order,
@@ -47,11 +57,48 @@ QID_REGEX = (r"(?P<qid>[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-
              r"|[0-9A-Za-z]{5,20})")
 
 
+# The arrival rules the C code reads (exim-queue.toml), by end kind; and the placeholders as the C
+# code knows them: if one changes, these rules run their regexes until the C code is taught.
+ARRIVAL_TEMPLATES = {
+    (r"<QID> <= <EXIMSENDER>(?: R=\S++)? H=<EXIMHOST> P=\S++(?: L[*.]?-?)?(?: X=\S++)?(?: CV=\S++)?"
+     r'(?: DN="[^"\n]*+")?(?: SNI=\S++)? A=[^\s:]++:<EXIMACCOUNT>(?::\S*+)?(?: PRDR)?(?: PRX=\S++)?(?: K)?'
+     r" S=\d++(?: |$)"): 3,
+    r"<QID> <= <EXIMSENDER>(?: R=\S+)? H=<EXIMHOST> P=\S++ ": 4,
+    r"<QID> <= <EXIMSENDER> U=<LOGINNAME> P=local(?:-e?smtp|-bsmtp)? ": 5,
+}
+EXIM_PLACEHOLDERS = {
+    "QID": QID_REGEX,
+    "EXIMSENDER": r'(?:<>|(?P<sender>(?:[^\s"]++|"(?:[^"\\\n]++|\\.)*+")++))',
+    "EXIMHOST": (r"(?:H=)?(?:\w[\w./-]* )?(?:\([^\s()]*\) )?\[(?:IPv6:)?(?P<ip>[0-9A-Fa-f:.]{2,45})\]"
+                 r"(?::\d+)?(?: I=\[[0-9A-Fa-f:.]+\](?::\d+)?)?(?: U=\S*)?(?: Ci=\d+)?"),
+    "EXIMACCOUNT": r"(?P<user>[^\s:]++)",
+    "LOGINNAME": r"(?P<user>[^\s]+)",
+}
+_PLACEHOLDER = re.compile(r"<([A-Z]+)>")
+
+
+def arrival_shape(prefix: str, template: str, regex: bytes) -> bytes | None:
+    """The arrival shape of a rule (see the module doc), or None. Layout as rule_shape's, with
+    end kind 3 (`arrival-auth`), 4 (`arrival`) or 5 (`local`) and no text."""
+    kind = ARRIVAL_TEMPLATES.get(template)
+    if kind is None or prefix != EXIM_PREFIX:
+        return None
+    if any(PLACEHOLDERS[name][0] != known for name, known in EXIM_PLACEHOLDERS.items()):
+        return None
+    expanded = _PLACEHOLDER.sub(lambda m: EXIM_PLACEHOLDERS[m[1]], template)
+    if cheaper_optionals(prefix + expanded).encode() != regex:
+        return None
+    return bytes([1, kind, 0, 0])
+
+
 def rule_shape(prefix: str, template: str, regex: bytes) -> bytes | None:
     """The shape of a rule (see the module doc) as the C matcher reads it, or None.
 
     Layout: prefix kind (0 none, 1 EXIM_PREFIX), end kind (0 none, 1 `$`, 2 `(?:MORE\\S+)?$`),
     len(TEXT), len(MORE), then TEXT and MORE."""
+    arrival = arrival_shape(prefix, template, regex)
+    if arrival is not None:
+        return arrival
     kind = _PREFIXES.get(prefix)
     found = _TEMPLATE.fullmatch(template)
     if kind is None or found is None or PLACEHOLDERS["QID"][0] != QID_REGEX:
