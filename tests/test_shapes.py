@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from mailban import config
 from mailban.core.filters import Filter, Rule
 from mailban.core.patterns import compile_pattern
-from mailban.core.shapes import ARRIVAL_TEMPLATES, EXIM_PREFIX, rule_shape
+from mailban.core.shapes import ARRIVAL_TEMPLATES, EXIM_PREFIX, SHAPED_GROUP, implies_literal, rule_shape, shaped_group
 from mailban.core.syslog import SyslogParser
 from mailban.speedups import speedups
 from tests.bench_modules import genlog
@@ -192,6 +192,55 @@ def test_arrival_shapes_answer_every_arrival_of_both_bench_logs_and_samples() ->
             else:
                 left += 1
     assert answered > 5_000 and left == 0
+
+
+def test_a_filter_whose_every_rule_has_a_shape_holding_its_literal_skips_the_literal_scan() -> None:
+    from mailban.core.filters import FilterSet
+
+    filters = {f.name: f for f in config.load_filters(ROOT.parent)}
+    assert shaped_group([(r.shape, r.pattern.literal) for r in filters["exim-queue"].rules])
+    assert not shaped_group([(r.shape, r.pattern.literal) for r in filters["postfix-queue"].rules])
+    groups = FilterSet(list(filters.values())).rules_for(b"exim")
+    assert [g[5] for g in groups if g[5] == SHAPED_GROUP] == [SHAPED_GROUP]
+    completed, _ = shaped(r"<QID> Completed(?: QT=\S+)?$", EXIM_PREFIX)
+    assert completed is not None
+    assert implies_literal(completed, b" Completed") and implies_literal(completed, b"Compl")
+    assert not implies_literal(completed, b" QT=")  # the optional part: a match need not hold it
+    assert implies_literal(completed, (b" QT=", b"Completed")) and not implies_literal(completed, (b" QT=", b"x"))
+    auth = bytes([1, 3, 0, 0])
+    assert implies_literal(auth, b" A=") and not implies_literal(auth, b" X=")
+    assert implies_literal(bytes([1, 5, 0, 0]), b" P=local") and not implies_literal(bytes([1, 4, 0, 0]), b" A=")
+    assert not shaped_group([(completed, b" QT=")]) and not shaped_group([(None, b"x")]) and not shaped_group([])
+
+
+@needs_c
+def test_a_shaped_group_gives_what_the_literal_scan_gives() -> None:
+    """exim-queue matched without its literal scan (SHAPED_GROUP) and with it (its literal index):
+    the same items on the Exim bench log, hostile arrival lines and lines that hold a rule's
+    literal elsewhere."""
+    import mailban.core.filters as filters_module
+    from mailban.core.filters import FilterSet
+    from mailban.core.syslog import Header
+
+    filters = config.load_filters(ROOT.parent)
+    lines = [line.encode() for line in genlog().generate(20_000, seed=2, fmt="bsd", mta="exim")]
+    lines += [f"2026-12-03 13:05:5{i} [1] 1rKx2p-0004Ab-1F{text}".encode() for i, text in enumerate(
+        [" <= a@b U=x P=local S=1 A=", " Completed => x", " => <= ", " x A= P=local Completed", " ** x", "== Completed"])]
+    got = []
+    for shaped_scan in (True, False):
+        fs = FilterSet(filters)
+        if not shaped_scan:
+            original = filters_module.shaped_group
+            filters_module.shaped_group = lambda rules: False  # type: ignore[assignment]
+            try:
+                fs = FilterSet(filters)
+                assert all(g[5] != SHAPED_GROUP for g in fs.rules_for(b"exim"))
+            finally:
+                filters_module.shaped_group = original
+        items: list[object] = []
+        fast.match_lines(lines, 0, (*fs.scan_context(SyslogParser(time.time())), Header), "x", False, items)
+        got.append(items)
+    assert got[0] == got[1] and len(got[0]) > 10_000
 
 
 @needs_c

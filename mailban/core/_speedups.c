@@ -629,6 +629,14 @@ parse_header(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 #define INDEX_CANDS 256
 #define INDEX_SIZE (8 * (2 + INDEX_CANDS) + INDEX_SHIFTS)
 
+/* Whether a group's index is shapes.SHAPED_GROUP, b"S": every rule of the group has a shape (which
+ * first_rule checks as it reads them). */
+static inline int
+shaped_group(PyObject *index)
+{
+    return PyBytes_Check(index) && PyBytes_GET_SIZE(index) == 1 && PyBytes_AS_STRING(index)[0] == 'S';
+}
+
 /* The filter groups covering the line's program (FilterSet._dispatch, else rules_for()). New
  * reference, a tuple of 5-tuples. */
 static PyObject *
@@ -656,10 +664,11 @@ groups_for(Ctx *x, PyObject *tag)
             !PyTuple_Check(rules = PyTuple_GET_ITEM(group, 3)) || !PyTuple_Check(specs = PyTuple_GET_ITEM(group, 4)) ||
             PyTuple_GET_SIZE(rules) != PyTuple_GET_SIZE(specs) ||
             ((index = PyTuple_GET_ITEM(group, 5)) != Py_None &&
-             (!PyBytes_Check(index) || PyBytes_GET_SIZE(index) != INDEX_SIZE))) {
+             (!PyBytes_Check(index) || (PyBytes_GET_SIZE(index) != INDEX_SIZE && !shaped_group(index))))) {
             Py_DECREF(groups);
             PyErr_SetString(PyExc_TypeError,
-                            "a dispatch group must be (combined, markers, joined, rules, specs, literal index)");
+                            "a dispatch group must be (combined, markers, joined, rules, specs, literal index), "
+                            "its rules all shaped when the index is shapes.SHAPED_GROUP");
             return NULL;
         }
     }
@@ -805,7 +814,8 @@ static int
 valid_shape(PyObject *shape)
 {
     const unsigned char *h = (const unsigned char *)(PyBytes_Check(shape) ? PyBytes_AS_STRING(shape) : NULL);
-    if (h == NULL || PyBytes_GET_SIZE(shape) < 4 || h[0] > 1 || h[1] > 5 || (h[1] >= 3 && (h[0] != 1 || h[2] != 0 || h[3] != 0)) ||
+    if (h == NULL || PyBytes_GET_SIZE(shape) < 4 || h[0] > 1 || h[1] > 5 || (h[1] < 3 && h[2] == 0) ||
+        (h[1] >= 3 && (h[0] != 1 || h[2] != 0 || h[3] != 0)) ||
         PyBytes_GET_SIZE(shape) != 4 + (Py_ssize_t)h[2] + (Py_ssize_t)h[3]) {
         PyErr_SetString(PyExc_TypeError, "not a rule shape (shapes.rule_shape)");
         return 0;
@@ -813,36 +823,56 @@ valid_shape(PyObject *shape)
     return 1;
 }
 
-/* A shape's match at s[pos:] (the regex's `match(line, pos)`): 1 with the queue id's span in
- * *qa, *qb, or 0. <QID>'s alternatives in the regex's order: 6-6-2, 6-11-4 (Exim's two
- * formats), then 5 to 20 letters and digits, longest first. */
-static int
-shape_match(const unsigned char *shape, const unsigned char *s, Py_ssize_t n, Py_ssize_t pos,
-            Py_ssize_t *qa, Py_ssize_t *qb)
+/* Where <QID> can end from p, in the regex's order: 6-6-2, 6-11-4 (Exim's two formats), then 5
+ * to 20 letters and digits, longest first. Read once per line and prefix for all of a filter's
+ * shapes (first_rule). */
+typedef struct {
+    Py_ssize_t p;  /* where the id starts: after the prefix */
+    int k;
+    Py_ssize_t ends[2 + 16];
+} QidAt;
+
+static void
+qid_readings(const unsigned char *s, Py_ssize_t n, Py_ssize_t p, QidAt *q)
 {
-    Py_ssize_t p = shape[0] == 1 ? exim_prefix_end(s, n, pos) : pos;
-    *qa = p;
+    q->p = p;
+    q->k = 0;
     if (alnums_at(s, n, p, 6) && p + 6 < n && s[p + 6] == '-') {
-        if (alnums_at(s, n, p + 7, 6) && p + 13 < n && s[p + 13] == '-' && alnums_at(s, n, p + 14, 2) &&
-            shape_rest(shape, s, n, p + 16)) {
-            *qb = p + 16;
-            return 1;
-        }
-        if (alnums_at(s, n, p + 7, 11) && p + 18 < n && s[p + 18] == '-' && alnums_at(s, n, p + 19, 4) &&
-            shape_rest(shape, s, n, p + 23)) {
-            *qb = p + 23;
-            return 1;
-        }
+        if (alnums_at(s, n, p + 7, 6) && p + 13 < n && s[p + 13] == '-' && alnums_at(s, n, p + 14, 2))
+            q->ends[q->k++] = p + 16;
+        if (alnums_at(s, n, p + 7, 11) && p + 18 < n && s[p + 18] == '-' && alnums_at(s, n, p + 19, 4))
+            q->ends[q->k++] = p + 23;
     }
     Py_ssize_t run = 0;
     while (run < 20 && p + run < n && is_alnum(s[p + run]))
         run++;
     for (Py_ssize_t len = run; len >= 5; len--)
-        if (shape_rest(shape, s, n, p + len)) {
-            *qb = p + len;
+        q->ends[q->k++] = p + len;
+}
+
+/* A queue shape's match after the prefix (q: the id's readings): 1 with the queue id's span in
+ * *qa, *qb, or 0. The first reading the shape's rest follows wins, as in the regex. */
+static int
+shape_from(const unsigned char *shape, const unsigned char *s, Py_ssize_t n, const QidAt *q,
+           Py_ssize_t *qa, Py_ssize_t *qb)
+{
+    for (int i = 0; i < q->k; i++)
+        if (q->ends[i] < n && s[q->ends[i]] == shape[4] && shape_rest(shape, s, n, q->ends[i])) {
+            *qa = q->p;
+            *qb = q->ends[i];
             return 1;
         }
     return 0;
+}
+
+/* A shape's match at s[pos:] (the regex's `match(line, pos)`): shape_from after the prefix. */
+static int
+shape_match(const unsigned char *shape, const unsigned char *s, Py_ssize_t n, Py_ssize_t pos,
+            Py_ssize_t *qa, Py_ssize_t *qb)
+{
+    QidAt q;
+    qid_readings(s, n, shape[0] == 1 ? exim_prefix_end(s, n, pos) : pos, &q);
+    return shape_from(shape, s, n, &q, qa, qb);
 }
 
 /* The arrival shapes of shapes.py (end kind 3, 4, 5: exim-queue's `arrival-auth`, `arrival` and
@@ -1092,35 +1122,30 @@ arrival_sender(int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t p, Fou
     return arrival_tail(kind, s, n, e, o);
 }
 
-/* An arrival shape's match at s[pos:]: 1 with the spans in o, 0, or ARRIVAL_REGEX. The prefix as
- * shape_match; <QID>'s readings in the regex's order, each that ` <= ` follows tried in turn. */
+/* An arrival shape's match after the prefix (q: the id's readings): 1 with the spans in o, 0,
+ * or ARRIVAL_REGEX; each reading that ` <= ` follows tried in turn. */
 static int
-arrival_match(int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t pos, Found *o)
+arrival_from(int kind, const unsigned char *s, Py_ssize_t n, const QidAt *q, Found *o)
 {
-    Py_ssize_t p = exim_prefix_end(s, n, pos);
-    Py_ssize_t ends[2 + 16];
-    int k = 0;
-    if (alnums_at(s, n, p, 6) && p + 6 < n && s[p + 6] == '-') {
-        if (alnums_at(s, n, p + 7, 6) && p + 13 < n && s[p + 13] == '-' && alnums_at(s, n, p + 14, 2))
-            ends[k++] = p + 16;
-        if (alnums_at(s, n, p + 7, 11) && p + 18 < n && s[p + 18] == '-' && alnums_at(s, n, p + 19, 4))
-            ends[k++] = p + 23;
-    }
-    Py_ssize_t run = 0;
-    while (run < 20 && p + run < n && is_alnum(s[p + run]))
-        run++;
-    for (Py_ssize_t len = run; len >= 5; len--)
-        ends[k++] = p + len;
-    o->qa = p;
-    for (int i = 0; i < k; i++) {
-        if (!LIT_AT(s, n, ends[i], " <= "))
+    o->qa = q->p;
+    for (int i = 0; i < q->k; i++) {
+        if (!LIT_AT(s, n, q->ends[i], " <= "))
             continue;
-        o->qb = ends[i];
-        int r = arrival_sender(kind, s, n, ends[i] + 4, o);
+        o->qb = q->ends[i];
+        int r = arrival_sender(kind, s, n, q->ends[i] + 4, o);
         if (r != 0)
             return r;
     }
     return 0;
+}
+
+/* An arrival shape's match at s[pos:]: arrival_from after the prefix (always Exim's). */
+static int
+arrival_match(int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t pos, Found *o)
+{
+    QidAt q;
+    qid_readings(s, n, exim_prefix_end(s, n, pos), &q);
+    return arrival_from(kind, s, n, &q, o);
 }
 
 /* qid.decode("ascii") if qid else NULL (no error set); NULL with an error set on failure. */
@@ -1407,25 +1432,38 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
     PyObject *rules = PyTuple_GET_ITEM(group, 3), *specs = PyTuple_GET_ITEM(group, 4);
     PyObject *index = PyTuple_GET_ITEM(group, 5);
     Py_ssize_t count = PyTuple_GET_SIZE(rules);
-    uint64_t found = index == Py_None ? 0 : literals_in(PyBytes_AS_STRING(index), rules, s, n);
+    /* shapes.SHAPED_GROUP: every rule has a shape whose match holds its literal, no scan needed */
+    int shaped = shaped_group(index);
+    uint64_t found = index == Py_None || shaped ? 0 : literals_in(PyBytes_AS_STRING(index), rules, s, n);
+    /* the queue id's readings after each prefix kind (shapes.py), read once for all the shapes */
+    QidAt qids[2];
+    int read[2] = {0, 0};
+    Py_ssize_t at = -2;
+    const unsigned char *u = (const unsigned char *)s;
     for (Py_ssize_t r = 0; r < count; r++) {
         PyObject *rule = PyTuple_GET_ITEM(rules, r);  /* (literal, match, Python builder, shape) */
         PyObject *literal = PyTuple_GET_ITEM(rule, 0);
         Py_ssize_t llen = PyBytes_Check(literal) ? PyBytes_GET_SIZE(literal) : PyTuple_GET_SIZE(literal);
-        if (llen > 0 && (index != Py_None && r < INDEX_WIDTH ? !((found >> r) & 1) : !holds(literal, s, n)))
+        if (!shaped && llen > 0 && (index != Py_None && r < INDEX_WIDTH ? !((found >> r) & 1) : !holds(literal, s, n)))
             continue;
         PyObject *shape = PyTuple_GET_SIZE(rule) >= 4 ? PyTuple_GET_ITEM(rule, 3) : Py_None;
         Found m = {NULL, s, 0, 0, -1, -1, -1, -1, -1, -1};
-        if (shape != Py_None) {
-            Py_ssize_t at = PyLong_AsSsize_t(start);
-            if (at == -1 && PyErr_Occurred())
+        if (shape != Py_None || shaped) {
+            if (at == -2 && (at = PyLong_AsSsize_t(start)) == -1 && PyErr_Occurred())
                 return NULL;
             if (!valid_shape(shape))
                 return NULL;
             const unsigned char *h = (const unsigned char *)PyBytes_AS_STRING(shape);
-            int got = at < 0 || at > n ? 0
-                    : h[1] >= 3 ? arrival_match(h[1], (const unsigned char *)s, n, at, &m)
-                    : shape_match(h, (const unsigned char *)s, n, at, &m.qa, &m.qb);
+            int got = 0;
+            if (at >= 0 && at <= n) {
+                int kind = h[0];
+                if (!read[kind]) {
+                    qid_readings(u, n, kind == 1 ? exim_prefix_end(u, n, at) : at, &qids[kind]);
+                    read[kind] = 1;
+                }
+                got = h[1] >= 3 ? arrival_from(h[1], u, n, &qids[kind], &m)
+                                : shape_from(h, u, n, &qids[kind], &m.qa, &m.qb);
+            }
             if (got == 0)
                 continue;
             if (got == ARRIVAL_REGEX)

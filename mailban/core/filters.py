@@ -29,7 +29,7 @@ from .errors import ConfigError
 from .literals import literal_index
 from .patterns import CompiledPattern, PatternError, compile_pattern
 from .records import KINDS, STATUSES, Event, normalize_ip
-from .shapes import rule_shape
+from .shapes import SHAPED_GROUP, rule_shape, shaped_group
 from .syslog import LAST_REPEATED, REPEATED, REPEATS, Header, SyslogParser, unfold
 from .tomldoc import TomlDoc
 
@@ -156,7 +156,8 @@ Compiled = tuple[bytes | tuple[bytes, ...], Any, Callable[..., "Event | None"], 
 # with the builders the combined regex needs, rules for one-by-one matching, and each rule's
 # spec, which the C loops of `_speedups` build from instead of calling the builder).
 # (combined regex's match, markers, joined builders, rules one by one, event specs, the rules'
-# literal index for the C matcher: literals.literal_index)
+# literal index for the C matcher: literals.literal_index, or shapes.SHAPED_GROUP when every rule
+# has a shape)
 Group = tuple[Any, dict[int, int], tuple[Compiled, ...], tuple[Compiled, ...], tuple[Any, ...], bytes | None]
 # Bounded caches of converted fields, shared by all filters: most lines name a few thousand
 # addresses again and again. Cleared when full (a spray of distinct addresses must not grow it).
@@ -342,7 +343,8 @@ def _group(f: Filter, make: Callable[..., Callable[..., Any]], spec: Callable[..
     """A filter's group for one-by-one matching (the combined regex is left to _combine)."""
     rules = tuple((r.pattern.literal, r.pattern.regex.match, make(r), r.shape) for r in f.rules)
     specs = tuple(spec(r) for r in f.rules)
-    return None, {}, (), rules, specs, literal_index([r.pattern.literal for r in f.rules])
+    shaped = shaped_group([(r.shape, r.pattern.literal) for r in f.rules])
+    return None, {}, (), rules, specs, SHAPED_GROUP if shaped else literal_index([r.pattern.literal for r in f.rules])
 
 
 def _combine(f: Filter, group: Group, make: Callable[..., Callable[..., Any]]) -> Group:

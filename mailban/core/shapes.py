@@ -114,3 +114,27 @@ def rule_shape(prefix: str, template: str, regex: bytes) -> bytes | None:
         return None
     return bytes([kind, end, len(text), len(more)]) + text + more
 
+
+# In a filter's group, in place of its literal index (literals.py): every rule has a shape whose
+# match holds the rule's literal, so the C matcher skips the literal scan and reads the prefix
+# and the queue id once for all the rules (`first_rule`): the rule's literal pre-check cannot
+# change the answer (a line its shape matches holds the literal).
+SHAPED_GROUP = b"S"
+# What an arrival shape's match always holds (its regex's fixed text), by end kind.
+_ARRIVAL_TEXTS = {3: (b" <= ", b" H=", b" P=", b" A=", b" S="), 4: (b" <= ", b" H=", b" P="),
+                  5: (b" <= ", b" U=", b" P=local")}
+
+
+def implies_literal(shape: bytes, literal: bytes | tuple[bytes, ...]) -> bool:
+    """Whether every line the shape matches holds the literal (one of them, for a tuple)."""
+    texts = (literal,) if isinstance(literal, bytes) else literal
+    if not texts or any(not text for text in texts):
+        return True  # no literal (or an empty one): nothing to check
+    fixed = _ARRIVAL_TEXTS.get(shape[1], ()) if shape[1] >= 3 else (shape[4:4 + shape[2]],)
+    return any(text in part for text in texts for part in fixed)
+
+
+def shaped_group(rules: list[tuple[bytes | None, bytes | tuple[bytes, ...]]]) -> bool:
+    """Whether a filter's rules, (shape, literal) each, can all be matched by their shapes with no
+    literal scan (SHAPED_GROUP)."""
+    return bool(rules) and all(shape is not None and implies_literal(shape, literal) for shape, literal in rules)
