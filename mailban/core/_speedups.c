@@ -824,30 +824,45 @@ valid_shape(PyObject *shape)
 }
 
 /* Where <QID> can end from p, in the regex's order: 6-6-2, 6-11-4 (Exim's two formats), then 5
- * to 20 letters and digits, longest first. Read once per line and prefix for all of a filter's
- * shapes (first_rule). */
+ * to 20 letters and digits, longest first (p + run down to p + 5; every one but the longest is
+ * followed by a letter or digit). Read once per line and prefix for all of a filter's shapes
+ * (first_rule). */
 typedef struct {
     Py_ssize_t p;  /* where the id starts: after the prefix */
-    int k;
-    Py_ssize_t ends[2 + 16];
+    int k;         /* the Exim formats that read here, their ends in ends[] */
+    Py_ssize_t ends[2];
+    Py_ssize_t run;  /* letters and digits from p, at most 20 */
 } QidAt;
 
 static void
 qid_readings(const unsigned char *s, Py_ssize_t n, Py_ssize_t p, QidAt *q)
 {
+    Py_ssize_t run = 0;
+    while (run < 20 && p + run < n && is_alnum(s[p + run]))
+        run++;
     q->p = p;
     q->k = 0;
-    if (alnums_at(s, n, p, 6) && p + 6 < n && s[p + 6] == '-') {
+    q->run = run;
+    if (run == 6 && p + 6 < n && s[p + 6] == '-') {
         if (alnums_at(s, n, p + 7, 6) && p + 13 < n && s[p + 13] == '-' && alnums_at(s, n, p + 14, 2))
             q->ends[q->k++] = p + 16;
         if (alnums_at(s, n, p + 7, 11) && p + 18 < n && s[p + 18] == '-' && alnums_at(s, n, p + 19, 4))
             q->ends[q->k++] = p + 23;
     }
-    Py_ssize_t run = 0;
-    while (run < 20 && p + run < n && is_alnum(s[p + run]))
-        run++;
-    for (Py_ssize_t len = run; len >= 5; len--)
-        q->ends[q->k++] = p + len;
+}
+
+/* The i-th end of <QID>'s readings (i from 0), or -1 past the last. `first`, the byte the rest
+ * starts with: when it is no letter or digit only the longest run can be followed by it, and the
+ * shorter ones are not tried (the same answer, fewer tries). */
+static inline Py_ssize_t
+qid_end(const QidAt *q, int i, unsigned char first)
+{
+    if (i < q->k)
+        return q->ends[i];
+    Py_ssize_t len = q->run - (i - q->k);
+    if (len < 5 || (len < q->run && !is_alnum(first)))
+        return -1;
+    return q->p + len;
 }
 
 /* A queue shape's match after the prefix (q: the id's readings): 1 with the queue id's span in
@@ -856,10 +871,11 @@ static int
 shape_from(const unsigned char *shape, const unsigned char *s, Py_ssize_t n, const QidAt *q,
            Py_ssize_t *qa, Py_ssize_t *qb)
 {
-    for (int i = 0; i < q->k; i++)
-        if (q->ends[i] < n && s[q->ends[i]] == shape[4] && shape_rest(shape, s, n, q->ends[i])) {
+    Py_ssize_t end;
+    for (int i = 0; (end = qid_end(q, i, shape[4])) >= 0; i++)
+        if (end < n && s[end] == shape[4] && shape_rest(shape, s, n, end)) {
             *qa = q->p;
-            *qb = q->ends[i];
+            *qb = end;
             return 1;
         }
     return 0;
@@ -884,6 +900,8 @@ shape_match(const unsigned char *shape, const unsigned char *s, Py_ssize_t n, Py
  * of the wrong length) arrival_match says ARRIVAL_REGEX and the caller runs the rule's regex,
  * which then decides. tests/test_shapes.py compares it with the regexes. */
 #define ARRIVAL_REGEX (-1)
+
+static int contains(const char *s, Py_ssize_t n, const char *lit, Py_ssize_t llen);
 
 /* \s of a bytes regex: space, \t \n \v \f \r */
 static inline int
@@ -1123,16 +1141,21 @@ arrival_sender(int kind, const unsigned char *s, Py_ssize_t n, Py_ssize_t p, Fou
 }
 
 /* An arrival shape's match after the prefix (q: the id's readings): 1 with the spans in o, 0,
- * or ARRIVAL_REGEX; each reading that ` <= ` follows tried in turn. */
+ * or ARRIVAL_REGEX; each reading that ` <= ` follows tried in turn. `arrival-auth` on a line
+ * without its fixed text ` A=` is no match (its rule's literal: most arrivals hold none, and
+ * reading one up to where A= would be costs more than looking for it). */
 static int
 arrival_from(int kind, const unsigned char *s, Py_ssize_t n, const QidAt *q, Found *o)
 {
+    Py_ssize_t end;
     o->qa = q->p;
-    for (int i = 0; i < q->k; i++) {
-        if (!LIT_AT(s, n, q->ends[i], " <= "))
+    for (int i = 0; (end = qid_end(q, i, ' ')) >= 0; i++) {
+        if (!LIT_AT(s, n, end, " <= "))
             continue;
-        o->qb = q->ends[i];
-        int r = arrival_sender(kind, s, n, q->ends[i] + 4, o);
+        if (kind == 3 && !contains((const char *)s, n, " A=", 3))
+            return 0;
+        o->qb = end;
+        int r = arrival_sender(kind, s, n, end + 4, o);
         if (r != 0)
             return r;
     }
@@ -1435,16 +1458,32 @@ first_rule(Ctx *x, PyObject *group, PyObject *line, const char *s, Py_ssize_t n,
     /* shapes.SHAPED_GROUP: every rule has a shape whose match holds its literal, no scan needed */
     int shaped = shaped_group(index);
     uint64_t found = index == Py_None || shaped ? 0 : literals_in(PyBytes_AS_STRING(index), rules, s, n);
+    /* With a literal index over all the rules, the rules to try are those whose literal is in the
+     * line and those without one (the index's mask says which have one): go from one to the next. */
+    int by_bits = index != Py_None && !shaped && count <= INDEX_WIDTH;
+    uint64_t tries = 0;
+    if (by_bits) {
+        uint64_t with_literal;
+        memcpy(&with_literal, PyBytes_AS_STRING(index) + 8, sizeof with_literal);
+        tries = found | (~with_literal & (count == INDEX_WIDTH ? ~(uint64_t)0 : ((uint64_t)1 << count) - 1));
+    }
     /* the queue id's readings after each prefix kind (shapes.py), read once for all the shapes */
     QidAt qids[2];
     int read[2] = {0, 0};
     Py_ssize_t at = -2;
     const unsigned char *u = (const unsigned char *)s;
     for (Py_ssize_t r = 0; r < count; r++) {
+        if (by_bits) {
+            uint64_t rest = r < INDEX_WIDTH ? tries >> r : 0;
+            if (rest == 0)
+                break;
+            r += __builtin_ctzll(rest);
+        }
         PyObject *rule = PyTuple_GET_ITEM(rules, r);  /* (literal, match, Python builder, shape) */
         PyObject *literal = PyTuple_GET_ITEM(rule, 0);
         Py_ssize_t llen = PyBytes_Check(literal) ? PyBytes_GET_SIZE(literal) : PyTuple_GET_SIZE(literal);
-        if (!shaped && llen > 0 && (index != Py_None && r < INDEX_WIDTH ? !((found >> r) & 1) : !holds(literal, s, n)))
+        if (!shaped && !by_bits && llen > 0 &&
+            (index != Py_None && r < INDEX_WIDTH ? !((found >> r) & 1) : !holds(literal, s, n)))
             continue;
         PyObject *shape = PyTuple_GET_SIZE(rule) >= 4 ? PyTuple_GET_ITEM(rule, 3) : Py_None;
         Found m = {NULL, s, 0, 0, -1, -1, -1, -1, -1, -1};
