@@ -717,7 +717,19 @@ match_group(Found *f, PyObject *name)
 static inline int
 is_alnum(unsigned char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+    /* [0-9A-Za-z]: two unsigned range checks (c | 32 folds A-Z onto a-z) */
+    return (unsigned)(c - '0') < 10u || (unsigned)((c | 32) - 'a') < 26u;
+}
+
+/* memcmp(a, b, len) == 0 for the few bytes of a shape's text or a field name: a loop costs less
+ * than the call into libc's memcmp for 2-10 bytes */
+static inline int
+same_bytes(const unsigned char *a, const unsigned char *b, Py_ssize_t len)
+{
+    for (Py_ssize_t i = 0; i < len; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
 }
 
 static inline int
@@ -792,12 +804,12 @@ shape_rest(const unsigned char *shape, const unsigned char *s, Py_ssize_t n, Py_
 {
     Py_ssize_t tlen = shape[2], mlen = shape[3];
     const unsigned char *text = shape + 4, *more = shape + 4 + tlen;
-    if (p + tlen > n || memcmp(s + p, text, (size_t)tlen) != 0)
+    if (p + tlen > n || !same_bytes(s + p, text, tlen))
         return 0;
     p += tlen;
     if (shape[1] == 0)
         return 1;
-    if (shape[1] == 2 && p + mlen <= n && memcmp(s + p, more, (size_t)mlen) == 0) {
+    if (shape[1] == 2 && p + mlen <= n && same_bytes(s + p, more, mlen)) {
         /* (?:MORE\S+|)$: the longest run of \S first, then each shorter one (>= 1) */
         Py_ssize_t a = p + mlen, b = a;
         while (b < n && !(s[b] == ' ' || (s[b] >= '\t' && s[b] <= '\r')))
@@ -810,7 +822,7 @@ shape_rest(const unsigned char *shape, const unsigned char *s, Py_ssize_t n, Py_
 }
 
 /* 1 when `shape` is a shape as shapes.rule_shape makes them, else 0 with an error set. */
-static int
+static inline int
 valid_shape(PyObject *shape)
 {
     const unsigned char *h = (const unsigned char *)(PyBytes_Check(shape) ? PyBytes_AS_STRING(shape) : NULL);
@@ -919,7 +931,7 @@ is_word(unsigned char c)
 static inline int
 lit_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t p, const char *text, Py_ssize_t len)
 {
-    return p + len <= n && memcmp(s + p, text, (size_t)len) == 0;
+    return p + len <= n && same_bytes(s + p, (const unsigned char *)text, len);
 }
 #define LIT_AT(s, n, p, text) lit_at(s, n, p, text, (Py_ssize_t)sizeof text - 1)
 
