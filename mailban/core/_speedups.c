@@ -24,8 +24,10 @@
  *       (needs.py) builds nothing and is counted in `quiet`.
  *
  *   A rule that is a queue id then fixed text (shapes.py) is matched here without its regex
- *   (shape_match, the regex's own backtracking order); shape_found(shape, line, pos) is that
- *   matcher for the tests.
+ *   (shape_match, the regex's own backtracking order), and so are Exim's arrival rules as
+ *   exim-queue.toml ships them (arrival_match: the common forms of the line, any other is left to
+ *   the regex); a filter whose rules all have shapes is matched without its literal scan
+ *   (shapes.SHAPED_GROUP). shape_found(shape, line, pos) is that matcher for the tests.
  *
  *   tally(lines, lineno, ctx, per_rule, per_ip, first, pending, same, failure_stems)
  *       -> (lineno, parsed, matched, lines of covered programs no rule matched, whether one of
