@@ -175,7 +175,7 @@ def test_arrival_shapes_answer_the_common_forms_as_their_regex(sender: str, clie
 
 
 @needs_c
-def test_arrival_shapes_answer_every_arrival_of_both_bench_logs_and_samples() -> None:
+def test_arrival_shapes_answer_every_arrival_of_the_exim_bench_log_and_the_samples() -> None:
     filters = config.load_filters(ROOT.parent)
     rules = [r for f in filters for r in f.rules if r.shape is not None and r.shape[1] >= 3]
     lines = [line for path in sorted((ROOT / "filters").glob("*.log")) for line in path.read_bytes().split(b"\n")]
