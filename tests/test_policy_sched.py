@@ -156,3 +156,20 @@ def test_a_loop_that_is_never_idle_still_saves_every_second(tmp_path: Path) -> N
         server.stop()
         busy_r.close()
         busy_w.close()
+
+
+def test_a_loop_never_idle_collects_anyway_past_late_gen0() -> None:
+    from mailban.policy.sched import LATE_GEN0
+
+    old = gc.get_threshold()
+    collector = IdleCollector()
+    try:
+        collector.install()
+        gc.collect()
+        keep = [[] for _ in range(SOFT_GEN0 + 10)]  # tracked, alive: counted, not freed
+        assert collector.due() and not collector.overdue()
+        keep += [[] for _ in range(LATE_GEN0)]
+        assert collector.overdue()
+        del keep
+    finally:
+        gc.set_threshold(*old)

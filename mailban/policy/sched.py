@@ -10,12 +10,15 @@ pauses 2-3 ms with gen1) held back the requests that arrived meanwhile; run betw
 holds back none, except those that arrive during it.
 
 Inputs: the `policy_nice` setting (steps, relative to the daemon's nice value); the loop's
-"nothing is readable now" calls (`IdleCollector.idle`). Outputs: the child's nice value, its
-collections.
+calls when nothing is readable (`IdleCollector.idle`), or when no idle gap came for LATE_GEN0
+allocations (`overdue`). Outputs: the child's nice value, its collections.
 Must never: raise (an unprivileged daemon keeps its priority, said once in the log), use a
 real-time policy (SCHED_FIFO on a Python loop that a bug could spin would starve the host), or
-let memory grow without bound because the loop is never idle (the collector's own threshold
-stays, HARD_GEN0 allocations, and collects then as CPython would).
+let memory grow without bound because the loop is never idle (it collects between turns past
+LATE_GEN0 allocations, and the collector's own threshold stays, HARD_GEN0, for a loop stuck in
+one turn).
+Note: nice orders the processes of one session (the daemon and its child); with the kernel's
+autogroups, processes of other sessions (postfix's, an admin's shell) share the CPU by group.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import os
 
 SOFT_GEN0 = 700  # CPython's own gen0 threshold: what the idle gaps collect at
 SOFT_GEN1, SOFT_GEN2 = 10, 10  # likewise: a gen1 every 10 gen0 collections, a full one every 10 gen1
-# The collector's own threshold while the loop collects in its gaps: reached only when it has
-# had no idle gap for that many allocations of tracked objects (a few seconds at 20,000/s),
-# then it collects as it always did (a longer pause, once).
+# A loop with no idle gap for this many allocations collects anyway, between two turns (a gen0
+# pause about twice the usual, instead of two): what a saturated loop pays.
+LATE_GEN0 = 2 * SOFT_GEN0
+# The collector's own threshold while the loop collects in its gaps, which only a loop stuck in
+# one turn reaches (then it collects as it always did, in the middle of that turn).
 HARD_GEN0 = 20 * SOFT_GEN0
 
 
@@ -64,6 +69,10 @@ class IdleCollector:
     def due(self) -> bool:
         """A collection would have run by now at CPython's usual threshold."""
         return self.installed and gc.get_count()[0] >= SOFT_GEN0
+
+    def overdue(self) -> bool:
+        """No idle gap came for LATE_GEN0 allocations: collect between turns anyway."""
+        return self.installed and gc.get_count()[0] >= LATE_GEN0
 
     def idle(self) -> None:
         """The loop has nothing to read: the collection due, if one is."""

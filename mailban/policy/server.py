@@ -429,7 +429,7 @@ class PolicyServer:
                         began = self.saving.began()
                         self._save_some()
                         self.saving.add(*began)
-                    elif not readable and idle is not None:
+                    elif idle is not None and (not readable or idle.overdue()):
                         idle.idle()
                 if self.turns is not None:
                     self.turns.add(time.monotonic() - woke)
