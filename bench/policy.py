@@ -43,7 +43,13 @@ is the service's scheduling on the 2 cores, not the generator); docs/policy.md h
 
     .venv/bin/python bench/policy.py [--conns 200] [--seconds 5] [--rate 20000] [--log-load] [--thread]
         [--maxretry 500] [--accounts 5000] [--open-only] [--generators 1] [--turn-cpu]
-        [--client python|c] [--tick-us 0]
+        [--client python|c] [--tick-us 0] [--nice N]
+
+--nice N runs the service child N nice steps from the "daemon" process (the policy_nice
+setting; default: its default). The C generator runs in a session of its own, as postfix's
+smtpd does: with the kernel's autogroups nice orders only the processes of one session, so in
+the bench's session a negative nice let the child run before the generator, a gain postfix
+would not see (docs/policy.md).
 """
 
 from __future__ import annotations
@@ -322,7 +328,12 @@ def drive_c(binary: str, path: str, conns: int, seconds: float, rate: float | No
         write_requests(requests, accounts)
         outs = [os.path.join(scratch, f"out{k}") for k in range(generators)]
         procs = [subprocess.Popen([binary, path, str(max(1, conns // generators)), repr(seconds),
-                                   repr(rate / generators if rate else 0.0), str(k + 1), requests, outs[k], str(tick_us)])
+                                   repr(rate / generators if rate else 0.0), str(k + 1), requests, outs[k], str(tick_us)],
+                                  # a session of its own, as postfix's smtpd processes are: with the
+                                  # kernel's autogroups, CPU is shared between sessions first, and
+                                  # the service's nice (policy_nice) orders it only within the
+                                  # daemon's session, against the daemon's log reading
+                                  start_new_session=True)
                  for k in range(generators)]
         n, lat, lat_due, lag, cpu = 0, array("d"), array("d"), array("d"), 0.0
         for k, (proc, out) in enumerate(zip(procs, outs)):
