@@ -431,6 +431,16 @@ def stall_after_ehlo(host: str, src: str) -> None:
         read_reply(s, 6)
 
 
+def _client_tls(certdir: Path | None = None) -> ssl.SSLContext:
+    """A client context that takes Exim's self-signed certificate, with the client's own if given."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if certdir is not None:
+        ctx.load_cert_chain(str(certdir / "client.crt"), str(certdir / "client.key"))
+    return ctx
+
+
 def starttls_then(host: str, src: str, garbage: bool) -> None:
     """STARTTLS, then either bytes that are no TLS record (a failed handshake) or a good
     handshake followed by silence (the command timeout on a TLS connection)."""
@@ -441,10 +451,7 @@ def starttls_then(host: str, src: str, garbage: bool) -> None:
             s.sendall(b"EHLO this is not a TLS handshake\r\n" * 4)
             read_reply(s, 3)
             return
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        with ctx.wrap_socket(s, server_hostname="mx.example.test") as t:
+        with _client_tls().wrap_socket(s, server_hostname="mx.example.test") as t:
             t.settimeout(6)
             t.sendall(b"EHLO client.example.test\r\n")
             try:
@@ -459,11 +466,7 @@ def tls_client_cert_relay(host: str, src: str, certdir: Path) -> None:
     with session(host, src) as s:
         s.sendall(b"STARTTLS\r\n")
         read_reply(s)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        ctx.load_cert_chain(str(certdir / "client.crt"), str(certdir / "client.key"))
-        with ctx.wrap_socket(s, server_hostname="mx.example.test") as t:
+        with _client_tls(certdir).wrap_socket(s, server_hostname="mx.example.test") as t:
             for cmd in (b"EHLO client.example.test\r\n", b"MAIL FROM:<spam@spammer.example>\r\n",
                         b"RCPT TO:<victim@remote.example.net>\r\n", b"QUIT\r\n"):
                 t.sendall(cmd)
@@ -476,10 +479,7 @@ def tls_submission(host: str, src: str) -> None:
     with session(host, src) as s:
         s.sendall(b"STARTTLS\r\n")
         read_reply(s)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        with ctx.wrap_socket(s, server_hostname="mx.example.test") as t:
+        with _client_tls().wrap_socket(s, server_hostname="mx.example.test") as t:
             for cmd in (b"EHLO client.example.test\r\n", _plain("alice@example.test", "S3cret-alice"),
                         b"MAIL FROM:<alice@example.test>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n", b"DATA\r\n",
                         b"Subject: over TLS\r\n\r\nhello\r\n.\r\n", b"QUIT\r\n"):
@@ -495,11 +495,8 @@ def tls_port_plaintext(host: str, src: str) -> None:
 
 def tls_port_connect(host: str, src: str) -> None:
     """A client the connect ACL denies, on the tls_on_connect port: TLS first, then Exim drops."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
     try:
-        with connect(host, TLS_PORT, src) as s, ctx.wrap_socket(s, server_hostname="mx.example.test") as t:
+        with connect(host, TLS_PORT, src) as s, _client_tls().wrap_socket(s, server_hostname="mx.example.test") as t:
             t.settimeout(3)
             t.recv(4096)
     except (OSError, ssl.SSLError):
