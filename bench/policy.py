@@ -43,7 +43,13 @@ is the service's scheduling on the 2 cores, not the generator); docs/policy.md h
 
     .venv/bin/python bench/policy.py [--conns 200] [--seconds 5] [--rate 20000] [--log-load] [--thread]
         [--maxretry 500] [--accounts 5000] [--open-only] [--generators 1] [--turn-cpu]
-        [--client python|c] [--tick-us 0]
+        [--client python|c] [--tick-us 0] [--nice N]
+
+--nice N runs the service child N nice steps from the "daemon" process (the policy_nice
+setting; default: its default). The C generator runs in a session of its own, as postfix's
+smtpd does: with the kernel's autogroups nice orders only the processes of one session, so in
+the bench's session a negative nice let the child run before the generator, a gain postfix
+would not see (docs/policy.md).
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ from mailban.policy.costs import Histogram  # noqa: E402
 
 
 def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bool, thread: bool,
-          out: mp.Queue, maxretry: int = 1_000_000, turn_cpu: bool = False) -> None:
+          out: mp.Queue, maxretry: int = 1_000_000, turn_cpu: bool = False, nice: int = 0) -> None:
     from mailban import checkpoint
     from mailban.config import load
     from mailban.core.jails import IgnoreList, JailSpec
@@ -107,7 +113,7 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
         srv.decisions = decisions
         srv.start()
     else:
-        child = PolicyProcess(srv)
+        child = PolicyProcess(srv, nice=nice)  # the daemon's policy_nice
         child.start(inline, decisions)
         writer.snapshot = lambda: child.send("snapshot")  # type: ignore[union-attr]
     ready.set()
@@ -322,7 +328,12 @@ def drive_c(binary: str, path: str, conns: int, seconds: float, rate: float | No
         write_requests(requests, accounts)
         outs = [os.path.join(scratch, f"out{k}") for k in range(generators)]
         procs = [subprocess.Popen([binary, path, str(max(1, conns // generators)), repr(seconds),
-                                   repr(rate / generators if rate else 0.0), str(k + 1), requests, outs[k], str(tick_us)])
+                                   repr(rate / generators if rate else 0.0), str(k + 1), requests, outs[k], str(tick_us)],
+                                  # a session of its own, as postfix's smtpd processes are: with the
+                                  # kernel's autogroups, CPU is shared between sessions first, and
+                                  # the service's nice (policy_nice) orders it only within the
+                                  # daemon's session, against the daemon's log reading
+                                  start_new_session=True)
                  for k in range(generators)]
         n, lat, lat_due, lag, cpu = 0, array("d"), array("d"), array("d"), 0.0
         for k, (proc, out) in enumerate(zip(procs, outs)):
@@ -391,7 +402,7 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
     path = os.path.join(scratch, "policy.sock")
     ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
     proc = mp.Process(target=serve, args=(path, ready, go, stop, args.log_load, args.thread, out, args.maxretry,
-                                               args.turn_cpu))
+                                               args.turn_cpu, args.nice))
     proc.start()
     ready.wait(30)
     time.sleep(0.5 if not args.log_load else args.seconds)  # the log rate alone, meanwhile
@@ -436,6 +447,10 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
               f"(gen0/1/2: {gc_n[0]}/{gc_n[1]}/{gc_n[2]} collections, CPU {gc_cpu[0] * 1000:.0f}/{gc_cpu[1] * 1000:.0f}/"
               f"{gc_cpu[2] * 1000:.0f} ms), longest pause {costs['gc_longest'] * 1000:.2f} ms wall, "
               f"{costs['gc_longest_cpu'] * 1000:.2f} ms CPU; {costs['gc_tracked']:,} objects tracked at the end")
+        if "gc_idle" in costs:
+            print(f"{'':>26}  service child: nice {costs['nice']} (the bench's process: {os.getpriority(os.PRIO_PROCESS, 0)}); "
+                  f"collections in idle gaps gen0/1/2: {'/'.join(str(c) for c in costs['gc_idle'])}; turns that "
+                  f"packed windows with requests waiting (their schedule due): {costs['saves_due']:,}")
         print(f"{'':>26}  service child: turns saving windows: {costs['saving_n']:,}, {costs['saving_seconds'] * ms:.1f} "
               f"ms/s wall, {costs['saving_cpu'] * ms:.1f} ms/s CPU; per turn p50/p99/max wall "
               f"{costs['saving_p50'] * 1000:.3f}/{costs['saving_p99'] * 1000:.3f}/{costs['saving_max'] * 1000:.3f} ms, "
@@ -486,7 +501,15 @@ def main() -> None:
                          "independent smtpd processes send (the generator sent p99 0.3-1.0 ms late on the idle "
                          "machine, against 0.9-2.3 ms at 1,000, what epoll's whole-millisecond timeout gives the "
                          "Python generator; it costs ~53%% of a core against ~40%%, mostly the kernel's)")
+    ap.add_argument("--nice", type=int, default=None,
+                    help="nice steps from the daemon process's for the service child (the policy_nice setting; "
+                         "default: the setting's default)")
     args = ap.parse_args()
+    if args.nice is None:
+        from mailban.config import Settings
+        import dataclasses
+
+        args.nice = next(f.default for f in dataclasses.fields(Settings) if f.name == "policy_nice")
     build = tempfile.mkdtemp(prefix="policy-client-build-") if args.client == "c" else None
     args.client_binary = compile_client(build) if build else None
     try:

@@ -85,6 +85,10 @@ class Settings:
     policy_listen: str = ""
     policy_socket_mode: int = 0o666
     policy_socket_owner: str = ""
+    # Nice steps from the daemon's for the service's process: negative answers postfix before
+    # the daemon's log reading when both want the CPU (mailban/policy/sched.py). 0 by default:
+    # bench/policy.py --log-load showed no gain from -5 (docs/policy.md).
+    policy_nice: int = 0
     # Direct outbound SMTP per local uid (docs/direct-smtp.md): an nft output chain counts new
     # connections to these remote ports by the socket's owner, except the MTA's users and the
     # allowed destinations; "all-but-mta" also refuses them all (the counting still reports).

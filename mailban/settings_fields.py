@@ -132,6 +132,12 @@ def _policy_listen(value: Any) -> str:
     return value
 
 
+def _policy_nice(value: Any) -> int:
+    if not _is_int(value) or not -20 <= value <= 19:
+        raise ValueError("`policy_nice` must be a whole number from -20 to 19 (nice steps from the daemon's)")
+    return int(value)
+
+
 def _ports(value: Any) -> tuple[int, ...]:
     if not isinstance(value, list) or not value or not all(_is_int(p) and 0 < p < 65536 for p in value):
         raise ValueError("`direct_smtp_ports` must be a non-empty list of port numbers")
@@ -169,6 +175,7 @@ SETTINGS_FIELDS: dict[str, SettingReader] = {
     "policy_listen": _policy_listen,
     "policy_socket_mode": mode("policy_socket_mode"),
     "policy_socket_owner": text("policy_socket_owner", "a user name"),
+    "policy_nice": _policy_nice,
     "direct_smtp": flag("direct_smtp"),
     "direct_smtp_ports": _ports,
     "direct_smtp_mta_users": _mta_users,

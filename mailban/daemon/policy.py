@@ -130,7 +130,7 @@ class PolicyBridge:
             log.error("policy service: cannot listen on %s: %s", settings.policy_listen, exc)
             self.daemon.errors.append(f"policy service: cannot listen on {settings.policy_listen}: {exc}")
             return
-        self.proc = PolicyProcess(server)
+        self.proc = PolicyProcess(server, nice=settings.policy_nice)
         self.proc.on_lost = self._unregister
         self._fork(active)
         log.info("policy service listening on %s (%d inline jails)", settings.policy_listen,
@@ -264,6 +264,7 @@ class PolicyBridge:
             return
         if cfg.settings.policy_listen != self.proc.listen:
             log.warning("policy_listen changed: it takes effect at the next start of mailban")
+        self.proc.nice = cfg.settings.policy_nice  # for a child forked again (the running one keeps its own)
         if self.proc.alive:
             self.proc.send("jails", self._jails(cfg))
         self.refresh()

@@ -46,6 +46,7 @@ from ..core.jails import Jail
 from ..core.records import Ban
 from .answer import Decisions, Inline
 from .costs import GcTimer
+from .sched import IdleCollector, renice
 from .server import PolicyServer
 from .windowsync import SNAPSHOT, SNAPSHOT_END
 
@@ -80,8 +81,10 @@ class _Frames:
 class PolicyProcess:
     """The daemon's handle on the child: send it decisions and commands, take its bans."""
 
-    def __init__(self, server: PolicyServer) -> None:
+    def __init__(self, server: PolicyServer, nice: int = 0) -> None:
         self.server = server  # bound, not started: the child runs its loop
+        # nice steps from the daemon's for the child (the `policy_nice` setting: sched.py)
+        self.nice = nice
         self.listen = server.listen
         self.pid = 0
         self.link: socket.socket | None = None
@@ -110,7 +113,7 @@ class PolicyProcess:
         pid = os.fork()
         if pid == 0:  # the child
             parent.close()
-            _child_main(self.server, child)  # never returns
+            _child_main(self.server, child, self.nice)  # never returns
         child.close()
         parent.settimeout(LINK_TIMEOUT)
         self.pid, self.link, self._frames, self.started_at = pid, parent, _Frames(), time.monotonic()
@@ -254,9 +257,14 @@ class PolicyProcess:
 gc_timer = GcTimer()  # the child's collector pauses (the daemon asks for them: "stats")
 
 
-def _child_main(server: PolicyServer, link: socket.socket) -> None:
+def _child_main(server: PolicyServer, link: socket.socket, nice: int = 0) -> None:
     code = 0
     try:
+        # Before any thread starts (nice is per thread on Linux; they inherit it): answers
+        # before the daemon's log reading (sched.py).
+        refused = renice(nice)
+        if refused:
+            log.warning("policy service: %s; it competes with the daemon's log reading as an equal", refused)
         # The daemon's signal handling is not the child's: its wakeup fd would wake the
         # daemon, and SIGTERM/SIGINT/SIGHUP are the daemon's to act on.
         signal.set_wakeup_fd(-1)
@@ -274,6 +282,9 @@ def _child_main(server: PolicyServer, link: socket.socket) -> None:
         # mirror) out of the collector's sight: its full collections walked all of it, and
         # touching those objects' headers un-shares the forked pages.
         gc.freeze()
+        # and the collections in the loop's idle gaps from here on, not in the middle of requests
+        server.idle = IdleCollector()
+        server.idle.install()
         threading.Thread(target=_link_loop, args=(server, link), name="mailban-policy-link", daemon=True).start()
         server._run()
     except BaseException:  # noqa: BLE001 - the child must leave through os._exit whatever happens
@@ -328,6 +339,9 @@ def _stats(server: PolicyServer) -> dict[str, Any]:
     for name, histogram in (("held", server.held), ("turn", server.turns), ("turn_cpu", server.turns_cpu)):
         if histogram is not None:
             out.update(histogram.report(name))
+    out["gc_idle"] = list(server.idle.collections) if server.idle is not None else [0, 0, 0]
+    out["saves_due"] = server.saves_due
+    out["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
     out["gc_tracked"] = len(gc.get_objects())
     out["gc_frozen"] = gc.get_freeze_count()
     return out
