@@ -3,8 +3,9 @@ against the daemon's log reading, and the cycle collector run in the loop's idle
 
 Why: postfix's smtpd waits for every answer (RCPT by RCPT), while the daemon's log reading can
 lag by a few milliseconds harmlessly. On a busy host the service's process competes for the
-cores with the daemon parsing a log flood and with postfix itself; a few nice steps above the
-daemon let the kernel run it first when it wakes (bench/policy.py --log-load: docs/policy.md).
+cores with the daemon parsing a log flood and with postfix itself. `policy_nice` can put it a
+few steps above the daemon's own log reading; it is 0 by default because the runs measured no
+gain from -5 once the load generator ran in a session of its own, as postfix does (docs/policy.md).
 And the collector: every few thousand requests a gen0 collection (0.3-0.5 ms here, longest
 pauses 2-3 ms with gen1) held back the requests that arrived meanwhile; run between requests it
 holds back none, except those that arrive during it.
