@@ -27,6 +27,11 @@ for submissions, U= P=local for sendmail(1)), their deliveries (`=>`, `->`, `==`
 synchronization errors, too many nonmail commands or errors, too many connections), the botnet
 guess and a stolen account, in the shapes of tests/filters/exim-*.log.
 
+`--sessions N` writes N ordinary sessions (and the attacks among them) instead of a number of
+lines: both MTAs' logs then hold the same host traffic (an Exim log is shorter: Exim writes a
+message in about 3 lines where postfix writes 7 to 9), which is how bench/instructions.py and
+bench/throughput.py compare the cost of the same traffic.
+
 Same seed, same size, same format: the same bytes. The log starts at 2026-11-24T00:00:00Z and
 advances at `--rate` lines per second of log time (default 20: 1M lines cover about 14 hours).
 Attack lines are spread over that time so that find-time windows matter: an attacker address
@@ -621,8 +626,14 @@ def _exim_stamp(t: float) -> str:
 
 
 def generate(lines: int, seed: int = 1, fmt: str = "bsd", rate: float = 20.0,
-             attack_share: float = 0.10, stats: dict[str, int] | None = None, mta: str = "postfix") -> Iterator[str]:
-    """Yield exactly `lines` log lines (without newlines), in time order."""
+             attack_share: float = 0.10, stats: dict[str, int] | None = None, mta: str = "postfix",
+             sessions: int | None = None) -> Iterator[str]:
+    """Yield exactly `lines` log lines (without newlines), in time order; with `sessions`, the
+    lines of that many ordinary sessions (NORMAL's or EXIM_NORMAL's scenarios: a message in, a
+    submission, an IMAP login, ...) and of the attacks among them instead, whatever their number
+    (`lines` is then ignored): the same host's traffic written by either MTA."""
+    if sessions is not None:
+        lines = sys.maxsize
     gen = Generator(seed)
     rng = random.Random(seed ^ 0x5EED)
     normal, attacks = (EXIM_NORMAL, EXIM_ATTACKS) if mta == "exim" else (NORMAL, ATTACKS)
@@ -632,12 +643,12 @@ def generate(lines: int, seed: int = 1, fmt: str = "bsd", rate: float = 20.0,
     pending: list[tuple[float, int, str, str]] = []
     seq = 0
     emitted = 0
-    attack_lines = total_lines = 0
+    attack_lines = total_lines = normal_sessions = 0
     t = T0
     stamp_cache: tuple[int, str] = (-1, "")
     iso = fmt == "rfc3339"
     while emitted < lines:
-        if total_lines < lines:
+        if total_lines < lines if sessions is None else normal_sessions < sessions:
             is_attack = attack_lines < attack_share * (total_lines + 1)
             table, weights = (attacks, attack_w) if is_attack else (normal, normal_w)
             name, _, build = rng.choices(table, weights)[0]
@@ -648,11 +659,15 @@ def generate(lines: int, seed: int = 1, fmt: str = "bsd", rate: float = 20.0,
             total_lines += len(scenario)
             if is_attack:
                 attack_lines += len(scenario)
+            else:
+                normal_sessions += 1
             if stats is not None:
                 stats[name] = stats.get(name, 0) + len(scenario)
             t += rng.expovariate(rate / max(1, len(scenario)))
             horizon = t
         else:
+            if not pending:
+                return  # --sessions: every session written
             horizon = float("inf")
         while pending and pending[0][0] <= horizon and emitted < lines:
             when, _, tag, msg = heapq.heappop(pending)
@@ -677,6 +692,9 @@ def generate(lines: int, seed: int = 1, fmt: str = "bsd", rate: float = 20.0,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--sessions", type=int, default=None,
+                    help="instead of --lines: the lines of this many ordinary sessions (messages, logins, "
+                         "...) and the attacks among them, so that both MTAs' logs hold the same traffic")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--format", choices=("bsd", "rfc3339"), default="bsd")
     ap.add_argument("--rate", type=float, default=20.0, help="lines per second of log time (default 20)")
@@ -690,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:
         buf: list[str] = []
-        for line in generate(args.lines, args.seed, args.format, args.rate, args.attack_share, stats, args.mta):
+        for line in generate(args.lines, args.seed, args.format, args.rate, args.attack_share, stats, args.mta,
+                             args.sessions):
             buf.append(line)
             if len(buf) >= 10000:
                 out.write("\n".join(buf) + "\n")

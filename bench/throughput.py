@@ -1,6 +1,7 @@
 """Lines per second: `mailban test`, `mailban replay`, fail2ban-regex and sshg-parser, one run.
 
     python bench/throughput.py [--lines 1000000] [--seed 1] [--format bsd] [--runs 3] [--mta exim]
+    python bench/throughput.py --sessions 200000 [--mta exim] ...   # the same traffic, either MTA
 
 Generates the mixed log with bench/genlog.py (reused when it exists with the same parameters),
 then times each tool on it as a whole process (wall time, start-up included), best of --runs,
@@ -13,6 +14,9 @@ one tool after the other (no two at once on the 2 cores). Prints a table and the
 - sshg-parser < LOG: SSHGuard's C parser, unpacked from Debian's sshguard package
   (apt-get download sshguard; dpkg -x sshguard_*.deb DIR); pass --sshg DIR/usr/libexec/sshguard/sshg-parser.
 Tools that are not installed are reported as missing, not timed.
+With --sessions N the log holds N ordinary sessions and the attacks among them (genlog.py
+--sessions) instead of a number of lines, so that a postfix and an Exim run time the same host
+traffic (Exim writes a message in fewer lines); sessions per second are printed too.
 """
 
 from __future__ import annotations
@@ -42,12 +46,13 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}"
 
 
-def ensure_log(lines: int, seed: int, fmt: str, mta: str = "postfix") -> Path:
+def ensure_log(lines: int, seed: int, fmt: str, mta: str = "postfix", sessions: int | None = None) -> Path:
     tag = fmt if mta == "postfix" else f"{mta}-{fmt}"
-    path = Path(f"/tmp/mailban-bench-{tag}-{seed}-{lines}.log")
+    size = ["--lines", str(lines)] if sessions is None else ["--sessions", str(sessions)]
+    path = Path(f"/tmp/mailban-bench-{tag}-{seed}-{lines if sessions is None else f's{sessions}'}.log")
     if not path.exists():
         t = time.perf_counter()
-        subprocess.run([PY, str(HERE / "genlog.py"), "--lines", str(lines), "--seed", str(seed),
+        subprocess.run([PY, str(HERE / "genlog.py"), *size, "--seed", str(seed),
                         "--format", fmt, "--mta", mta, "-o", str(path)], check=True)
         print(f"generated {path} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     return path
@@ -73,6 +78,8 @@ def timed(argv: list[str], runs: int, stdin: Path | None = None) -> tuple[float,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--sessions", type=int, default=None,
+                    help="instead of --lines: this many ordinary sessions (the same traffic for either MTA)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--format", choices=("bsd", "rfc3339"), default="bsd")
     ap.add_argument("--runs", type=int, default=3)
@@ -81,8 +88,9 @@ def main() -> int:
     ap.add_argument("--sshg", default="/tmp/sshg/root/usr/libexec/sshguard/sshg-parser")
     ap.add_argument("--skip-fail2ban", action="store_true")
     args = ap.parse_args()
-    log = ensure_log(args.lines, args.seed, args.format, args.mta)
-    n = args.lines
+    log = ensure_log(args.lines, args.seed, args.format, args.mta, args.sessions)
+    with open(log, "rb") as f:
+        n = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
     mailban = [PY, "-m", "mailban"]
     results: dict[str, float] = {}
 
@@ -103,14 +111,15 @@ def main() -> int:
         t, _ = timed([args.sshg], args.runs, stdin=log)
         results["sshg-parser (C)"] = t
     print(f"machine: {machine()}")
-    print(f"log: {log} ({n:,} lines, {args.format}, seed {args.seed})")
+    sessions = f", {args.sessions:,} sessions" if args.sessions else ""
+    print(f"log: {log} ({n:,} lines{sessions}, {args.format}, seed {args.seed})")
     print(f"mailban test: {summary}")
     print(f"mailban replay: {decisions}")
     print(f"fail2ban-regex: {f2b}")
     print()
-    print(f"{'tool':<42} {'wall s':>8} {'lines/s':>12}")
+    print(f"{'tool':<42} {'wall s':>8} {'lines/s':>12}" + (f" {'sessions/s':>12}" if args.sessions else ""))
     for name, t in results.items():
-        print(f"{name:<42} {t:>8.2f} {n / t:>12,.0f}")
+        print(f"{name:<42} {t:>8.2f} {n / t:>12,.0f}" + (f" {args.sessions / t:>12,.0f}" if args.sessions else ""))
     base = results["mailban test"]
     print()
     for name, t in results.items():

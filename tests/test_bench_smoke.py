@@ -107,6 +107,24 @@ def test_the_exim_log_reaches_every_exim_category(tmp_path: Path) -> None:
     assert "mail-abuse  ban ip " in text
 
 
+def test_sessions_give_either_mta_the_same_traffic() -> None:
+    """`--sessions N`: N ordinary sessions (and the attacks among them) whatever the lines, so
+    that a postfix and an Exim log hold the same host traffic; the same bytes for the same seed,
+    and --lines' logs unchanged (the benchmarks' figures stay comparable)."""
+    gen = genlog()
+    counts = {}
+    for mta in ("postfix", "exim"):
+        stats: dict[str, int] = {}
+        lines = list(gen.generate(0, seed=7, mta=mta, sessions=2000, stats=stats))
+        assert lines == list(gen.generate(0, seed=7, mta=mta, sessions=2000))
+        counts[mta] = len(lines), stats["imap"]
+    # the IMAP sessions are written the same by both hosts: about as many lines of them in each
+    assert abs(counts["exim"][1] - counts["postfix"][1]) < 0.2 * counts["postfix"][1]
+    # Exim writes a message in fewer lines than postfix does
+    assert counts["exim"][0] < 0.75 * counts["postfix"][0]
+    assert len(list(gen.generate(3000, seed=7, mta="exim"))) == 3000
+
+
 def test_the_policy_bench_runs_and_prints_the_services_costs() -> None:
     """bench/policy.py for a second at a low rate: it answers, the child reports its costs, and
     the "daemon" saves the windows (its rows and changes in a real database)."""
