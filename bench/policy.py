@@ -392,6 +392,46 @@ def drive_all(path: str, conns: int, seconds: float, rate: float | None, account
     return n, lat, lat_due, lag, cpu
 
 
+def _burn(share: float, seconds: float) -> None:
+    """Busy `share` of each millisecond (the rest asleep) for `seconds`: CPU that is not mailban's."""
+    end = time.perf_counter() + seconds
+    while (now := time.perf_counter()) < end:
+        while time.perf_counter() < now + share * 1e-3:
+            pass
+        if share < 1:
+            time.sleep((1 - share) * 1e-3)
+
+
+def run_control(args: argparse.Namespace) -> None:
+    """--control CORES: the log load as in --log-load, but the second phase runs processes that
+    burn CORES cores of CPU (no requests: the service idles) instead of the clients. What the
+    log path loses then is what any neighbour using that much of the 2 cores costs it; set
+    CORES to what the service and its clients used in a --log-load run (their CPU s / seconds)."""
+    scratch = tempfile.mkdtemp(prefix="policy-bench-")
+    path = os.path.join(scratch, "policy.sock")
+    ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
+    proc = mp.Process(target=serve, args=(path, ready, go, stop, True, False, out, args.maxretry, False, args.nice))
+    proc.start()
+    ready.wait(30)
+    time.sleep(args.seconds)  # the log rate alone, meanwhile
+    go.set()
+    shares = [1.0] * int(args.control) + ([args.control % 1] if args.control % 1 else [])
+    burners = [mp.Process(target=_burn, args=(share, args.seconds)) for share in shares]
+    for burner in burners:
+        burner.start()
+    for burner in burners:
+        burner.join()
+    stop.set()
+    rates = out.get(timeout=30)[3]
+    proc.join(10)
+    shutil.rmtree(scratch, ignore_errors=True)
+    (alone, cpu_alone, *_), (during, cpu_during, *_) = rates
+    print(f"{'control':>26}: burners using {args.control:.2f} cores, no requests")
+    print(f"{'':>26}  log lines in the daemon process: {alone:,.0f}/s alone, {during:,.0f}/s beside the burners "
+          f"({(during / alone - 1) * 100:+.1f}%); CPU per line {cpu_alone:.2f} us alone, {cpu_during:.2f} us "
+          f"beside them ({(cpu_during / cpu_alone - 1) * 100:+.1f}%)")
+
+
 def pct(values: array | list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p))] * 1000 if values else float("nan")
@@ -504,6 +544,9 @@ def main() -> None:
     ap.add_argument("--nice", type=int, default=None,
                     help="nice steps from the daemon process's for the service child (the policy_nice setting; "
                          "default: the setting's default)")
+    ap.add_argument("--control", type=float, default=None, metavar="CORES",
+                    help="with --log-load: instead of the clients, processes burning CORES cores beside the log "
+                         "load (what any neighbour using that much CPU costs the log path; see run_control)")
     args = ap.parse_args()
     if args.nice is None:
         from mailban.config import Settings
@@ -524,6 +567,9 @@ def _main(args: argparse.Namespace) -> None:
           f"process), {os.cpu_count()} cores, Python {sys.version.split()[0]}, maxretry {args.maxretry}, "
           f"{args.accounts} accounts, {'C' if args.client_binary else 'Python'} load generator; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.control is not None:
+        run_control(args)
+        return
     if not args.open_only:
         run(args, None)
     run(args, args.rate)
