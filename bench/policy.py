@@ -70,7 +70,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from mailban.policy.costs import Histogram  # noqa: E402
 
 
-def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bool, thread: bool,
+def serve(path: str, ready: mp.Event, phase: mp.Value, stop: mp.Event, log_load: bool, thread: bool,
           out: mp.Queue, maxretry: int = 1_000_000, turn_cpu: bool = False, nice: int = 0) -> None:
     from mailban import checkpoint
     from mailban.config import load
@@ -139,22 +139,24 @@ def serve(path: str, ready: mp.Event, go: mp.Event, stop: mp.Event, log_load: bo
     spent = [0.0, 0.0]
     writer.commit(pipeline)  # as the daemon's start does (Daemon._commit_start): the first fold
 
-    rates = []  # log lines per second: before the clients start (the baseline), while they run
+    # log lines per second: while the clients are stopped (the baseline: even phases) and while
+    # they run (odd phases), the phases alternating as run() counts them in `phase`
+    rates: list = []
     if log_load:
         lines = [f"Nov 20 08:00:{i % 60:02d} mx postfix/smtpd[{1000 + i}]: warning: unknown[198.51.100.{i % 250}]: "
                  f"SASL LOGIN authentication failed: UGFzc3dvcmQ6\n".encode() for i in range(5000)]
-        for phase in (go, stop):
+        segments = []
+        while not stop.is_set():
+            current = phase.value
             n, t0, c0, spent[:] = 0, time.perf_counter(), time.process_time(), [0.0, 0.0]
-            while not phase.is_set():
+            while phase.value == current and not stop.is_set():
                 for line in lines[:500]:
                     pipeline.feed(line, time.time(), "/var/log/mail.log")
                 n += 500
                 drain()
-            # wall: lines/s (what the CPU left it); CPU: its own cost per line, which the
-            # scheduling on a shared machine does not change
-            wall = time.perf_counter() - t0
-            rates.append((n / wall, (time.process_time() - c0) / n * 1e6, sum(spent) / n * 1e6,
-                          sum(spent) / wall * 1e3, spent[0] / wall * 1e3, spent[1] / wall * 1e3))
+            segments.append((current, n, time.perf_counter() - t0, time.process_time() - c0, *spent))
+        rates = [_log_rates([s for s in segments if s[0] % 2 == parity]) for parity in (0, 1)]
+        rates.append([_log_rates([s]) for s in segments])
     else:
         while not stop.wait(0.05):  # the daemon's loop wakes when the link is readable
             drain()
@@ -409,12 +411,12 @@ def run_control(args: argparse.Namespace) -> None:
     CORES to what the service and its clients used in a --log-load run (their CPU s / seconds)."""
     scratch = tempfile.mkdtemp(prefix="policy-bench-")
     path = os.path.join(scratch, "policy.sock")
-    ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
-    proc = mp.Process(target=serve, args=(path, ready, go, stop, True, False, out, args.maxretry, False, args.nice))
+    ready, phase, stop, out = mp.Event(), mp.Value("i", 0), mp.Event(), mp.Queue()
+    proc = mp.Process(target=serve, args=(path, ready, phase, stop, True, False, out, args.maxretry, False, args.nice))
     proc.start()
     ready.wait(30)
     time.sleep(args.seconds)  # the log rate alone, meanwhile
-    go.set()
+    phase.value = 1
     shares = [1.0] * int(args.control) + ([args.control % 1] if args.control % 1 else [])
     burners = [mp.Process(target=_burn, args=(share, args.seconds)) for share in shares]
     for burner in burners:
@@ -425,11 +427,22 @@ def run_control(args: argparse.Namespace) -> None:
     rates = out.get(timeout=30)[3]
     proc.join(10)
     shutil.rmtree(scratch, ignore_errors=True)
-    (alone, cpu_alone, *_), (during, cpu_during, *_) = rates
+    (alone, cpu_alone, *_), (during, cpu_during, *_), _ = rates
     print(f"{'control':>26}: burners using {args.control:.2f} cores, no requests")
     print(f"{'':>26}  log lines in the daemon process: {alone:,.0f}/s alone, {during:,.0f}/s beside the burners "
           f"({(during / alone - 1) * 100:+.1f}%); CPU per line {cpu_alone:.2f} us alone, {cpu_during:.2f} us "
           f"beside them ({(cpu_during / cpu_alone - 1) * 100:+.1f}%)")
+
+
+def _log_rates(segments: list[tuple[int, int, float, float, float, float]]) -> tuple[float, ...]:
+    """(lines/s, CPU us a line, of which the service's windows us a line, and their ms a second:
+    all, taking, committing) over log-load segments (phase, lines, wall s, CPU s, taking s,
+    committing s). Wall: what the CPU left the log path; CPU: its own cost per line."""
+    n = sum(s[1] for s in segments) or 1
+    wall = sum(s[2] for s in segments) or 1e-9
+    cpu, taking, committing = (sum(s[k] for s in segments) for k in (3, 4, 5))
+    return (n / wall, cpu / n * 1e6, (taking + committing) / n * 1e6, (taking + committing) / wall * 1e3,
+            taking / wall * 1e3, committing / wall * 1e3)
 
 
 def pct(values: array | list[float], p: float) -> float:
@@ -440,20 +453,29 @@ def pct(values: array | list[float], p: float) -> float:
 def run(args: argparse.Namespace, rate: float | None) -> None:
     scratch = tempfile.mkdtemp(prefix="policy-bench-")  # the socket and the database; removed after
     path = os.path.join(scratch, "policy.sock")
-    ready, go, stop, out = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
-    proc = mp.Process(target=serve, args=(path, ready, go, stop, args.log_load, args.thread, out, args.maxretry,
+    ready, phase, stop, out = mp.Event(), mp.Value("i", 0), mp.Event(), mp.Queue()
+    proc = mp.Process(target=serve, args=(path, ready, phase, stop, args.log_load, args.thread, out, args.maxretry,
                                                args.turn_cpu, args.nice))
     proc.start()
     ready.wait(30)
     time.sleep(0.5 if not args.log_load else args.seconds)  # the log rate alone, meanwhile
-    go.set()
     used = resource.getrusage(resource.RUSAGE_SELF)
-    n, lat, lat_due, lag, client_cpu = drive_all(path, args.conns, args.seconds, rate, args.accounts, args.generators,
-                                                 args.client_binary, args.tick_us)
+    n, lat, lat_due, lag, client_cpu = 0, array("d"), array("d"), array("d"), 0.0
+    for pair in range(args.pairs):
+        if pair:  # the clients stopped: the log rate alone again, so that the machine's drift cancels
+            phase.value += 1
+            time.sleep(args.seconds)
+        phase.value += 1
+        got = drive_all(path, args.conns, args.seconds, rate, args.accounts, args.generators, args.client_binary,
+                        args.tick_us)
+        n, client_cpu = n + got[0], client_cpu + got[4]
+        for into, values in zip((lat, lat_due, lag), got[1:4]):
+            into.extend(values)
+    seconds = args.seconds * args.pairs  # of clients' traffic
     if args.client_binary is None and args.generators <= 1:  # the C generator prints its own
         after = resource.getrusage(resource.RUSAGE_SELF)
         print(f"  (Python generator: CPU s user {after.ru_utime - used.ru_utime:.2f}, system "
-              f"{after.ru_stime - used.ru_stime:.2f}; {(after.ru_nvcsw - used.ru_nvcsw) / args.seconds:,.0f} "
+              f"{after.ru_stime - used.ru_stime:.2f}; {(after.ru_nvcsw - used.ru_nvcsw) / seconds:,.0f} "
               f"sleeps a second)")
     stop.set()
     stats, server_cpu, child_cpu, rates, costs, saved = out.get(timeout=30)
@@ -463,10 +485,12 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
     def ms(values: array) -> str:
         return "/".join(f"{pct(values, p):.3f}" for p in (.5, .99, .999, 1))
 
-    print(f"{mode:>26}: {n / args.seconds:>9,.0f} answers/s over {args.conns} connections from {args.generators} "
+    print(f"{mode:>26}: {n / seconds:>9,.0f} answers/s over {args.conns} connections from {args.generators} "
           f"{'C' if args.client_binary else 'Python'} generator process(es){' (log load in the server process)' if args.log_load else ''}; "
           f"late (DUNNO by deadline) {stats['late']}; CPU s: client {client_cpu:.2f}, daemon {server_cpu:.2f}, "
-          f"service child {child_cpu:.2f} over {args.seconds:.0f} s")
+          f"service child {child_cpu:.2f} over {seconds:.0f} s" +
+          (f" ({args.pairs} runs of {args.seconds:.0f} s, with {args.seconds:.0f} s without clients before each)"
+           if args.pairs > 1 else ""))
     print(f"{'':>26}  client latency ms p50/p99/p99.9/max, from the send: {ms(lat)}" +
           (f"; from when it was due (the wait behind its connection's previous answer and the generator's "
            f"lateness included: no coordinated omission): {ms(lat_due)}; the generator sent it after due: "
@@ -482,7 +506,7 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
                if "turn_cpu_p50" in costs else ""))
     if costs:
         gc_s, gc_cpu, gc_n = costs["gc_seconds"], costs["gc_cpu"], costs["gc_count"]
-        ms = 1000 / args.seconds  # seconds over the run -> ms per second
+        ms = 1000 / seconds  # seconds over the run -> ms per second
         print(f"{'':>26}  service child: cycle collector {sum(gc_s) * ms:.1f} ms/s wall, {sum(gc_cpu) * ms:.1f} ms/s CPU "
               f"(gen0/1/2: {gc_n[0]}/{gc_n[1]}/{gc_n[2]} collections, CPU {gc_cpu[0] * 1000:.0f}/{gc_cpu[1] * 1000:.0f}/"
               f"{gc_cpu[2] * 1000:.0f} ms), longest pause {costs['gc_longest'] * 1000:.2f} ms wall, "
@@ -503,13 +527,17 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
               f"the end ({behind_bytes / 1e6:.1f} MB, since the last snapshot); a read then applied them in "
               f"{catch_up * 1000:.0f} ms of CPU ({windows:,} windows)")
     if rates:
-        (alone, cpu_alone, *_), (during, cpu_during, windows_per_line, windows_ms, taking_ms, committing_ms) = rates
+        (alone, cpu_alone, *_), (during, cpu_during, windows_per_line, windows_ms, taking_ms, committing_ms), segs = rates
         print(f"{'':>26}  log lines in the daemon process: {alone:,.0f}/s alone, {during:,.0f}/s while answering "
               f"({(during / alone - 1) * 100:+.1f}%); CPU per line {cpu_alone:.2f} us alone, {cpu_during:.2f} us "
               f"while answering ({(cpu_during / cpu_alone - 1) * 100:+.1f}%), of which {windows_per_line:.2f} us "
               f"taking and committing the service's windows ({windows_ms:.0f} ms per second: taking them off the "
               f"link {taking_ms:.0f}, committing {committing_ms:.0f}); without "
               f"them {((cpu_during - windows_per_line) / cpu_alone - 1) * 100:+.1f}%")
+        if args.pairs > 1:
+            pairs = [(segs[k][0], segs[k + 1][0]) for k in range(0, len(segs) - 1, 2)]
+            print(f"{'':>26}  each pair, log lines/s without clients -> with them: " +
+                  ", ".join(f"{a:,.0f} -> {b:,.0f} ({(b / a - 1) * 100:+.1f}%)" for a, b in pairs))
 
 
 def main() -> None:
@@ -544,6 +572,10 @@ def main() -> None:
     ap.add_argument("--nice", type=int, default=None,
                     help="nice steps from the daemon process's for the service child (the policy_nice setting; "
                          "default: the setting's default)")
+    ap.add_argument("--pairs", type=int, default=1,
+                    help="run the clients this many times, --seconds each, with --seconds without them before "
+                         "each: with --log-load the log rate alone and while answering alternate, so that the "
+                         "machine's own drift (a VM's neighbours) weighs on both alike")
     ap.add_argument("--control", type=float, default=None, metavar="CORES",
                     help="with --log-load: instead of the clients, processes burning CORES cores beside the log "
                          "load (what any neighbour using that much CPU costs the log path; see run_control)")
