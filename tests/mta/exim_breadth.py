@@ -1,14 +1,17 @@
-"""Real Exim (4.96, 4.98 and, named, testing's 4.100.1) provoked with the shapes tests/mta/exim.py
-does not reach, under several log_selector settings, over IPv4 and IPv6, with and without reverse
-DNS names, into its own files and through syslog: the capture behind
-tests/filters/exim4{96,98,100}-captured-*.log (tests/mta/exim_score.py counts found/missed/wrong).
+"""Real Exim (4.96, 4.98 and, named, testing's 4.100.1 and Debian 11's 4.94.2) provoked with the
+shapes tests/mta/exim.py does not reach, under several log_selector settings, over IPv4 and IPv6,
+with and without reverse DNS names, into its own files and through syslog: the capture behind
+tests/filters/exim4{94,96,98,100}-captured-*.log (tests/mta/exim_score.py counts
+found/missed/wrong).
 
 Re-run (as root, on a test machine; about 4 minutes once the roots of tests/mta/exim.py exist):
 
-    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky ...]
+    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky|bullseye ...]
 
-(bookworm and trixie by default; forky, Debian testing, only when named: it moves, see
-tests/mta/exim.py TESTING.)
+(bookworm and trixie by default; forky, Debian testing, and bullseye only when named: see
+tests/mta/exim.py TESTING and OLDER. 4.94 differs in two places: smtp_accept_max_per_connection
+is a fixed 3 there, PER_CONNECTION_FIXED, so .16 sends three messages; and it accepts MAIL
+before HELO (hosts_require_helo came with 4.95), so .15 logs no reject.)
 
 Each run starts one Exim (tests.mta.exim.Exim, in a network namespace named `eximcap-*` with
 `lo` only, which also carries fd00:e1::N/128) and sends every category of `traffic()` twice:
@@ -58,7 +61,7 @@ relay denied over TLS with a client certificate whose subject forges a client an
 from`, after the HELO ACL; 4.98: a lost connection); .48 a MAIL command holding quotes and a
 forged client (a syntax error: 4.99+ escape the quotes); .49 STARTTLS, AUTH right and a message
 (an authenticated arrival with X=: no event but exim-queue's). .42, .48 and .49 came after the
-4.96/4.98 captures: only exim4100-captured-*.log has them.
+4.96/4.98 captures: only exim4100- and exim494-captured-*.log have them.
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
@@ -763,7 +766,7 @@ def capture(outdir: Path, suites: list[str], runs: list[str] | None = None) -> N
 SAMPLE_FILES = {"default": ("mainlog", "syslog", "rejectlog"), "all": ("mainlog",),
                 "all-minus": ("syslog",), "listed": ("mainlog",), "dovecot": ("mainlog", "dovecot")}
 SAMPLES = Path(__file__).resolve().parent.parent / "filters"
-DEBIAN = {"bookworm": "12 bookworm", "trixie": "13 trixie", "forky": "testing, forky"}
+DEBIAN = {"bookworm": "12 bookworm", "trixie": "13 trixie", "forky": "testing, forky", "bullseye": "11 bullseye"}
 
 
 def write_samples(capdir: Path) -> list[Path]:
