@@ -255,6 +255,8 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     # 4.99+ escapes a `"` in the command as `\"` (a `\` stays as it is): no reading of those
     # quotes is sure, so the line gives no event (tests/filters/exim4100-captured-*.log, .48)
     "exim.syntax-error-escaped(none)": ("exim", "SMTP syntax error in \"{a}\\\" {b}\" H=({h}) [{ip}]:41234 missing or malformed local part (expected word or \"<\")", None),
+    # 4.98 and older write the quote raw (tests/filters/exim494-captured-*.log, .48): no event either
+    "exim.syntax-error-raw(none)": ("exim", "SMTP syntax error in \"{a}\" {b}\" H=({h}) [{ip}]:41234 missing or malformed local part (expected word or \"<\")", None),
     "exim.incomplete(none)": ("exim", "H=({h}) [{ip}] incomplete transaction (QUIT) from <{b}>", None),
     # exim-queue (tests/filters/exim-outbound.log): the sender first (spaces only inside its quoted
     # local part, `"` and `\\` escaped: QUOTED below), then Exim's H=, P=, A=, U=; subject, id= and

@@ -1,13 +1,15 @@
-"""Real Exim (Debian 12's 4.96 and Debian 13's 4.98; Debian testing's 4.100.1 as a tool) provoked
-on loopback: the capture behind tests/filters/exim-*.log.
+"""Real Exim (Debian 12's 4.96 and Debian 13's 4.98; as a tool, Debian testing's 4.100.1 and
+Debian 11's 4.94.2) provoked on loopback: the capture behind tests/filters/exim-*.log.
 
 Re-run (as root, on a test machine; about 2 minutes, most of it the first build of the roots):
 
-    python3 -m tests.mta.exim capture OUTDIR [bookworm|trixie|forky ...]
+    python3 -m tests.mta.exim capture OUTDIR [bookworm|trixie|forky|bullseye ...]
 
-forky (testing: TESTING below) is captured only when named, and no test starts it: a testing
-suite moves, so a later machine would build another Exim (tests/filters/exim-4100.log and
-exim4100-captured-*.log are its captures of 2026-12-03).
+forky (testing: TESTING below) and bullseye (OLDER) are captured only when named, and no test
+starts them: a testing suite moves, so a later machine would build another Exim
+(tests/filters/exim-4100.log and exim4100-captured-*.log are its captures of 2026-12-03), and
+bullseye's root is for the older Exims other hosts run (exim-494.log, exim494-captured-*.log:
+captured 2026-12-04; 4.94 accepts this module's CONFIG unchanged).
 
 For each Debian release it builds (once, then cached) a debootstrapped root with
 exim4-daemon-light in /var/cache/mailban-test/exim-<suite>-root (exim4-daemon-light conflicts
@@ -66,7 +68,10 @@ SUITES = {"bookworm": "4.96", "trixie": "4.98"}
 # Debian testing (forky: Exim 4.100.x as of December 2026). Not in SUITES: a testing suite moves,
 # so the CI suite never starts it; the captures from it are a tool's (`capture DIR forky`).
 TESTING = {"forky": "4.100"}
-RELEASES = {**SUITES, **TESTING}
+# Debian 11 (bullseye: Exim 4.94.2), for the older Exims other hosts still run. Not in SUITES
+# either: the CI suite never builds its root; captured only when named (`capture DIR bullseye`).
+OLDER = {"bullseye": "4.94"}
+RELEASES = {**SUITES, **TESTING, **OLDER}
 PORT = 2525
 _counter = itertools.count()
 
@@ -85,8 +90,9 @@ def ensure_root(suite: str) -> Path:
                        check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    # Debian 12's debootstrap has no script for releases after trixie: a testing suite takes sid's
-    script = [] if suite in SUITES else ["/usr/share/debootstrap/scripts/sid"]
+    # Debian 12's debootstrap has no script for releases after trixie: a testing suite takes
+    # sid's (it has bullseye's, and the stable suites')
+    script = ["/usr/share/debootstrap/scripts/sid"] if suite in TESTING else []
     subprocess.run(["debootstrap", "--variant=minbase", suite, str(tmp), debian_mirror(), *script], check=True,
                    capture_output=True, timeout=900)
     rc = tmp / "usr/sbin/policy-rc.d"
@@ -95,7 +101,7 @@ def ensure_root(suite: str) -> Path:
     # A testing suite's Release file expires within days (Valid-Until); a mirror that syncs
     # less often, or a root built from an older snapshot, would refuse it: the tool's root does
     # not need the freshness guarantee (stable suites carry no Valid-Until).
-    fresh = "" if suite in SUITES else "-o Acquire::Check-Valid-Until=false "
+    fresh = "-o Acquire::Check-Valid-Until=false " if suite in TESTING else ""
     subprocess.run(["chroot", str(tmp), "bash", "-c",
                     f"export DEBIAN_FRONTEND=noninteractive; apt-get {fresh}update -q && "
                     "apt-get install -y -q --no-install-recommends exim4-daemon-light"],

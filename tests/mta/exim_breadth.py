@@ -1,14 +1,17 @@
-"""Real Exim (4.96, 4.98 and, named, testing's 4.100.1) provoked with the shapes tests/mta/exim.py
-does not reach, under several log_selector settings, over IPv4 and IPv6, with and without reverse
-DNS names, into its own files and through syslog: the capture behind
-tests/filters/exim4{96,98,100}-captured-*.log (tests/mta/exim_score.py counts found/missed/wrong).
+"""Real Exim (4.96, 4.98 and, named, testing's 4.100.1 and Debian 11's 4.94.2) provoked with the
+shapes tests/mta/exim.py does not reach, under several log_selector settings, over IPv4 and IPv6,
+with and without reverse DNS names, into its own files and through syslog: the capture behind
+tests/filters/exim4{94,96,98,100}-captured-*.log (tests/mta/exim_score.py counts
+found/missed/wrong).
 
 Re-run (as root, on a test machine; about 4 minutes once the roots of tests/mta/exim.py exist):
 
-    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky ...]
+    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky|bullseye ...]
 
-(bookworm and trixie by default; forky, Debian testing, only when named: it moves, see
-tests/mta/exim.py TESTING.)
+(bookworm and trixie by default; forky, Debian testing, and bullseye only when named: see
+tests/mta/exim.py TESTING and OLDER. 4.94 differs in two places: smtp_accept_max_per_connection
+is a fixed 3 there, PER_CONNECTION_FIXED, so .16 sends three messages; and it accepts MAIL
+before HELO (hosts_require_helo came with 4.95), so .15 logs no reject.)
 
 Each run starts one Exim (tests.mta.exim.Exim, in a network namespace named `eximcap-*` with
 `lo` only, which also carries fd00:e1::N/128) and sends every category of `traffic()` twice:
@@ -58,7 +61,7 @@ relay denied over TLS with a client certificate whose subject forges a client an
 from`, after the HELO ACL; 4.98: a lost connection); .48 a MAIL command holding quotes and a
 forged client (a syntax error: 4.99+ escape the quotes); .49 STARTTLS, AUTH right and a message
 (an authenticated arrival with X=: no event but exim-queue's). .42, .48 and .49 came after the
-4.96/4.98 captures: only exim4100-captured-*.log has them.
+4.96/4.98 captures: only exim4100- and exim494-captured-*.log have them.
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
@@ -282,6 +285,9 @@ service auth {
 }
 
 
+DOVECOT_CONF["bullseye"] = DOVECOT_CONF["bookworm"]  # dovecot 2.3 (2.3.13 in bullseye)
+
+
 def ensure_heavy_root(suite: str) -> Path:
     """The light root of tests/mta/exim.py plus exim4-daemon-heavy and dovecot-core (about 40 s)."""
     root = mta_root_of(suite).with_name(f"exim-{suite}-heavy-root")
@@ -336,8 +342,17 @@ def dovecot_traffic(host: str, family: int) -> None:
 NO_NAME = {44, 45}
 
 
-def config_for(run: str) -> str:
+# Releases whose smtp_accept_max_per_connection is an integer (Exim made it an expanded string
+# in 4.95; 4.94 refuses the whole configuration): a fixed limit for every client instead, high
+# enough for .13's three messages, and .16 sends that many before the MAIL that is refused.
+PER_CONNECTION_FIXED = {"bullseye": 3}
+
+
+def config_for(run: str, suite: str = "") -> str:
     text = CONFIG.replace("@@V6@@", V6)
+    if suite in PER_CONNECTION_FIXED:
+        line = next(ln for ln in text.split("\n") if ln.startswith("smtp_accept_max_per_connection = "))
+        text = text.replace(line, f"smtp_accept_max_per_connection = {PER_CONNECTION_FIXED[suite]}")
     if run == "dovecot":
         cut = text.index("plain_server:")
         text = text[:cut] + DOVECOT_AUTH + text[text.index("cram_server:"):]
@@ -548,9 +563,10 @@ def pregreet(host: str, src: str) -> None:
         read_reply(s, 3)
 
 
-def traffic(host: str, family: int, certdir: Path | None = None) -> None:
+def traffic(host: str, family: int, certdir: Path | None = None, per_connection: int = 2) -> None:
     """Every category once, from this family's address for it; the ones that wait for Exim's
-    2 s timeout run in threads beside the rest."""
+    2 s timeout run in threads beside the rest. `per_connection`: the run's
+    smtp_accept_max_per_connection for .16 (see PER_CONNECTION_FIXED)."""
     ip = lambda n: client_ips(n)[0 if family == 4 else 1]  # noqa: E731
     ehlo = b"EHLO client.example.test\r\n"
     body = b"Subject: hello\r\n\r\nhello\r\n.\r\n"
@@ -578,7 +594,7 @@ def traffic(host: str, family: int, certdir: Path | None = None) -> None:
                                   b"QUIT\r\n"])
     converse(host, PORT, ip(15), [b"MAIL FROM:<nohelo@spammer.example>\r\n", b"QUIT\r\n"])
     converse(host, PORT, ip(16), [ehlo] + [b"MAIL FROM:<bulk@spammer.example>\r\n",
-                                           b"RCPT TO:<bob@mx.example.test>\r\n", b"DATA\r\n", body] * 2
+                                           b"RCPT TO:<bob@mx.example.test>\r\n", b"DATA\r\n", body] * per_connection
              + [b"MAIL FROM:<bulk@spammer.example>\r\n", b"QUIT\r\n"])
     many = [f"RCPT TO:<{u}@mx.example.test>\r\n".encode() for u in ("alice", "bob", "postmaster") * 3][:7]
     converse(host, PORT, ip(17), [ehlo, b"MAIL FROM:<list@spammer.example>\r\n"] + many + [b"QUIT\r\n"])
@@ -674,7 +690,7 @@ def running(suite: str, run: str) -> Iterator[Exim]:
     netns = f"eximcap-{suite}-{run}-{os.getpid()}"
     subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
     subprocess.run(["ip", "netns", "add", netns], check=True)
-    exim = Exim(suite, "default", config=config_for(run), netns=netns)
+    exim = Exim(suite, "default", config=config_for(run, suite), netns=netns)
     exim.ports = f"{PORT}:{TLS_PORT}"
     if run == "dovecot":
         exim.lower = ensure_heavy_root(suite)
@@ -725,8 +741,9 @@ def run_once(suite: str, run: str, outdir: Path) -> None:
                 shutil.copy(dovelog, outdir / f"{suite}-{run}.dovecot")
         else:
             with exim.inside():
-                traffic("127.0.0.1", 4, exim.work)
-                traffic("::1", 6, exim.work)
+                per_connection = PER_CONNECTION_FIXED.get(suite, 2)
+                traffic("127.0.0.1", 4, exim.work, per_connection)
+                traffic("::1", 6, exim.work, per_connection)
         time.sleep(3)  # the smarthost deliveries, the last timeouts, syslog's flush
         tag = f"{suite}-{run}"
         (outdir / f"{tag}.version").write_text(exim.version + "\n")
@@ -749,7 +766,7 @@ def capture(outdir: Path, suites: list[str], runs: list[str] | None = None) -> N
 SAMPLE_FILES = {"default": ("mainlog", "syslog", "rejectlog"), "all": ("mainlog",),
                 "all-minus": ("syslog",), "listed": ("mainlog",), "dovecot": ("mainlog", "dovecot")}
 SAMPLES = Path(__file__).resolve().parent.parent / "filters"
-DEBIAN = {"bookworm": "12 bookworm", "trixie": "13 trixie", "forky": "testing, forky"}
+DEBIAN = {"bookworm": "12 bookworm", "trixie": "13 trixie", "forky": "testing, forky", "bullseye": "11 bullseye"}
 
 
 def write_samples(capdir: Path) -> list[Path]:
