@@ -64,8 +64,8 @@ from`, after the HELO ACL; 4.98: a lost connection); .48 a MAIL command holding 
 forged client (a syntax error: 4.99+ escape the quotes); .49 STARTTLS, AUTH right and a message
 (an authenticated arrival with X=: no event but exim-queue's). .42, .48 and .49 came after the
 first 4.96/4.98 captures: exim4100- and exim494-captured-*.log have them, and the 4.96/4.98
-files since the re-capture for the audit below (4.94 and 4.100 were not captured again: they
-have none of .43, .56-.60).
+files since the re-capture for the audit below (4.94 was not captured again: it has none of
+.43, .56-.60).
 From the audit against the logs Exim's own test suite expects (lines that start with the message
 id once Exim has begun a message, a BDAT chunk, VRFY): .43 STARTTLS, then the TCP connection
 dropped in a message's body without TLS's close (`QID TLS error ... (recv)`); .56 a BDAT chunk with
