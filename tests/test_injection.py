@@ -260,6 +260,12 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "exim.lost-connection-smtp-qid": ("exim", "1tAbCd-000000012Ab-1FGh SMTP connection from ({h}) [{ip}]:41234 lost while reading message data", "exim.lost-connection-smtp"),
     "exim.tls-failed-qid": ("exim", "1rKx2p-0004Ab-1F TLS error on connection from ({h}) [{ip}] (recv): {d}", "exim.tls-failed"),
     "exim.syntax-error-qid": ("exim", "1tAbCd-000000012Ab-1FGh SMTP protocol error in \"{a}\" H=({h}) [{ip}]:41234 only BDAT permissible after non-LAST BDAT", "exim.syntax-error"),
+    # a reject made in a message, through syslog in parts (syslog_duplication = false: the
+    # rejectlog copy, with the envelope and headers): the first part is Exim's whole line, the
+    # others (headers: the client's text) give no event
+    "exim.data-rejected-part": ("exim4", "[1\\10] 2026-11-25 11:12:00 1rKx2p-0004Ab-1F H=({h}) [{ip}] F=<{b}> rejected after DATA: {d}", "exim.data-rejected"),
+    "exim.rejectlog-part-header(none)": ("exim4", "[10/10]   Subject: {a}", None),
+    "exim.rejectlog-part-folded(none)": ("exim4", "[5\\10] #011{a}", None),
     "exim.input-eof-stamped": ("exim4", "2026-11-25 11:12:00 [4242] Error or EOF on input from H=({h}) [{ip}]", "exim.input-eof"),
     # 4.99+ escapes a `"` in the command as `\"` (a `\` stays as it is): no reading of those
     # quotes is sure, so the line gives no event (tests/filters/exim4100-captured-*.log, .48)
