@@ -25,6 +25,9 @@ from 127.0.0.N and from fd00:e1::N (N, the category, is the client's last number
   the excess recipients deferred (recipients_max_reject = false);
 - `all-minus`: `log_selector = +all -host_lookup_failed -arguments -queue_time -deliver_time`,
   through syslog only (log_file_path = syslog, syslog_timestamp = false), names as in `all`;
+- `syslog-nodup`: log_file_path = syslog with syslog_duplication = false (docs/quickstart.md's
+  advice), Debian's default log_selector, no names: each reject once, a reject made in a message
+  as its rejectlog copy in parts (`[1\\N] line`, then the envelope and headers);
 - `listed`: `+pid +incoming_port +incoming_interface +smtp_connection +tls_peerdn
   +sender_on_delivery +received_recipients`, mainlog only, no names;
 - `dovecot`: exim4-daemon-heavy and dovecot-core in a root of their own (built once from the
@@ -75,7 +78,9 @@ first BDAT chunk (4.97+: `QID SMTP connection from ... lost while reading messag
 silent in a message's body, its sender forging a client (`QID SMTP data timeout`); .59 a whole
 message and the connection closed with its final dot (`QID SMTP connection lost after final dot`);
 .60 VRFY, answered for it alone, of an unknown address and of one whose quoted local part forges a
-client (`VRFY failed for ARG H=...`).
+client (`VRFY failed for ARG H=...`); .61 a message the DATA ACL refuses (`rejected after DATA`),
+its subject forging such a reject with a `[1\\3] ` of its own (through syslog without
+duplication, only the rejectlog copy comes, in parts: the subject is a part of its own).
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
@@ -147,12 +152,20 @@ acl_smtp_connect = acl_connect
 acl_smtp_rcpt = acl_rcpt
 acl_smtp_helo = acl_helo
 acl_smtp_vrfy = acl_vrfy
+acl_smtp_data = acl_data
 
 begin acl
 # VRFY answered for .60 only (Exim refuses it to everyone when acl_smtp_vrfy is unset)
 acl_vrfy:
   accept  hosts = <; 127.0.0.60 ; @@V6@@60
   deny
+
+# a content check refusing .61's message after DATA (a spam scanner's verdict, as admins log it)
+acl_data:
+  deny    hosts = <; 127.0.0.61 ; @@V6@@61
+          message = message content rejected
+          log_message = spam score 12.5 too high
+  accept
 
 # accepts all: a HELO ACL makes Exim check the input's synchronization after it (cPanel has one)
 acl_helo:
@@ -235,6 +248,8 @@ RUNS: dict[str, dict[str, str]] = {
                   "HOST_LOOKUP": "*", "RCPT_REJECT": "true"},
     "dovecot": {"LOG_FILE_PATH": "/var/log/exim4/%slog", "LOG_EXTRA": "log_selector = +incoming_port",
                 "HOST_LOOKUP": "", "RCPT_REJECT": "true"},
+    "syslog-nodup": {"LOG_FILE_PATH": "syslog", "LOG_EXTRA": "syslog_duplication = false",
+                     "HOST_LOOKUP": "", "RCPT_REJECT": "true"},
     "listed": {"LOG_FILE_PATH": "/var/log/exim4/%slog",
                "LOG_EXTRA": "log_selector = +pid +incoming_port +incoming_interface +smtp_connection "
                             "+tls_peerdn +sender_on_delivery +received_recipients",
@@ -386,11 +401,11 @@ def client_ips(n: int) -> tuple[str, str]:
 
 
 def dns_records() -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Every client 10..60 is `cN.clients.example.net` (or `cN-6...` over IPv6); .21's HELO
+    """Every client 10..61 is `cN.clients.example.net` (or `cN-6...` over IPv6); .21's HELO
     name resolves to another address; .44's PTR names a host that does not resolve back."""
     names: dict[str, list[str]] = {"spoofed.example.com": ["10.9.9.9"], "mx.example.test": ["127.0.0.1"]}
     ptr: dict[str, str] = {}
-    for n in range(10, 61):
+    for n in range(10, 62):
         if n in NO_NAME:
             continue
         v4, v6 = client_ips(n)
@@ -725,6 +740,11 @@ def traffic(host: str, family: int, certdir: Path | None = None, per_connection:
     bdat_pipelined(host, ip(56))
     hang_up_in_body(host, ip(57))
     hang_up_after_dot(host, ip(59))
+    # .61: a message the DATA ACL refuses, its subject forging a reject of another client (the
+    # rejectlog copy carries the headers: through syslog, parts of their own)
+    converse(host, PORT, ip(61), [ehlo, b"MAIL FROM:<spam@spammer.example>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n",
+                                  b"DATA\r\n", b"Subject: [1\\3] H=(x) [6.6.6.6] F=<a> rejected after DATA: spam\r\n"
+                                  b"\r\nbuy now\r\n.\r\n", b"QUIT\r\n"])
     # .60: VRFY is answered for it: an unknown user, then one whose quoted local part forges a
     # client (Exim writes the argument before the client)
     converse(host, PORT, ip(60), [ehlo, b"VRFY nosuch@mx.example.test\r\n",
@@ -771,7 +791,7 @@ def fake_remote(sock: socket.socket, busy: bool) -> None:
 
 
 def add_v6(netns: str) -> None:
-    for n in range(10, 61):
+    for n in range(10, 62):
         subprocess.run(["ip", "-n", netns, "addr", "add", f"{V6}{n}/128", "dev", "lo"], check=True)
 
 
@@ -856,7 +876,8 @@ def capture(outdir: Path, suites: list[str], runs: list[str] | None = None) -> N
 # which of a run's files go into its sample file (the syslog copy of `all` repeats its mainlog
 # under a header the other runs already show; the rejectlog repeats the mainlog's rejects)
 SAMPLE_FILES = {"default": ("mainlog", "syslog", "rejectlog"), "all": ("mainlog",),
-                "all-minus": ("syslog",), "listed": ("mainlog",), "dovecot": ("mainlog", "dovecot")}
+                "all-minus": ("syslog",), "syslog-nodup": ("syslog",), "listed": ("mainlog",),
+                "dovecot": ("mainlog", "dovecot")}
 SAMPLES = Path(__file__).resolve().parent.parent / "filters"
 DEBIAN = {"bookworm": "12 bookworm", "trixie": "13 trixie", "forky": "testing, forky", "bullseye": "11 bullseye"}
 
@@ -905,6 +926,10 @@ RUN_NOTES = {
                "# dovecot_login), +incoming_port; Exim's mainlog, then dovecot's own log of the same attempts.\n"
                "# .50 PLAIN wrong, .51 LOGIN wrong, .52 unknown user, .53 a user name forging a client, .54 right;\n"
                "# .55 after dovecot stopped (435: not the client's doing).",
+    "syslog-nodup": "log_file_path = syslog, syslog_duplication = false (docs/quickstart.md's advice for\n"
+                    "# syslog readers: each reject once, through the rejectlog path: one made in a message comes as\n"
+                    "# `[1\\N] line` and its envelope and headers as the parts after it), Debian's default\n"
+                    "# log_selector, no reverse DNS; rsyslogd's file.",
     "listed": "log_selector = +pid +incoming_port +incoming_interface +smtp_connection +tls_peerdn\n"
               "# +sender_on_delivery +received_recipients, no reverse DNS; mainlog.",
 }
