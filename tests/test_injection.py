@@ -251,6 +251,21 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "exim.acl-rejected-dkim": ("exim", "1rKx2p-0004Ab-1F H=({h}) [{ip}] F=<{b}> rejected DKIM : {d}", "exim.acl-rejected"),
     "exim.acl-rejected-dnssec": ("exim", " DSH={h} [{ip}] F=<{b}> rejected RCPT <{a}>: relay not permitted", "exim.acl-rejected"),
     "exim.input-eof": ("exim", "Error or EOF on input from H={h} ({h}) [{ip}]:41234 I=[198.51.100.1]:25 Ci=4242", "exim.input-eof"),
+    # Exim's test-suite audit: a BDAT chunk with the next command behind it; VRFY of an unknown
+    # address (the argument first); the message id before the connection endings of a message
+    "exim.sync-pipelining-bdat": ("exim", "SMTP protocol synchronization error (next input sent too soon: pipelining was not advertised): rejected \"BDAT 4\" H=({h}) [{ip}]:41234 next input=\"{b}\"...", "exim.sync-pipelining"),
+    "exim.vrfy-failed": ("exim", "VRFY failed for {a} H={h} ({h}) [{ip}]:41234 I=[198.51.100.1]:25", "exim.vrfy-failed"),
+    "exim.lost-after-dot": ("exim", "1tAbCd-000000012Ab-1FGh SMTP connection lost after final dot H={h} ({h}) [{ip}]:41234 I=[198.51.100.1]:25 Ci=4242 P=esmtp L-", "exim.lost-after-dot"),
+    "exim.data-timeout-qid": ("exim", "1rKx2p-0004Ab-1F SMTP data timeout (message abandoned) on connection from ({h}) [{ip}] F=<{b}> D=2s", "exim.data-timeout"),
+    "exim.lost-connection-smtp-qid": ("exim", "1tAbCd-000000012Ab-1FGh SMTP connection from ({h}) [{ip}]:41234 lost while reading message data", "exim.lost-connection-smtp"),
+    "exim.tls-failed-qid": ("exim", "1rKx2p-0004Ab-1F TLS error on connection from ({h}) [{ip}] (recv): {d}", "exim.tls-failed"),
+    "exim.syntax-error-qid": ("exim", "1tAbCd-000000012Ab-1FGh SMTP protocol error in \"{a}\" H=({h}) [{ip}]:41234 only BDAT permissible after non-LAST BDAT", "exim.syntax-error"),
+    # a reject made in a message, through syslog in parts (syslog_duplication = false: the
+    # rejectlog copy, with the envelope and headers): the first part is Exim's whole line, the
+    # others (headers: the client's text) give no event
+    "exim.data-rejected-part": ("exim4", "[1\\10] 2026-11-25 11:12:00 1rKx2p-0004Ab-1F H=({h}) [{ip}] F=<{b}> rejected after DATA: {d}", "exim.data-rejected"),
+    "exim.rejectlog-part-header(none)": ("exim4", "[10/10]   Subject: {a}", None),
+    "exim.rejectlog-part-folded(none)": ("exim4", "[5\\10] #011{a}", None),
     "exim.input-eof-stamped": ("exim4", "2026-11-25 11:12:00 [4242] Error or EOF on input from H=({h}) [{ip}]", "exim.input-eof"),
     # 4.99+ escapes a `"` in the command as `\"` (a `\` stays as it is): no reading of those
     # quotes is sure, so the line gives no event (tests/filters/exim4100-captured-*.log, .48)
@@ -308,7 +323,7 @@ ALWAYS_FOUND = {
     "postfix.sasl-auth-failed-port", "postfix.relay-denied-310", "postfix.milter-reject", "postfix.milter-reject-cleanup",
     "sendmail.vrfy-expn-rejected", "postfix.illegal-address-syntax", "postfix.user-unknown-vrfy",
     "exim-queue.arrival-auth", "exim-queue.arrival-auth-stamped", "exim-queue.arrival",
-    "exim.too-many-recipients", "exim.data-timeout",
+    "exim.too-many-recipients", "exim.data-timeout", "exim.vrfy-failed", "exim.data-timeout-qid",
 }
 # Real account names (dovecot's default auth_username_chars), RFC 1413 names as sendmail keeps them.
 account = st.from_regex(r"[a-z0-9][a-z0-9._@-]{0,24}", fullmatch=True)

@@ -25,6 +25,9 @@ from 127.0.0.N and from fd00:e1::N (N, the category, is the client's last number
   the excess recipients deferred (recipients_max_reject = false);
 - `all-minus`: `log_selector = +all -host_lookup_failed -arguments -queue_time -deliver_time`,
   through syslog only (log_file_path = syslog, syslog_timestamp = false), names as in `all`;
+- `syslog-nodup`: log_file_path = syslog with syslog_duplication = false (docs/quickstart.md's
+  advice), Debian's default log_selector, no names: each reject once, a reject made in a message
+  as its rejectlog copy in parts (`[1\\N] line`, then the envelope and headers);
 - `listed`: `+pid +incoming_port +incoming_interface +smtp_connection +tls_peerdn
   +sender_on_delivery +received_recipients`, mainlog only, no names;
 - `dovecot`: exim4-daemon-heavy and dovecot-core in a root of their own (built once from the
@@ -32,7 +35,9 @@ from 127.0.0.N and from fd00:e1::N (N, the category, is the client's last number
   (`dovecot_traffic()`: .50-.55), +incoming_port; Exim's mainlog and dovecot's log.
 
 `python3 -m tests.mta.exim_breadth samples DIR` then writes tests/filters/exim49?-captured-RUN.log
-from a capture directory, with the expectations the filters give (review the diff).
+from a capture directory, with the expectations the filters give (review the diff); a run left
+out of the capture (`capture DIR bookworm trixie default all all-minus listed`: the `dovecot`
+run's traffic did not change) keeps its file.
 
 The categories, by N (hostile ones put a forged 6.6.6.6 into text the client chose):
 .10 AUTH PLAIN wrong; .11 AUTH LOGIN wrong; .12 AUTH CRAM-MD5 wrong; .13 AUTH PLAIN right and a
@@ -61,7 +66,21 @@ relay denied over TLS with a client certificate whose subject forges a client an
 from`, after the HELO ACL; 4.98: a lost connection); .48 a MAIL command holding quotes and a
 forged client (a syntax error: 4.99+ escape the quotes); .49 STARTTLS, AUTH right and a message
 (an authenticated arrival with X=: no event but exim-queue's). .42, .48 and .49 came after the
-4.96/4.98 captures: only exim4100- and exim494-captured-*.log have them.
+first 4.96/4.98 captures: exim4100- and exim494-captured-*.log have them, and the 4.96/4.98
+files since the re-capture for the audit below (4.94 was not captured again: it has none of
+.43, .56-.60).
+From the audit against the logs Exim's own test suite expects (lines that start with the message
+id once Exim has begun a message, a BDAT chunk, VRFY): .43 STARTTLS, then the TCP connection
+dropped in a message's body without TLS's close (`QID TLS error ... (recv)`); .56 a BDAT chunk with
+the next BDAT command right behind it where PIPELINING is not advertised, that command forging a
+client without a quote (`next input="..."...`); .57 hangs up in a message's body, then after a
+first BDAT chunk (4.97+: `QID SMTP connection from ... lost while reading message data`); .58
+silent in a message's body, its sender forging a client (`QID SMTP data timeout`); .59 a whole
+message and the connection closed with its final dot (`QID SMTP connection lost after final dot`);
+.60 VRFY, answered for it alone, of an unknown address and of one whose quoted local part forges a
+client (`VRFY failed for ARG H=...`); .61 a message the DATA ACL refuses (`rejected after DATA`),
+its subject forging such a reject with a `[1\\3] ` of its own (through syslog without
+duplication, only the rejectlog copy comes, in parts: the subject is a part of its own).
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
@@ -116,7 +135,7 @@ tls_privatekey = /etc/exim4/mb-test.key
 tls_verify_certificates = system
 tls_try_verify_hosts = <; 127.0.0.47 ; @@V6@@47
 auth_advertise_hosts = *
-pipelining_advertise_hosts = <; ! 127.0.0.31 ; ! @@V6@@31 ; *
+pipelining_advertise_hosts = <; ! 127.0.0.31 ; ! @@V6@@31 ; ! 127.0.0.56 ; ! @@V6@@56 ; *
 helo_verify_hosts = <; 127.0.0.21 ; @@V6@@21 ; 127.0.0.22 ; @@V6@@22
 host_reject_connection = <; 127.0.0.25 ; @@V6@@25
 smtp_accept_max_per_connection = ${if match_ip{$sender_host_address}{<; 127.0.0.16 ; @@V6@@16}{2}{1000}}
@@ -132,8 +151,22 @@ timeout_frozen_after = 1d
 acl_smtp_connect = acl_connect
 acl_smtp_rcpt = acl_rcpt
 acl_smtp_helo = acl_helo
+acl_smtp_vrfy = acl_vrfy
+acl_smtp_data = acl_data
 
 begin acl
+# VRFY answered for .60 only (Exim refuses it to everyone when acl_smtp_vrfy is unset)
+acl_vrfy:
+  accept  hosts = <; 127.0.0.60 ; @@V6@@60
+  deny
+
+# a content check refusing .61's message after DATA (a spam scanner's verdict, as admins log it)
+acl_data:
+  deny    hosts = <; 127.0.0.61 ; @@V6@@61
+          message = message content rejected
+          log_message = spam score 12.5 too high
+  accept
+
 # accepts all: a HELO ACL makes Exim check the input's synchronization after it (cPanel has one)
 acl_helo:
   accept
@@ -215,6 +248,8 @@ RUNS: dict[str, dict[str, str]] = {
                   "HOST_LOOKUP": "*", "RCPT_REJECT": "true"},
     "dovecot": {"LOG_FILE_PATH": "/var/log/exim4/%slog", "LOG_EXTRA": "log_selector = +incoming_port",
                 "HOST_LOOKUP": "", "RCPT_REJECT": "true"},
+    "syslog-nodup": {"LOG_FILE_PATH": "syslog", "LOG_EXTRA": "syslog_duplication = false",
+                     "HOST_LOOKUP": "", "RCPT_REJECT": "true"},
     "listed": {"LOG_FILE_PATH": "/var/log/exim4/%slog",
                "LOG_EXTRA": "log_selector = +pid +incoming_port +incoming_interface +smtp_connection "
                             "+tls_peerdn +sender_on_delivery +received_recipients",
@@ -366,11 +401,11 @@ def client_ips(n: int) -> tuple[str, str]:
 
 
 def dns_records() -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Every client 10..60 is `cN.clients.example.net` (or `cN-6...` over IPv6); .21's HELO
+    """Every client 10..61 is `cN.clients.example.net` (or `cN-6...` over IPv6); .21's HELO
     name resolves to another address; .44's PTR names a host that does not resolve back."""
     names: dict[str, list[str]] = {"spoofed.example.com": ["10.9.9.9"], "mx.example.test": ["127.0.0.1"]}
     ptr: dict[str, str] = {}
-    for n in range(10, 61):
+    for n in range(10, 62):
         if n in NO_NAME:
             continue
         v4, v6 = client_ips(n)
@@ -556,6 +591,69 @@ def ehlo_then_eof(host: str, src: str) -> None:
         read_reply(s, 3)
 
 
+def _in_body(s: socket.socket | ssl.SSLSocket, sender: str) -> None:
+    """MAIL, RCPT, DATA, then the headers and part of a body: Exim has begun the message (its
+    lines from here on carry the message id)."""
+    for cmd in (f"MAIL FROM:<{sender}>\r\n".encode(), b"RCPT TO:<bob@mx.example.test>\r\n", b"DATA\r\n"):
+        s.sendall(cmd)
+        read_reply(s)
+    s.sendall(b"Subject: cut short\r\n\r\n" + b"the first line of the body\r\n" * 4)
+    time.sleep(0.3)
+
+
+def hang_up_in_body(host: str, src: str) -> None:
+    """A client that hangs up in the body of a message (`SMTP connection from ... lost while
+    reading message data`), then one that hangs up after a first BDAT chunk (the same line with the
+    message id first)."""
+    with session(host, src) as s:
+        _in_body(s, "cut@spammer.example")
+    with session(host, src, b"MAIL FROM:<cut@spammer.example>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n",
+                 b"BDAT 28\r\nSubject: cut short\r\n\r\nhello\r\n"):
+        pass
+
+
+def stall_in_body(host: str, src: str) -> None:
+    """Silent in the body of a message until smtp_receive_timeout (`QID SMTP data timeout`); the
+    sender forges a client and a duration."""
+    with session(host, src) as s:
+        _in_body(s, '"x D=1s from [6.6.6.6] F=y"@spammer.example')
+        read_reply(s, 6)
+
+
+def tls_hang_up_in_body(host: str, src: str) -> None:
+    """Over TLS, a client that drops the TCP connection in the body of a message, with no TLS
+    close_notify (`QID TLS error on connection from ... (recv)` with GnuTLS)."""
+    with session(host, src) as s:
+        s.sendall(b"STARTTLS\r\n")
+        read_reply(s)
+        t = _client_tls().wrap_socket(s, server_hostname="mx.example.test")
+        t.sendall(b"EHLO client.example.test\r\n")
+        read_reply(t)
+        _in_body(t, "cut@spammer.example")
+        # SSLSocket.shutdown() shuts the TCP connection without a TLS close_notify (unwrap() sends one)
+        t.shutdown(socket.SHUT_RDWR)
+        t.close()
+
+
+def hang_up_after_dot(host: str, src: str) -> None:
+    """A whole message, then the connection closed with its final dot, before Exim's answer (a
+    bot that does not wait: `QID SMTP connection lost after final dot`)."""
+    with session(host, src, b"MAIL FROM:<fire@spammer.example>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n",
+                 b"DATA\r\n") as s:
+        s.sendall(b"Subject: fire and forget\r\n\r\nhello\r\n.\r\n")
+        s.shutdown(socket.SHUT_WR)
+        read_reply(s, 3)
+
+
+def bdat_pipelined(host: str, src: str) -> None:
+    """CHUNKING where PIPELINING was not advertised: a first chunk with the next BDAT command
+    right behind it, whose text forges a client (no quote: the line must give the real one)."""
+    with session(host, src, b"MAIL FROM:<chunk@spammer.example>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n") as s:
+        s.sendall(b"BDAT 4\r\nabcdBDAT 60 LAST H=[6.6.6.6]:25 next input=x H=[6.6.6.6]:25\r\n")
+        time.sleep(0.3)
+        read_reply(s, 3)
+
+
 def pregreet(host: str, src: str) -> None:
     with connect(host, PORT, src) as s:
         s.sendall(b"EHLO pregreet.example.test\r\n")
@@ -575,6 +673,7 @@ def traffic(host: str, family: int, certdir: Path | None = None, per_connection:
         (stall_in_data, (host, ip(20), '"x D=1s from [6.6.6.6] F=y"@spammer.example')),
         (stall_after_ehlo, (host, ip(30))),
         (starttls_then, (host, ip(29), False)),
+        (stall_in_body, (host, ip(58))),
     ]
     threads = [threading.Thread(target=f, args=a) for f, a in slow]
     for t in threads:
@@ -637,6 +736,19 @@ def traffic(host: str, family: int, certdir: Path | None = None, per_connection:
                                   b"QUIT\r\n"])
     if certdir is not None:
         tls_submission(host, ip(49))
+    tls_hang_up_in_body(host, ip(43))
+    bdat_pipelined(host, ip(56))
+    hang_up_in_body(host, ip(57))
+    hang_up_after_dot(host, ip(59))
+    # .61: a message the DATA ACL refuses, its subject forging a reject of another client (the
+    # rejectlog copy carries the headers: through syslog, parts of their own)
+    converse(host, PORT, ip(61), [ehlo, b"MAIL FROM:<spam@spammer.example>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n",
+                                  b"DATA\r\n", b"Subject: [1\\3] H=(x) [6.6.6.6] F=<a> rejected after DATA: spam\r\n"
+                                  b"\r\nbuy now\r\n.\r\n", b"QUIT\r\n"])
+    # .60: VRFY is answered for it: an unknown user, then one whose quoted local part forges a
+    # client (Exim writes the argument before the client)
+    converse(host, PORT, ip(60), [ehlo, b"VRFY nosuch@mx.example.test\r\n",
+                                  b'VRFY "x H=[6.6.6.6]:25"@mx.example.test\r\n', b"QUIT\r\n"])
     for t in threads:
         t.join()
 
@@ -679,7 +791,7 @@ def fake_remote(sock: socket.socket, busy: bool) -> None:
 
 
 def add_v6(netns: str) -> None:
-    for n in range(10, 61):
+    for n in range(10, 62):
         subprocess.run(["ip", "-n", netns, "addr", "add", f"{V6}{n}/128", "dev", "lo"], check=True)
 
 
@@ -764,7 +876,8 @@ def capture(outdir: Path, suites: list[str], runs: list[str] | None = None) -> N
 # which of a run's files go into its sample file (the syslog copy of `all` repeats its mainlog
 # under a header the other runs already show; the rejectlog repeats the mainlog's rejects)
 SAMPLE_FILES = {"default": ("mainlog", "syslog", "rejectlog"), "all": ("mainlog",),
-                "all-minus": ("syslog",), "listed": ("mainlog",), "dovecot": ("mainlog", "dovecot")}
+                "all-minus": ("syslog",), "syslog-nodup": ("syslog",), "listed": ("mainlog",),
+                "dovecot": ("mainlog", "dovecot")}
 SAMPLES = Path(__file__).resolve().parent.parent / "filters"
 DEBIAN = {"bookworm": "12 bookworm", "trixie": "13 trixie", "forky": "testing, forky", "bullseye": "11 bullseye"}
 
@@ -779,6 +892,8 @@ def write_samples(capdir: Path) -> list[Path]:
         if not (capdir / f"{suite}-default.version").exists():
             continue  # a capture of some releases only (forky is captured on its own)
         for run, parts in SAMPLE_FILES.items():
+            if not (capdir / f"{suite}-{run}.version").exists():
+                continue  # a run not captured this time (`capture DIR SUITE RUN...`) keeps its file
             version = (capdir / f"{suite}-{run}.version").read_text().strip()
             short = RELEASES[suite].replace(".", "")
             out = SAMPLES / f"exim{short}-captured-{run}.log"
@@ -811,6 +926,10 @@ RUN_NOTES = {
                "# dovecot_login), +incoming_port; Exim's mainlog, then dovecot's own log of the same attempts.\n"
                "# .50 PLAIN wrong, .51 LOGIN wrong, .52 unknown user, .53 a user name forging a client, .54 right;\n"
                "# .55 after dovecot stopped (435: not the client's doing).",
+    "syslog-nodup": "log_file_path = syslog, syslog_duplication = false (docs/quickstart.md's advice for\n"
+                    "# syslog readers: each reject once, through the rejectlog path: one made in a message comes as\n"
+                    "# `[1\\N] line` and its envelope and headers as the parts after it), Debian's default\n"
+                    "# log_selector, no reverse DNS; rsyslogd's file.",
     "listed": "log_selector = +pid +incoming_port +incoming_interface +smtp_connection +tls_peerdn\n"
               "# +sender_on_delivery +received_recipients, no reverse DNS; mainlog.",
 }

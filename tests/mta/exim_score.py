@@ -28,14 +28,16 @@ from mailban.core.syslog import SyslogParser
 from tests.filter_samples import NOW, all_filters
 
 # tests/mta/exim_breadth.py's clients that attack (the others: .13 the submission, .39 an ordinary
-# message, .46 a forged sender then QUIT, .54 the right password, .55 after dovecot stopped)
-ATTACKERS = frozenset(range(10, 49)) - {13, 39, 46} | {50, 51, 52, 53}
+# message, .46 a forged sender then QUIT, .49 a TLS submission, .54 the right password, .55 after
+# dovecot stopped)
+ATTACKERS = frozenset(range(10, 49)) - {13, 39, 46} | {50, 51, 52, 53} | set(range(56, 62))
 # The client as Exim writes it: `[ip]` after H=, `from`, a name or a HELO, never inside a quoted
 # command (the hostile clients forge only 6.6.6.6, so the breadth clients' own addresses are Exim's).
 # dovecot's log (the `dovecot` run) writes it as `(user,ip)` or `(user,ip,sasl:plain)`.
 CLIENT = re.compile(r"(?:\[|(?<=,))(127\.0\.0\.|fd00:e1::)(\d+)(?:\]|(?=[,)]))")
 FAILURE = re.compile(r"authenticator failed|rejected|synchronization error|syntax error|protocol error|dropped"
-                     r"|timeout|lost|no MAIL|TLS error|refused|too many|Error or EOF|unexpected disconnection")
+                     r"|timeout|lost|no MAIL|TLS error|refused|too many|Error or EOF|unexpected disconnection"
+                     r"|VRFY failed")
 NOT_THE_CLIENTS = re.compile(r"temporarily rejected|: 435 |incomplete transaction|SMTP error from remote")
 
 
