@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import os
 import random
 import sys
 import time
@@ -648,7 +649,7 @@ def generate(lines: int, seed: int = 1, fmt: str = "bsd", rate: float = 20.0,
     stamp_cache: tuple[int, str] = (-1, "")
     iso = fmt == "rfc3339"
     while emitted < lines:
-        if total_lines < lines if sessions is None else normal_sessions < sessions:
+        if (total_lines < lines) if sessions is None else (normal_sessions < sessions):
             is_attack = attack_lines < attack_share * (total_lines + 1)
             table, weights = (attacks, attack_w) if is_attack else (normal, normal_w)
             name, _, build = rng.choices(table, weights)[0]
@@ -687,6 +688,18 @@ def generate(lines: int, seed: int = 1, fmt: str = "bsd", rate: float = 20.0,
                 stamp = stamp_cache[1]
             yield f"{stamp} {HOST} {tag}: {msg}"
             emitted += 1
+
+
+def size_args(lines: int, sessions: int | None) -> list[str]:
+    """This script's arguments for a log of `lines` lines, or of `sessions` sessions when given
+    (for the benchmarks that run it)."""
+    return ["--lines", str(lines)] if sessions is None else ["--sessions", str(sessions)]
+
+
+def count_lines(path: str | os.PathLike[str]) -> int:
+    """The lines of a written log (a --sessions log's size is known only once written)."""
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
 
 
 def main(argv: list[str] | None = None) -> int:

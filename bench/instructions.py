@@ -12,7 +12,8 @@ stay there for `callgrind_annotate`. With --sessions N each log holds the same h
 instead of the same number of lines (genlog.py --sessions: N ordinary sessions, messages in and
 out, IMAP logins, noise, and the attacks among them; Exim writes a message in about 3 lines where
 postfix writes 7 to 9, so its log is shorter): it prints, beside the per-line figures, the
-instructions for the whole log and the Exim/postfix ratio of those, the cost of the same traffic. Needs valgrind (apt-get install valgrind); about 10 minutes
+instructions for the whole log and the Exim/postfix ratio of those, the cost of the same
+traffic. Needs valgrind (apt-get install valgrind); about 10 minutes
 for the default 100,000 lines.
 """
 
@@ -27,22 +28,19 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from genlog import count_lines, size_args  # noqa: E402
 PY = sys.executable
 MTAS = ("postfix", "exim")
 
 
 def log_for(mta: str, lines: int, seed: int, where: Path, sessions: int | None = None) -> Path:
-    size = ["--lines", str(lines)] if sessions is None else ["--sessions", str(sessions)]
+    size = size_args(lines, sessions)
     path = where / f"{mta}-{seed}-{size[0][2]}{size[1]}.log"
     if not path.exists():
         subprocess.run([PY, str(HERE / "genlog.py"), *size, "--seed", str(seed),
                         "--format", "bsd", "--mta", mta, "-o", str(path)], check=True)
     return path
-
-
-def line_count(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
 
 
 def instructions(command: str, log: Path, out: Path) -> int:
@@ -74,7 +72,7 @@ def main() -> None:
         empty = where / "empty.log"
         empty.write_bytes(b"")
         logs = {mta: log_for(mta, args.lines, args.seed, where, args.sessions) for mta in MTAS}
-        lines = {mta: line_count(logs[mta]) for mta in MTAS}
+        lines = {mta: count_lines(logs[mta]) for mta in MTAS}
         if args.sessions is None:
             print(f"{args.lines:,} lines, seed {args.seed}; instructions per line, start-up subtracted")
         else:

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from genlog import count_lines, size_args  # noqa: E402
 PY = sys.executable
 
 
@@ -48,7 +50,7 @@ def machine() -> str:
 
 def ensure_log(lines: int, seed: int, fmt: str, mta: str = "postfix", sessions: int | None = None) -> Path:
     tag = fmt if mta == "postfix" else f"{mta}-{fmt}"
-    size = ["--lines", str(lines)] if sessions is None else ["--sessions", str(sessions)]
+    size = size_args(lines, sessions)
     path = Path(f"/tmp/mailban-bench-{tag}-{seed}-{lines if sessions is None else f's{sessions}'}.log")
     if not path.exists():
         t = time.perf_counter()
@@ -89,8 +91,7 @@ def main() -> int:
     ap.add_argument("--skip-fail2ban", action="store_true")
     args = ap.parse_args()
     log = ensure_log(args.lines, args.seed, args.format, args.mta, args.sessions)
-    with open(log, "rb") as f:
-        n = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    n = count_lines(log)
     mailban = [PY, "-m", "mailban"]
     results: dict[str, float] = {}
 

@@ -110,7 +110,7 @@ def test_the_exim_log_reaches_every_exim_category(tmp_path: Path) -> None:
 def test_sessions_give_either_mta_the_same_traffic() -> None:
     """`--sessions N`: N ordinary sessions (and the attacks among them) whatever the lines, so
     that a postfix and an Exim log hold the same host traffic; the same bytes for the same seed,
-    and --lines' logs unchanged (the benchmarks' figures stay comparable)."""
+    and --lines still gives exactly that many lines."""
     gen = genlog()
     counts = {}
     for mta in ("postfix", "exim"):

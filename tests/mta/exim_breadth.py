@@ -66,9 +66,8 @@ relay denied over TLS with a client certificate whose subject forges a client an
 from`, after the HELO ACL; 4.98: a lost connection); .48 a MAIL command holding quotes and a
 forged client (a syntax error: 4.99+ escape the quotes); .49 STARTTLS, AUTH right and a message
 (an authenticated arrival with X=: no event but exim-queue's). .42, .48 and .49 came after the
-first 4.96/4.98 captures: exim4100- and exim494-captured-*.log have them, and the 4.96/4.98
-files since the re-capture for the audit below (4.94 was not captured again: it has none of
-.43, .56-.60).
+first 4.96/4.98 captures: every captured file has them since the re-capture for the audit
+below (4.94's too, re-captured after it).
 From the audit against the logs Exim's own test suite expects (lines that start with the message
 id once Exim has begun a message, a BDAT chunk, VRFY): .43 STARTTLS, then the TCP connection
 dropped in a message's body without TLS's close (`QID TLS error ... (recv)`); .56 a BDAT chunk with
