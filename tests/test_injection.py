@@ -260,6 +260,12 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "exim.lost-connection-smtp-qid": ("exim", "1tAbCd-000000012Ab-1FGh SMTP connection from ({h}) [{ip}]:41234 lost while reading message data", "exim.lost-connection-smtp"),
     "exim.tls-failed-qid": ("exim", "1rKx2p-0004Ab-1F TLS error on connection from ({h}) [{ip}] (recv): {d}", "exim.tls-failed"),
     "exim.syntax-error-qid": ("exim", "1tAbCd-000000012Ab-1FGh SMTP protocol error in \"{a}\" H=({h}) [{ip}]:41234 only BDAT permissible after non-LAST BDAT", "exim.syntax-error"),
+    # a reset (` (error: E)`), TCP Fast Open, the pre-4.90 lost connection; OpenSSL builds' TLS lines
+    "exim.lost-connection-reset": ("exim", "unexpected disconnection while reading SMTP command from TFO ({h}) [{ip}]:41234 (error: Connection reset by peer) D=4s", "exim.lost-connection"),
+    "exim.lost-connection-old": ("exim", "unexpected disconnection while reading SMTP command from ({h}) [{ip}]", "exim.lost-connection"),
+    "exim.lost-connection-smtp-reset": ("exim", "SMTP connection from ({h}) [{ip}]:41234 lost (error: Connection reset by peer) D=0.021s", "exim.lost-connection-smtp"),
+    "exim.tls-failed-closed": ("exim", "TLS error on connection from ({h}) [{ip}]:41234 SSL_accept: TCP connection closed by peer", "exim.tls-failed"),
+    "exim.tls-failed-ssl-read": ("exim", "TLS error (SSL_read): on connection from ({h}) [{ip}]:41234 I=[198.51.100.1]:25 error:{d}", "exim.tls-failed"),
     # a reject made in a message, through syslog in parts (syslog_duplication = false: the
     # rejectlog copy, with the envelope and headers): the first part is Exim's whole line, the
     # others (headers: the client's text) give no event
