@@ -273,11 +273,12 @@ TEMPLATES: dict[str, tuple[str, str, str | None]] = {
     "exim.rejectlog-part-header(none)": ("exim4", "[10/10]   Subject: {a}", None),
     "exim.rejectlog-part-folded(none)": ("exim4", "[5\\10] #011{a}", None),
     "exim.input-eof-stamped": ("exim4", "2026-11-25 11:12:00 [4242] Error or EOF on input from H=({h}) [{ip}]", "exim.input-eof"),
-    # 4.99+ escapes a `"` in the command as `\"` (a `\` stays as it is): no reading of those
-    # quotes is sure, so the line gives no event (tests/filters/exim4100-captured-*.log, .48)
-    "exim.syntax-error-escaped(none)": ("exim", "SMTP syntax error in \"{a}\\\" {b}\" H=({h}) [{ip}]:41234 missing or malformed local part (expected word or \"<\")", None),
-    # 4.98 and older write the quote raw (tests/filters/exim494-captured-*.log, .48): no event either
-    "exim.syntax-error-raw(none)": ("exim", "SMTP syntax error in \"{a}\" {b}\" H=({h}) [{ip}]:41234 missing or malformed local part (expected word or \"<\")", None),
+    # 4.99+ escapes a `"` in the command as `\"` (a `\` stays as it is), 4.98 and older write it
+    # raw: no reading of those quotes is sure, but Exim's ` H=` occurs once, before the client, and
+    # a line with another (the captures' .48) gives no event
+    "exim.syntax-error-escaped": ("exim", "SMTP syntax error in \"{a}\\\" {b}\" H=({h}) [{ip}]:41234 missing or malformed local part (expected word or \"<\")", "exim.syntax-error"),
+    "exim.syntax-error-raw": ("exim", "SMTP syntax error in \"{a}\" {b}\" H=({h}) [{ip}]:41234 missing or malformed local part (expected word or \"<\")", "exim.syntax-error"),
+    "exim.sync-pipelining-quoted": ("exim", "SMTP protocol synchronization error (next input sent too soon: pipelining was not advertised): rejected \"MAIL FROM:<\"{a}\">\" H=({h}) [{ip}]:41234 next input=\"RCPT TO:<\"{b}\">\\r\\n\"", "exim.sync-pipelining"),
     "exim.incomplete(none)": ("exim", "H=({h}) [{ip}] incomplete transaction (QUIT) from <{b}>", None),
     # exim-queue (tests/filters/exim-outbound.log): the sender first (spaces only inside its quoted
     # local part, `"` and `\\` escaped: QUOTED below), then Exim's H=, P=, A=, U=; subject, id= and
