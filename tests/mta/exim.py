@@ -71,7 +71,10 @@ TESTING = {"forky": "4.100"}
 # Debian 11 (bullseye: Exim 4.94.2), for the older Exims other hosts still run. Not in SUITES
 # either: the CI suite never builds its root; captured only when named (`capture DIR bullseye`).
 OLDER = {"bullseye": "4.94"}
-RELEASES = {**SUITES, **TESTING, **OLDER}
+# Exim built from its own source with OpenSSL in Debian 12's root (tests/mta/exim_openssl.py):
+# the TLS lines of the OpenSSL builds other hosts run. A tool's root too, built only when named.
+BUILT = {"openssl": "4.98"}
+RELEASES = {**SUITES, **TESTING, **OLDER, **BUILT}
 PORT = 2525
 _counter = itertools.count()
 
@@ -85,6 +88,10 @@ def ensure_root(suite: str) -> Path:
     root = root_of(suite)
     if (root / "usr/sbin/exim4").exists():
         return root
+    if suite in BUILT:
+        from tests.mta.exim_openssl import ensure_openssl_root  # it copies bookworm's root (this module)
+
+        return ensure_openssl_root(root)
     if not shutil.which("debootstrap"):
         subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q", "debootstrap"],
                        check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
