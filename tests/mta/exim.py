@@ -1,15 +1,18 @@
-"""Real Exim (Debian 12's 4.96 and Debian 13's 4.98; as a tool, Debian testing's 4.100.1 and
-Debian 11's 4.94.2) provoked on loopback: the capture behind tests/filters/exim-*.log.
+"""Real Exim (Debian 12's 4.96 and Debian 13's 4.98; as a tool, Debian testing's 4.100.1,
+Debian 11's 4.94.2 and 4.98.2 built with OpenSSL) provoked on loopback: the capture behind
+tests/filters/exim-*.log.
 
 Re-run (as root, on a test machine; about 2 minutes, most of it the first build of the roots):
 
-    python3 -m tests.mta.exim capture OUTDIR [bookworm|trixie|forky|bullseye ...]
+    python3 -m tests.mta.exim capture OUTDIR [bookworm|trixie|forky|bullseye|openssl ...]
 
 forky (testing: TESTING below) and bullseye (OLDER) are captured only when named, and no test
 starts them: a testing suite moves, so a later machine would build another Exim
 (tests/filters/exim-4100.log and exim4100-captured-*.log are its captures of 2026-12-03), and
 bullseye's root is for the older Exims other hosts run (exim-494.log, exim494-captured-*.log:
-captured 2026-12-04; 4.94 accepts this module's CONFIG unchanged).
+captured 2026-12-04; 4.94 accepts this module's CONFIG unchanged). `openssl` (BUILT) is no
+Debian package: Exim 4.98.2 built from Exim's source with OpenSSL 3 in a copy of bookworm's root
+(tests/mta/exim_openssl.py), for the TLS lines of OpenSSL builds; also only when named.
 
 For each Debian release it builds (once, then cached) a debootstrapped root with
 exim4-daemon-light in /var/cache/mailban-test/exim-<suite>-root (exim4-daemon-light conflicts

@@ -1,15 +1,19 @@
-"""Real Exim (4.96, 4.98 and, named, testing's 4.100.1 and Debian 11's 4.94.2) provoked with the
-shapes tests/mta/exim.py does not reach, under several log_selector settings, over IPv4 and IPv6,
-with and without reverse DNS names, into its own files and through syslog: the capture behind
-tests/filters/exim4{94,96,98,100}-captured-*.log (tests/mta/exim_score.py counts
-found/missed/wrong).
+"""Real Exim (4.96, 4.98 and, named, testing's 4.100.1, Debian 11's 4.94.2 and 4.98.2 built with
+OpenSSL) provoked with the shapes tests/mta/exim.py does not reach, under several log_selector
+settings, over IPv4 and IPv6, with and without reverse DNS names, into its own files and through
+syslog: the capture behind tests/filters/exim4{94,96,98,100,98ssl}-captured-*.log
+(tests/mta/exim_score.py counts found/missed/wrong).
 
 Re-run (as root, on a test machine; about 4 minutes once the roots of tests/mta/exim.py exist):
 
-    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky|bullseye ...]
+    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky|bullseye|openssl ...]
 
-(bookworm and trixie by default; forky, Debian testing, and bullseye only when named: see
-tests/mta/exim.py TESTING and OLDER. 4.94 differs in two places: smtp_accept_max_per_connection
+(bookworm and trixie by default; forky, Debian testing, bullseye and openssl only when named: see
+tests/mta/exim.py TESTING, OLDER and BUILT. `openssl` is Exim 4.98.2 built from Exim's source
+with OpenSSL 3 in Debian 12's root (tests/mta/exim_openssl.py; its dovecot run adds dovecot-core
+to that root, the build having the dovecot authenticator): Debian's Exims use GnuTLS, the
+OpenSSL builds of cPanel, RHEL/EPEL, FreeBSD and source installs write other TLS lines; its
+samples are exim498ssl-captured-RUN.log. 4.94 differs in two places: smtp_accept_max_per_connection
 is a fixed 3 there, PER_CONNECTION_FIXED, so .16 sends three messages; and it accepts MAIL
 before HELO (hosts_require_helo came with 4.95), so .15 logs no reject.)
 
@@ -80,6 +84,16 @@ message and the connection closed with its final dot (`QID SMTP connection lost 
 client (`VRFY failed for ARG H=...`); .61 a message the DATA ACL refuses (`rejected after DATA`),
 its subject forging such a reject with a `[1\\3] ` of its own (through syslog without
 duplication, only the rejectlog copy comes, in parts: the subject is a part of its own).
+For the OpenSSL build's TLS lines, and clients that reset the connection (SO_LINGER 0: Exim adds
+` (error: Connection reset by peer)`): .62 MAIL and RCPT, then a reset (`unexpected disconnection
+while reading SMTP command`); .63 EHLO, then a reset (`SMTP connection from ... lost (error: ...)`
+with +smtp_connection); .64 the tls_on_connect port, nothing sent: one connection closed at once,
+one reset at once (OpenSSL 3: `(SSL_accept): error:0A000126:...unexpected eof while reading` and
+`(SSL_accept): ret 5`); .65 STARTTLS, then a close before any handshake byte; .66 a hand-made
+ClientHello offering TLS 1.0 only, after STARTTLS and on port 2465 (then silent on 2525: a command
+timeout); .67 TLS up, MAIL and RCPT, then the TCP connection closed without close_notify (OpenSSL 3:
+`TLS error (SSL_read): on connection from ...`; .43 is the same in a message's body); .68 TLS up,
+EHLO, then a reset.
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
