@@ -33,6 +33,10 @@ EXPECTED = {
     # from the audit against Exim's own test suite: the message id before the line in a message
     43: "tls-failed", 56: "sync-pipelining", 57: "lost-connection-smtp", 58: "data-timeout",
     59: "lost-after-dot", 60: "vrfy-failed", 61: "data-rejected",
+    # resets (` (error: Connection reset by peer)`) and TLS ended before or during the handshake
+    # or without close_notify (GnuTLS here: `(gnutls_handshake): ...`, `(recv): ...`)
+    62: "lost-connection", 63: "lost-connection-smtp", 64: "tls-failed", 65: "tls-failed",
+    66: "tls-failed", 67: "tls-failed", 68: "tls-failed",
 }
 # the connect ACL's deny on the tls_on_connect port: 4.97+ writes `dropped by 'connect' ACL`
 CONNECT_TLS = {"bookworm": "acl-rejected", "trixie": "connect-dropped"}

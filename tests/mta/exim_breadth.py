@@ -1,15 +1,19 @@
-"""Real Exim (4.96, 4.98 and, named, testing's 4.100.1 and Debian 11's 4.94.2) provoked with the
-shapes tests/mta/exim.py does not reach, under several log_selector settings, over IPv4 and IPv6,
-with and without reverse DNS names, into its own files and through syslog: the capture behind
-tests/filters/exim4{94,96,98,100}-captured-*.log (tests/mta/exim_score.py counts
-found/missed/wrong).
+"""Real Exim (4.96, 4.98 and, named, testing's 4.100.1, Debian 11's 4.94.2 and 4.98.2 built with
+OpenSSL) provoked with the shapes tests/mta/exim.py does not reach, under several log_selector
+settings, over IPv4 and IPv6, with and without reverse DNS names, into its own files and through
+syslog: the capture behind tests/filters/exim4{94,96,98,100,98ssl}-captured-*.log
+(tests/mta/exim_score.py counts found/missed/wrong).
 
 Re-run (as root, on a test machine; about 4 minutes once the roots of tests/mta/exim.py exist):
 
-    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky|bullseye ...]
+    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky|bullseye|openssl ...]
 
-(bookworm and trixie by default; forky, Debian testing, and bullseye only when named: see
-tests/mta/exim.py TESTING and OLDER. 4.94 differs in two places: smtp_accept_max_per_connection
+(bookworm and trixie by default; forky, Debian testing, bullseye and openssl only when named: see
+tests/mta/exim.py TESTING, OLDER and BUILT. `openssl` is Exim 4.98.2 built from Exim's source
+with OpenSSL 3 in Debian 12's root (tests/mta/exim_openssl.py; its dovecot run adds dovecot-core
+to that root, the build having the dovecot authenticator): Debian's Exims use GnuTLS, the
+OpenSSL builds of cPanel, RHEL/EPEL, FreeBSD and source installs write other TLS lines; its
+samples are exim498ssl-captured-RUN.log. 4.94 differs in two places: smtp_accept_max_per_connection
 is a fixed 3 there, PER_CONNECTION_FIXED, so .16 sends three messages; and it accepts MAIL
 before HELO (hosts_require_helo came with 4.95), so .15 logs no reject.)
 
@@ -80,6 +84,16 @@ message and the connection closed with its final dot (`QID SMTP connection lost 
 client (`VRFY failed for ARG H=...`); .61 a message the DATA ACL refuses (`rejected after DATA`),
 its subject forging such a reject with a `[1\\3] ` of its own (through syslog without
 duplication, only the rejectlog copy comes, in parts: the subject is a part of its own).
+For the OpenSSL build's TLS lines, and clients that reset the connection (SO_LINGER 0: Exim adds
+` (error: Connection reset by peer)`): .62 MAIL and RCPT, then a reset (`unexpected disconnection
+while reading SMTP command`); .63 EHLO, then a reset (`SMTP connection from ... lost (error: ...)`
+with +smtp_connection); .64 the tls_on_connect port, nothing sent: one connection closed at once,
+one reset at once (OpenSSL 3: `(SSL_accept): error:0A000126:...unexpected eof while reading` and
+`(SSL_accept): ret 5`); .65 STARTTLS, then a close before any handshake byte; .66 a hand-made
+ClientHello offering TLS 1.0 only, after STARTTLS and on port 2465 (then silent on 2525: a command
+timeout); .67 TLS up, MAIL and RCPT, then the TCP connection closed without close_notify (OpenSSL 3:
+`TLS error (SSL_read): on connection from ...`; .43 is the same in a message's body); .68 TLS up,
+EHLO, then a reset.
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
@@ -95,6 +109,7 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -104,7 +119,7 @@ from typing import Callable, Iterator
 
 from tests.mta.clients import connect, converse, read_reply
 from tests.mta.dnsstub import DnsStub
-from tests.mta.exim import PORT, RELEASES, SUITES, Exim, ensure_root
+from tests.mta.exim import BUILT, PORT, RELEASES, SUITES, Exim, ensure_root
 from tests.mta.exim import root_of as mta_root_of
 
 TLS_PORT = 2465
@@ -320,10 +335,13 @@ service auth {
 
 
 DOVECOT_CONF["bullseye"] = DOVECOT_CONF["bookworm"]  # dovecot 2.3 (2.3.13 in bullseye)
+DOVECOT_CONF["openssl"] = DOVECOT_CONF["bookworm"]  # Debian 12's root
 
 
 def ensure_heavy_root(suite: str) -> Path:
-    """The light root of tests/mta/exim.py plus exim4-daemon-heavy and dovecot-core (about 40 s)."""
+    """The light root of tests/mta/exim.py plus exim4-daemon-heavy and dovecot-core (about 40 s);
+    a built suite's root plus dovecot-core only (its own exim4 has the dovecot authenticator:
+    exim4-daemon-heavy would replace it)."""
     root = mta_root_of(suite).with_name(f"exim-{suite}-heavy-root")
     if (root / "usr/sbin/dovecot").exists():
         return root
@@ -332,8 +350,9 @@ def ensure_heavy_root(suite: str) -> Path:
     subprocess.run(["cp", "-a", str(ensure_root(suite)), str(tmp)], check=True)
     subprocess.run(["mount", "-t", "proc", "proc", str(tmp / "proc")], check=True)
     try:
+        packages = "dovecot-core" if suite in BUILT else "exim4-daemon-heavy dovecot-core"
         subprocess.run(["chroot", str(tmp), "bash", "-c", "export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q "
-                        "--no-install-recommends exim4-daemon-heavy dovecot-core"],
+                        f"--no-install-recommends {packages}"],
                        check=True, capture_output=True, timeout=900)
     finally:
         subprocess.run(["umount", "-l", str(tmp / "proc")], check=False)
@@ -400,11 +419,11 @@ def client_ips(n: int) -> tuple[str, str]:
 
 
 def dns_records() -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Every client 10..61 is `cN.clients.example.net` (or `cN-6...` over IPv6); .21's HELO
+    """Every client 10..68 is `cN.clients.example.net` (or `cN-6...` over IPv6); .21's HELO
     name resolves to another address; .44's PTR names a host that does not resolve back."""
     names: dict[str, list[str]] = {"spoofed.example.com": ["10.9.9.9"], "mx.example.test": ["127.0.0.1"]}
     ptr: dict[str, str] = {}
-    for n in range(10, 62):
+    for n in range(10, 69):
         if n in NO_NAME:
             continue
         v4, v6 = client_ips(n)
@@ -660,6 +679,89 @@ def pregreet(host: str, src: str) -> None:
         read_reply(s, 3)
 
 
+def _reset(s: socket.socket | ssl.SSLSocket) -> None:
+    """Close with SO_LINGER on and 0: the kernel sends a TCP reset, not a FIN (a client killed,
+    or one that aborts; Exim's read then fails with ECONNRESET: ` (error: ...)` in its line)."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def reset_in_transaction(host: str, src: str) -> None:
+    """.62: MAIL and RCPT, then a reset (`unexpected disconnection while reading SMTP command
+    from ... (error: Connection reset by peer) D=..`)."""
+    with session(host, src, b"MAIL FROM:<reset@spammer.example>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n") as s:
+        _reset(s)
+
+
+def reset_after_ehlo(host: str, src: str) -> None:
+    """.63: EHLO, then a reset (with +smtp_connection: `SMTP connection from ... lost (error: ...)`)."""
+    with session(host, src) as s:
+        _reset(s)
+
+
+def tls_port_silent_close(host: str, src: str) -> None:
+    """.64: connections to the tls_on_connect port that send nothing: one closed (FIN) at once (a
+    scanner that completes the TCP handshake), one reset at once (a SYN scan's answer to the
+    SYN-ACK reaches Exim as a connection whose first read fails)."""
+    with connect(host, TLS_PORT, src) as s:
+        s.shutdown(socket.SHUT_WR)
+        read_reply(s, 3)
+    _reset(connect(host, TLS_PORT, src))
+    time.sleep(0.2)  # Exim's line for it before the next client's
+
+
+def starttls_then_close(host: str, src: str) -> None:
+    """.65: STARTTLS, then a close (FIN) before any byte of a handshake."""
+    with session(host, src, b"STARTTLS\r\n") as s:
+        s.shutdown(socket.SHUT_WR)
+        read_reply(s, 3)
+
+
+def tls10_client_hello() -> bytes:
+    """A ClientHello that offers TLS 1.0 only (client_version 3.1, no supported_versions
+    extension), made by hand: Python's ssl refuses to offer TLS 1.0 under OpenSSL 3's defaults.
+    Fixed random: the traffic stays the same from run to run."""
+    body = (b"\x03\x01" + bytes(range(32)) + b"\x00"  # version, random, no session id
+            + b"\x00\x06\x00\x2f\x00\x35\x00\xff"   # AES128-SHA, AES256-SHA, renegotiation SCSV
+            + b"\x01\x00")                              # null compression only; no extensions
+    handshake = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(handshake).to_bytes(2, "big") + handshake
+
+
+def tls10_only(host: str, src: str) -> None:
+    """.66: the TLS 1.0-only ClientHello after STARTTLS and on the tls_on_connect port (an old
+    client or a scanner; both TLS libraries refuse TLS 1.0 by default)."""
+    with session(host, src, b"STARTTLS\r\n") as s:
+        s.sendall(tls10_client_hello())
+        read_reply(s, 3)
+    with connect(host, TLS_PORT, src) as s:
+        s.sendall(tls10_client_hello())
+        read_reply(s, 3)
+
+
+def tls_close_after_rcpt(host: str, src: str) -> None:
+    """.67: TLS up, MAIL and RCPT, then the TCP connection closed (FIN) with no TLS close_notify
+    while Exim waits for a command (OpenSSL 3: `TLS error (SSL_read): on connection from ...
+    unexpected eof while reading`; .43 is the same in a message's body)."""
+    with session(host, src, b"STARTTLS\r\n") as s:
+        t = _client_tls().wrap_socket(s, server_hostname="mx.example.test")
+        for cmd in (b"EHLO client.example.test\r\n", b"MAIL FROM:<cut@spammer.example>\r\n",
+                    b"RCPT TO:<bob@mx.example.test>\r\n"):
+            t.sendall(cmd)
+            read_reply(t)
+        t.shutdown(socket.SHUT_RDWR)  # TCP's FIN; SSLSocket.unwrap() would send close_notify
+        t.close()
+
+
+def tls_reset_after_ehlo(host: str, src: str) -> None:
+    """.68: TLS up, EHLO, then a TCP reset."""
+    with session(host, src, b"STARTTLS\r\n") as s:
+        t = _client_tls().wrap_socket(s, server_hostname="mx.example.test")
+        t.sendall(b"EHLO client.example.test\r\n")
+        read_reply(t)
+        _reset(t)
+
+
 def traffic(host: str, family: int, certdir: Path | None = None, per_connection: int = 2) -> None:
     """Every category once, from this family's address for it; the ones that wait for Exim's
     2 s timeout run in threads beside the rest. `per_connection`: the run's
@@ -748,6 +850,14 @@ def traffic(host: str, family: int, certdir: Path | None = None, per_connection:
     # client (Exim writes the argument before the client)
     converse(host, PORT, ip(60), [ehlo, b"VRFY nosuch@mx.example.test\r\n",
                                   b'VRFY "x H=[6.6.6.6]:25"@mx.example.test\r\n', b"QUIT\r\n"])
+    # .62-.68: resets, closes before or during TLS, TLS 1.0 (the OpenSSL build's TLS lines)
+    reset_in_transaction(host, ip(62))
+    reset_after_ehlo(host, ip(63))
+    tls_port_silent_close(host, ip(64))
+    starttls_then_close(host, ip(65))
+    tls10_only(host, ip(66))
+    tls_close_after_rcpt(host, ip(67))
+    tls_reset_after_ehlo(host, ip(68))
     for t in threads:
         t.join()
 
@@ -790,7 +900,7 @@ def fake_remote(sock: socket.socket, busy: bool) -> None:
 
 
 def add_v6(netns: str) -> None:
-    for n in range(10, 62):
+    for n in range(10, 69):
         subprocess.run(["ip", "-n", netns, "addr", "add", f"{V6}{n}/128", "dev", "lo"], check=True)
 
 
@@ -878,7 +988,12 @@ SAMPLE_FILES = {"default": ("mainlog", "syslog", "rejectlog"), "all": ("mainlog"
                 "all-minus": ("syslog",), "syslog-nodup": ("syslog",), "listed": ("mainlog",),
                 "dovecot": ("mainlog", "dovecot")}
 SAMPLES = Path(__file__).resolve().parent.parent / "filters"
-DEBIAN = {"bookworm": "12 bookworm", "trixie": "13 trixie", "forky": "testing, forky", "bullseye": "11 bullseye"}
+DEBIAN = {"bookworm": "Debian 12 bookworm", "trixie": "Debian 13 trixie", "forky": "Debian testing, forky",
+          "bullseye": "Debian 11 bullseye", "openssl": "Debian 12 bookworm's root"}
+# what runs there, where it is not Debian's exim4-daemon-light
+BINARY = {"openssl": "Exim 4.98.2 built from Exim's source with OpenSSL 3 by\n# tests/mta/exim_openssl.py"}
+# the sample files' release tag where the release number alone would be another suite's
+SAMPLE_TAG = {"openssl": "498ssl"}
 
 
 def write_samples(capdir: Path) -> list[Path]:
@@ -894,11 +1009,15 @@ def write_samples(capdir: Path) -> list[Path]:
             if not (capdir / f"{suite}-{run}.version").exists():
                 continue  # a run not captured this time (`capture DIR SUITE RUN...`) keeps its file
             version = (capdir / f"{suite}-{run}.version").read_text().strip()
-            short = RELEASES[suite].replace(".", "")
+            short = SAMPLE_TAG.get(suite, RELEASES[suite].replace(".", ""))
             out = SAMPLES / f"exim{short}-captured-{run}.log"
-            head = [f"# Real Exim lines: {version} (Debian {DEBIAN[suite]},",
-                    "# exim4-daemon-light), captured by tests/mta/exim_breadth.py (`python3 -m tests.mta.exim_breadth",
-                    f"# capture DIR`), run `{run}`: {RUN_NOTES[run]}",
+            notes = RUN_NOTES[run]
+            if suite in BUILT:  # its dovecot authenticator is the build's, not exim4-daemon-heavy's
+                notes = notes.replace("exim4-daemon-heavy", "the OpenSSL build")
+            head = [f"# Real Exim lines: {version} ({DEBIAN[suite]},",
+                    f"# {BINARY.get(suite, 'exim4-daemon-light')}), captured by tests/mta/exim_breadth.py "
+                    "(`python3 -m tests.mta.exim_breadth",
+                    f"# capture DIR`), run `{run}`: {notes}",
                     "# Each category comes from its own 127.0.0.N and fd00:e1::N (listed in tests/mta/exim_breadth.py);",
                     "# hostile ones carry a forged 6.6.6.6 in text the client chose (HELO, AUTH user, sender, command),",
                     "# and the smarthost deliveries carry two fake remote servers' hostile replies (their address is",
