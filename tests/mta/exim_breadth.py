@@ -94,6 +94,9 @@ ClientHello offering TLS 1.0 only, after STARTTLS and on port 2465 (then silent 
 timeout); .67 TLS up, MAIL and RCPT, then the TCP connection closed without close_notify (OpenSSL 3:
 `TLS error (SSL_read): on connection from ...`; .43 is the same in a message's body); .68 TLS up,
 EHLO, then a reset.
+.69 and .70: commands holding quotes that forge nothing (a quoted local part): a syntax error
+in MAIL, and MAIL and RCPT at once where PIPELINING is not advertised; Exim's ` H=` is the
+line's only one, so the rules read them (.31 and .48 forge ` H=` as well: no event).
 The smarthost routes send .13's messages to this Exim (remote.example.net), to a fake server
 that answers 421 at the greeting (busy.example.net, port 2598) and to one that answers 451 to
 MAIL (picky.example.net, 2599), their replies forging reject reasons.
@@ -149,7 +152,7 @@ tls_privatekey = /etc/exim4/mb-test.key
 tls_verify_certificates = system
 tls_try_verify_hosts = <; 127.0.0.47 ; @@V6@@47
 auth_advertise_hosts = *
-pipelining_advertise_hosts = <; ! 127.0.0.31 ; ! @@V6@@31 ; ! 127.0.0.56 ; ! @@V6@@56 ; *
+pipelining_advertise_hosts = <; ! 127.0.0.31 ; ! @@V6@@31 ; ! 127.0.0.56 ; ! @@V6@@56 ; ! 127.0.0.70 ; ! @@V6@@70 ; *
 helo_verify_hosts = <; 127.0.0.21 ; @@V6@@21 ; 127.0.0.22 ; @@V6@@22
 host_reject_connection = <; 127.0.0.25 ; @@V6@@25
 smtp_accept_max_per_connection = ${if match_ip{$sender_host_address}{<; 127.0.0.16 ; @@V6@@16}{2}{1000}}
@@ -419,11 +422,11 @@ def client_ips(n: int) -> tuple[str, str]:
 
 
 def dns_records() -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Every client 10..68 is `cN.clients.example.net` (or `cN-6...` over IPv6); .21's HELO
+    """Every client 10..70 is `cN.clients.example.net` (or `cN-6...` over IPv6); .21's HELO
     name resolves to another address; .44's PTR names a host that does not resolve back."""
     names: dict[str, list[str]] = {"spoofed.example.com": ["10.9.9.9"], "mx.example.test": ["127.0.0.1"]}
     ptr: dict[str, str] = {}
-    for n in range(10, 69):
+    for n in range(10, 71):
         if n in NO_NAME:
             continue
         v4, v6 = client_ips(n)
@@ -595,6 +598,14 @@ def hang_up_in_data(host: str, src: str) -> None:
 def pipelined(host: str, src: str) -> None:
     with session(host, src) as s:
         s.sendall(b'MAIL FROM:<" H=[6.6.6.6]:25 next input="@spammer.example>\r\nRCPT TO:<bob@mx.example.test>\r\n')
+        time.sleep(0.3)
+        read_reply(s, 3)
+
+
+def pipelined_quoted(host: str, src: str) -> None:
+    """.70: MAIL with a quoted local part and RCPT at once where PIPELINING is not advertised."""
+    with session(host, src) as s:
+        s.sendall(b'MAIL FROM:<"john doe"@spammer.example>\r\nRCPT TO:<bob@mx.example.test>\r\n')
         time.sleep(0.3)
         read_reply(s, 3)
 
@@ -858,6 +869,10 @@ def traffic(host: str, family: int, certdir: Path | None = None, per_connection:
     tls10_only(host, ip(66))
     tls_close_after_rcpt(host, ip(67))
     tls_reset_after_ehlo(host, ip(68))
+    # .69, .70: commands holding quotes (a quoted local part) but forging nothing: a syntax error,
+    # and pipelining where it is not advertised (Exim's ` H=` is then the line's only one)
+    converse(host, PORT, ip(69), [ehlo, b'MAIL FROM:<"john doe"@spammer.example\r\n', b"QUIT\r\n"])
+    pipelined_quoted(host, ip(70))
     for t in threads:
         t.join()
 
@@ -900,7 +915,7 @@ def fake_remote(sock: socket.socket, busy: bool) -> None:
 
 
 def add_v6(netns: str) -> None:
-    for n in range(10, 69):
+    for n in range(10, 71):
         subprocess.run(["ip", "-n", netns, "addr", "add", f"{V6}{n}/128", "dev", "lo"], check=True)
 
 

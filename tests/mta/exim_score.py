@@ -30,7 +30,7 @@ from tests.filter_samples import NOW, all_filters
 # tests/mta/exim_breadth.py's clients that attack (the others: .13 the submission, .39 an ordinary
 # message, .46 a forged sender then QUIT, .49 a TLS submission, .54 the right password, .55 after
 # dovecot stopped)
-ATTACKERS = frozenset(range(10, 49)) - {13, 39, 46} | {50, 51, 52, 53} | set(range(56, 69))
+ATTACKERS = frozenset(range(10, 49)) - {13, 39, 46} | {50, 51, 52, 53} | set(range(56, 71))
 # The client as Exim writes it: `[ip]` after H=, `from`, a name or a HELO, never inside a quoted
 # command (the hostile clients forge only 6.6.6.6, so the breadth clients' own addresses are Exim's).
 # dovecot's log (the `dovecot` run) writes it as `(user,ip)` or `(user,ip,sasl:plain)`.
