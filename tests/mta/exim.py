@@ -4,7 +4,7 @@ tests/filters/exim-*.log.
 
 Re-run (as root, on a test machine; about 2 minutes, most of it the first build of the roots):
 
-    python3 -m tests.mta.exim capture OUTDIR [bookworm|trixie|forky|bullseye|openssl ...]
+    python3 -m tests.mta.exim capture OUTDIR [bookworm|trixie|forky|bullseye|openssl|openssl11 ...]
 
 forky (testing: TESTING below) and bullseye (OLDER) are captured only when named, and no test
 starts them: a testing suite moves, so a later machine would build another Exim
@@ -12,7 +12,8 @@ starts them: a testing suite moves, so a later machine would build another Exim
 bullseye's root is for the older Exims other hosts run (exim-494.log, exim494-captured-*.log:
 captured 2026-12-04; 4.94 accepts this module's CONFIG unchanged). `openssl` (BUILT) is no
 Debian package: Exim 4.98.2 built from Exim's source with OpenSSL 3 in a copy of bookworm's root
-(tests/mta/exim_openssl.py), for the TLS lines of OpenSSL builds; also only when named.
+(tests/mta/exim_openssl.py), for the TLS lines of OpenSSL builds; `openssl11` the same with
+OpenSSL 1.1.1 in a copy of bullseye's; also only when named.
 
 For each Debian release it builds (once, then cached) a debootstrapped root with
 exim4-daemon-light in /var/cache/mailban-test/exim-<suite>-root (exim4-daemon-light conflicts
@@ -74,9 +75,10 @@ TESTING = {"forky": "4.100"}
 # Debian 11 (bullseye: Exim 4.94.2), for the older Exims other hosts still run. Not in SUITES
 # either: the CI suite never builds its root; captured only when named (`capture DIR bullseye`).
 OLDER = {"bullseye": "4.94"}
-# Exim built from its own source with OpenSSL in Debian 12's root (tests/mta/exim_openssl.py):
-# the TLS lines of the OpenSSL builds other hosts run. A tool's root too, built only when named.
-BUILT = {"openssl": "4.98"}
+# Exim built from its own source with OpenSSL (tests/mta/exim_openssl.py: BASE, the root each is
+# built in): 3 in Debian 12's root, 1.1.1 in Debian 11's; the TLS lines of the OpenSSL builds
+# other hosts run. Tools' roots too, built only when named.
+BUILT = {"openssl": "4.98", "openssl11": "4.98"}
 RELEASES = {**SUITES, **TESTING, **OLDER, **BUILT}
 PORT = 2525
 _counter = itertools.count()
@@ -92,9 +94,9 @@ def ensure_root(suite: str) -> Path:
     if (root / "usr/sbin/exim4").exists():
         return root
     if suite in BUILT:
-        from tests.mta.exim_openssl import ensure_openssl_root  # it copies bookworm's root (this module)
+        from tests.mta.exim_openssl import ensure_openssl_root  # it copies a root of this module
 
-        return ensure_openssl_root(root)
+        return ensure_openssl_root(suite, root)
     if not shutil.which("debootstrap"):
         subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q", "debootstrap"],
                        check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})

@@ -1,19 +1,21 @@
 """Real Exim (4.96, 4.98 and, named, testing's 4.100.1, Debian 11's 4.94.2 and 4.98.2 built with
-OpenSSL) provoked with the shapes tests/mta/exim.py does not reach, under several log_selector
+OpenSSL 3 and 1.1) provoked with the shapes tests/mta/exim.py does not reach, under several log_selector
 settings, over IPv4 and IPv6, with and without reverse DNS names, into its own files and through
-syslog: the capture behind tests/filters/exim4{94,96,98,100,98ssl}-captured-*.log
+syslog: the capture behind tests/filters/exim4{94,96,98,100,98ssl,98ssl11}-captured-*.log
 (tests/mta/exim_score.py counts found/missed/wrong).
 
 Re-run (as root, on a test machine; about 4 minutes once the roots of tests/mta/exim.py exist):
 
-    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky|bullseye|openssl ...]
+    python3 -m tests.mta.exim_breadth capture OUTDIR [bookworm|trixie|forky|bullseye|openssl|openssl11 ...]
 
-(bookworm and trixie by default; forky, Debian testing, bullseye and openssl only when named: see
+(bookworm and trixie by default; forky, Debian testing, bullseye, openssl and openssl11 only when named: see
 tests/mta/exim.py TESTING, OLDER and BUILT. `openssl` is Exim 4.98.2 built from Exim's source
 with OpenSSL 3 in Debian 12's root (tests/mta/exim_openssl.py; its dovecot run adds dovecot-core
 to that root, the build having the dovecot authenticator): Debian's Exims use GnuTLS, the
 OpenSSL builds of cPanel, RHEL/EPEL, FreeBSD and source installs write other TLS lines; its
-samples are exim498ssl-captured-RUN.log. 4.94 differs in two places: smtp_accept_max_per_connection
+samples are exim498ssl-captured-RUN.log. `openssl11` is the same build with OpenSSL 1.1.1 in
+Debian 11's root (dovecot 2.3 there, configured as bullseye's), the library of AlmaLinux/RHEL 8
+cPanel hosts and Ubuntu 20.04: exim498ssl11-captured-RUN.log. 4.94 differs in two places: smtp_accept_max_per_connection
 is a fixed 3 there, PER_CONNECTION_FIXED, so .16 sends three messages; and it accepts MAIL
 before HELO (hosts_require_helo came with 4.95), so .15 logs no reject.)
 
@@ -339,6 +341,7 @@ service auth {
 
 DOVECOT_CONF["bullseye"] = DOVECOT_CONF["bookworm"]  # dovecot 2.3 (2.3.13 in bullseye)
 DOVECOT_CONF["openssl"] = DOVECOT_CONF["bookworm"]  # Debian 12's root
+DOVECOT_CONF["openssl11"] = DOVECOT_CONF["bookworm"]  # Debian 11's root: dovecot 2.3, as bullseye
 
 
 def ensure_heavy_root(suite: str) -> Path:
@@ -1004,11 +1007,13 @@ SAMPLE_FILES = {"default": ("mainlog", "syslog", "rejectlog"), "all": ("mainlog"
                 "dovecot": ("mainlog", "dovecot")}
 SAMPLES = Path(__file__).resolve().parent.parent / "filters"
 DEBIAN = {"bookworm": "Debian 12 bookworm", "trixie": "Debian 13 trixie", "forky": "Debian testing, forky",
-          "bullseye": "Debian 11 bullseye", "openssl": "Debian 12 bookworm's root"}
+          "bullseye": "Debian 11 bullseye", "openssl": "Debian 12 bookworm's root",
+          "openssl11": "Debian 11 bullseye's root"}
 # what runs there, where it is not Debian's exim4-daemon-light
-BINARY = {"openssl": "Exim 4.98.2 built from Exim's source with OpenSSL 3 by\n# tests/mta/exim_openssl.py"}
+BINARY = {"openssl": "Exim 4.98.2 built from Exim's source with OpenSSL 3 by\n# tests/mta/exim_openssl.py",
+          "openssl11": "Exim 4.98.2 built from Exim's source with OpenSSL 1.1.1 by\n# tests/mta/exim_openssl.py"}
 # the sample files' release tag where the release number alone would be another suite's
-SAMPLE_TAG = {"openssl": "498ssl"}
+SAMPLE_TAG = {"openssl": "498ssl", "openssl11": "498ssl11"}
 
 
 def write_samples(capdir: Path) -> list[Path]:
