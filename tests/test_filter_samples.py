@@ -72,8 +72,9 @@ def test_exim_captures_never_name_a_forged_address_or_a_remote_server() -> None:
 
 def test_exim_captures_every_attack_line_found_but_quoted_commands() -> None:
     """tests/mta/exim_score.py over the captures of 4.94, 4.96, 4.98 (GnuTLS, OpenSSL 3 and 1.1.1) and 4.100: no wrong address,
-    and the only attack lines missed are the ones whose command holds a quote (4.98 and older write
-    it raw, 4.99+ escape it as `\\"` but leave a `\\` as it is: no reading of them is sure)."""
+    and the only attack lines missed are the ones whose command holds both a quote and a forged
+    ` H=` (4.98 and older write it raw, 4.99+ escape it as `\\"` but leave a `\\` as it is: no
+    reading of the quotes is sure, and Exim's ` H=` is then not the line's only one)."""
     from tests.mta.exim_score import score
 
     fset = all_filters()

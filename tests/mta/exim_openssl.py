@@ -16,9 +16,10 @@ mirror /work/.mirror/Exim+exim/repo, a bare clone of github.com/Exim/exim): `git
 exim-4.98.2 src` into a throwaway copy of the base root (nothing of Exim's source is kept in
 this repository). The build runs chrooted in that copy, with libssl-dev, libpcre2-dev and
 libdb-dev installed there from the base release's packages, so the binary links that
-release's libssl, libpcre2-8, libdb5.3 and libcrypt1, all in the base root already; the copy
-then goes (the whole build, packages and make -j2, took 42 s for either on two cores, 2026-12-04). The binary goes to a fresh copy of the base root as /usr/sbin/exim4, setuid root
-like Debian's, compiled with Debian's paths and user so that the harness's configuration
+release's libssl, libpcre2-8, libdb5.3 and libcrypt1, all in the base root already; the build
+copy is removed afterwards (the whole build, packages and make -j2, took 42 s for either on two
+cores, 2026-12-04). The binary goes to a fresh copy of the base root as /usr/sbin/exim4, setuid
+root like Debian's, compiled with Debian's paths and user so that the harness's configuration
 (/etc/exim4/exim4.conf) works unchanged. EDITME's defaults stay (DKIM, DANE, ...).
 """
 

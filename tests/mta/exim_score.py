@@ -38,7 +38,10 @@ CLIENT = re.compile(r"(?:\[|(?<=,))(127\.0\.0\.|fd00:e1::)(\d+)(?:\]|(?=[,)]))")
 FAILURE = re.compile(r"authenticator failed|rejected|synchronization error|syntax error|protocol error|dropped"
                      r"|timeout|lost|no MAIL|TLS error|refused|too many|Error or EOF|unexpected disconnection"
                      r"|VRFY failed")
-NOT_THE_CLIENTS = re.compile(r"temporarily rejected|: 435 |incomplete transaction|SMTP error from remote")
+# (`[ip] SSL verify error: ... cert=SUBJECT`: an OpenSSL build noting a client certificate it could
+# not verify, no attack; the subject is the client's, .47 forges a reject in it)
+NOT_THE_CLIENTS = re.compile(r"temporarily rejected|: 435 |incomplete transaction|SMTP error from remote"
+                             r"|\] (?:SSL|DANE) verify ")
 
 
 def score(path: Path, fset: FilterSet) -> tuple[int, int, int, list[str], list[str]]:
