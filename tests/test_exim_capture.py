@@ -37,6 +37,8 @@ EXPECTED = {
     # or without close_notify (GnuTLS here: `(gnutls_handshake): ...`, `(recv): ...`)
     62: "lost-connection", 63: "lost-connection-smtp", 64: "tls-failed", 65: "tls-failed",
     66: "tls-failed", 67: "tls-failed", 68: "tls-failed",
+    # commands holding a quoted local part that forge nothing (Exim's ` H=` the line's only one)
+    69: "syntax-error", 70: "sync-pipelining",
 }
 # the connect ACL's deny on the tls_on_connect port: 4.97+ writes `dropped by 'connect' ACL`
 CONNECT_TLS = {"bookworm": "acl-rejected", "trixie": "connect-dropped"}
