@@ -474,6 +474,24 @@ def session(host: str, src: str, *steps: bytes) -> Iterator[socket.socket]:
         yield s
 
 
+@contextlib.contextmanager
+def tls_session(host: str, src: str, *steps: bytes, certdir: Path | None = None) -> Iterator[ssl.SSLSocket]:
+    """A session() turned to TLS by STARTTLS (with the client certificate in `certdir`, if given),
+    past EHLO again and then each step (a reply read to each)."""
+    with session(host, src, b"STARTTLS\r\n") as s, \
+            _client_tls(certdir).wrap_socket(s, server_hostname="mx.example.test") as t:
+        for step in (b"EHLO client.example.test\r\n",) + steps:
+            t.sendall(step)
+            read_reply(t)
+        yield t
+
+
+def _drop_tcp(t: ssl.SSLSocket) -> None:
+    """End the TCP connection (FIN) without TLS's close_notify (SSLSocket.unwrap() would send one)."""
+    t.shutdown(socket.SHUT_RDWR)
+    t.close()
+
+
 def _plain(user: str, password: str) -> bytes:
     return b"AUTH PLAIN " + base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()) + b"\r\n"
 
@@ -537,28 +555,18 @@ def starttls_then(host: str, src: str, garbage: bool) -> None:
 
 def tls_client_cert_relay(host: str, src: str, certdir: Path) -> None:
     """STARTTLS with a client certificate whose subject forges a client, then a relay attempt."""
-    with session(host, src) as s:
-        s.sendall(b"STARTTLS\r\n")
-        read_reply(s)
-        with _client_tls(certdir).wrap_socket(s, server_hostname="mx.example.test") as t:
-            for cmd in (b"EHLO client.example.test\r\n", b"MAIL FROM:<spam@spammer.example>\r\n",
-                        b"RCPT TO:<victim@remote.example.net>\r\n", b"QUIT\r\n"):
-                t.sendall(cmd)
-                read_reply(t)
+    with tls_session(host, src, b"MAIL FROM:<spam@spammer.example>\r\n", b"RCPT TO:<victim@remote.example.net>\r\n",
+                     b"QUIT\r\n", certdir=certdir):
+        pass
 
 
 def tls_submission(host: str, src: str) -> None:
     """STARTTLS, AUTH with the right password and one message to a local user: the arrival line
     of an authenticated submission with X= (4.99+ adds the key-exchange group, drops CV=no)."""
-    with session(host, src) as s:
-        s.sendall(b"STARTTLS\r\n")
-        read_reply(s)
-        with _client_tls().wrap_socket(s, server_hostname="mx.example.test") as t:
-            for cmd in (b"EHLO client.example.test\r\n", _plain("alice@example.test", "S3cret-alice"),
-                        b"MAIL FROM:<alice@example.test>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n", b"DATA\r\n",
-                        b"Subject: over TLS\r\n\r\nhello\r\n.\r\n", b"QUIT\r\n"):
-                t.sendall(cmd)
-                read_reply(t)
+    with tls_session(host, src, _plain("alice@example.test", "S3cret-alice"), b"MAIL FROM:<alice@example.test>\r\n",
+                     b"RCPT TO:<bob@mx.example.test>\r\n", b"DATA\r\n",
+                     b"Subject: over TLS\r\n\r\nhello\r\n.\r\n", b"QUIT\r\n"):
+        pass
 
 
 def tls_port_plaintext(host: str, src: str) -> None:
@@ -598,17 +606,10 @@ def hang_up_in_data(host: str, src: str) -> None:
         time.sleep(0.1)
 
 
-def pipelined(host: str, src: str) -> None:
+def pipelined(host: str, src: str, mail: bytes) -> None:
+    """`mail` (a MAIL command) and RCPT at once, where PIPELINING is not advertised."""
     with session(host, src) as s:
-        s.sendall(b'MAIL FROM:<" H=[6.6.6.6]:25 next input="@spammer.example>\r\nRCPT TO:<bob@mx.example.test>\r\n')
-        time.sleep(0.3)
-        read_reply(s, 3)
-
-
-def pipelined_quoted(host: str, src: str) -> None:
-    """.70: MAIL with a quoted local part and RCPT at once where PIPELINING is not advertised."""
-    with session(host, src) as s:
-        s.sendall(b'MAIL FROM:<"john doe"@spammer.example>\r\nRCPT TO:<bob@mx.example.test>\r\n')
+        s.sendall(mail + b"RCPT TO:<bob@mx.example.test>\r\n")
         time.sleep(0.3)
         read_reply(s, 3)
 
@@ -655,16 +656,9 @@ def stall_in_body(host: str, src: str) -> None:
 def tls_hang_up_in_body(host: str, src: str) -> None:
     """Over TLS, a client that drops the TCP connection in the body of a message, with no TLS
     close_notify (`QID TLS error on connection from ... (recv)` with GnuTLS)."""
-    with session(host, src) as s:
-        s.sendall(b"STARTTLS\r\n")
-        read_reply(s)
-        t = _client_tls().wrap_socket(s, server_hostname="mx.example.test")
-        t.sendall(b"EHLO client.example.test\r\n")
-        read_reply(t)
+    with tls_session(host, src) as t:
         _in_body(t, "cut@spammer.example")
-        # SSLSocket.shutdown() shuts the TCP connection without a TLS close_notify (unwrap() sends one)
-        t.shutdown(socket.SHUT_RDWR)
-        t.close()
+        _drop_tcp(t)
 
 
 def hang_up_after_dot(host: str, src: str) -> None:
@@ -757,22 +751,13 @@ def tls_close_after_rcpt(host: str, src: str) -> None:
     """.67: TLS up, MAIL and RCPT, then the TCP connection closed (FIN) with no TLS close_notify
     while Exim waits for a command (OpenSSL 3: `TLS error (SSL_read): on connection from ...
     unexpected eof while reading`; .43 is the same in a message's body)."""
-    with session(host, src, b"STARTTLS\r\n") as s:
-        t = _client_tls().wrap_socket(s, server_hostname="mx.example.test")
-        for cmd in (b"EHLO client.example.test\r\n", b"MAIL FROM:<cut@spammer.example>\r\n",
-                    b"RCPT TO:<bob@mx.example.test>\r\n"):
-            t.sendall(cmd)
-            read_reply(t)
-        t.shutdown(socket.SHUT_RDWR)  # TCP's FIN; SSLSocket.unwrap() would send close_notify
-        t.close()
+    with tls_session(host, src, b"MAIL FROM:<cut@spammer.example>\r\n", b"RCPT TO:<bob@mx.example.test>\r\n") as t:
+        _drop_tcp(t)
 
 
 def tls_reset_after_ehlo(host: str, src: str) -> None:
     """.68: TLS up, EHLO, then a TCP reset."""
-    with session(host, src, b"STARTTLS\r\n") as s:
-        t = _client_tls().wrap_socket(s, server_hostname="mx.example.test")
-        t.sendall(b"EHLO client.example.test\r\n")
-        read_reply(t)
+    with tls_session(host, src) as t:
         _reset(t)
 
 
@@ -820,7 +805,7 @@ def traffic(host: str, family: int, certdir: Path | None = None, per_connection:
     starttls_then(host, ip(26), True)
     tls_port_plaintext(host, ip(27))
     tls_port_connect(host, ip(28))
-    pipelined(host, ip(31))
+    pipelined(host, ip(31), b'MAIL FROM:<" H=[6.6.6.6]:25 next input="@spammer.example>\r\n')
     converse(host, PORT, ip(32), [ehlo] + [b"NOOP\r\n"] * 5)
     converse(host, PORT, ip(33), [ehlo] + [b"RCPT TO:<bob@mx.example.test>\r\n"] * 5)
     converse(host, PORT, ip(34), [b"EHLO H=[6.6.6.6]:25\r\n", b"QUIT\r\n"])
@@ -875,7 +860,7 @@ def traffic(host: str, family: int, certdir: Path | None = None, per_connection:
     # .69, .70: commands holding quotes (a quoted local part) but forging nothing: a syntax error,
     # and pipelining where it is not advertised (Exim's ` H=` is then the line's only one)
     converse(host, PORT, ip(69), [ehlo, b'MAIL FROM:<"john doe"@spammer.example\r\n', b"QUIT\r\n"])
-    pipelined_quoted(host, ip(70))
+    pipelined(host, ip(70), b'MAIL FROM:<"john doe"@spammer.example>\r\n')
     for t in threads:
         t.join()
 
