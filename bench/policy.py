@@ -404,29 +404,42 @@ def _burn(share: float, seconds: float) -> None:
             time.sleep((1 - share) * 1e-3)
 
 
+class Server:
+    """serve() in a process of its own, ready, on a socket in a scratch directory (the socket and
+    the database; finish() stops it, returns serve()'s results and removes the directory)."""
+
+    def __init__(self, args: argparse.Namespace, log_load: bool, thread: bool = False, turn_cpu: bool = False) -> None:
+        self.scratch = tempfile.mkdtemp(prefix="policy-bench-")
+        self.path = os.path.join(self.scratch, "policy.sock")
+        ready, self.phase, self.stop, self.out = mp.Event(), mp.Value("i", 0), mp.Event(), mp.Queue()
+        self.proc = mp.Process(target=serve, args=(self.path, ready, self.phase, self.stop, log_load, thread, self.out,
+                                                   args.maxretry, turn_cpu, args.nice))
+        self.proc.start()
+        ready.wait(30)
+
+    def finish(self) -> tuple:
+        self.stop.set()
+        results = self.out.get(timeout=30)
+        self.proc.join(10)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return results
+
+
 def run_control(args: argparse.Namespace) -> None:
     """--control CORES: the log load as in --log-load, but the second phase runs processes that
     burn CORES cores of CPU (no requests: the service idles) instead of the clients. What the
     log path loses then is what any neighbour using that much of the 2 cores costs it; set
     CORES to what the service and its clients used in a --log-load run (their CPU s / seconds)."""
-    scratch = tempfile.mkdtemp(prefix="policy-bench-")
-    path = os.path.join(scratch, "policy.sock")
-    ready, phase, stop, out = mp.Event(), mp.Value("i", 0), mp.Event(), mp.Queue()
-    proc = mp.Process(target=serve, args=(path, ready, phase, stop, True, False, out, args.maxretry, False, args.nice))
-    proc.start()
-    ready.wait(30)
+    server = Server(args, log_load=True)
     time.sleep(args.seconds)  # the log rate alone, meanwhile
-    phase.value = 1
+    server.phase.value = 1
     shares = [1.0] * int(args.control) + ([args.control % 1] if args.control % 1 else [])
     burners = [mp.Process(target=_burn, args=(share, args.seconds)) for share in shares]
     for burner in burners:
         burner.start()
     for burner in burners:
         burner.join()
-    stop.set()
-    rates = out.get(timeout=30)[3]
-    proc.join(10)
-    shutil.rmtree(scratch, ignore_errors=True)
+    rates = server.finish()[3]
     (alone, cpu_alone, *_), (during, cpu_during, *_), _ = rates
     print(f"{'control':>26}: burners using {args.control:.2f} cores, no requests")
     print(f"{'':>26}  log lines in the daemon process: {alone:,.0f}/s alone, {during:,.0f}/s beside the burners "
@@ -451,22 +464,16 @@ def pct(values: array | list[float], p: float) -> float:
 
 
 def run(args: argparse.Namespace, rate: float | None) -> None:
-    scratch = tempfile.mkdtemp(prefix="policy-bench-")  # the socket and the database; removed after
-    path = os.path.join(scratch, "policy.sock")
-    ready, phase, stop, out = mp.Event(), mp.Value("i", 0), mp.Event(), mp.Queue()
-    proc = mp.Process(target=serve, args=(path, ready, phase, stop, args.log_load, args.thread, out, args.maxretry,
-                                               args.turn_cpu, args.nice))
-    proc.start()
-    ready.wait(30)
+    server = Server(args, args.log_load, args.thread, args.turn_cpu)
     time.sleep(0.5 if not args.log_load else args.seconds)  # the log rate alone, meanwhile
     used = resource.getrusage(resource.RUSAGE_SELF)
     n, lat, lat_due, lag, client_cpu = 0, array("d"), array("d"), array("d"), 0.0
     for pair in range(args.pairs):
         if pair:  # the clients stopped: the log rate alone again, so that the machine's drift cancels
-            phase.value += 1
+            server.phase.value += 1
             time.sleep(args.seconds)
-        phase.value += 1
-        got = drive_all(path, args.conns, args.seconds, rate, args.accounts, args.generators, args.client_binary,
+        server.phase.value += 1
+        got = drive_all(server.path, args.conns, args.seconds, rate, args.accounts, args.generators, args.client_binary,
                         args.tick_us)
         n, client_cpu = n + got[0], client_cpu + got[4]
         for into, values in zip((lat, lat_due, lag), got[1:4]):
@@ -477,10 +484,7 @@ def run(args: argparse.Namespace, rate: float | None) -> None:
         print(f"  (Python generator: CPU s user {after.ru_utime - used.ru_utime:.2f}, system "
               f"{after.ru_stime - used.ru_stime:.2f}; {(after.ru_nvcsw - used.ru_nvcsw) / seconds:,.0f} "
               f"sleeps a second)")
-    stop.set()
-    stats, server_cpu, child_cpu, rates, costs, saved = out.get(timeout=30)
-    proc.join(10)
-    shutil.rmtree(scratch, ignore_errors=True)
+    stats, server_cpu, child_cpu, rates, costs, saved = server.finish()
     mode = f"open loop at {rate:,.0f}/s" if rate else "closed loop"
     def ms(values: array) -> str:
         return "/".join(f"{pct(values, p):.3f}" for p in (.5, .99, .999, 1))
