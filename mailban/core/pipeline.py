@@ -27,6 +27,10 @@ from .decisions import Hold, Outcome, Valve, decide_into
 from .filters import FilterSet
 from .jails import PROOF_KINDS, Jail
 from .records import Ban, Event
+
+# Where an Event holds the account and the address (feed_events reads them by index).
+USER = Event._fields.index("user")
+IP = Event._fields.index("ip")
 from .syslog import Header, SyslogParser
 
 
@@ -75,8 +79,13 @@ class Pipeline:
         """A line's events after queue-id correlation (qmgr retries dropped, the submitting
         account filled in)."""
         correlator = self.correlator
-        if self.filters.login_rules:
-            self._resolve_logins(events)
+        logins = self.filters.login_rules
+        if logins:
+            # looked for here, not in a call per line: few lines hold a local submission
+            for event in events:
+                if event[1] == "submission" and (event[2], event[3]) in logins:
+                    self._resolve_logins(events)
+                    break
         if self.fast is not None:
             out: list[Event] = self.fast.correlate(correlator, events, header, Message, Event)
         else:
@@ -140,9 +149,11 @@ class Pipeline:
                 # where offer() would do nothing (see Jail.wants). For a kind the jail does not
                 # want, offer() only lets time pass on its probation: tick() itself.
                 if wanted:
-                    if event[key_at] is None and not proof and not jail.probation:
+                    if event[key_at] is None and not jail.probation and (
+                            not proof or event[USER] is None or event[IP] is None):
                         # nothing to count (an inbound arrival offered to the account and uid
-                        # jails), no login to note, no probation to tick: offer() returns []
+                        # jails), no login to note (_note_login needs both the account and the
+                        # address), no probation to tick: offer() returns []
                         continue
                     if now is not None and event.time < now - findtime:
                         if getattr(event, jail.spec.key) is not None:  # an event the jail counts
