@@ -27,11 +27,11 @@ from .decisions import Hold, Outcome, Valve, decide_into
 from .filters import FilterSet
 from .jails import PROOF_KINDS, Jail
 from .records import Ban, Event
+from .syslog import Header, SyslogParser
 
 # Where an Event holds the account and the address (feed_events reads them by index).
 USER = Event._fields.index("user")
 IP = Event._fields.index("ip")
-from .syslog import Header, SyslogParser
 
 
 @dataclass
