@@ -132,7 +132,7 @@ def _build_rule(name: str, doc: TomlDoc, i: int, raw: Any, prefix: str, ids: set
         # `col` points at the opening quote of the value; the template starts one further on.
         raise ConfigError(doc.path, line, col + exc.column, f"rule {rid!r}: {exc.message}") from None
     if "login" in compiled.fields and kind != "submission":
-        # the pipeline resolves login names on submissions only (Pipeline._resolve_logins): a
+        # the pipeline resolves login names on submissions only (Pipeline.correlated): a
         # login name left in `user` would count as a SASL account
         raise doc.error(where + ("pattern",), "<LOGINNAME> is for `submission` rules only")
     if status is not None and "status" in compiled.fields:

@@ -81,11 +81,15 @@ class Pipeline:
         correlator = self.correlator
         logins = self.filters.login_rules
         if logins:
-            # looked for here, not in a call per line: few lines hold a local submission
+            # Login rules' events (in place) with their login name resolved to the uid. Only
+            # submissions come from login rules: the kind is checked first (the pipeline's events
+            # are fresh lists of tuples, one or two per line). Looked for here, not in a call per
+            # line, and counted by hand: enumerate() costs replay ~1% more (callgrind).
+            i = 0
             for event in events:
                 if event[1] == "submission" and (event[2], event[3]) in logins:
-                    self._resolve_logins(events)
-                    break
+                    events[i] = self._with_uid(event)  # replaced, not resized: the loop goes on
+                i += 1
         if self.fast is not None:
             out: list[Event] = self.fast.correlate(correlator, events, header, Message, Event)
         else:
@@ -100,16 +104,12 @@ class Pipeline:
             correlator.released.clear()
         return out
 
-    def _resolve_logins(self, events: list[Event]) -> None:
-        """Login rules' events (in place) with their login name resolved to the uid (uid_of).
-        Only submissions come from login rules: the kind is checked first (the pipeline's
-        events are fresh lists of tuples, one or two per line)."""
-        logins = self.filters.login_rules
-        for i, event in enumerate(events):
-            if event[1] == "submission" and (event[2], event[3]) in logins:
-                name = event.user
-                uid = self.uid_of(name) if self.uid_of is not None and name is not None else None
-                events[i] = event._replace(user=None, uid=uid)
+    def _with_uid(self, event: Event) -> Event:
+        """A login rule's event with its login name resolved to the uid (uid_of): the name leaves
+        `user`, where it would count as a SASL account."""
+        name = event.user
+        uid = self.uid_of(name) if self.uid_of is not None and name is not None else None
+        return event._replace(user=None, uid=uid)
 
     def feed(
         self, line: bytes, now: float | None = None, source: str = "", lineno: int = 0
